@@ -1,0 +1,220 @@
+//! The normalized event (SPEC §4): what every provider's payload is turned into,
+//! what routes match on and what templates see.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The outcome a provider reported, folded into one small vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Failure,
+    Partial,
+    Missing,
+    #[default]
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Partial => "partial",
+            Status::Missing => "missing",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// `critical` for failure and missing, `warning` for partial and unknown,
+    /// `info` for success.
+    pub fn severity(self) -> &'static str {
+        match self {
+            Status::Failure | Status::Missing => "critical",
+            Status::Partial | Status::Unknown => "warning",
+            Status::Success => "info",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "success" => Status::Success,
+            "failure" => Status::Failure,
+            "partial" => Status::Partial,
+            "missing" => Status::Missing,
+            "unknown" => Status::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// One webhook, normalized. Fields a provider does not have stay `None` and render
+/// as empty strings in templates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub source: String,
+    pub provider: String,
+    pub event: Option<String>,
+    pub status: Status,
+    pub stack: Option<String>,
+    pub environment: Option<String>,
+    pub server: Option<String>,
+    pub account: Option<String>,
+    pub backup: Option<String>,
+    pub database: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// RFC 3339, UTC.
+    pub occurred_at: Option<String>,
+    /// The provider's own id for this event, where it has one.
+    pub id: Option<String>,
+    pub message: Option<String>,
+    /// RFC 3339, UTC: when hookrelay accepted the webhook.
+    pub received_at: String,
+    /// The whole original payload.
+    pub raw: Value,
+}
+
+/// The normalized field names, in the order `render` and the admin API show them.
+/// Routes may match on these (and on `raw.<path>`); templates may use them freely.
+pub const FIELDS: &[&str] = &[
+    "source",
+    "provider",
+    "event",
+    "status",
+    "severity",
+    "stack",
+    "environment",
+    "server",
+    "account",
+    "backup",
+    "database",
+    "size_bytes",
+    "occurred_at",
+    "id",
+    "message",
+    "received_at",
+];
+
+impl Event {
+    pub fn severity(&self) -> &'static str {
+        self.status.severity()
+    }
+
+    /// A normalized field as a string, for routing. `None` when the provider did not
+    /// supply it. `raw.<dotted.path>` reads the original payload.
+    pub fn field(&self, name: &str) -> Option<String> {
+        if let Some(path) = name.strip_prefix("raw.") {
+            return lookup_dotted(&self.raw, path).and_then(scalar_string);
+        }
+        let opt = |v: &Option<String>| v.clone();
+        match name {
+            "source" => Some(self.source.clone()),
+            "provider" => Some(self.provider.clone()),
+            "event" => opt(&self.event),
+            "status" => Some(self.status.as_str().to_string()),
+            "severity" => Some(self.severity().to_string()),
+            "stack" => opt(&self.stack),
+            "environment" => opt(&self.environment),
+            "server" => opt(&self.server),
+            "account" => opt(&self.account),
+            "backup" => opt(&self.backup),
+            "database" => opt(&self.database),
+            "size_bytes" => self.size_bytes.map(|n| n.to_string()),
+            "occurred_at" => opt(&self.occurred_at),
+            "id" => opt(&self.id),
+            "message" => opt(&self.message),
+            "received_at" => Some(self.received_at.clone()),
+            _ => None,
+        }
+    }
+
+    /// The normalized fields without `raw`, every known field present (`null` where
+    /// the provider lacks it). This is what the admin API lists.
+    pub fn fields_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let s = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
+        m.insert("source".into(), Value::String(self.source.clone()));
+        m.insert("provider".into(), Value::String(self.provider.clone()));
+        m.insert("event".into(), s(&self.event));
+        m.insert("status".into(), Value::String(self.status.as_str().into()));
+        m.insert("severity".into(), Value::String(self.severity().into()));
+        m.insert("stack".into(), s(&self.stack));
+        m.insert("environment".into(), s(&self.environment));
+        m.insert("server".into(), s(&self.server));
+        m.insert("account".into(), s(&self.account));
+        m.insert("backup".into(), s(&self.backup));
+        m.insert("database".into(), s(&self.database));
+        m.insert(
+            "size_bytes".into(),
+            self.size_bytes.map(Value::from).unwrap_or(Value::Null),
+        );
+        m.insert("occurred_at".into(), s(&self.occurred_at));
+        m.insert("id".into(), s(&self.id));
+        m.insert("message".into(), s(&self.message));
+        m.insert(
+            "received_at".into(),
+            Value::String(self.received_at.clone()),
+        );
+        m
+    }
+
+    /// What templates see: every normalized field plus `raw`.
+    pub fn template_context(&self) -> Value {
+        let mut m = self.fields_json();
+        m.insert("raw".into(), self.raw.clone());
+        Value::Object(m)
+    }
+}
+
+/// Follows `a.b.0.c` through objects and arrays.
+pub fn lookup_dotted<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    for seg in path.split('.') {
+        cur = match cur {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// A JSON scalar as the string a route compares against; objects, arrays and null
+/// have no string form.
+pub fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn raw_paths_follow_objects_and_arrays() {
+        let e = Event {
+            raw: json!({"stack": {"cloud": "aws", "ns": ["a", "b"], "n": 3}}),
+            ..Default::default()
+        };
+        assert_eq!(e.field("raw.stack.cloud").as_deref(), Some("aws"));
+        assert_eq!(e.field("raw.stack.ns.1").as_deref(), Some("b"));
+        assert_eq!(e.field("raw.stack.n").as_deref(), Some("3"));
+        assert_eq!(e.field("raw.stack.missing"), None);
+        assert_eq!(e.field("raw.stack"), None);
+    }
+
+    #[test]
+    fn severity_follows_status() {
+        assert_eq!(Status::Failure.severity(), "critical");
+        assert_eq!(Status::Missing.severity(), "critical");
+        assert_eq!(Status::Partial.severity(), "warning");
+        assert_eq!(Status::Unknown.severity(), "warning");
+        assert_eq!(Status::Success.severity(), "info");
+    }
+}
