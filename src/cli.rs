@@ -1,0 +1,312 @@
+//! The `hookrelay` command: `serve`, `check`, `render`, `send` (SPEC §1).
+//! Exit codes: 0 ok, 1 invalid config or input, 2 usage error, 3 a delivery failed.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{self, DestinationKind, Settings, SourceKind};
+use crate::destinations::Request;
+use crate::relay::Relay;
+use crate::startup::{http_client, Application};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hookrelay",
+    version,
+    about = "Relay backup providers' webhooks to Slack, Microsoft Teams, email and webhooks",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Config file [default: $HOOKRELAY_CONFIG, else relay.yaml]
+    #[arg(short = 'c', long = "config", global = true, env = "HOOKRELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: ingest, delivery workers, admin API
+    Serve,
+    /// Validate the config and every template; print a summary
+    Check,
+    /// Dry run: show the normalized event, matching routes and each request body
+    Render(PayloadArgs),
+    /// Like render, then deliver once and print each destination's outcome
+    Send(PayloadArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PayloadArgs {
+    /// The configured source whose provider parses the payload
+    #[arg(long)]
+    pub source: String,
+    /// A JSON file with the payload
+    pub payload: PathBuf,
+}
+
+pub const EXIT_INVALID: i32 = 1;
+pub const EXIT_DELIVERY_FAILED: i32 = 3;
+
+/// Runs the parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let path = cli
+        .config
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG));
+    match cli.command {
+        Command::Serve => serve(&path).await,
+        Command::Check => check(&path),
+        Command::Render(a) => render(&path, &a, false).await,
+        Command::Send(a) => render(&path, &a, true).await,
+    }
+}
+
+fn load(path: &Path) -> Result<(Settings, Relay), i32> {
+    let settings = config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        EXIT_INVALID
+    })?;
+    let relay = Relay::build(settings.clone(), &http_client()).map_err(|errs| {
+        eprintln!("{}: {} error{}", path.display(), errs.len(), if errs.len() == 1 { "" } else { "s" });
+        for e in errs {
+            eprintln!("  {e}");
+        }
+        EXIT_INVALID
+    })?;
+    Ok((settings, relay))
+}
+
+async fn serve(path: &Path) -> i32 {
+    let settings = match config::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_INVALID;
+        }
+    };
+    let listen = settings.server.listen.clone();
+    let app = match Application::build(settings).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hookrelay: {e:#}");
+            return EXIT_INVALID;
+        }
+    };
+    log::info!(
+        "hookrelay {} listening on {listen} (port {}), config {}",
+        env!("CARGO_PKG_VERSION"),
+        app.port(),
+        path.display()
+    );
+    match app.run_until_stopped().await {
+        Ok(()) => {
+            log::info!("hookrelay stopped");
+            0
+        }
+        Err(e) => {
+            eprintln!("hookrelay: {e:#}");
+            EXIT_INVALID
+        }
+    }
+}
+
+fn check(path: &Path) -> i32 {
+    let (s, relay) = match load(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    println!("{}: ok", path.display());
+    println!("sources ({}):", s.sources.len());
+    for (name, src) in &s.sources {
+        let mut auth = Vec::new();
+        if let Some(t) = &src.token {
+            auth.push(format!("token ({})", t.clone().into_vec().len()));
+        }
+        if let Some(x) = &src.secret {
+            auth.push(format!("SB-Signature ({} secrets)", x.clone().into_vec().len()));
+        }
+        if let Some(h) = &src.hmac {
+            auth.push(format!("hmac {} ({} secrets)", h.header, h.secret.clone().into_vec().len()));
+        }
+        if auth.is_empty() {
+            auth.push("no authentication: anyone who can reach hookrelay can post".into());
+        }
+        let url_hint = if matches!(src.kind, SourceKind::Cloud66 | SourceKind::Centurylink) && src.token.is_some() {
+            " (?token=… in the URL)"
+        } else {
+            ""
+        };
+        println!(
+            "  {name:<16} {:<14} POST /hooks/{name}  {}{url_hint}",
+            src.kind.as_str(),
+            auth.join(", ")
+        );
+    }
+    println!("destinations ({}):", s.destinations.len());
+    for (name, d) in &s.destinations {
+        let detail = match &d.kind {
+            DestinationKind::Slack(x) if x.token.is_some() => {
+                format!("chat.postMessage to {}", x.channel.as_deref().unwrap_or("?"))
+            }
+            DestinationKind::Slack(_) => "incoming webhook".into(),
+            DestinationKind::Teams(t) => format!("{:?} webhook", t.format).to_lowercase(),
+            DestinationKind::Email(e) => format!("to {}", e.to.join(", ")),
+            DestinationKind::Webhook(_) => "POST JSON".into(),
+            DestinationKind::Console(_) => "standard output".into(),
+        };
+        let rate = d
+            .rate_limit()
+            .map(|r| format!(", at most {} per {}", r.count, humantime::format_duration(r.per)))
+            .unwrap_or_default();
+        let state = if d.common.enabled { "" } else { "  [disabled]" };
+        println!("  {name:<16} {:<8} {detail}{rate}{state}", d.kind.type_name());
+    }
+    println!("routes ({}):", s.routes.len());
+    for (i, r) in s.routes.iter().enumerate() {
+        let cond = match &r.matches {
+            Some(m) if !m.is_empty() => m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", compact(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => "everything".into(),
+        };
+        println!(
+            "  [{i}] {cond} -> {} (template {}{})",
+            r.to.join(", "),
+            r.template.as_deref().unwrap_or("default"),
+            if r.continue_ { ", continue" } else { "" }
+        );
+    }
+    let dir = &s.templates.dir;
+    if dir.is_dir() {
+        println!("templates: embedded defaults, overridden by {}", dir.display());
+    } else {
+        println!("templates: embedded defaults ({} not found)", dir.display());
+    }
+    let _ = relay;
+    0
+}
+
+fn compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
+    let (_, relay) = match load(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let Some(source) = relay.sources.get(&a.source) else {
+        eprintln!(
+            "unknown source {:?}; configured: {}",
+            a.source,
+            relay.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return EXIT_INVALID;
+    };
+    let body = match std::fs::read(&a.payload) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: {e}", a.payload.display());
+            return EXIT_INVALID;
+        }
+    };
+    let raw: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            eprintln!("{}: expected a JSON object", a.payload.display());
+            return EXIT_INVALID;
+        }
+        Err(e) => {
+            eprintln!("{}: not valid JSON: {e}", a.payload.display());
+            return EXIT_INVALID;
+        }
+    };
+    let event = crate::providers::normalize(&a.source, &source.cfg, raw, chrono::Utc::now());
+    println!("event:");
+    println!("{}", pretty(&Value::Object(event.fields_json())));
+    let (routed, deliveries) = relay.plan(&event);
+    let matched: Vec<String> = relay
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.matches(&event))
+        .map(|(i, r)| format!("routes[{i}] -> {}", r.to.join(", ")))
+        .collect();
+    if routed {
+        println!("\nmatching routes:");
+        for m in &matched {
+            println!("  {m}");
+        }
+    } else {
+        println!("\nmatching routes: none (the event would be stored as unrouted)");
+    }
+    let mut failed = false;
+    for d in &deliveries {
+        let ty = relay.destinations.get(&d.destination).map(|x| x.type_name()).unwrap_or("?");
+        println!("\ndelivery to {} ({ty}, template {}):", d.destination, d.template);
+        match relay.prepare(&d.destination, &d.template, d.channel.as_deref(), &event) {
+            Ok((sender, req)) => {
+                print_request(&req);
+                if send {
+                    match sender.send(&req).await {
+                        Ok(s) => println!(
+                            "=> delivered{}",
+                            s.status.map(|x| format!(" (status {x})")).unwrap_or_default()
+                        ),
+                        Err(e) => {
+                            failed = true;
+                            println!(
+                                "=> failed ({}): {}",
+                                if e.is_transient() { "transient" } else { "permanent" },
+                                e.message
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("cannot render: {e}");
+            }
+        }
+    }
+    if failed {
+        if send {
+            EXIT_DELIVERY_FAILED
+        } else {
+            EXIT_INVALID
+        }
+    } else {
+        0
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn print_request(req: &Request) {
+    match req {
+        Request::Json(v) => println!("{}", pretty(v)),
+        Request::Email {
+            from,
+            to,
+            subject,
+            text,
+            html,
+        } => {
+            println!("From: {from}\nTo: {}\nSubject: {subject}\n\n{text}", to.join(", "));
+            if let Some(h) = html {
+                println!("\n--- HTML part ---\n{h}");
+            }
+        }
+        Request::Console(s) => println!("{s}"),
+    }
+}

@@ -1,0 +1,186 @@
+//! The admin API (SPEC §7) under `/api`: 404 unless `admin.token` is set, 401
+//! without `Authorization: Bearer <admin.token>`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, Scope};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+use crate::startup::Shared;
+use crate::store::{event_summary, EventQuery, State, StoreError};
+
+pub fn scope() -> Scope {
+    web::scope("/api")
+        .route("/events", web::get().to(list_events))
+        .route("/events/{id}", web::get().to(get_event))
+        .route("/events/{id}/replay", web::post().to(replay))
+        .route("/deliveries", web::get().to(list_deliveries))
+        .route("/deliveries/{id}/retry", web::post().to(retry))
+        .default_service(web::to(unknown))
+}
+
+fn authorize(req: &HttpRequest, shared: &Shared) -> Result<(), ApiError> {
+    let relay = shared.relay.load();
+    let Some(token) = relay.settings.admin.token.as_ref() else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send Authorization: Bearer <admin.token>",
+        ))
+    }
+}
+
+fn store_error(e: StoreError, what: &str) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, format!("no such {what}")),
+        e => {
+            log::error!("admin api: {e}");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not usable")
+        }
+    }
+}
+
+async fn unknown(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &shared)?;
+    Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"))
+}
+
+#[derive(Deserialize)]
+struct EventParams {
+    limit: Option<usize>,
+    status: Option<String>,
+    source: Option<String>,
+    before: Option<String>,
+}
+
+async fn list_events(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    q: web::Query<EventParams>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &shared)?;
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let items = shared
+        .store
+        .list_events(EventQuery {
+            limit,
+            status: q.status,
+            source: q.source,
+            before: q.before,
+        })
+        .await
+        .map_err(|e| store_error(e, "event"))?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|r| r.id.clone()))
+        .flatten();
+    let items: Vec<Value> = items.iter().map(event_summary).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next": next })))
+}
+
+async fn get_event(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &shared)?;
+    let r = shared
+        .store
+        .get_event(&id)
+        .await
+        .map_err(|e| store_error(e, "event"))?;
+    let mut event = r.event.fields_json();
+    event.insert("raw".into(), r.event.raw.clone());
+    Ok(HttpResponse::Ok().json(json!({
+        "id": r.id,
+        "event": event,
+        "routed": r.routed,
+        "duplicates": r.duplicates,
+        "deliveries": r.deliveries,
+    })))
+}
+
+#[derive(Deserialize)]
+struct DeliveryParams {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_deliveries(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    q: web::Query<DeliveryParams>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &shared)?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(State::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "state must be pending, delivered or dead",
+            )
+        })?),
+    };
+    let items = shared
+        .store
+        .list_deliveries(state, q.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+        .map_err(|e| store_error(e, "delivery"))?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+async fn retry(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &shared)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such delivery"))?;
+    shared
+        .store
+        .retry_delivery(id)
+        .await
+        .map_err(|e| store_error(e, "delivery"))?;
+    shared.notify.notify_waiters();
+    log::info!("delivery {id}: retry requested through the admin API");
+    Ok(HttpResponse::Accepted().json(json!({ "delivery_id": id, "state": "pending" })))
+}
+
+/// Routes the stored event again with the current config and queues new
+/// deliveries (the old ones stay as they are).
+async fn replay(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &shared)?;
+    let r = shared
+        .store
+        .get_event(&id)
+        .await
+        .map_err(|e| store_error(e, "event"))?;
+    let relay = shared.relay.load_full();
+    let (_, deliveries) = relay.plan(&r.event);
+    let n = shared
+        .store
+        .add_deliveries(&r.id, deliveries)
+        .await
+        .map_err(|e| store_error(e, "event"))?;
+    shared.notify.notify_waiters();
+    log::info!("event {}: replayed through the admin API, {n} deliveries", r.id);
+    Ok(HttpResponse::Accepted().json(json!({ "event_id": r.id, "deliveries": n })))
+}

@@ -1,0 +1,249 @@
+//! The loaded relay: settings turned into what the server runs — sources with
+//! their verifiers, destinations built, routes compiled, templates loaded. Built
+//! once at start and again on every reload; `check`, `render` and `send` use the
+//! same code, so what `check` accepts is exactly what `serve` runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::auth::Verifier;
+use crate::config::{ConfigError, DestinationConfig, DestinationKind, Settings, SourceConfig};
+use crate::destinations::{self, Destination, Message, Request};
+use crate::event::Event;
+use crate::routing::{self, Route};
+use crate::store::NewDelivery;
+use crate::templates::{Templates, DEFAULT_SUBJECT};
+
+pub struct Source {
+    pub cfg: SourceConfig,
+    pub verifier: Verifier,
+}
+
+pub struct Dest {
+    pub cfg: DestinationConfig,
+    pub sender: Arc<dyn Destination>,
+}
+
+impl Dest {
+    pub fn type_name(&self) -> &'static str {
+        self.cfg.kind.type_name()
+    }
+}
+
+pub struct Relay {
+    pub settings: Settings,
+    pub sources: BTreeMap<String, Source>,
+    pub destinations: BTreeMap<String, Dest>,
+    pub routes: Vec<Route>,
+    pub templates: Templates,
+}
+
+fn subject_key(dest: &str) -> String {
+    format!("dest:{dest}:subject")
+}
+fn dest_channel_key(dest: &str) -> String {
+    format!("dest:{dest}:channel")
+}
+fn route_channel_key(i: usize) -> String {
+    format!("route:{i}:channel")
+}
+
+impl Relay {
+    /// Validates everything the settings name and builds the relay, or returns
+    /// every error found.
+    pub fn build(settings: Settings, http: &reqwest::Client) -> Result<Relay, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut templates = match Templates::load(&settings.templates.dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        };
+        let mut destinations = BTreeMap::new();
+        for (name, cfg) in &settings.destinations {
+            if let Some(t) = templates.as_mut() {
+                match &cfg.kind {
+                    DestinationKind::Email(e) => {
+                        let text = e.subject.as_deref().unwrap_or(DEFAULT_SUBJECT);
+                        let place = format!("destinations.{name}.subject");
+                        if let Err(err) = t.add_inline(&subject_key(name), text, &place) {
+                            errors.push(err);
+                        }
+                    }
+                    DestinationKind::Slack(s) => {
+                        if let Some(ch) = &s.channel {
+                            let place = format!("destinations.{name}.channel");
+                            if let Err(err) = t.add_inline(&dest_channel_key(name), ch, &place) {
+                                errors.push(err);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            destinations.insert(
+                name.clone(),
+                Dest {
+                    cfg: cfg.clone(),
+                    sender: destinations::build(cfg, http),
+                },
+            );
+        }
+        for (i, r) in settings.routes.iter().enumerate() {
+            if let (Some(ch), Some(t)) = (&r.channel, templates.as_mut()) {
+                let place = format!("routes[{i}].channel");
+                if let Err(err) = t.add_inline(&route_channel_key(i), ch, &place) {
+                    errors.push(err);
+                }
+                for (j, d) in r.to.iter().enumerate() {
+                    let is_bot = matches!(
+                        settings.destinations.get(d).map(|x| &x.kind),
+                        Some(DestinationKind::Slack(s)) if s.token.is_some()
+                    );
+                    if settings.destinations.contains_key(d) && !is_bot {
+                        errors.push(ConfigError::new(
+                            format!("routes[{i}].to[{j}]"),
+                            format!("{d:?} does not take `channel`: only a Slack destination with a bot token does"),
+                        ));
+                    }
+                }
+            }
+        }
+        let routes = match routing::compile(
+            &settings.routes,
+            |d| settings.destinations.contains_key(d),
+            |t| templates.as_ref().is_none_or(|x| x.has_name(t)),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.extend(e);
+                Vec::new()
+            }
+        };
+        let sources = settings
+            .sources
+            .iter()
+            .map(|(name, cfg)| {
+                (
+                    name.clone(),
+                    Source {
+                        cfg: cfg.clone(),
+                        verifier: Verifier::new(cfg),
+                    },
+                )
+            })
+            .collect();
+        match templates {
+            Some(templates) if errors.is_empty() => Ok(Relay {
+                settings,
+                sources,
+                destinations,
+                routes,
+                templates,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    fn enabled(&self, dest: &str) -> bool {
+        self.destinations.get(dest).is_some_and(|d| d.cfg.common.enabled)
+    }
+
+    /// The deliveries this event should get: (routed, deliveries). Slack bot
+    /// channels are rendered here so a queued delivery keeps its channel.
+    pub fn plan(&self, e: &Event) -> (bool, Vec<NewDelivery>) {
+        let (routed, planned) = routing::plan(&self.routes, e, |d| self.enabled(d));
+        let ctx = if planned.is_empty() {
+            serde_json::Value::Null
+        } else {
+            e.template_context()
+        };
+        let deliveries = planned
+            .into_iter()
+            .map(|p| {
+                let channel = self.channel_for(&p.destination, p.route, &ctx);
+                NewDelivery {
+                    destination: p.destination,
+                    template: p.template,
+                    channel,
+                }
+            })
+            .collect();
+        (routed, deliveries)
+    }
+
+    fn channel_for(&self, dest: &str, route: usize, ctx: &serde_json::Value) -> Option<String> {
+        let d = self.destinations.get(dest)?;
+        let DestinationKind::Slack(s) = &d.cfg.kind else {
+            return None;
+        };
+        s.token.as_ref()?;
+        let key = if self.routes.get(route).is_some_and(|r| r.channel.is_some()) {
+            route_channel_key(route)
+        } else {
+            dest_channel_key(dest)
+        };
+        match self.templates.render_inline(&key, ctx) {
+            Ok(c) if !c.trim().is_empty() => Some(c.trim().to_string()),
+            Ok(_) => s.channel.clone(),
+            Err(e) => {
+                log::warn!("channel for {dest}: {e}; using the configured channel");
+                s.channel.clone()
+            }
+        }
+    }
+
+    /// Renders the message for one delivery and prepares the exact request.
+    pub fn prepare(
+        &self,
+        dest_name: &str,
+        template: &str,
+        channel: Option<&str>,
+        e: &Event,
+    ) -> Result<(Arc<dyn Destination>, Request), String> {
+        let dest = self
+            .destinations
+            .get(dest_name)
+            .ok_or_else(|| format!("destination {dest_name:?} is not configured"))?;
+        let ctx = e.template_context();
+        let ty = dest.type_name();
+        let body = self
+            .templates
+            .render_body(template, ty, &ctx)
+            .map_err(|x| x.to_string())?;
+        let (html, subject) = if ty == "email" {
+            (
+                self.templates
+                    .render_email_html(template, &ctx)
+                    .map_err(|x| x.to_string())?,
+                Some(
+                    self.templates
+                        .render_inline(&subject_key(dest_name), &ctx)
+                        .map_err(|x| x.to_string())?,
+                ),
+            )
+        } else {
+            (None, None)
+        };
+        let msg = Message {
+            body,
+            html,
+            subject,
+            channel: channel.map(str::to_string),
+        };
+        let req = dest.sender.prepare(&msg).map_err(|x| x.message)?;
+        Ok((dest.sender.clone(), req))
+    }
+}
+
+/// The duplicate key: the provider's own event id where it has one, else SHA-256
+/// of the raw body.
+pub fn dedup_key(e: &Event, body: &[u8]) -> String {
+    match &e.id {
+        Some(id) => format!("id:{id}"),
+        None => format!("sha256:{}", hex::encode(Sha256::digest(body))),
+    }
+}

@@ -1,0 +1,302 @@
+//! Routing (SPEC §5): compiled routes and the pure walk from an [`Event`] to the
+//! deliveries it should produce. No I/O here, so every rule is unit-tested.
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::config::{ConfigError, RouteConfig};
+use crate::event::{scalar_string, Event, FIELDS};
+
+/// One condition on one field.
+#[derive(Debug, Clone)]
+pub enum Cond {
+    /// Equal to any of these (a string is a list of one).
+    AnyOf(Vec<String>),
+    Regex(Regex),
+    Not(Box<Cond>),
+}
+
+impl Cond {
+    fn holds(&self, value: Option<&str>) -> bool {
+        match self {
+            Cond::AnyOf(list) => value.is_some_and(|v| list.iter().any(|x| x == v)),
+            Cond::Regex(re) => value.is_some_and(|v| re.is_match(v)),
+            Cond::Not(inner) => !inner.holds(value),
+        }
+    }
+
+    fn compile(place: &str, v: &Value, errors: &mut Vec<ConfigError>) -> Option<Cond> {
+        match v {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match scalar_string(item) {
+                        Some(s) => out.push(s),
+                        None => errors.push(ConfigError::new(
+                            format!("{place}[{i}]"),
+                            "expected a string, number or boolean",
+                        )),
+                    }
+                }
+                Some(Cond::AnyOf(out))
+            }
+            Value::Object(m) if m.len() == 1 && m.contains_key("regex") => {
+                let Some(Value::String(pat)) = m.get("regex") else {
+                    errors.push(ConfigError::new(format!("{place}.regex"), "expected a string"));
+                    return None;
+                };
+                match Regex::new(pat) {
+                    Ok(re) => Some(Cond::Regex(re)),
+                    Err(e) => {
+                        errors.push(ConfigError::new(
+                            format!("{place}.regex"),
+                            format!("invalid regex: {}", first_line(&e.to_string())),
+                        ));
+                        None
+                    }
+                }
+            }
+            Value::Object(m) if m.len() == 1 && m.contains_key("not") => {
+                let inner = m.get("not")?;
+                Cond::compile(&format!("{place}.not"), inner, errors).map(|c| Cond::Not(Box::new(c)))
+            }
+            Value::Object(_) => {
+                errors.push(ConfigError::new(
+                    place,
+                    "expected a string, a list, {regex: …} or {not: …}",
+                ));
+                None
+            }
+            Value::Null => {
+                errors.push(ConfigError::new(place, "expected a value to match"));
+                None
+            }
+            other => scalar_string(other).map(|s| Cond::AnyOf(vec![s])),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
+}
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub conditions: Vec<(String, Cond)>,
+    pub to: Vec<String>,
+    pub template: Option<String>,
+    pub channel: Option<String>,
+    pub continue_: bool,
+}
+
+impl Route {
+    pub fn matches(&self, e: &Event) -> bool {
+        self.conditions
+            .iter()
+            .all(|(field, cond)| cond.holds(e.field(field).as_deref()))
+    }
+}
+
+/// One delivery the walk decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub destination: String,
+    /// The template name (`default` when the route names none).
+    pub template: String,
+    /// Index of the route that produced it (for the route's `channel` override).
+    pub route: usize,
+}
+
+/// Compiles the configured routes. `is_destination(name)` answers whether a
+/// destination exists (enabled or not); `has_template(name)` whether templates of
+/// that name exist.
+pub fn compile(
+    routes: &[RouteConfig],
+    is_destination: impl Fn(&str) -> bool,
+    has_template: impl Fn(&str) -> bool,
+) -> Result<Vec<Route>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let place = format!("routes[{i}]");
+        let mut conditions = Vec::new();
+        for (field, v) in r.matches.iter().flatten() {
+            let fplace = format!("{place}.match.{field}");
+            if !field.starts_with("raw.") && !FIELDS.contains(&field.as_str()) {
+                errors.push(ConfigError::new(
+                    fplace.clone(),
+                    format!("unknown field {field:?}; use a normalized field or raw.<path>"),
+                ));
+                continue;
+            }
+            if let Some(c) = Cond::compile(&fplace, v, &mut errors) {
+                conditions.push((field.clone(), c));
+            }
+        }
+        if r.to.is_empty() {
+            errors.push(ConfigError::new(format!("{place}.to"), "needs at least one destination"));
+        }
+        for (j, d) in r.to.iter().enumerate() {
+            if !is_destination(d) {
+                errors.push(ConfigError::new(
+                    format!("{place}.to[{j}]"),
+                    format!("unknown destination {d:?}"),
+                ));
+            }
+        }
+        if let Some(t) = &r.template {
+            if !has_template(t) {
+                errors.push(ConfigError::new(
+                    format!("{place}.template"),
+                    format!("no template named {t:?} (looked for {t}.<type>.hbs and {t}.<type>.json.hbs)"),
+                ));
+            }
+        }
+        out.push(Route {
+            conditions,
+            to: r.to.clone(),
+            template: r.template.clone(),
+            channel: r.channel.clone(),
+            continue_: r.continue_,
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Walks the routes in order. Each destination gets at most one delivery (from
+/// the first route naming it); the first matching route without `continue` ends
+/// the walk. `enabled(name)` filters out switched-off destinations.
+pub fn plan(routes: &[Route], e: &Event, enabled: impl Fn(&str) -> bool) -> (bool, Vec<Planned>) {
+    let mut routed = false;
+    let mut out: Vec<Planned> = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        if !r.matches(e) {
+            continue;
+        }
+        routed = true;
+        for d in &r.to {
+            if enabled(d) && !out.iter().any(|p| &p.destination == d) {
+                out.push(Planned {
+                    destination: d.clone(),
+                    template: r.template.clone().unwrap_or_else(|| "default".into()),
+                    route: i,
+                });
+            }
+        }
+        if !r.continue_ {
+            break;
+        }
+    }
+    (routed, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Status;
+    use serde_json::json;
+
+    fn routes(yaml: Value) -> Vec<Route> {
+        let cfgs: Vec<RouteConfig> = serde_json::from_value(yaml).unwrap();
+        compile(&cfgs, |_| true, |_| true).unwrap()
+    }
+
+    fn c66(env: &str, stack: &str, status: Status, event: &str) -> Event {
+        Event {
+            provider: "cloud66".into(),
+            status,
+            event: Some(event.into()),
+            stack: Some(stack.into()),
+            environment: Some(env.into()),
+            raw: json!({"stack": {"cloud": "aws"}}),
+            ..Default::default()
+        }
+    }
+
+    fn dests(p: &[Planned]) -> Vec<&str> {
+        p.iter().map(|p| p.destination.as_str()).collect()
+    }
+
+    #[test]
+    fn the_spec_example_routes() {
+        let r = routes(json!([
+            {"match": {"status": ["failure", "missing"], "environment": "production"},
+             "to": ["prod-slack", "dba-email"], "template": "backup_failed", "continue": true},
+            {"match": {"stack": {"regex": "^billing-"}}, "to": ["billing-teams"]},
+            {"match": {"raw.stack.cloud": "aws", "event": {"not": "backup.verification.failed"}},
+             "to": ["ops-slack"]},
+        ]));
+        let all = |_: &str| true;
+
+        // Production failure: first route continues, the billing route does not
+        // match, the aws route matches.
+        let e = c66("production", "app", Status::Failure, "managed_backup.fail");
+        let (routed, p) = plan(&r, &e, all);
+        assert!(routed);
+        assert_eq!(dests(&p), ["prod-slack", "dba-email", "ops-slack"]);
+        assert_eq!(p[0].template, "backup_failed");
+        assert_eq!(p[2].template, "default");
+
+        // `not` excludes the verification event.
+        let e = c66("staging", "app", Status::Failure, "backup.verification.failed");
+        assert_eq!(plan(&r, &e, all), (false, vec![]));
+
+        // A billing stack stops at route 1 (no continue).
+        let e = c66("staging", "billing-eu", Status::Success, "managed_backup.success");
+        assert_eq!(dests(&plan(&r, &e, all).1), ["billing-teams"]);
+    }
+
+    #[test]
+    fn one_delivery_per_destination_and_disabled_ones_skipped() {
+        let r = routes(json!([
+            {"to": ["a", "b"], "continue": true},
+            {"match": {}, "to": ["b", "c"]},
+        ]));
+        let e = Event::default();
+        assert_eq!(dests(&plan(&r, &e, |_| true).1), ["a", "b", "c"]);
+        assert_eq!(dests(&plan(&r, &e, |d| d != "a").1), ["b", "c"]);
+    }
+
+    #[test]
+    fn missing_fields_match_only_not() {
+        let r = routes(json!([
+            {"match": {"stack": {"not": "x"}}, "to": ["n"], "continue": true},
+            {"match": {"stack": {"regex": ".*"}}, "to": ["r"], "continue": true},
+            {"match": {"size_bytes": 5}, "to": ["s"]},
+        ]));
+        let mut e = Event::default();
+        assert_eq!(dests(&plan(&r, &e, |_| true).1), ["n"]);
+        e.size_bytes = Some(5);
+        assert_eq!(dests(&plan(&r, &e, |_| true).1), ["n", "s"]);
+    }
+
+    #[test]
+    fn compile_errors_name_their_place() {
+        let cfgs: Vec<RouteConfig> = serde_json::from_value(json!([
+            {"match": {"stak": "x", "stack": {"regex": "("}}, "to": ["prod-slak"], "template": "nope"},
+            {"match": {"status": {"oops": 1}}, "to": ["ok"]},
+        ]))
+        .unwrap();
+        let errs = compile(&cfgs, |d| d == "ok", |t| t == "default").unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for want in [
+            "routes[0].match.stak: unknown field",
+            "routes[0].match.stack.regex: invalid regex",
+            "routes[0].to[0]: unknown destination \"prod-slak\"",
+            "routes[0].template: no template named \"nope\"",
+            "routes[1].match.status: expected a string, a list",
+        ] {
+            assert!(lines.iter().any(|l| l.starts_with(want)), "{want} not in {lines:#?}");
+        }
+    }
+}

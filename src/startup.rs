@@ -1,0 +1,137 @@
+//! Builds the running application: storage opened, relay built, listener bound
+//! (port 0 in tests), delivery workers spawned; and shuts it down cleanly.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Notify};
+
+use crate::config::{self, Settings};
+use crate::metrics::Metrics;
+use crate::relay::Relay;
+use crate::store::{self, Store};
+
+/// What the HTTP handlers and the workers share.
+pub struct Shared {
+    pub relay: ArcSwap<Relay>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    /// Woken when new deliveries are stored.
+    pub notify: Notify,
+    /// Woken after a reload.
+    pub reloaded: Notify,
+    pub http: reqwest::Client,
+    pub config_path: PathBuf,
+}
+
+impl Shared {
+    /// Re-reads the config file and templates. On any error the old relay keeps
+    /// serving and the errors are returned.
+    pub fn reload(&self) -> Result<(), String> {
+        let settings = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let relay = Relay::build(settings, &self.http).map_err(|errs| {
+            let mut s = format!("{}: {} errors", self.config_path.display(), errs.len());
+            for e in errs {
+                s.push_str(&format!("\n  {e}"));
+            }
+            s
+        })?;
+        self.relay.store(Arc::new(relay));
+        self.reloaded.notify_waiters();
+        self.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+/// The HTTP client every destination shares.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Opens storage, builds the relay, binds `server.listen` and starts the
+    /// delivery workers. Call from within a Tokio runtime.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let http = http_client();
+        let path = settings.file.clone();
+        let listen = settings.server.listen.clone();
+        let max_body = settings.server.max_body_bytes;
+        let store = store::open(settings.storage.url.expose()).context("cannot open storage")?;
+        let relay = Relay::build(settings, &http).map_err(|errs| {
+            let mut s = format!("{}: {} errors", path.display(), errs.len());
+            for e in errs {
+                s.push_str(&format!("\n  {e}"));
+            }
+            anyhow::anyhow!(s)
+        })?;
+        let shared = Arc::new(Shared {
+            relay: ArcSwap::from_pointee(relay),
+            store,
+            metrics: Metrics::new(),
+            notify: Notify::new(),
+            reloaded: Notify::new(),
+            http,
+            config_path: path,
+        });
+        let listener =
+            TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
+        let port = listener.local_addr()?.port();
+        let server = crate::http::server(listener, shared.clone(), max_body)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let worker = tokio::spawn(crate::worker::run(shared.clone(), stop_rx));
+        Ok(Application {
+            port,
+            server,
+            shared,
+            stop,
+            worker,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the server handle stops): stops accepting,
+    /// lets in-flight requests and sends finish (bounded), then returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shared = self.shared.clone();
+        let hup = tokio::spawn(async move { reload_on_sighup(shared).await });
+        let served = self.server.await;
+        hup.abort();
+        let _ = self.stop.send(true);
+        let _ = self.worker.await;
+        served.context("server error")
+    }
+}
+
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match shared.reload() {
+            Ok(()) => log::info!("reloaded {}", shared.config_path.display()),
+            Err(e) => log::error!("reload failed, keeping the running config: {e}"),
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Delivery: claim -> render -> send -> delivered | retry later | dead.
+//!
+//! Each destination has its own loop, its own concurrency limit
+//! (`delivery.workers`) and its own rate limiter, so a slow or dead destination
+//! never delays another. The queue stays in the database: a loop claims only as
+//! many deliveries as it may send now, each under a lease, so a crash mid-send
+//! means the lease runs out and the delivery is sent again — never lost.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::RateLimit;
+use crate::destinations::SendError;
+use crate::relay::Relay;
+use crate::startup::Shared;
+use crate::store::{now_ms, Attempt, Claimed, Outcome};
+
+/// How long a claimed delivery is ours beyond its send timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Longest a loop sleeps before looking at the queue again.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// `Retry-After` is honoured up to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// After the schedule runs out, retries come this often.
+const AFTER_SCHEDULE: Duration = Duration::from_secs(3600);
+/// In-flight sends get this long to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// "At most N sends in any window", with pauses a destination asked for.
+#[derive(Debug)]
+pub struct Limiter {
+    limit: Option<RateLimit>,
+    sent: VecDeque<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl Limiter {
+    pub fn new(limit: Option<RateLimit>) -> Limiter {
+        Limiter {
+            limit,
+            sent: VecDeque::new(),
+            paused_until: None,
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        if let Some(l) = self.limit {
+            while self.sent.front().is_some_and(|t| now.duration_since(*t) >= l.per) {
+                self.sent.pop_front();
+            }
+        }
+        if self.paused_until.is_some_and(|p| p <= now) {
+            self.paused_until = None;
+        }
+    }
+
+    /// How long until one more send is allowed (zero: now).
+    pub fn wait(&mut self, now: Instant) -> Duration {
+        self.prune(now);
+        let pause = self.paused_until.map(|p| p - now).unwrap_or_default();
+        let window = match (self.limit, self.sent.front()) {
+            (Some(l), Some(first)) if self.sent.len() >= l.count as usize => (*first + l.per) - now,
+            _ => Duration::ZERO,
+        };
+        pause.max(window)
+    }
+
+    /// How many sends are allowed right now.
+    pub fn free(&mut self, now: Instant) -> usize {
+        self.prune(now);
+        if self.paused_until.is_some() {
+            return 0;
+        }
+        match self.limit {
+            Some(l) => (l.count as usize).saturating_sub(self.sent.len()),
+            None => usize::MAX,
+        }
+    }
+
+    pub fn take(&mut self, now: Instant) {
+        if self.limit.is_some() {
+            self.sent.push_back(now);
+        }
+    }
+
+    /// The destination asked for a pause (`Retry-After`).
+    pub fn pause(&mut self, until: Instant) {
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+        }
+    }
+}
+
+/// The delay before attempt `attempt + 1`, after `attempt` failed attempts:
+/// the schedule's entry (hourly once it runs out) with ±20% jitter, or what the
+/// destination asked for with `Retry-After` (clamped to an hour, at least a second).
+pub fn retry_delay(attempt: u32, schedule: &[Duration], retry_after: Option<Duration>) -> Duration {
+    if let Some(ra) = retry_after {
+        return ra.clamp(Duration::from_secs(1), MAX_RETRY_AFTER);
+    }
+    let base = schedule
+        .get(attempt.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or(AFTER_SCHEDULE);
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+/// Runs the delivery loops until `stop` turns true, then lets in-flight sends
+/// finish (up to [`SHUTDOWN_GRACE`]).
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut loops: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let relay = shared.relay.load_full();
+        let mut names: BTreeSet<String> = relay.destinations.keys().cloned().collect();
+        match shared.store.pending_destinations().await {
+            Ok(p) => names.extend(p),
+            Err(e) => log::error!("delivery: cannot read the queue: {e}"),
+        }
+        for name in names {
+            if loops.get(&name).is_none_or(|h| h.is_finished()) {
+                let task = destination_loop(shared.clone(), name.clone(), stop.clone());
+                loops.insert(name, tokio::spawn(task));
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = shared.reloaded.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+        }
+    }
+    for (_, h) in loops {
+        let _ = h.await;
+    }
+}
+
+/// The snapshot of the relay this destination is sent with: the current one if it
+/// still has the destination, else the last one that had it, so deliveries queued
+/// before a reload keep their destination.
+fn snapshot(shared: &Shared, name: &str, last: &mut Option<Arc<Relay>>) -> Option<Arc<Relay>> {
+    let cur = shared.relay.load_full();
+    if cur.destinations.contains_key(name) {
+        *last = Some(cur);
+    }
+    last.clone()
+}
+
+async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Receiver<bool>) {
+    let mut last: Option<Arc<Relay>> = None;
+    let Some(first) = snapshot(&shared, &name, &mut last) else {
+        // Queued for a destination the config no longer has, and this process never
+        // had it: nothing can send these, so say so instead of leaving them pending.
+        let msg = format!("destination {name:?} is not configured");
+        match shared.store.bury(&name, &msg).await {
+            Ok(n) if n > 0 => log::error!("delivery: {n} pending deliveries to {name} marked dead: {msg}"),
+            Ok(_) => {}
+            Err(e) => log::error!("delivery: {e}"),
+        }
+        return;
+    };
+    let workers = first.settings.delivery.workers.max(1);
+    let sem = Arc::new(Semaphore::new(workers));
+    let limiter = Arc::new(Mutex::new(Limiter::new(
+        first.destinations.get(&name).and_then(|d| d.cfg.rate_limit()),
+    )));
+    let mut configured = first.destinations.get(&name).map(|d| d.cfg.rate_limit());
+    drop(first);
+
+    while !*stop.borrow() {
+        let Some(relay) = snapshot(&shared, &name, &mut last) else {
+            break;
+        };
+        let Some(dest) = relay.destinations.get(&name) else {
+            break;
+        };
+        // A reload may change the rate limit.
+        let rl = dest.cfg.rate_limit();
+        if configured != Some(rl) {
+            configured = Some(rl);
+            if let Ok(mut l) = limiter.lock() {
+                l.limit = rl;
+            }
+        }
+        let timeout = dest.cfg.common.timeout;
+
+        let wait = limiter.lock().map(|mut l| l.wait(Instant::now())).unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        let first_permit = tokio::select! {
+            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let mut permits = vec![first_permit];
+        let free = limiter.lock().map(|mut l| l.free(Instant::now())).unwrap_or(1);
+        while permits.len() < free.min(workers) {
+            match sem.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+
+        // Arm the wake-up before looking, so an event stored meanwhile is not missed.
+        let notified = shared.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let claimed = match shared
+            .store
+            .claim(&name, permits.len(), timeout + LEASE_MARGIN)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("delivery to {name}: cannot claim: {e}");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => break,
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(permits);
+            let idle = match shared.store.next_due(&name).await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64).min(IDLE_POLL),
+                Ok(None) if !relay.destinations.contains_key(&name) => break,
+                Ok(None) => IDLE_POLL,
+                Err(_) => IDLE_POLL,
+            };
+            let current_relay = shared.relay.load_full();
+            let gone = !current_relay.destinations.contains_key(&name);
+            drop(current_relay);
+            if gone && last.as_ref().is_some_and(|r| !Arc::ptr_eq(r, &relay)) {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(idle) => {}
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        permits.truncate(claimed.len());
+        for (c, permit) in claimed.into_iter().zip(permits) {
+            if let Ok(mut l) = limiter.lock() {
+                l.take(Instant::now());
+            }
+            tokio::spawn(attempt(shared.clone(), relay.clone(), limiter.clone(), c, permit));
+        }
+    }
+    // Let in-flight sends finish, bounded.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, sem.acquire_many(workers as u32)).await;
+}
+
+/// One attempt of one delivery, recorded whatever happens.
+async fn attempt(
+    shared: Arc<Shared>,
+    relay: Arc<Relay>,
+    limiter: Arc<Mutex<Limiter>>,
+    c: Claimed,
+    _permit: OwnedSemaphorePermit,
+) {
+    let at_ms = now_ms();
+    let started = Instant::now();
+    let timeout = relay
+        .destinations
+        .get(&c.destination)
+        .map(|d| d.cfg.common.timeout)
+        .unwrap_or(Duration::from_secs(10));
+    let result = match relay.prepare(&c.destination, &c.template, c.channel.as_deref(), &c.event) {
+        Ok((sender, req)) => {
+            // The destination bounds its own requests; this bounds everything else
+            // (DNS, a stuck TLS handshake) so a lease is never held forever.
+            match tokio::time::timeout(timeout + Duration::from_secs(5), sender.send(&req)).await {
+                Ok(r) => r,
+                Err(_) => Err(SendError::transient(format!(
+                    "timed out after {}s",
+                    timeout.as_secs()
+                ))),
+            }
+        }
+        Err(msg) => Err(SendError::permanent(format!("cannot render the message: {msg}"))),
+    };
+    let elapsed = started.elapsed();
+    let attempt_no = c.attempts + 1;
+    let delivery = &relay.settings.delivery;
+    let (outcome, status, error) = match result {
+        Ok(sent) => (Outcome::Delivered, sent.status, None),
+        Err(e) => {
+            if let Some(ra) = e.retry_after {
+                if let Ok(mut l) = limiter.lock() {
+                    l.pause(Instant::now() + ra.min(MAX_RETRY_AFTER));
+                }
+            }
+            let outcome = if e.is_transient() {
+                let next = now_ms() + retry_delay(attempt_no, &delivery.retry_schedule, e.retry_after).as_millis() as i64;
+                if next - c.window_start_ms > delivery.max_age.as_millis() as i64 {
+                    Outcome::Dead
+                } else {
+                    Outcome::RetryAt { at_ms: next }
+                }
+            } else {
+                Outcome::Dead
+            };
+            let mut msg = e.message.clone();
+            if outcome == Outcome::Dead && e.is_transient() {
+                msg = format!(
+                    "{msg} (gave up after {attempt_no} attempts: max_age {} reached)",
+                    humantime::format_duration(delivery.max_age)
+                );
+            }
+            (outcome, e.status, Some(truncate(&msg, 1000)))
+        }
+    };
+    let label = match &outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::RetryAt { .. } => "retry",
+        Outcome::Dead => "dead",
+    };
+    let status_text = status.map(|s| format!("status {s}, ")).unwrap_or_default();
+    match (&outcome, &error) {
+        (Outcome::Delivered, _) => log::info!(
+            "delivery {} (event {}) to {}: delivered ({status_text}{} ms, attempt {attempt_no})",
+            c.id, c.event_id, c.destination, elapsed.as_millis()
+        ),
+        (Outcome::RetryAt { at_ms }, Some(err)) => log::warn!(
+            "delivery {} (event {}) to {}: failed ({status_text}{} ms, attempt {attempt_no}): {err}; retry at {}",
+            c.id, c.event_id, c.destination, elapsed.as_millis(), crate::store::ms_to_rfc3339(*at_ms)
+        ),
+        (_, err) => log::error!(
+            "delivery {} (event {}) to {}: dead ({status_text}{} ms, attempt {attempt_no}): {}",
+            c.id, c.event_id, c.destination, elapsed.as_millis(), err.as_deref().unwrap_or("")
+        ),
+    }
+    shared.metrics.delivery(&c.destination, label, elapsed.as_secs_f64());
+    let record = Attempt {
+        at_ms,
+        status,
+        error,
+        duration_ms: elapsed.as_millis() as i64,
+    };
+    if let Err(e) = shared.store.complete(c.id, record, outcome).await {
+        // The lease runs out and the delivery is tried again: at-least-once.
+        log::error!("delivery {}: cannot record the attempt: {e}", c.id);
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_allows_n_per_window_without_burst() {
+        let mut l = Limiter::new(Some(RateLimit { count: 2, per: Duration::from_secs(1) }));
+        let t0 = Instant::now();
+        assert_eq!(l.free(t0), 2);
+        l.take(t0);
+        l.take(t0 + Duration::from_millis(100));
+        assert_eq!(l.free(t0 + Duration::from_millis(200)), 0);
+        assert_eq!(l.wait(t0 + Duration::from_millis(200)), Duration::from_millis(800));
+        assert_eq!(l.free(t0 + Duration::from_millis(1000)), 1);
+        assert_eq!(l.wait(t0 + Duration::from_millis(1000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn limiter_pauses_when_asked() {
+        let mut l = Limiter::new(None);
+        let t0 = Instant::now();
+        assert_eq!(l.free(t0), usize::MAX);
+        l.pause(t0 + Duration::from_secs(7));
+        assert_eq!(l.free(t0), 0);
+        assert_eq!(l.wait(t0), Duration::from_secs(7));
+        assert_eq!(l.free(t0 + Duration::from_secs(7)), usize::MAX);
+    }
+
+    #[test]
+    fn retry_delays_follow_the_schedule_with_jitter() {
+        let s = [Duration::from_secs(5), Duration::from_secs(30)];
+        for _ in 0..200 {
+            let d = retry_delay(1, &s, None);
+            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(6), "{d:?}");
+            let d = retry_delay(2, &s, None);
+            assert!(d >= Duration::from_secs(24) && d <= Duration::from_secs(36), "{d:?}");
+            let d = retry_delay(9, &s, None);
+            assert!(d >= Duration::from_secs(2880) && d <= Duration::from_secs(4320), "{d:?}");
+        }
+        assert_eq!(retry_delay(1, &s, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(retry_delay(1, &s, Some(Duration::from_secs(99999))), MAX_RETRY_AFTER);
+        assert_eq!(retry_delay(1, &s, Some(Duration::ZERO)), Duration::from_secs(1));
+    }
+}
