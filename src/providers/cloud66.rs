@@ -1,9 +1,179 @@
-//! cloud66 payloads -> normalized event (stub).
+//! Cloud66 backup webhooks -> normalized event. Owns the reading of Cloud66's
+//! `event_type` (e.g. `managed_backup.fail`, `backup.verification.failed`), the
+//! `stack` and `backup` objects and the unix-seconds `timestamp`, and the folding of
+//! the event type's suffix into a [`Status`].
 
 use serde_json::Value;
 
-use crate::event::Event;
+use super::{size_of, text_at, time_of};
+use crate::event::{Event, Status};
 
-pub fn normalize(_raw: &Value) -> Event {
-    Event::default()
+pub fn normalize(raw: &Value) -> Event {
+    let event = text_at(raw, "/event_type");
+    let status = event.as_deref().map_or(Status::Unknown, status_of);
+    // Verification events report on the verification, not on the original backup
+    // run, so their message is the verify result.
+    let is_verification = event
+        .as_deref()
+        .is_some_and(|e| e.to_ascii_lowercase().contains("verif"));
+    let message = if is_verification {
+        text_at(raw, "/backup/verify_result")
+    } else {
+        text_at(raw, "/backup/backup_result")
+    };
+    Event {
+        event,
+        status,
+        stack: text_at(raw, "/stack/name"),
+        environment: text_at(raw, "/stack/environment"),
+        server: text_at(raw, "/backup/server_uid"),
+        account: text_at(raw, "/stack/account_name"),
+        backup: text_at(raw, "/backup/database_name"),
+        database: text_at(raw, "/backup/db_type"),
+        size_bytes: raw.pointer("/backup/backup_size").and_then(size_of),
+        occurred_at: raw.pointer("/timestamp").and_then(time_of),
+        message,
+        ..Event::default()
+    }
+}
+
+/// Cloud66 names outcomes by the last segment of the event type; anything we do
+/// not recognise (including event types with no outcome) stays unknown.
+fn status_of(event_type: &str) -> Status {
+    let e = event_type.trim().to_ascii_lowercase();
+    if e.ends_with(".fail") || e.ends_with(".failed") {
+        Status::Failure
+    } else if e.ends_with(".success") || e.ends_with(".succeeded") || e.ends_with(".verified") {
+        Status::Success
+    } else {
+        Status::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn managed_backup_fail_fixture() {
+        let raw = fixture(include_str!(
+            "../../tests/fixtures/cloud66/managed_backup.fail.json"
+        ));
+        let e = normalize(&raw);
+        assert_eq!(e.event.as_deref(), Some("managed_backup.fail"));
+        assert_eq!(e.status, Status::Failure);
+        assert_eq!(e.stack.as_deref(), Some("my-production-app"));
+        assert_eq!(e.environment.as_deref(), Some("production"));
+        assert_eq!(e.server.as_deref(), Some("server-abc123"));
+        assert_eq!(
+            e.account.as_deref(),
+            Some("Production Team (team@example.com)")
+        );
+        assert_eq!(e.backup.as_deref(), Some("myapp_production"));
+        assert_eq!(e.database.as_deref(), Some("postgresql"));
+        assert_eq!(e.size_bytes, Some(1_024_000_000));
+        assert_eq!(e.occurred_at.as_deref(), Some("2025-09-04T18:37:59Z"));
+        assert_eq!(e.id, None);
+        assert_eq!(e.message.as_deref(), Some("Backup completed successfully"));
+    }
+
+    #[test]
+    fn verification_failed_fixture() {
+        let raw = fixture(include_str!(
+            "../../tests/fixtures/cloud66/backup.verification.failed.json"
+        ));
+        let e = normalize(&raw);
+        assert_eq!(e.event.as_deref(), Some("backup.verification.failed"));
+        assert_eq!(e.status, Status::Failure);
+        assert_eq!(e.stack.as_deref(), Some("my-production-app"));
+        assert_eq!(e.environment.as_deref(), Some("production"));
+        assert_eq!(e.server.as_deref(), Some("server-abc123"));
+        assert_eq!(
+            e.account.as_deref(),
+            Some("Production Team (team@example.com)")
+        );
+        assert_eq!(e.backup.as_deref(), Some("myapp_production"));
+        assert_eq!(e.database.as_deref(), Some("postgresql"));
+        assert_eq!(e.size_bytes, Some(1_024_000_000));
+        assert_eq!(e.occurred_at.as_deref(), Some("2025-09-04T18:37:59Z"));
+        assert_eq!(e.id, None);
+        // Verification events carry the verify result, not the backup result.
+        assert_eq!(e.message.as_deref(), Some("Backup verified successfully"));
+    }
+
+    #[test]
+    fn event_type_suffixes() {
+        for (t, s) in [
+            ("managed_backup.fail", Status::Failure),
+            ("backup.failed", Status::Failure),
+            ("backup.success", Status::Success),
+            ("managed_backup.succeeded", Status::Success),
+            ("backup.verification.verified", Status::Success),
+            ("backup.started", Status::Unknown),
+            ("fail", Status::Unknown),
+            ("", Status::Unknown),
+        ] {
+            let e = normalize(&json!({ "event_type": t }));
+            assert_eq!(e.status, s, "{t}");
+        }
+    }
+
+    #[test]
+    fn unfamiliar_payloads_are_unknown() {
+        for raw in [
+            json!({"hello": 1}),
+            json!([1, 2, 3]),
+            json!(42),
+            json!(null),
+            json!("managed_backup.fail"),
+        ] {
+            let e = normalize(&raw);
+            assert_eq!(e.status, Status::Unknown);
+            assert_eq!(e.event, None);
+            assert_eq!(e.stack, None);
+            assert_eq!(e.occurred_at, None);
+        }
+    }
+
+    #[test]
+    fn wrong_types_do_not_panic() {
+        let raw = json!({
+            "timestamp": "not a time",
+            "event_type": 7,
+            "stack": ["a"],
+            "backup": {
+                "server_uid": 99,
+                "database_name": null,
+                "db_type": {"x": 1},
+                "backup_size": "2048",
+                "backup_result": ["no"]
+            }
+        });
+        let e = normalize(&raw);
+        assert_eq!(e.event.as_deref(), Some("7"));
+        assert_eq!(e.status, Status::Unknown);
+        assert_eq!(e.stack, None);
+        assert_eq!(e.server.as_deref(), Some("99"));
+        assert_eq!(e.backup, None);
+        assert_eq!(e.database, None);
+        assert_eq!(e.size_bytes, Some(2048));
+        assert_eq!(e.occurred_at, None);
+        assert_eq!(e.message, None);
+
+        for ts in [json!(-1.5e300), json!(1e300), json!(i64::MAX), json!(-1)] {
+            let e = normalize(&json!({ "timestamp": ts, "backup": {"backup_size": -5} }));
+            assert_eq!(e.size_bytes, None);
+            // -1 is a real (if odd) time; the huge ones are not.
+            if ts == json!(-1) {
+                assert_eq!(e.occurred_at.as_deref(), Some("1969-12-31T23:59:59Z"));
+            } else {
+                assert_eq!(e.occurred_at, None);
+            }
+        }
+    }
 }

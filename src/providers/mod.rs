@@ -9,11 +9,11 @@ pub mod cloud66;
 pub mod generic;
 pub mod simplebackups;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use serde_json::Value;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::event::Event;
+use crate::event::{scalar_string, Event};
 
 /// Normalized fields a `kind: generic` source may map with JSON Pointers.
 pub const GENERIC_FIELDS: &[&str] = &[
@@ -55,5 +55,232 @@ pub fn normalize(
 
 /// RFC 3339 in UTC with a `Z`, whole seconds unless the input had fractions.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    // chrono's RFC 3339 writer panics outside years 0..=9999; payload times can be
+    // anything, so those fall back to a plain (signed-year) rendering instead.
+    rfc3339_checked(t).unwrap_or_else(|| t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+}
+
+/// [`rfc3339`] for times that came from a payload: `None` when the year cannot be
+/// written as RFC 3339, so an absurd timestamp becomes "no time" rather than a
+/// string nobody downstream can parse.
+fn rfc3339_checked(t: DateTime<Utc>) -> Option<String> {
+    if (0..=9999).contains(&t.year()) {
+        Some(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    } else {
+        None
+    }
+}
+
+// Small readers shared by the providers. Each takes whatever JSON is there and
+// answers `None` rather than failing, because a payload's shape is never trusted.
+
+/// The value at a JSON Pointer as text: strings as they are, numbers and booleans
+/// stringified (providers are loose about ids), empty strings, null, objects and
+/// arrays as `None`.
+pub(crate) fn text_at(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer).and_then(text_of)
+}
+
+/// [`text_at`] for a value already in hand.
+pub(crate) fn text_of(v: &Value) -> Option<String> {
+    scalar_string(v).filter(|s| !s.trim().is_empty())
+}
+
+/// A byte count from a non-negative integer, an integral float, or a numeric string.
+pub(crate) fn size_of(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            // Integral floats such as `1024.0` are still sizes; anything negative,
+            // fractional or beyond u64 is not.
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 1.8e19)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+}
+
+/// A time from unix seconds (number or digit string) or one of the textual forms
+/// providers send, as RFC 3339 UTC. `None` when it cannot be read.
+pub(crate) fn time_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(secs) => unix_seconds(secs, 0),
+            None => n.as_f64().and_then(unix_float),
+        },
+        Value::String(s) => parse_time(s),
+        _ => None,
+    }
+}
+
+/// Parses the textual times seen in payloads, as RFC 3339 UTC:
+/// RFC 3339 (`2019-02-01T20:00:04.289Z`), CenturyLink's `2019-02-01 01:39:40 UTC`,
+/// zone-less `2021-10-10 10:10:10` (SimpleBackups; read as UTC), an explicit numeric
+/// offset after a space, and unix seconds written as digits.
+pub(crate) fn parse_time(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return rfc3339_checked(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f %z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
+            return rfc3339_checked(t.with_timezone(&Utc));
+        }
+    }
+    // Zone-less and `UTC`/`Z`-suffixed forms are all UTC.
+    let naive = s
+        .strip_suffix("UTC")
+        .or_else(|| s.strip_suffix('Z'))
+        .unwrap_or(s)
+        .trim_end();
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(naive, fmt) {
+            return rfc3339_checked(t.and_utc());
+        }
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<i64>().ok().and_then(|secs| unix_seconds(secs, 0));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return s.parse::<f64>().ok().and_then(unix_float);
+    }
+    None
+}
+
+fn unix_seconds(secs: i64, nanos: u32) -> Option<String> {
+    DateTime::from_timestamp(secs, nanos).and_then(rfc3339_checked)
+}
+
+fn unix_float(f: f64) -> Option<String> {
+    // Out-of-range values are rejected here so the casts below are exact enough and
+    // never saturate into a wrong-but-valid date.
+    if !f.is_finite() || f.abs() > 1.0e13 {
+        return None;
+    }
+    let secs = f.floor();
+    let nanos = ((f - secs) * 1e9).round().min(999_999_999.0) as u32;
+    unix_seconds(secs as i64, nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Status;
+    use chrono::TimeZone;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn cfg(kind: SourceKind, fields: &[(&str, &str)]) -> SourceConfig {
+        SourceConfig {
+            kind,
+            token: None,
+            secret: None,
+            hmac: None,
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            dedup_window: Duration::from_secs(600),
+        }
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).single().unwrap()
+    }
+
+    #[test]
+    fn sets_source_provider_received_at_and_raw() {
+        let raw: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/simplebackups/error.json"
+        ))
+        .unwrap();
+        let e = normalize(
+            "sb-main",
+            &cfg(SourceKind::Simplebackups, &[]),
+            raw.clone(),
+            at(),
+        );
+        assert_eq!(e.source, "sb-main");
+        assert_eq!(e.provider, "simplebackups");
+        assert_eq!(e.received_at, "2024-05-06T07:08:09Z");
+        assert_eq!(e.raw, raw);
+        assert_eq!(e.status, Status::Failure);
+        assert_eq!(e.message.as_deref(), Some("Backup Acme Project failed"));
+    }
+
+    #[test]
+    fn dispatches_on_kind() {
+        let c66: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/cloud66/managed_backup.fail.json"
+        ))
+        .unwrap();
+        let e = normalize("c", &cfg(SourceKind::Cloud66, &[]), c66, at());
+        assert_eq!(e.provider, "cloud66");
+        assert_eq!(e.stack.as_deref(), Some("my-production-app"));
+        assert_eq!(e.status, Status::Failure);
+
+        let ctl: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/centurylink/missing-text-only.json"
+        ))
+        .unwrap();
+        let e = normalize("l", &cfg(SourceKind::Centurylink, &[]), ctl, at());
+        assert_eq!(e.provider, "centurylink");
+        assert_eq!(e.status, Status::Missing);
+
+        let e = normalize(
+            "g",
+            &cfg(SourceKind::Generic, &[("status", "/r"), ("server", "/h")]),
+            json!({"r": "errored", "h": "db-1"}),
+            at(),
+        );
+        assert_eq!(e.provider, "generic");
+        assert_eq!(e.source, "g");
+        assert_eq!(e.status, Status::Failure);
+        assert_eq!(e.server.as_deref(), Some("db-1"));
+    }
+
+    #[test]
+    fn no_kind_panics_or_fails_on_odd_payloads() {
+        let kinds = [
+            SourceKind::Cloud66,
+            SourceKind::Centurylink,
+            SourceKind::Simplebackups,
+            SourceKind::Generic,
+        ];
+        let payloads = [
+            json!({"hello": 1}),
+            json!([1, "two", null]),
+            json!(12),
+            json!(null),
+            json!("text"),
+            json!({"text": null, "status": {}, "backup": [], "stack": 1, "timestamp": []}),
+        ];
+        for kind in kinds {
+            let c = cfg(kind, &[("status", "/hello"), ("occurred_at", "/0")]);
+            for p in &payloads {
+                let e = normalize("s", &c, p.clone(), at());
+                assert_eq!(e.status, Status::Unknown, "{kind:?} {p}");
+                assert_eq!(e.provider, kind.as_str());
+                assert_eq!(&e.raw, p);
+            }
+        }
+    }
+
+    #[test]
+    fn rfc3339_formats() {
+        assert_eq!(rfc3339(at()), "2024-05-06T07:08:09Z");
+        let ms = Utc
+            .timestamp_millis_opt(1_549_051_204_289)
+            .single()
+            .unwrap();
+        assert_eq!(rfc3339(ms), "2019-02-01T20:00:04.289Z");
+        // Out of RFC 3339's year range: no panic, still a readable string.
+        let far = DateTime::from_timestamp(253_402_300_800, 0).unwrap();
+        assert_eq!(rfc3339(far), "+10000-01-01T00:00:00Z");
+    }
 }
