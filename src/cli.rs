@@ -47,6 +47,14 @@ pub struct PayloadArgs {
     pub payload: PathBuf,
 }
 
+/// `println!` that stops quietly when standard output is closed (`| head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub const EXIT_INVALID: i32 = 1;
 pub const EXIT_DELIVERY_FAILED: i32 = 3;
 
@@ -65,13 +73,13 @@ pub async fn run(cli: Cli) -> i32 {
 
 fn load(path: &Path) -> Result<(Settings, Relay), i32> {
     let settings = config::load(path).map_err(|e| {
-        eprintln!("{e}");
+        eout!("{e}");
         EXIT_INVALID
     })?;
     let relay = Relay::build(settings.clone(), &http_client()).map_err(|errs| {
-        eprintln!("{}: {} error{}", path.display(), errs.len(), if errs.len() == 1 { "" } else { "s" });
+        eout!("{}: {} error{}", path.display(), errs.len(), if errs.len() == 1 { "" } else { "s" });
         for e in errs {
-            eprintln!("  {e}");
+            eout!("  {e}");
         }
         EXIT_INVALID
     })?;
@@ -82,7 +90,7 @@ async fn serve(path: &Path) -> i32 {
     let settings = match config::load(path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            eout!("{e}");
             return EXIT_INVALID;
         }
     };
@@ -90,7 +98,7 @@ async fn serve(path: &Path) -> i32 {
     let app = match Application::build(settings).await {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("hookrelay: {e:#}");
+            eout!("hookrelay: {e:#}");
             return EXIT_INVALID;
         }
     };
@@ -106,7 +114,7 @@ async fn serve(path: &Path) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("hookrelay: {e:#}");
+            eout!("hookrelay: {e:#}");
             EXIT_INVALID
         }
     }
@@ -117,18 +125,18 @@ fn check(path: &Path) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    println!("{}: ok", path.display());
-    println!("sources ({}):", s.sources.len());
+    out!("{}: ok", path.display());
+    out!("sources ({}):", s.sources.len());
     for (name, src) in &s.sources {
         let mut auth = Vec::new();
         if let Some(t) = &src.token {
-            auth.push(format!("token ({})", t.clone().into_vec().len()));
+            auth.push(format!("token ({})", plural(t.clone().into_vec().len(), "token")));
         }
         if let Some(x) = &src.secret {
-            auth.push(format!("SB-Signature ({} secrets)", x.clone().into_vec().len()));
+            auth.push(format!("SB-Signature ({})", plural(x.clone().into_vec().len(), "secret")));
         }
         if let Some(h) = &src.hmac {
-            auth.push(format!("hmac {} ({} secrets)", h.header, h.secret.clone().into_vec().len()));
+            auth.push(format!("hmac {} ({})", h.header, plural(h.secret.clone().into_vec().len(), "secret")));
         }
         if auth.is_empty() {
             auth.push("no authentication: anyone who can reach hookrelay can post".into());
@@ -138,16 +146,16 @@ fn check(path: &Path) -> i32 {
         } else {
             ""
         };
-        println!(
+        out!(
             "  {name:<16} {:<14} POST /hooks/{name}  {}{url_hint}",
             src.kind.as_str(),
             auth.join(", ")
         );
     }
-    println!("destinations ({}):", s.destinations.len());
+    out!("destinations ({}):", s.destinations.len());
     for (name, d) in &s.destinations {
         let detail = match &d.kind {
-            DestinationKind::Slack(x) if x.token.is_some() => {
+            DestinationKind::Slack(x) if x.token.is_some() || x.channel.is_some() => {
                 format!("chat.postMessage to {}", x.channel.as_deref().unwrap_or("?"))
             }
             DestinationKind::Slack(_) => "incoming webhook".into(),
@@ -161,9 +169,9 @@ fn check(path: &Path) -> i32 {
             .map(|r| format!(", at most {} per {}", r.count, humantime::format_duration(r.per)))
             .unwrap_or_default();
         let state = if d.common.enabled { "" } else { "  [disabled]" };
-        println!("  {name:<16} {:<8} {detail}{rate}{state}", d.kind.type_name());
+        out!("  {name:<16} {:<8} {detail}{rate}{state}", d.kind.type_name());
     }
-    println!("routes ({}):", s.routes.len());
+    out!("routes ({}):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
         let cond = match &r.matches {
             Some(m) if !m.is_empty() => m
@@ -173,7 +181,7 @@ fn check(path: &Path) -> i32 {
                 .join(" "),
             _ => "everything".into(),
         };
-        println!(
+        out!(
             "  [{i}] {cond} -> {} (template {}{})",
             r.to.join(", "),
             r.template.as_deref().unwrap_or("default"),
@@ -182,12 +190,16 @@ fn check(path: &Path) -> i32 {
     }
     let dir = &s.templates.dir;
     if dir.is_dir() {
-        println!("templates: embedded defaults, overridden by {}", dir.display());
+        out!("templates: embedded defaults, overridden by {}", dir.display());
     } else {
-        println!("templates: embedded defaults ({} not found)", dir.display());
+        out!("templates: embedded defaults ({} not found)", dir.display());
     }
     let _ = relay;
     0
+}
+
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn compact(v: &Value) -> String {
@@ -203,7 +215,7 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
         Err(code) => return code,
     };
     let Some(source) = relay.sources.get(&a.source) else {
-        eprintln!(
+        eout!(
             "unknown source {:?}; configured: {}",
             a.source,
             relay.sources.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -213,24 +225,24 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
     let body = match std::fs::read(&a.payload) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("{}: {e}", a.payload.display());
+            eout!("{}: {e}", a.payload.display());
             return EXIT_INVALID;
         }
     };
     let raw: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
-            eprintln!("{}: expected a JSON object", a.payload.display());
+            eout!("{}: expected a JSON object", a.payload.display());
             return EXIT_INVALID;
         }
         Err(e) => {
-            eprintln!("{}: not valid JSON: {e}", a.payload.display());
+            eout!("{}: not valid JSON: {e}", a.payload.display());
             return EXIT_INVALID;
         }
     };
     let event = crate::providers::normalize(&a.source, &source.cfg, raw, chrono::Utc::now());
-    println!("event:");
-    println!("{}", pretty(&Value::Object(event.fields_json())));
+    out!("event:");
+    out!("{}", pretty(&Value::Object(event.fields_json())));
     let (routed, deliveries) = relay.plan(&event);
     let matched: Vec<String> = relay
         .routes
@@ -240,29 +252,29 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
         .map(|(i, r)| format!("routes[{i}] -> {}", r.to.join(", ")))
         .collect();
     if routed {
-        println!("\nmatching routes:");
+        out!("\nmatching routes:");
         for m in &matched {
-            println!("  {m}");
+            out!("  {m}");
         }
     } else {
-        println!("\nmatching routes: none (the event would be stored as unrouted)");
+        out!("\nmatching routes: none (the event would be stored as unrouted)");
     }
     let mut failed = false;
     for d in &deliveries {
         let ty = relay.destinations.get(&d.destination).map(|x| x.type_name()).unwrap_or("?");
-        println!("\ndelivery to {} ({ty}, template {}):", d.destination, d.template);
+        out!("\ndelivery to {} ({ty}, template {}):", d.destination, d.template);
         match relay.prepare(&d.destination, &d.template, d.channel.as_deref(), &event) {
             Ok((sender, req)) => {
                 print_request(&req);
                 if send {
                     match sender.send(&req).await {
-                        Ok(s) => println!(
+                        Ok(s) => out!(
                             "=> delivered{}",
                             s.status.map(|x| format!(" (status {x})")).unwrap_or_default()
                         ),
                         Err(e) => {
                             failed = true;
-                            println!(
+                            out!(
                                 "=> failed ({}): {}",
                                 if e.is_transient() { "transient" } else { "permanent" },
                                 e.message
@@ -273,7 +285,7 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
             }
             Err(e) => {
                 failed = true;
-                println!("cannot render: {e}");
+                out!("cannot render: {e}");
             }
         }
     }
@@ -294,7 +306,7 @@ fn pretty(v: &Value) -> String {
 
 fn print_request(req: &Request) {
     match req {
-        Request::Json(v) => println!("{}", pretty(v)),
+        Request::Json(v) => out!("{}", pretty(v)),
         Request::Email {
             from,
             to,
@@ -302,11 +314,11 @@ fn print_request(req: &Request) {
             text,
             html,
         } => {
-            println!("From: {from}\nTo: {}\nSubject: {subject}\n\n{text}", to.join(", "));
+            out!("From: {from}\nTo: {}\nSubject: {subject}\n\n{text}", to.join(", "));
             if let Some(h) = html {
-                println!("\n--- HTML part ---\n{h}");
+                out!("\n--- HTML part ---\n{h}");
             }
         }
-        Request::Console(s) => println!("{s}"),
+        Request::Console(s) => out!("{s}"),
     }
 }
