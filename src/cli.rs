@@ -73,13 +73,13 @@ pub async fn run(cli: Cli) -> i32 {
 
 fn load(path: &Path) -> Result<(Settings, Relay), i32> {
     let settings = config::load(path).map_err(|e| {
-        eout!("{e}");
+        eprintln!("{e}");
         EXIT_INVALID
     })?;
     let relay = Relay::build(settings.clone(), &http_client()).map_err(|errs| {
-        eout!("{}: {} error{}", path.display(), errs.len(), if errs.len() == 1 { "" } else { "s" });
+        eprintln!("{}: {} error{}", path.display(), errs.len(), if errs.len() == 1 { "" } else { "s" });
         for e in errs {
-            eout!("  {e}");
+            eprintln!("  {e}");
         }
         EXIT_INVALID
     })?;
@@ -90,7 +90,7 @@ async fn serve(path: &Path) -> i32 {
     let settings = match config::load(path) {
         Ok(s) => s,
         Err(e) => {
-            eout!("{e}");
+            eprintln!("{e}");
             return EXIT_INVALID;
         }
     };
@@ -98,7 +98,7 @@ async fn serve(path: &Path) -> i32 {
     let app = match Application::build(settings).await {
         Ok(a) => a,
         Err(e) => {
-            eout!("hookrelay: {e:#}");
+            eprintln!("hookrelay: {e:#}");
             return EXIT_INVALID;
         }
     };
@@ -114,7 +114,7 @@ async fn serve(path: &Path) -> i32 {
             0
         }
         Err(e) => {
-            eout!("hookrelay: {e:#}");
+            eprintln!("hookrelay: {e:#}");
             EXIT_INVALID
         }
     }
@@ -215,7 +215,7 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
         Err(code) => return code,
     };
     let Some(source) = relay.sources.get(&a.source) else {
-        eout!(
+        eprintln!(
             "unknown source {:?}; configured: {}",
             a.source,
             relay.sources.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -225,18 +225,18 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
     let body = match std::fs::read(&a.payload) {
         Ok(b) => b,
         Err(e) => {
-            eout!("{}: {e}", a.payload.display());
+            eprintln!("{}: {e}", a.payload.display());
             return EXIT_INVALID;
         }
     };
     let raw: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
-            eout!("{}: expected a JSON object", a.payload.display());
+            eprintln!("{}: expected a JSON object", a.payload.display());
             return EXIT_INVALID;
         }
         Err(e) => {
-            eout!("{}: not valid JSON: {e}", a.payload.display());
+            eprintln!("{}: not valid JSON: {e}", a.payload.display());
             return EXIT_INVALID;
         }
     };
