@@ -1,11 +1,31 @@
-//! Templates (SPEC §6): a Handlebars registry per escaping mode, the helpers, the
-//! embedded defaults, and validation that names file and line (stub).
+//! Templates (SPEC §6): one Handlebars registry per escaping mode, the helpers, the
+//! embedded defaults, and load-time validation that names file and line.
+//!
+//! A template's escaping follows from its file name: `<name>.<type>.json.hbs` renders
+//! a whole JSON request body, so `{{x}}` is JSON-string-escaped; `<name>.slack.hbs`
+//! escapes `& < >` for Slack; `<name>.email.html.hbs` escapes HTML; every other text
+//! template is not escaped. `{{{x}}}` is raw everywhere.
+//!
+//! Names are checked when templates are loaded, not when an alert is due: every
+//! variable a template reads must be a normalized field (`crate::event::FIELDS`) or
+//! under `raw.`, every helper must exist, and every template must render (and a JSON
+//! template must render valid JSON) for sample events of every provider. At run time
+//! rendering is lenient, so a payload lacking some `raw.x` still gets its alert out.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::path::Path;
 
-use serde_json::Value;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use handlebars::template::{Parameter, TemplateElement};
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, JsonTruthy, Output, RenderContext,
+    ScopedJson, Template,
+};
+use serde_json::{json, Value};
 
 use crate::config::ConfigError;
+use crate::event::{Event, Status, FIELDS};
 
 /// What a body template produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,47 +45,1020 @@ pub struct RenderError(pub String);
 pub const DEFAULT_SUBJECT: &str =
     "[{{upper status}}] {{provider}} {{event}}: {{default backup server}}";
 
+/// The destination types a template file may be written for.
+pub const TYPES: &[&str] = &["slack", "teams", "email", "webhook", "console"];
+
+/// What `{{date x}}` uses when no format is given.
+pub const DEFAULT_DATE_FORMAT: &str = "%Y-%m-%d %H:%M UTC";
+
+/// The template name a route without `template:` uses, and the fallback for every type.
+pub const DEFAULT_NAME: &str = "default";
+
+/// The default templates, compiled into the binary so it runs with no templates folder.
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "default.slack.json.hbs",
+        include_str!("../templates/default.slack.json.hbs"),
+    ),
+    (
+        "default.teams.json.hbs",
+        include_str!("../templates/default.teams.json.hbs"),
+    ),
+    (
+        "default.webhook.json.hbs",
+        include_str!("../templates/default.webhook.json.hbs"),
+    ),
+    (
+        "default.email.hbs",
+        include_str!("../templates/default.email.hbs"),
+    ),
+    (
+        "default.email.html.hbs",
+        include_str!("../templates/default.email.html.hbs"),
+    ),
+    (
+        "default.console.hbs",
+        include_str!("../templates/default.console.hbs"),
+    ),
+];
+
+/// Where embedded defaults say they come from in errors.
+const EMBEDDED_DIR: &str = "templates";
+
+/// The helpers Handlebars itself provides, next to ours (see [`register_helpers`]).
+const BUILTIN_HELPERS: &[&str] = &[
+    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt",
+    "lte", "and", "or", "not", "len",
+];
+
+/// The helpers hookrelay adds.
+pub const HELPERS: &[&str] = &[
+    "upper", "lower", "default", "eq", "json", "bytes", "date", "emoji", "mrkdwn",
+];
+
+/// How a template's `{{values}}` are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Inside a JSON document: JSON string escaping, without the quotes.
+    Json,
+    /// Slack message text: `&`, `<`, `>`.
+    Slack,
+    /// The HTML part of an email.
+    Html,
+    /// Everything else: no escaping.
+    Plain,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::Json, Mode::Slack, Mode::Html, Mode::Plain];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A template file name taken apart: `<name>.<type>[.json|.html].hbs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileName {
+    name: String,
+    /// The registry key: the file name without `.hbs`.
+    key: String,
+    mode: Mode,
+}
+
+fn parse_file_name(file: &str) -> Option<FileName> {
+    let key = file.strip_suffix(".hbs")?;
+    let (rest, variant) = if let Some(r) = key.strip_suffix(".json") {
+        (r, Some("json"))
+    } else if let Some(r) = key.strip_suffix(".html") {
+        (r, Some("html"))
+    } else {
+        (key, None)
+    };
+    let (name, ty) = rest.rsplit_once('.')?;
+    if name.is_empty() || !TYPES.contains(&ty) {
+        return None;
+    }
+    let mode = match (ty, variant) {
+        ("email", Some("json")) => return None,
+        ("email", Some("html")) => Mode::Html,
+        (_, Some("html")) => return None,
+        (_, Some(_)) => Mode::Json,
+        ("slack", None) => Mode::Slack,
+        _ => Mode::Plain,
+    };
+    Some(FileName {
+        name: name.to_string(),
+        key: key.to_string(),
+        mode,
+    })
+}
+
+/// The loaded templates: what `load` found, checked, ready to render.
 #[derive(Clone)]
-pub struct Templates {}
+pub struct Templates {
+    /// One registry per [`Mode`], indexed by `Mode::index`.
+    registries: Vec<Handlebars<'static>>,
+    /// One-line templates from the config (subject, channel); never escaped.
+    inline: Handlebars<'static>,
+    /// Registry key (`default.slack.json`) -> (mode, file path shown in errors).
+    files: BTreeMap<String, (Mode, String)>,
+    /// Inline key -> the config key shown in errors.
+    inline_places: BTreeMap<String, String>,
+    names: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .field("inline", &self.inline_places.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
 
 impl Templates {
+    fn empty() -> Templates {
+        Templates {
+            registries: Mode::ALL.iter().map(|m| new_registry(*m)).collect(),
+            inline: new_registry(Mode::Plain),
+            files: BTreeMap::new(),
+            inline_places: BTreeMap::new(),
+            names: BTreeSet::new(),
+        }
+    }
+
+    fn registry(&self, mode: Mode) -> &Handlebars<'static> {
+        &self.registries[mode.index()]
+    }
+
     /// The embedded defaults, overridden and extended by every `*.hbs` in `dir` (if
     /// it exists). Every template is parsed and checked against sample events of
     /// every provider in strict mode; all errors are returned, each naming
     /// `file:line`.
-    pub fn load(_dir: &Path) -> Result<Templates, Vec<ConfigError>> {
-        Ok(Templates {})
+    ///
+    /// Files in `dir` that do not end in `.hbs` (a README, `.gitkeep`) and
+    /// sub-folders are ignored; a missing `dir` is not an error.
+    pub fn load(dir: &Path) -> Result<Templates, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        // File name -> (place prefix, text). Files from `dir` replace embedded ones.
+        let mut sources: BTreeMap<String, (String, String)> = EMBEDDED
+            .iter()
+            .map(|(file, text)| {
+                (
+                    file.to_string(),
+                    (format!("{EMBEDDED_DIR}/{file}"), text.to_string()),
+                )
+            })
+            .collect();
+
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = match entry {
+                        Ok(e) => e,
+                        Err(e) => {
+                            errors.push(ConfigError::new(
+                                dir.display().to_string(),
+                                format!("cannot list the templates folder: {e}"),
+                            ));
+                            continue;
+                        }
+                    };
+                    let file = entry.file_name().to_string_lossy().into_owned();
+                    let path = entry.path();
+                    let place = path.display().to_string();
+                    if !file.ends_with(".hbs") || file.starts_with('.') || path.is_dir() {
+                        continue;
+                    }
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => {
+                            sources.insert(file, (place, text));
+                        }
+                        Err(e) => errors.push(ConfigError::new(
+                            place,
+                            format!("cannot read the template: {e}"),
+                        )),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(ConfigError::new(
+                dir.display().to_string(),
+                format!("cannot read the templates folder: {e}"),
+            )),
+        }
+
+        let mut templates = Templates::empty();
+        for (file, (place, text)) in &sources {
+            if let Err(mut errs) = templates.add_file(file, place, text) {
+                errors.append(&mut errs);
+            }
+        }
+        if errors.is_empty() {
+            Ok(templates)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Parses, checks and registers one template file.
+    fn add_file(&mut self, file: &str, place: &str, text: &str) -> Result<(), Vec<ConfigError>> {
+        let Some(parsed) = parse_file_name(file) else {
+            return Err(vec![ConfigError::new(
+                place,
+                format!(
+                    "\"{file}\" is not a template name: expected <name>.<type>.hbs, \
+                     <name>.<type>.json.hbs or <name>.email.html.hbs, with type one of {}",
+                    TYPES.join(", ")
+                ),
+            )]);
+        };
+        let template = compile(text, &parsed.key, place).map_err(|e| vec![e])?;
+        let errors = check_names(&template, place);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.registries[parsed.mode.index()].register_template(&parsed.key, template);
+        self.files
+            .insert(parsed.key.clone(), (parsed.mode, place.to_string()));
+        if let Err(e) = self.check_renders(&parsed.key) {
+            self.registries[parsed.mode.index()].unregister_template(&parsed.key);
+            self.files.remove(&parsed.key);
+            return Err(vec![e]);
+        }
+        self.names.insert(parsed.name);
+        Ok(())
+    }
+
+    /// Renders a registered file template against every sample event; the first
+    /// failure is the error.
+    fn check_renders(&self, key: &str) -> Result<(), ConfigError> {
+        let (_, place) = &self.files[key];
+        for (what, ctx) in sample_contexts() {
+            if let Err(e) = self.render_key(key, &ctx) {
+                // Already names the file and line; say which sample broke it.
+                let (at, msg) = split_place(&e.0, place);
+                return Err(ConfigError::new(at, format!("{msg} (for {what})")));
+            }
+        }
+        Ok(())
     }
 
     /// Registers a one-line template from the config (email `subject`, Slack
     /// `channel`) under `key`; errors name `place` (a config key).
-    pub fn add_inline(&mut self, _key: &str, _text: &str, _place: &str) -> Result<(), ConfigError> {
+    pub fn add_inline(&mut self, key: &str, text: &str, place: &str) -> Result<(), ConfigError> {
+        let template = compile(text, key, place).map_err(|mut e| {
+            // A config value has no lines worth naming; the key is the place.
+            e.place = place.to_string();
+            e
+        })?;
+        if let Some(e) = check_names(&template, place).into_iter().next() {
+            return Err(ConfigError::new(place, e.message));
+        }
+        self.inline.register_template(key, template);
+        self.inline_places.insert(key.to_string(), place.to_string());
+        for (what, ctx) in sample_contexts() {
+            if let Err(e) = self.inline.render(key, &ctx) {
+                self.inline.unregister_template(key);
+                self.inline_places.remove(key);
+                return Err(ConfigError::new(
+                    place,
+                    format!("{} (for {what})", describe_render_error(&e)),
+                ));
+            }
+        }
         Ok(())
     }
 
     /// Whether any template file of this name exists (`<name>.*.hbs`).
-    pub fn has_name(&self, _name: &str) -> bool {
-        true
+    pub fn has_name(&self, name: &str) -> bool {
+        self.names.contains(name)
     }
 
     /// The body for a destination of type `ty`: `<name>.<ty>.json.hbs`, else
     /// `<name>.<ty>.hbs`; when `name` has neither, the same from `default`.
-    pub fn render_body(&self, _name: &str, _ty: &str, _ctx: &Value) -> Result<Body, RenderError> {
-        Ok(Body::Text(String::new()))
+    pub fn render_body(&self, name: &str, ty: &str, ctx: &Value) -> Result<Body, RenderError> {
+        let key = self
+            .body_key(name, ty)
+            .or_else(|| self.body_key(DEFAULT_NAME, ty))
+            .ok_or_else(|| {
+                RenderError(format!(
+                    "no template for {ty}: neither {name}.{ty}.json.hbs nor {name}.{ty}.hbs \
+                     (nor the default ones) exists"
+                ))
+            })?;
+        self.render_key(&key, ctx)
+    }
+
+    fn body_key(&self, name: &str, ty: &str) -> Option<String> {
+        [format!("{name}.{ty}.json"), format!("{name}.{ty}")]
+            .into_iter()
+            .find(|k| self.files.contains_key(k))
     }
 
     /// The optional HTML part of an email: `<name>.email.html.hbs` when `name` has an
     /// email template, else `default.email.html.hbs`.
     pub fn render_email_html(
         &self,
-        _name: &str,
-        _ctx: &Value,
+        name: &str,
+        ctx: &Value,
     ) -> Result<Option<String>, RenderError> {
-        Ok(None)
+        let owner = if self.body_key(name, "email").is_some() {
+            name
+        } else {
+            DEFAULT_NAME
+        };
+        let key = format!("{owner}.email.html");
+        if !self.files.contains_key(&key) {
+            return Ok(None);
+        }
+        match self.render_key(&key, ctx)? {
+            Body::Text(s) => Ok(Some(s)),
+            Body::Json(v) => Ok(Some(v.to_string())),
+        }
     }
 
     /// Renders a template registered with [`Templates::add_inline`].
-    pub fn render_inline(&self, _key: &str, _ctx: &Value) -> Result<String, RenderError> {
-        Ok(String::new())
+    pub fn render_inline(&self, key: &str, ctx: &Value) -> Result<String, RenderError> {
+        let Some(place) = self.inline_places.get(key) else {
+            return Err(RenderError(format!("no inline template named {key}")));
+        };
+        self.inline
+            .render(key, ctx)
+            .map(|s| trim_newlines(s))
+            .map_err(|e| RenderError(format!("{place}: {}", describe_render_error(&e))))
+    }
+
+    /// Renders one file template by registry key, leniently (missing values are
+    /// empty), parsing JSON templates.
+    fn render_key(&self, key: &str, ctx: &Value) -> Result<Body, RenderError> {
+        let Some((mode, place)) = self.files.get(key) else {
+            return Err(RenderError(format!("no template {key}.hbs")));
+        };
+        let text = self.registry(*mode).render(key, ctx).map_err(|e| {
+            let at = match e.line_no {
+                Some(line) => format!("{place}:{line}"),
+                None => place.clone(),
+            };
+            RenderError(format!("{at}: {}", describe_render_error(&e)))
+        })?;
+        match mode {
+            Mode::Json => serde_json::from_str(&text).map(Body::Json).map_err(|e| {
+                RenderError(format!(
+                    "{place}: the template did not render valid JSON ({e} in the output)"
+                ))
+            }),
+            Mode::Html => Ok(Body::Text(text)),
+            Mode::Slack | Mode::Plain => Ok(Body::Text(trim_newlines(text))),
+        }
+    }
+}
+
+/// Text bodies lose the newline(s) the template file ends with.
+fn trim_newlines(s: String) -> String {
+    let trimmed = s.trim_end_matches(['\n', '\r']);
+    if trimmed.len() == s.len() {
+        s
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// Splits `"<place>[:line]: message"` produced by `render_key` back apart.
+fn split_place(msg: &str, place: &str) -> (String, String) {
+    if let Some(rest) = msg.strip_prefix(place) {
+        if let Some((line, m)) = rest.strip_prefix(':').and_then(|r| r.split_once(": ")) {
+            if line.chars().all(|c| c.is_ascii_digit()) && !line.is_empty() {
+                return (format!("{place}:{line}"), m.to_string());
+            }
+        }
+        if let Some(m) = rest.strip_prefix(": ") {
+            return (place.to_string(), m.to_string());
+        }
+    }
+    (place.to_string(), msg.to_string())
+}
+
+fn describe_render_error(e: &handlebars::RenderError) -> String {
+    use handlebars::RenderErrorReason as R;
+    match e.reason() {
+        R::HelperNotFound(h) => format!("unknown helper \"{h}\""),
+        R::PartialNotFound(p) => format!("unknown partial \"{p}\""),
+        R::MissingVariable(Some(p)) => format!("unknown field \"{p}\""),
+        other => other.to_string(),
+    }
+}
+
+/// Compiles a template; a syntax error names `place:line`.
+fn compile(text: &str, key: &str, place: &str) -> Result<Template, ConfigError> {
+    Template::compile_with_name(text, key.to_string()).map_err(|e| {
+        use handlebars::TemplateErrorReason as T;
+        let at = match e.pos() {
+            Some((line, _)) => format!("{place}:{line}"),
+            None => place.to_string(),
+        };
+        let message = match e.reason() {
+            T::MismatchingClosedHelper(open, close) => {
+                format!("\"{{{{#{open}}}}}\" is closed by \"{{{{/{close}}}}}\"")
+            }
+            T::MismatchingClosedDecorator(open, close) => {
+                format!("\"{{{{#*{open}}}}}\" is closed by \"{{{{/{close}}}}}\"")
+            }
+            T::InvalidSyntax(_) => {
+                "invalid Handlebars syntax (an unclosed block or a stray {{ or }}?)".to_string()
+            }
+            T::InvalidParam(p) => format!("invalid parameter \"{p}\""),
+            T::NestedSubexpression => "nested subexpressions are not supported".to_string(),
+            other => other.to_string(),
+        };
+        ConfigError::new(at, message)
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Names: every variable a template reads must be a known field or under `raw.`.
+// ---------------------------------------------------------------------------------
+
+/// Walks the parsed template and reports every unknown field and unknown helper,
+/// each at `place:line`. This is stricter than Handlebars' strict mode, which does
+/// not look inside `{{#if x}}` or helper arguments and stops at the first miss.
+fn check_names(template: &Template, place: &str) -> Vec<ConfigError> {
+    let mut found = Vec::new();
+    walk(template, 0, 1, &mut found);
+    let mut seen = BTreeSet::new();
+    found
+        .into_iter()
+        .filter(|f| seen.insert(f.clone()))
+        .map(|(line, msg)| ConfigError::new(format!("{place}:{line}"), msg))
+        .collect()
+}
+
+type Found = Vec<(usize, String)>;
+
+/// `depth` counts the `#each` / `#with` blocks around: inside them names are
+/// relative to a part of the payload we cannot know, so they are not checked.
+fn walk(template: &Template, depth: usize, parent_line: usize, found: &mut Found) {
+    for (i, el) in template.elements.iter().enumerate() {
+        let line = template.mapping.get(i).map_or(parent_line, |m| m.0);
+        match el {
+            TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                check_call(&ht.name, &ht.params, ht.hash.values(), false, depth, line, found);
+            }
+            TemplateElement::HelperBlock(ht) => {
+                check_call(&ht.name, &ht.params, ht.hash.values(), true, depth, line, found);
+                let scoped = matches!(ht.name.as_name(), Some("each" | "with"));
+                if let Some(t) = &ht.template {
+                    walk(t, depth + usize::from(scoped), line, found);
+                }
+                if let Some(t) = &ht.inverse {
+                    walk(t, depth, line, found);
+                }
+            }
+            TemplateElement::DecoratorExpression(dt)
+            | TemplateElement::DecoratorBlock(dt)
+            | TemplateElement::PartialExpression(dt)
+            | TemplateElement::PartialBlock(dt) => {
+                // `{{#*inline "x"}}…{{/inline}}` and `{{> x}}`: the name is not a
+                // variable; the arguments and the body are checked.
+                for p in dt.params.iter().chain(dt.hash.values()) {
+                    check_param(p, depth, line, found);
+                }
+                if let Some(t) = &dt.template {
+                    walk(t, depth, line, found);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_helper(name: &str) -> bool {
+    HELPERS.contains(&name) || BUILTIN_HELPERS.contains(&name)
+}
+
+fn check_call<'a>(
+    name: &Parameter,
+    params: &[Parameter],
+    hash: impl Iterator<Item = &'a Parameter>,
+    block: bool,
+    depth: usize,
+    line: usize,
+    found: &mut Found,
+) {
+    let mut has_hash = false;
+    for p in hash {
+        has_hash = true;
+        check_param(p, depth, line, found);
+    }
+    match name {
+        Parameter::Name(_) | Parameter::Path(_) => {
+            let n = name.as_name().unwrap_or_default();
+            if !is_helper(n) {
+                if block || !params.is_empty() || has_hash {
+                    found.push((line, format!("unknown helper \"{n}\"")));
+                } else {
+                    check_path(n, depth, line, found);
+                }
+            }
+        }
+        Parameter::Subexpression(s) => check_subexpression(s.as_element(), depth, line, found),
+        _ => {}
+    }
+    for p in params {
+        check_param(p, depth, line, found);
+    }
+}
+
+fn check_subexpression(el: &TemplateElement, depth: usize, line: usize, found: &mut Found) {
+    if let TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) = el {
+        check_call(&ht.name, &ht.params, ht.hash.values(), false, depth, line, found);
+    }
+}
+
+fn check_param(p: &Parameter, depth: usize, line: usize, found: &mut Found) {
+    match p {
+        Parameter::Name(_) | Parameter::Path(_) => {
+            check_path(p.as_name().unwrap_or_default(), depth, line, found)
+        }
+        Parameter::Subexpression(s) => check_subexpression(s.as_element(), depth, line, found),
+        _ => {}
+    }
+}
+
+/// Checks one variable path such as `stack`, `raw.stack.name`, `@root.stack`,
+/// `../stack` or `this`.
+fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut Found) {
+    let mut s = raw_path.trim();
+    let mut depth = depth;
+    if let Some(rest) = s.strip_prefix("@root") {
+        s = rest.trim_start_matches(['.', '/']);
+        depth = 0;
+    } else if s.starts_with('@') {
+        return; // @index, @key, @first, @last
+    }
+    while let Some(rest) = s.strip_prefix("../") {
+        s = rest;
+        depth = depth.saturating_sub(1);
+    }
+    if depth > 0 {
+        return;
+    }
+    for prefix in ["this.", "this/", "./"] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            s = rest;
+        }
+    }
+    if s.is_empty() || s == "this" || s == "." {
+        return;
+    }
+    let (first, rest) = if let Some(inner) = s.strip_prefix('[') {
+        match inner.split_once(']') {
+            Some((f, r)) => (f, r),
+            None => (inner, ""),
+        }
+    } else {
+        match s.find(['.', '/', '[']) {
+            Some(i) => (&s[..i], &s[i..]),
+            None => (s, ""),
+        }
+    };
+    let rest = rest.trim_start_matches(['.', '/']);
+    if first == "raw" {
+        return;
+    }
+    if FIELDS.contains(&first) {
+        if !rest.is_empty() {
+            found.push((
+                line,
+                format!("field \"{first}\" is a plain value with no \"{rest}\" inside (the payload is under raw.)"),
+            ));
+        }
+        return;
+    }
+    let message = match suggest(first) {
+        Some(known) => format!("unknown field \"{first}\" (did you mean \"{known}\"?)"),
+        None => format!(
+            "unknown field \"{first}\" (known fields: {}; the provider's payload is under raw.)",
+            FIELDS.join(", ")
+        ),
+    };
+    found.push((line, message));
+}
+
+/// The known field closest to a misspelling, if it is close.
+fn suggest(name: &str) -> Option<&'static str> {
+    FIELDS
+        .iter()
+        .chain(std::iter::once(&"raw"))
+        .map(|f| (edit_distance(name, f), *f))
+        .filter(|(d, f)| *d <= 2 && *d < f.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, f)| f)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+// ---------------------------------------------------------------------------------
+// Sample events: what every template must render at load time.
+// ---------------------------------------------------------------------------------
+
+/// Realistic contexts for every provider and outcome, one with every field null, and
+/// one whose values hold characters that break JSON and markup.
+pub fn sample_contexts() -> Vec<(&'static str, Value)> {
+    let event = |f: &dyn Fn(&mut Event)| {
+        let mut e = Event {
+            received_at: "2025-09-04T18:38:02Z".into(),
+            ..Default::default()
+        };
+        f(&mut e);
+        e.template_context()
+    };
+    let cloud66 = event(&|e| {
+        e.source = "c66".into();
+        e.provider = "cloud66".into();
+        e.event = Some("backup.verification.failed".into());
+        e.status = Status::Failure;
+        e.stack = Some("my-production-app".into());
+        e.environment = Some("production".into());
+        e.server = Some("server-abc123".into());
+        e.account = Some("Production Team (team@example.com)".into());
+        e.backup = Some("myapp_production".into());
+        e.database = Some("postgresql".into());
+        e.size_bytes = Some(1_024_000_000);
+        e.occurred_at = Some("2025-09-04T18:37:59Z".into());
+        e.message = Some("Backup verified successfully".into());
+        e.raw = json!({"timestamp": 1757011079, "event_type": "backup.verification.failed",
+            "stack": {"name": "my-production-app", "environment": "production", "cloud": "aws"},
+            "backup": {"db_type": "postgresql", "database_name": "myapp_production",
+                       "backup_size": 1024000000}});
+    });
+    let simplebackups = event(&|e| {
+        e.source = "sb".into();
+        e.provider = "simplebackups".into();
+        e.event = Some("error".into());
+        e.status = Status::Failure;
+        e.server = Some("Acme Server".into());
+        e.backup = Some("Acme Project".into());
+        e.occurred_at = Some("2021-10-10T10:10:10Z".into());
+        e.id = Some("987655".into());
+        e.message = Some("Backup Acme Project failed".into());
+        e.raw = json!({"id": 987655, "type": "backup", "status": "error",
+            "backup": {"id": 4101, "name": "Acme Project"}, "server": {"name": "Acme Server"}});
+    });
+    let centurylink_failed = event(&|e| {
+        e.source = "ctl".into();
+        e.provider = "centurylink".into();
+        e.event = Some("FAILED".into());
+        e.status = Status::Failure;
+        e.server = Some("testServerId20190201013933".into());
+        e.account = Some("TEST".into());
+        e.backup = Some("TestAccountPolicyName20190201013935".into());
+        e.occurred_at = Some("2019-02-01T01:39:40Z".into());
+        e.id = Some("c56b1fd4-b566-4044-a696-0f1311ffdeee".into());
+        e.message = Some("Status: FAILED - Account: TEST - Server: testServerId20190201013933".into());
+        e.raw = json!({"text": "Status: FAILED - Account: TEST", "status": "FAILED"});
+    });
+    let centurylink_missing = event(&|e| {
+        e.source = "ctl".into();
+        e.provider = "centurylink".into();
+        e.event = Some("MISSING".into());
+        e.status = Status::Missing;
+        e.server = Some("testServerId20181228013921".into());
+        e.account = Some("TEST".into());
+        e.backup = Some("TestAccountPolicyName20181228013921".into());
+        e.occurred_at = Some("2019-02-01T20:00:04.289Z".into());
+        e.message = Some("testServerId20181228013921 missed a backup expected at 2019-02-01T20:00:04.289Z".into());
+        e.raw = json!({"text": "testServerId20181228013921 missed a backup"});
+    });
+    let success = event(&|e| {
+        e.source = "sb".into();
+        e.provider = "simplebackups".into();
+        e.event = Some("success".into());
+        e.status = Status::Success;
+        e.server = Some("Acme Server".into());
+        e.backup = Some("Acme Project".into());
+        e.raw = json!({"status": "success"});
+    });
+    let partial = event(&|e| {
+        e.source = "ctl".into();
+        e.provider = "centurylink".into();
+        e.event = Some("PARTIAL_SUCCESS".into());
+        e.status = Status::Partial;
+        e.server = Some("IL1TESTWIND0803".into());
+        e.raw = json!("not even an object");
+    });
+    let generic = event(&|e| {
+        e.source = "generic".into();
+        e.provider = "generic".into();
+        e.raw = json!({});
+    });
+    let hostile = event(&|e| {
+        let nasty = "quote \" back\\slash <b>bold</b> & amp\nnew line\ttab ✅ 🚀 <!channel>";
+        e.source = "src \"x\"".into();
+        e.provider = "generic".into();
+        e.event = Some(nasty.into());
+        e.status = Status::Unknown;
+        e.stack = Some(nasty.into());
+        e.environment = Some(nasty.into());
+        e.server = Some(nasty.into());
+        e.account = Some(nasty.into());
+        e.backup = Some(nasty.into());
+        e.database = Some(nasty.into());
+        e.occurred_at = Some(nasty.into());
+        e.id = Some(nasty.into());
+        e.message = Some(nasty.into());
+        e.raw = json!({"text": nasty, "list": [1, null, {"a": nasty}]});
+    });
+    let mut all_null = serde_json::Map::new();
+    for f in FIELDS {
+        all_null.insert((*f).to_string(), Value::Null);
+    }
+    all_null.insert("raw".into(), Value::Null);
+
+    vec![
+        ("a cloud66 backup.verification.failed event", cloud66),
+        ("a simplebackups error event", simplebackups),
+        ("a centurylink FAILED event", centurylink_failed),
+        ("a centurylink MISSING event", centurylink_missing),
+        ("a simplebackups success event", success),
+        ("a centurylink PARTIAL_SUCCESS event", partial),
+        ("a generic event with few fields", generic),
+        ("an event whose values hold quotes, markup and newlines", hostile),
+        ("an event with every field null", Value::Object(all_null)),
+    ]
+}
+
+// ---------------------------------------------------------------------------------
+// Registries, escaping and helpers.
+// ---------------------------------------------------------------------------------
+
+fn new_registry(mode: Mode) -> Handlebars<'static> {
+    let mut r = Handlebars::new();
+    // Lenient at run time: a known-but-null field or a missing `raw.x` renders empty.
+    // Names were checked at load time by `check_names`.
+    r.set_strict_mode(false);
+    match mode {
+        Mode::Json => r.register_escape_fn(json_string_escape),
+        Mode::Slack => r.register_escape_fn(slack_escape),
+        Mode::Html => r.register_escape_fn(handlebars::html_escape),
+        Mode::Plain => r.register_escape_fn(handlebars::no_escape),
+    }
+    register_helpers(&mut r, mode);
+    r
+}
+
+/// JSON string escaping without the surrounding quotes.
+pub fn json_string_escape(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What Slack requires escaped in message text: `&`, `<`, `>`.
+pub fn slack_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+type ValueFn = fn(&[Value], &Helper<'_>, &Context) -> Value;
+
+/// A helper computing a value; Handlebars escapes it in `{{…}}` (not in `{{{…}}}`)
+/// and it composes in subexpressions.
+struct ValueHelper(ValueFn);
+
+impl HelperDef for ValueHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, handlebars::RenderError> {
+        let args: Vec<Value> = h.params().iter().map(|p| p.value().clone()).collect();
+        Ok(ScopedJson::Derived((self.0)(&args, h, ctx)))
+    }
+}
+
+/// `{{json x}}`: a JSON literal, written as is in JSON templates (it *is* the JSON);
+/// escaped like any value in text templates, so `{{json raw}}` in an HTML email is
+/// still safe. `pretty=true` indents it.
+struct JsonHelper {
+    raw: bool,
+}
+
+impl HelperDef for JsonHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let value = h.param(0).map_or(&Value::Null, |p| p.value());
+        let pretty = h
+            .hash_get("pretty")
+            .is_some_and(|p| p.value().is_truthy(false));
+        let text = if pretty {
+            serde_json::to_string_pretty(value)
+        } else {
+            serde_json::to_string(value)
+        }
+        .unwrap_or_else(|_| "null".to_string());
+        if self.raw || rc.is_disable_escape() {
+            out.write(&text)?;
+        } else {
+            out.write(&(r.get_escape_fn())(&text))?;
+        }
+        Ok(())
+    }
+}
+
+fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
+    let value_helpers: [(&str, ValueFn); 8] = [
+        ("upper", |a, _, _| Value::String(text_of(arg(a, 0)).to_uppercase())),
+        ("lower", |a, _, _| Value::String(text_of(arg(a, 0)).to_lowercase())),
+        ("default", |a, _, _| helper_default(a)),
+        ("eq", |a, _, _| Value::Bool(helper_eq(a))),
+        ("bytes", |a, _, _| Value::String(format_bytes(arg(a, 0)))),
+        ("date", |a, _, _| {
+            let fmt = arg(a, 1).as_str().unwrap_or(DEFAULT_DATE_FORMAT);
+            Value::String(format_date(arg(a, 0), fmt))
+        }),
+        ("emoji", |a, _, ctx| {
+            let status = if a.is_empty() {
+                ctx.data().get("status").unwrap_or(&Value::Null)
+            } else {
+                arg(a, 0)
+            };
+            Value::String(emoji(&text_of(status)).to_string())
+        }),
+        ("mrkdwn", |a, _, _| Value::String(slack_escape(&text_of(arg(a, 0))))),
+    ];
+    for (name, f) in value_helpers {
+        r.register_helper(name, Box::new(ValueHelper(f)));
+    }
+    r.register_helper(
+        "json",
+        Box::new(JsonHelper {
+            raw: mode == Mode::Json,
+        }),
+    );
+}
+
+fn arg(args: &[Value], i: usize) -> &Value {
+    args.get(i).unwrap_or(&Value::Null)
+}
+
+/// A value as text: strings as they are, null as empty, anything else as JSON.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `{{default a b "n/a"}}`: the first argument that is neither null nor empty.
+fn helper_default(args: &[Value]) -> Value {
+    args.iter()
+        .find(|v| match v {
+            Value::Null => false,
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        })
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// `(eq a b)`: equal values; `(eq status "failure" "missing")` is true when the
+/// first equals any of the others. A number equals its decimal string.
+fn helper_eq(args: &[Value]) -> bool {
+    let Some((first, rest)) = args.split_first() else {
+        return false;
+    };
+    rest.iter().any(|other| {
+        first == other
+            || (is_scalar(first) && is_scalar(other) && text_of(first) == text_of(other))
+    })
+}
+
+fn is_scalar(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+/// `{{bytes n}}`: `512 B`, `1.5 KiB`, `976.6 MiB` … up to TiB. Null renders empty;
+/// anything that is not a non-negative number renders as it is.
+pub fn format_bytes(v: &Value) -> String {
+    let n = match v {
+        Value::Null => return String::new(),
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let Some(n) = n.filter(|n| n.is_finite() && *n >= 0.0) else {
+        return text_of(v);
+    };
+    if n < 1024.0 {
+        return format!("{} B", n.round() as u64);
+    }
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = n / 1024.0;
+    let mut unit = 0;
+    // Move up while the value would print as 1024.0 or more.
+    while (value * 10.0).round() / 10.0 >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `{{date t "%Y-%m-%d %H:%M"}}`: `t` as RFC 3339, unix seconds (number or numeric
+/// string) or `YYYY-MM-DD HH:MM:SS` read as UTC; formatted in UTC with chrono's
+/// strftime syntax. Null renders empty; what cannot be read (or a bad format)
+/// renders the input as it is.
+pub fn format_date(v: &Value, fmt: &str) -> String {
+    let Some(t) = parse_time(v) else {
+        return text_of(v);
+    };
+    let mut out = String::new();
+    match write!(out, "{}", t.format(fmt)) {
+        Ok(()) => out,
+        Err(_) => text_of(v),
+    }
+}
+
+fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::Number(n) => from_unix(n.as_f64()?),
+        Value::String(s) => {
+            let s = s.trim();
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') {
+                if let Ok(n) = s.parse::<f64>() {
+                    return from_unix(n);
+                }
+            }
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Some(t.with_timezone(&Utc));
+            }
+            let naive = s
+                .strip_suffix(" UTC")
+                .or_else(|| s.strip_suffix('Z'))
+                .unwrap_or(s);
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(naive, f).ok())
+                .map(|t| t.and_utc())
+        }
+        _ => None,
+    }
+}
+
+fn from_unix(secs: f64) -> Option<DateTime<Utc>> {
+    if !secs.is_finite() || secs.abs() > 1e13 {
+        return None;
+    }
+    let whole = secs.floor();
+    let nanos = ((secs - whole) * 1e9).round().min(999_999_999.0) as u32;
+    DateTime::from_timestamp(whole as i64, nanos)
+}
+
+/// `{{emoji status}}`: ✅ success, ❌ failure, ⚠️ partial, ⏰ missing (a backup that
+/// did not happen on time), ❓ anything else. Without an argument, the event's own
+/// status. Also reads the providers' own words (`error`, `FAILED`,
+/// `PARTIAL_SUCCESS`, …), so `{{emoji raw.status}}` works too.
+pub fn emoji(status: &str) -> &'static str {
+    match status.trim().to_ascii_lowercase().as_str() {
+        "success" | "succeeded" | "ok" | "verified" => "✅",
+        "failure" | "failed" | "fail" | "error" => "❌",
+        "partial" | "partial_success" | "warning" => "⚠️",
+        "missing" | "missed" => "⏰",
+        _ => "❓",
     }
 }
