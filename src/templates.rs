@@ -87,8 +87,8 @@ const EMBEDDED_DIR: &str = "templates";
 
 /// The helpers Handlebars itself provides, next to ours (see [`register_helpers`]).
 const BUILTIN_HELPERS: &[&str] = &[
-    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt",
-    "lte", "and", "or", "not", "len",
+    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
+    "and", "or", "not", "len",
 ];
 
 /// The helpers hookrelay adds.
@@ -193,21 +193,25 @@ impl Templates {
     }
 
     /// The embedded defaults, overridden and extended by every `*.hbs` in `dir` (if
-    /// it exists). Every template is parsed and checked against sample events of
-    /// every provider in strict mode; all errors are returned, each naming
-    /// `file:line`.
+    /// it exists). Every template is parsed, its names checked (see
+    /// [`check_names`]) and rendered against sample events of every provider; all
+    /// errors are returned, each naming `file:line` where a line is known.
     ///
     /// Files in `dir` that do not end in `.hbs` (a README, `.gitkeep`) and
-    /// sub-folders are ignored; a missing `dir` is not an error.
+    /// sub-folders are ignored; a missing `dir` is not an error. A folder file for
+    /// `<name>.<type>` replaces the embedded body of that name and type whether it is
+    /// JSON or text (so `default.slack.hbs` takes over from the embedded
+    /// `default.slack.json.hbs`).
     pub fn load(dir: &Path) -> Result<Templates, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        // File name -> (place prefix, text). Files from `dir` replace embedded ones.
-        let mut sources: BTreeMap<String, (String, String)> = EMBEDDED
+        // File name -> (place prefix, text, embedded). Files from `dir` replace
+        // embedded ones.
+        let mut sources: BTreeMap<String, (String, String, bool)> = EMBEDDED
             .iter()
             .map(|(file, text)| {
                 (
                     file.to_string(),
-                    (format!("{EMBEDDED_DIR}/{file}"), text.to_string()),
+                    (format!("{EMBEDDED_DIR}/{file}"), text.to_string(), true),
                 )
             })
             .collect();
@@ -233,7 +237,7 @@ impl Templates {
                     }
                     match std::fs::read_to_string(&path) {
                         Ok(text) => {
-                            sources.insert(file, (place, text));
+                            sources.insert(file, (place, text, false));
                         }
                         Err(e) => errors.push(ConfigError::new(
                             place,
@@ -249,8 +253,25 @@ impl Templates {
             )),
         }
 
+        // A folder file for `<name>.<type>` (JSON or text) replaces the embedded body
+        // of the other kind too: otherwise an embedded `default.slack.json.hbs` would
+        // silently win over a user's `default.slack.hbs`.
+        let body_of = |file: &str| {
+            parse_file_name(file)
+                .filter(|f| f.mode != Mode::Html)
+                .map(|f| f.key.trim_end_matches(".json").to_string())
+        };
+        let from_dir: BTreeSet<String> = sources
+            .iter()
+            .filter(|(_, (_, _, embedded))| !embedded)
+            .filter_map(|(file, _)| body_of(file))
+            .collect();
+        sources.retain(|file, (_, _, embedded)| {
+            !(*embedded && body_of(file).is_some_and(|b| from_dir.contains(&b)))
+        });
+
         let mut templates = Templates::empty();
-        for (file, (place, text)) in &sources {
+        for (file, (place, text, _)) in &sources {
             if let Err(mut errs) = templates.add_file(file, place, text) {
                 errors.append(&mut errs);
             }
@@ -317,7 +338,8 @@ impl Templates {
             return Err(ConfigError::new(place, e.message));
         }
         self.inline.register_template(key, template);
-        self.inline_places.insert(key.to_string(), place.to_string());
+        self.inline_places
+            .insert(key.to_string(), place.to_string());
         for (what, ctx) in sample_contexts() {
             if let Err(e) = self.inline.render(key, &ctx) {
                 self.inline.unregister_template(key);
@@ -386,7 +408,7 @@ impl Templates {
         };
         self.inline
             .render(key, ctx)
-            .map(|s| trim_newlines(s))
+            .map(trim_newlines)
             .map_err(|e| RenderError(format!("{place}: {}", describe_render_error(&e))))
     }
 
@@ -503,10 +525,26 @@ fn walk(template: &Template, depth: usize, parent_line: usize, found: &mut Found
         let line = template.mapping.get(i).map_or(parent_line, |m| m.0);
         match el {
             TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
-                check_call(&ht.name, &ht.params, ht.hash.values(), false, depth, line, found);
+                check_call(
+                    &ht.name,
+                    &ht.params,
+                    ht.hash.values(),
+                    false,
+                    depth,
+                    line,
+                    found,
+                );
             }
             TemplateElement::HelperBlock(ht) => {
-                check_call(&ht.name, &ht.params, ht.hash.values(), true, depth, line, found);
+                check_call(
+                    &ht.name,
+                    &ht.params,
+                    ht.hash.values(),
+                    true,
+                    depth,
+                    line,
+                    found,
+                );
                 let scoped = matches!(ht.name.as_name(), Some("each" | "with"));
                 if let Some(t) = &ht.template {
                     walk(t, depth + usize::from(scoped), line, found);
@@ -572,7 +610,15 @@ fn check_call<'a>(
 
 fn check_subexpression(el: &TemplateElement, depth: usize, line: usize, found: &mut Found) {
     if let TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) = el {
-        check_call(&ht.name, &ht.params, ht.hash.values(), false, depth, line, found);
+        check_call(
+            &ht.name,
+            &ht.params,
+            ht.hash.values(),
+            false,
+            depth,
+            line,
+            found,
+        );
     }
 }
 
@@ -728,7 +774,8 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         e.backup = Some("TestAccountPolicyName20190201013935".into());
         e.occurred_at = Some("2019-02-01T01:39:40Z".into());
         e.id = Some("c56b1fd4-b566-4044-a696-0f1311ffdeee".into());
-        e.message = Some("Status: FAILED - Account: TEST - Server: testServerId20190201013933".into());
+        e.message =
+            Some("Status: FAILED - Account: TEST - Server: testServerId20190201013933".into());
         e.raw = json!({"text": "Status: FAILED - Account: TEST", "status": "FAILED"});
     });
     let centurylink_missing = event(&|e| {
@@ -740,7 +787,10 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         e.account = Some("TEST".into());
         e.backup = Some("TestAccountPolicyName20181228013921".into());
         e.occurred_at = Some("2019-02-01T20:00:04.289Z".into());
-        e.message = Some("testServerId20181228013921 missed a backup expected at 2019-02-01T20:00:04.289Z".into());
+        e.message = Some(
+            "testServerId20181228013921 missed a backup expected at 2019-02-01T20:00:04.289Z"
+                .into(),
+        );
         e.raw = json!({"text": "testServerId20181228013921 missed a backup"});
     });
     let success = event(&|e| {
@@ -796,7 +846,10 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         ("a simplebackups success event", success),
         ("a centurylink PARTIAL_SUCCESS event", partial),
         ("a generic event with few fields", generic),
-        ("an event whose values hold quotes, markup and newlines", hostile),
+        (
+            "an event whose values hold quotes, markup and newlines",
+            hostile,
+        ),
         ("an event with every field null", Value::Object(all_null)),
     ]
 }
@@ -900,8 +953,12 @@ impl HelperDef for JsonHelper {
 
 fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
     let value_helpers: [(&str, ValueFn); 8] = [
-        ("upper", |a, _, _| Value::String(text_of(arg(a, 0)).to_uppercase())),
-        ("lower", |a, _, _| Value::String(text_of(arg(a, 0)).to_lowercase())),
+        ("upper", |a, _, _| {
+            Value::String(text_of(arg(a, 0)).to_uppercase())
+        }),
+        ("lower", |a, _, _| {
+            Value::String(text_of(arg(a, 0)).to_lowercase())
+        }),
         ("default", |a, _, _| helper_default(a)),
         ("eq", |a, _, _| Value::Bool(helper_eq(a))),
         ("bytes", |a, _, _| Value::String(format_bytes(arg(a, 0)))),
@@ -917,7 +974,9 @@ fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
             };
             Value::String(emoji(&text_of(status)).to_string())
         }),
-        ("mrkdwn", |a, _, _| Value::String(slack_escape(&text_of(arg(a, 0))))),
+        ("mrkdwn", |a, _, _| {
+            Value::String(slack_escape(&text_of(arg(a, 0))))
+        }),
     ];
     for (name, f) in value_helpers {
         r.register_helper(name, Box::new(ValueHelper(f)));
@@ -964,8 +1023,7 @@ fn helper_eq(args: &[Value]) -> bool {
         return false;
     };
     rest.iter().any(|other| {
-        first == other
-            || (is_scalar(first) && is_scalar(other) && text_of(first) == text_of(other))
+        first == other || (is_scalar(first) && is_scalar(other) && text_of(first) == text_of(other))
     })
 }
 
@@ -1019,7 +1077,10 @@ fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
         Value::Number(n) => from_unix(n.as_f64()?),
         Value::String(s) => {
             let s = s.trim();
-            if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') {
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            {
                 if let Ok(n) = s.parse::<f64>() {
                     return from_unix(n);
                 }
@@ -1104,7 +1165,8 @@ mod tests {
 
     fn inline(text: &str, ctx: &Value) -> String {
         let mut t = defaults();
-        t.add_inline("k", text, "destinations.x.subject").expect("valid");
+        t.add_inline("k", text, "destinations.x.subject")
+            .expect("valid");
         t.render_inline("k", ctx).unwrap()
     }
 
@@ -1115,8 +1177,14 @@ mod tests {
         let ctx = json!({"status": "failure", "n": 3, "nothing": null});
         assert_eq!(inline("{{upper status}}", &ctx), "FAILURE");
         assert_eq!(inline("{{lower \"ÀB\"}}", &ctx), "àb");
-        assert_eq!(inline("{{upper raw.n}}|{{upper}}", &json!({"raw": {"n": 3}})), "3|");
-        assert_eq!(inline("[{{upper raw.nothing}}]", &json!({"raw": null})), "[]");
+        assert_eq!(
+            inline("{{upper raw.n}}|{{upper}}", &json!({"raw": {"n": 3}})),
+            "3|"
+        );
+        assert_eq!(
+            inline("[{{upper raw.nothing}}]", &json!({"raw": null})),
+            "[]"
+        );
     }
 
     #[test]
@@ -1126,19 +1194,34 @@ mod tests {
         assert_eq!(inline("{{default stack server backup \"x\"}}", &ctx), "b");
         assert_eq!(inline("[{{default stack server}}]", &ctx), "[]");
         assert_eq!(inline("[{{default}}]", &ctx), "[]");
-        assert_eq!(inline("{{default raw.n 1}}", &json!({"raw": {"n": 0}})), "0");
+        assert_eq!(
+            inline("{{default raw.n 1}}", &json!({"raw": {"n": 0}})),
+            "0"
+        );
     }
 
     #[test]
     fn eq_compares_and_never_fails() {
         let ctx = json!({"status": "failure", "size_bytes": 5});
-        assert_eq!(inline("{{#if (eq status \"failure\")}}F{{else}}N{{/if}}", &ctx), "F");
-        assert_eq!(inline("{{#if (eq status \"success\")}}S{{else}}N{{/if}}", &ctx), "N");
-        assert_eq!(inline("{{#if (eq status \"success\" \"failure\")}}Y{{/if}}", &ctx), "Y");
+        assert_eq!(
+            inline("{{#if (eq status \"failure\")}}F{{else}}N{{/if}}", &ctx),
+            "F"
+        );
+        assert_eq!(
+            inline("{{#if (eq status \"success\")}}S{{else}}N{{/if}}", &ctx),
+            "N"
+        );
+        assert_eq!(
+            inline("{{#if (eq status \"success\" \"failure\")}}Y{{/if}}", &ctx),
+            "Y"
+        );
         assert_eq!(inline("{{#if (eq size_bytes \"5\")}}Y{{/if}}", &ctx), "Y");
         assert_eq!(inline("{{#if (eq status)}}Y{{else}}N{{/if}}", &ctx), "N");
         assert_eq!(inline("{{#if (eq)}}Y{{else}}N{{/if}}", &ctx), "N");
-        assert_eq!(inline("{{#if (eq raw.a raw.b)}}Y{{/if}}", &json!({"raw": {}})), "Y");
+        assert_eq!(
+            inline("{{#if (eq raw.a raw.b)}}Y{{/if}}", &json!({"raw": {}})),
+            "Y"
+        );
     }
 
     #[test]
@@ -1146,8 +1229,12 @@ mod tests {
         let t = defaults();
         let ctx = json!({"stack": "a\"b", "size_bytes": 12, "raw": {"k": [1, null]}, "id": null});
         let mut t2 = t.clone();
-        t2.add_inline("k", "{{json stack}} {{json size_bytes}} {{json raw}} {{json id}} {{json}}", "k")
-            .unwrap();
+        t2.add_inline(
+            "k",
+            "{{json stack}} {{json size_bytes}} {{json raw}} {{json id}} {{json}}",
+            "k",
+        )
+        .unwrap();
         assert_eq!(
             t2.render_inline("k", &ctx).unwrap(),
             r#""a\"b" 12 {"k":[1,null]} null null"#
@@ -1180,13 +1267,25 @@ mod tests {
     #[test]
     fn date_reads_rfc3339_and_unix_seconds() {
         let f = "%Y-%m-%d %H:%M";
-        assert_eq!(format_date(&json!("2025-09-04T18:37:59Z"), f), "2025-09-04 18:37");
-        assert_eq!(format_date(&json!("2025-09-04T20:37:59+02:00"), f), "2025-09-04 18:37");
+        assert_eq!(
+            format_date(&json!("2025-09-04T18:37:59Z"), f),
+            "2025-09-04 18:37"
+        );
+        assert_eq!(
+            format_date(&json!("2025-09-04T20:37:59+02:00"), f),
+            "2025-09-04 18:37"
+        );
         assert_eq!(format_date(&json!(1757011079), f), "2025-09-04 18:37");
         assert_eq!(format_date(&json!("1757011079"), f), "2025-09-04 18:37");
         assert_eq!(format_date(&json!(1757011079.5), "%S%.3f"), "59.500");
-        assert_eq!(format_date(&json!("2021-10-10 10:10:10"), f), "2021-10-10 10:10");
-        assert_eq!(format_date(&json!("2019-02-01 01:39:40 UTC"), f), "2019-02-01 01:39");
+        assert_eq!(
+            format_date(&json!("2021-10-10 10:10:10"), f),
+            "2021-10-10 10:10"
+        );
+        assert_eq!(
+            format_date(&json!("2019-02-01 01:39:40 UTC"), f),
+            "2019-02-01 01:39"
+        );
         assert_eq!(
             format_date(&json!("2025-09-04T18:37:59Z"), DEFAULT_DATE_FORMAT),
             "2025-09-04 18:37 UTC"
@@ -1196,11 +1295,17 @@ mod tests {
         assert_eq!(format_date(&json!(1e300), f), "1e+300");
         assert_eq!(format_date(&json!([1]), f), "[1]");
         // A bad format never panics: the input comes back.
-        assert_eq!(format_date(&json!("2025-09-04T18:37:59Z"), "%Q %"), "2025-09-04T18:37:59Z");
+        assert_eq!(
+            format_date(&json!("2025-09-04T18:37:59Z"), "%Q %"),
+            "2025-09-04T18:37:59Z"
+        );
         let ctx = json!({"occurred_at": "2025-09-04T18:37:59Z"});
         assert_eq!(inline("{{date occurred_at}}", &ctx), "2025-09-04 18:37 UTC");
         assert_eq!(inline("{{date occurred_at \"%H:%M\"}}", &ctx), "18:37");
-        assert_eq!(inline("{{date occurred_at 42}}", &ctx), "2025-09-04 18:37 UTC");
+        assert_eq!(
+            inline("{{date occurred_at 42}}", &ctx),
+            "2025-09-04 18:37 UTC"
+        );
         assert_eq!(inline("[{{date}}]", &ctx), "[]");
     }
 
@@ -1214,14 +1319,25 @@ mod tests {
         assert_eq!(emoji(""), "❓");
         assert_eq!(emoji("FAILED"), "❌");
         let ctx = json!({"status": "success"});
-        assert_eq!(inline("{{emoji status}}{{emoji}}{{emoji 3}}", &ctx), "✅✅❓");
+        assert_eq!(
+            inline("{{emoji status}}{{emoji}}{{emoji 3}}", &ctx),
+            "✅✅❓"
+        );
     }
 
     #[test]
     fn helpers_survive_odd_arguments() {
         let ctx = json!({"raw": {"o": {"a": 1}, "l": [1, 2], "b": true, "n": null}});
         for h in HELPERS {
-            for args in ["", " raw.o", " raw.l", " raw.b", " raw.n", " raw.o raw.l raw.b", " 1 2 3 4"] {
+            for args in [
+                "",
+                " raw.o",
+                " raw.l",
+                " raw.b",
+                " raw.n",
+                " raw.o raw.l raw.b",
+                " 1 2 3 4",
+            ] {
                 let text = format!("{{{{{h}{args}}}}}");
                 let mut t = defaults();
                 t.add_inline("k", &text, "k").unwrap();
@@ -1305,7 +1421,10 @@ mod tests {
             ("x.email.html.hbs", "<p>{{message}}</p>|{{{message}}}"),
             ("x.console.hbs", "{{message}}"),
             ("x.teams.hbs", "{{message}}"),
-            ("x.webhook.json.hbs", "{\"m\": \"{{message}}\", \"r\": {{{json message}}}}"),
+            (
+                "x.webhook.json.hbs",
+                "{\"m\": \"{{message}}\", \"r\": {{{json message}}}}",
+            ),
         ]);
         let t = Templates::load(dir.path()).unwrap();
         let ctx = json!({"message": "a & <b> \"q\" 'x'"});
@@ -1317,21 +1436,29 @@ mod tests {
         assert_eq!(render_text(&t, "x", "console", &ctx), "a & <b> \"q\" 'x'");
         assert_eq!(render_text(&t, "x", "teams", &ctx), "a & <b> \"q\" 'x'");
         let html = t.render_email_html("x", &ctx).unwrap().unwrap();
-        assert!(html.starts_with("<p>a &amp; &lt;b&gt; &quot;q&quot;"), "{html}");
+        assert!(
+            html.starts_with("<p>a &amp; &lt;b&gt; &quot;q&quot;"),
+            "{html}"
+        );
         assert!(html.ends_with("|a & <b> \"q\" 'x'"), "{html}");
         let v = render_json(&t, "x", "webhook", &ctx);
-        assert_eq!(v, json!({"m": "a & <b> \"q\" 'x'", "r": "a & <b> \"q\" 'x'"}));
+        assert_eq!(
+            v,
+            json!({"m": "a & <b> \"q\" 'x'", "r": "a & <b> \"q\" 'x'"})
+        );
     }
 
     #[test]
     fn json_helper_is_escaped_in_html() {
-        let dir = dir_with(&[
-            ("x.email.hbs", "t"),
-            ("x.email.html.hbs", "{{json raw}}"),
-        ]);
+        let dir = dir_with(&[("x.email.hbs", "t"), ("x.email.html.hbs", "{{json raw}}")]);
         let t = Templates::load(dir.path()).unwrap();
-        let html = t.render_email_html("x", &json!({"raw": {"a": "<b>"}})).unwrap();
-        assert_eq!(html.as_deref(), Some("{&quot;a&quot;:&quot;&lt;b&gt;&quot;}"));
+        let html = t
+            .render_email_html("x", &json!({"raw": {"a": "<b>"}}))
+            .unwrap();
+        assert_eq!(
+            html.as_deref(),
+            Some("{&quot;a&quot;:&quot;&lt;b&gt;&quot;}")
+        );
     }
 
     // ---- strict names ----
@@ -1342,8 +1469,14 @@ mod tests {
         let errs = Templates::load(dir.path()).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].place.ends_with("bad.slack.hbs:3"), "{errs:?}");
-        assert!(errs[0].message.contains("unknown field \"stak\""), "{errs:?}");
-        assert!(errs[0].message.contains("did you mean \"stack\""), "{errs:?}");
+        assert!(
+            errs[0].message.contains("unknown field \"stak\""),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].message.contains("did you mean \"stack\""),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1358,13 +1491,17 @@ mod tests {
             let dir = dir_with(&[("n.console.hbs", text)]);
             let errs = Templates::load(dir.path()).unwrap_err();
             assert!(
-                errs.iter().any(|e| e.message.contains(&format!("\"{bad}\""))),
+                errs.iter()
+                    .any(|e| e.message.contains(&format!("\"{bad}\""))),
                 "{text}: {errs:?}"
             );
         }
         let dir = dir_with(&[("n.console.hbs", "{{uper status}}")]);
         let errs = Templates::load(dir.path()).unwrap_err();
-        assert!(errs[0].message.contains("unknown helper \"uper\""), "{errs:?}");
+        assert!(
+            errs[0].message.contains("unknown helper \"uper\""),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1374,7 +1511,8 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         let place = &errs[0].place;
         assert!(
-            place.contains("s.email.hbs:") && place.rsplit(':').next().unwrap().parse::<usize>().is_ok(),
+            place.contains("s.email.hbs:")
+                && place.rsplit(':').next().unwrap().parse::<usize>().is_ok(),
             "{errs:?}"
         );
     }
@@ -1412,7 +1550,8 @@ mod tests {
         let t = Templates::load(dir.path()).unwrap();
         let ctx = sample("simplebackups error");
         assert_eq!(render_text(&t, "r", "console", &ctx), "|||failure");
-        let ctx = json!({"stack": "s", "status": "x", "raw": {"items": [{"name": "a"}, {"name": "b"}]}});
+        let ctx =
+            json!({"stack": "s", "status": "x", "raw": {"items": [{"name": "a"}, {"name": "b"}]}});
         assert_eq!(render_text(&t, "r", "console", &ctx), "|s|ab|x");
     }
 
@@ -1430,7 +1569,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.place, "destinations.s.channel");
         assert!(e.message.contains("unknown field \"stak\""), "{e:?}");
-        let e = t.add_inline("x", "{{#if}}", "routes[0].channel").unwrap_err();
+        let e = t
+            .add_inline("x", "{{#if}}", "routes[0].channel")
+            .unwrap_err();
         assert_eq!(e.place, "routes[0].channel");
         assert!(t.render_inline("chan", &json!({})).is_err());
     }
@@ -1445,8 +1586,14 @@ mod tests {
         ]);
         let t = Templates::load(dir.path()).unwrap();
         let ctx = sample("cloud66");
-        assert_eq!(render_text(&t, "default", "console", &ctx), "custom failure");
-        assert_eq!(render_text(&t, "backup_failed", "slack", &ctx), "failed myapp_production");
+        assert_eq!(
+            render_text(&t, "default", "console", &ctx),
+            "custom failure"
+        );
+        assert_eq!(
+            render_text(&t, "backup_failed", "slack", &ctx),
+            "failed myapp_production"
+        );
         // No teams template for backup_failed: default's.
         let v = render_json(&t, "backup_failed", "teams", &ctx);
         assert_eq!(v["type"], "message");
@@ -1454,8 +1601,24 @@ mod tests {
         assert!(t.has_name("default"));
         assert!(!t.has_name("nope"));
         // Email: backup_failed has no email text, so default's HTML part.
-        assert!(t.render_email_html("backup_failed", &ctx).unwrap().is_some());
+        assert!(t
+            .render_email_html("backup_failed", &ctx)
+            .unwrap()
+            .is_some());
         assert!(t.render_body("x", "pager", &ctx).is_err());
+    }
+
+    #[test]
+    fn a_text_override_replaces_the_embedded_json_body() {
+        // The default folder name, so places look like the embedded ones.
+        let dir = dir_with(&[("default.slack.hbs", "{{emoji}} {{backup}}")]);
+        let t = Templates::load(dir.path()).unwrap();
+        let ctx = sample("cloud66");
+        assert_eq!(
+            render_text(&t, "default", "slack", &ctx),
+            "❌ myapp_production"
+        );
+        assert_eq!(render_json(&t, "default", "teams", &ctx)["type"], "message");
     }
 
     #[test]
@@ -1492,11 +1655,17 @@ mod tests {
         );
         let console = render_text(&t, "default", "console", &c66);
         assert!(console.starts_with("❌ [CRITICAL] Backup failed: myapp_production (postgresql) on my-production-app / production: Backup verified successfully\n"), "{console}");
-        assert!(console.contains("976.6 MiB") && console.contains("2025-09-04 18:37 UTC"), "{console}");
+        assert!(
+            console.contains("976.6 MiB") && console.contains("2025-09-04 18:37 UTC"),
+            "{console}"
+        );
 
         let sb = sample("simplebackups error");
         let slack = render_json(&t, "default", "slack", &sb);
-        assert_eq!(slack["text"], "❌ Backup failed: Acme Project on Acme Server");
+        assert_eq!(
+            slack["text"],
+            "❌ Backup failed: Acme Project on Acme Server"
+        );
         let email = render_text(&t, "default", "email", &sb);
         assert!(!email.contains("Stack"), "{email}");
         assert!(email.contains("Server:       Acme Server\n"), "{email}");
@@ -1514,6 +1683,12 @@ mod tests {
     }
 
     #[test]
+    fn templates_can_be_shared_across_workers() {
+        fn shared<T: Send + Sync + Clone>() {}
+        shared::<Templates>();
+    }
+
+    #[test]
     #[ignore = "prints every default for every sample, for reading"]
     fn show_defaults() {
         let t = defaults();
@@ -1525,7 +1700,10 @@ mod tests {
                     Body::Text(s) => println!("--- {ty}\n{s}"),
                 }
             }
-            println!("--- html\n{}", t.render_email_html("default", &ctx).unwrap().unwrap());
+            println!(
+                "--- html\n{}",
+                t.render_email_html("default", &ctx).unwrap().unwrap()
+            );
         }
     }
 }
