@@ -112,15 +112,12 @@ impl TestApp {
     /// Polls the admin API until every delivery of every event has left
     /// `pending`, or panics after `within`.
     pub async fn wait_settled(&self, within: Duration) -> Value {
-        let mut last = Value::Null;
         let ok = wait_for(within, || async {
             let v = self.api("/api/deliveries?state=pending").await;
-            let empty = v["items"].as_array().is_some_and(|a| a.is_empty());
-            last = v;
-            empty
+            v["items"].as_array().is_some_and(|a| a.is_empty())
         })
         .await;
-        assert!(ok, "deliveries still pending: {last}");
+        assert!(ok, "deliveries still pending: {}", self.api("/api/deliveries?state=pending").await);
         self.api("/api/deliveries").await
     }
 }

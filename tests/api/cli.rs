@@ -1,0 +1,142 @@
+//! The `hookrelay` binary: check, render, send, exit codes.
+
+use std::process::{Command, Output};
+
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::FIXTURES;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir).args(args).env_remove("HOOKRELAY_CONFIG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_shipped_config_checks_clean_with_no_environment() {
+    let out = run(REPO.as_ref(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("relay.yaml: ok"), "{s}");
+    assert!(s.contains("stdout"), "{s}");
+    assert!(s.contains("[disabled]"), "{s}");
+    // Secrets from the environment never appear.
+    let out = run(REPO.as_ref(), &["check"], &[("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/SECRETPART")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("SECRETPART"));
+}
+
+#[test]
+fn check_lists_every_error_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/failed.slack.hbs"), "line one\nline two\nline three\n{{stak}}\n").unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        r#"
+sources:
+  a: { kind: cloud66, token: "${MISSING_TOKEN}" }
+destinations:
+  ops: { type: slack, webhook_url: "https://hooks.slack.com/services/T/B/TOPSECRET" }
+  pager: { type: webhook, url: "${PAGER_URL}" }
+routes:
+  - to: [ops]
+  - to: [ops]
+  - match: { status: failure }
+    to: [prod-slak]
+"#,
+    )
+    .unwrap();
+    let out = run(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "sources.a.token: environment variable MISSING_TOKEN is not set",
+        "destinations.pager.url: environment variable PAGER_URL is not set",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("TOPSECRET"), "{err}");
+
+    // With the environment fixed, the next layer of errors: routes and templates.
+    let out = run(dir.path(), &["check"], &[("MISSING_TOKEN", "t"), ("PAGER_URL", "http://x")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "routes[2].to[0]: unknown destination \"prod-slak\"",
+        "templates/failed.slack.hbs:4: unknown field \"stak\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn render_prints_the_event_routes_and_exact_bodies_and_sends_nothing() {
+    let path = format!("{FIXTURES}/centurylink/failed-text-only.json");
+    let out = run(
+        REPO.as_ref(),
+        &["render", "--source", "centurylink", &path],
+        &[("TEAMS_WORKFLOW_URL", "http://127.0.0.1:9/never")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("\"server\": \"testServerId20190102013933\""), "{s}");
+    assert!(s.contains("\"status\": \"failure\""), "{s}");
+    assert!(s.contains("routes[3] -> ops-slack, teams, email"), "{s}");
+    assert!(s.contains("delivery to teams (teams, template default)"), "{s}");
+    assert!(s.contains("\"version\": \"1.4\""), "{s}");
+
+    let out = run(REPO.as_ref(), &["render", "--source", "nosuch", &path], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown source \"nosuch\""));
+    let out = run(REPO.as_ref(), &["render", "--source", "centurylink", "/nonexistent.json"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(REPO.as_ref(), &["render"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(REPO.as_ref(), &["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("hookrelay "));
+    let out = run(REPO.as_ref(), &["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    for cmd in ["serve", "check", "render", "send"] {
+        assert!(text(&out.stdout).contains(cmd));
+    }
+}
+
+#[tokio::test]
+async fn send_delivers_once_and_exits_3_when_a_delivery_fails() {
+    let ok = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&ok).await;
+    let bad = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&bad).await;
+    let path = format!("{FIXTURES}/simplebackups/error.json");
+    let (o, b) = (ok.uri(), bad.uri());
+    let out = tokio::task::spawn_blocking(move || {
+        run(REPO.as_ref(), &["send", "--source", "simplebackups", &path], &[("SLACK_WEBHOOK_URL", &format!("{o}/h"))])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("=> delivered"));
+    assert_eq!(ok.received_requests().await.unwrap().len(), 1);
+
+    let path = format!("{FIXTURES}/simplebackups/error.json");
+    let out = tokio::task::spawn_blocking(move || {
+        run(REPO.as_ref(), &["send", "--source", "simplebackups", &path], &[("SLACK_WEBHOOK_URL", &format!("{b}/h"))])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).contains("=> failed (transient)"), "{}", text(&out.stdout));
+}

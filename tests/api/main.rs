@@ -1,0 +1,9 @@
+//! Black-box tests: the real application on a random port, local servers standing
+//! in for Slack and Teams, a real SMTP server, the real binary for the CLI.
+
+mod admin;
+mod cli;
+mod delivery;
+mod email;
+mod helpers;
+mod ingest;
