@@ -229,18 +229,13 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
         };
         if claimed.is_empty() {
             drop(permits);
+            // A destination a reload removed lives on until its queue is empty.
+            let removed = !shared.relay.load().destinations.contains_key(&name);
             let idle = match shared.store.next_due(&name).await {
                 Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64).min(IDLE_POLL),
-                Ok(None) if !relay.destinations.contains_key(&name) => break,
-                Ok(None) => IDLE_POLL,
-                Err(_) => IDLE_POLL,
+                Ok(None) if removed => break,
+                Ok(None) | Err(_) => IDLE_POLL,
             };
-            let current_relay = shared.relay.load_full();
-            let gone = !current_relay.destinations.contains_key(&name);
-            drop(current_relay);
-            if gone && last.as_ref().is_some_and(|r| !Arc::ptr_eq(r, &relay)) {
-                continue;
-            }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(idle) => {}

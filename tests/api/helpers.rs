@@ -38,7 +38,8 @@ pub fn all_fixtures() -> Vec<(&'static str, String)> {
 pub struct TestApp {
     pub address: String,
     pub shared: Arc<Shared>,
-    pub dir: tempfile::TempDir,
+    /// Kept so the folder lives as long as the app.
+    pub _dir: tempfile::TempDir,
     pub client: reqwest::Client,
 }
 
@@ -77,7 +78,7 @@ pub async fn spawn_app_env(yaml: &str, env: &[(&str, &str)]) -> TestApp {
     TestApp {
         address,
         shared,
-        dir,
+        _dir: dir,
         client: reqwest::Client::new(),
     }
 }

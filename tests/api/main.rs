@@ -7,3 +7,4 @@ mod delivery;
 mod email;
 mod helpers;
 mod ingest;
+mod process;

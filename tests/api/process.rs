@@ -1,0 +1,293 @@
+//! The real binary as a process: kill -9 and restart lose nothing, SIGTERM lets
+//! in-flight sends finish, SIGHUP reloads (and keeps the old config when the new
+//! one is broken).
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Serve {
+    child: Child,
+    port: u16,
+}
+
+impl Serve {
+    async fn start(dir: &Path, port: u16) -> Serve {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("hookrelay.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .current_dir(dir)
+            .args(["serve", "-c", "relay.yaml"])
+            .env("RUST_LOG", "info")
+            .env("HOOKRELAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("hookrelay starts");
+        let s = Serve { child, port };
+        let client = reqwest::Client::new();
+        let ready = wait_for(Duration::from_secs(20), || async {
+            client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "not ready: {}", std::fs::read_to_string(dir.join("hookrelay.log")).unwrap_or_default());
+        s
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, destinations: &str, routes: &str) {
+    std::fs::write(
+        dir.join("relay.yaml"),
+        format!(
+            "storage: {{ url: \"sqlite://data/hookrelay.db\" }}\nadmin: {{ token: {ADMIN} }}\n\
+             delivery: {{ retry_schedule: [200ms], max_age: 1h }}\n\
+             sources:\n  sb: {{ kind: simplebackups }}\ndestinations:\n{destinations}\nroutes:\n{routes}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn sb_event(id: u64) -> String {
+    let mut v: Value = serde_json::from_str(&fixture("simplebackups/error.json")).unwrap();
+    v["id"] = json!(id);
+    v.to_string()
+}
+
+async fn api(client: &reqwest::Client, s: &Serve, path: &str) -> Value {
+    client.get(s.url(path)).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap()
+}
+
+/// The `id`s the sink received, with repeats.
+async fn ids_received(sink: &MockServer) -> Vec<String> {
+    received_json(sink).await.iter().map(|b| b["event"]["id"].as_str().unwrap_or("").to_string()).collect()
+}
+
+#[tokio::test]
+async fn kill_9_while_the_destination_is_down_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port(); // nothing listens: connections are refused
+    write_config(
+        dir.path(),
+        &format!("  sink: {{ type: webhook, url: \"http://127.0.0.1:{dest_port}/in\" }}"),
+        "  - to: [sink]",
+    );
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let s = Serve::start(dir.path(), port).await;
+    for id in 0..200u64 {
+        let r = client.post(s.url("/hooks/sb")).body(sb_event(id)).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    // Attempts are failing against the refused port.
+    let failing = wait_for(Duration::from_secs(10), || async {
+        let m = client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        m.contains(r#"hookrelay_deliveries_total{destination="sink",outcome="retry"}"#)
+    })
+    .await;
+    assert!(failing);
+    s.kill9();
+
+    // The destination comes back; hookrelay restarts on the same database.
+    let listener = TcpListener::bind(("127.0.0.1", dest_port)).unwrap();
+    let sink = MockServer::builder().listener(listener).start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&sink).await;
+    let s = Serve::start(dir.path(), port).await;
+    wait_received(&sink, 200, Duration::from_secs(30)).await;
+    let settled = wait_for(Duration::from_secs(10), || async {
+        api(&client, &s, "/api/deliveries?state=delivered&limit=1000").await["items"].as_array().unwrap().len() == 200
+    })
+    .await;
+    assert!(settled);
+    let ids = ids_received(&sink).await;
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 200, "every accepted event delivered");
+    // None had succeeded before the kill, so none is sent twice.
+    assert_eq!(ids.len(), 200, "no duplicates: {}", ids.len());
+}
+
+#[tokio::test]
+async fn an_attempt_interrupted_by_kill_9_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections, never answers: the attempt is in flight at the kill.
+    let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest_port = black_hole.local_addr().unwrap().port();
+    write_config(
+        dir.path(),
+        &format!("  sink: {{ type: webhook, url: \"http://127.0.0.1:{dest_port}/in\", timeout: 60s }}"),
+        "  - to: [sink]",
+    );
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let s = Serve::start(dir.path(), port).await;
+    let r = client.post(s.url("/hooks/sb")).body(sb_event(7)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    // Wait until hookrelay has connected and sent its request.
+    black_hole.set_nonblocking(false).unwrap();
+    let (conn, _) = black_hole.accept().unwrap();
+    s.kill9();
+    drop(conn);
+    drop(black_hole);
+
+    let listener = TcpListener::bind(("127.0.0.1", dest_port)).unwrap();
+    let sink = MockServer::builder().listener(listener).start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&sink).await;
+    let _s = Serve::start(dir.path(), port).await;
+    wait_received(&sink, 1, Duration::from_secs(20)).await;
+    assert_eq!(ids_received(&sink).await, vec!["7".to_string()]);
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_send_finish_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500)))
+        .mount(&sink)
+        .await;
+    write_config(dir.path(), &format!("  sink: {{ type: webhook, url: \"{}/in\" }}", sink.uri()), "  - to: [sink]");
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let mut s = Serve::start(dir.path(), port).await;
+    let r = client.post(s.url("/hooks/sb")).body(sb_event(1)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    wait_received(&sink, 1, Duration::from_secs(10)).await;
+    s.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let st = s.child.wait().unwrap();
+        std::mem::forget(s);
+        st
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    // The send that was in flight was recorded as delivered before exit.
+    let s = Serve::start(dir.path(), port).await;
+    let d = api(&client, &s, "/api/deliveries").await;
+    assert_eq!(d["items"][0]["state"], "delivered", "{d}");
+    assert_eq!(sink.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = MockServer::start().await;
+    let b = MockServer::start().await;
+    for m in [&a, &b] {
+        Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(m).await;
+    }
+    let dests = format!("  a: {{ type: webhook, url: \"{}/a\" }}\n  b: {{ type: webhook, url: \"{}/b\" }}", a.uri(), b.uri());
+    write_config(dir.path(), &dests, "  - to: [a]");
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let s = Serve::start(dir.path(), port).await;
+    client.post(s.url("/hooks/sb")).body(sb_event(1)).send().await.unwrap();
+    wait_received(&a, 1, Duration::from_secs(10)).await;
+
+    write_config(dir.path(), &dests, "  - to: [b]");
+    s.signal("HUP");
+    // Polls: each post is a new event; once the reload is in, one reaches b.
+    let mut id = 100;
+    let switched = wait_for(Duration::from_secs(10), || {
+        id += 1;
+        let body = sb_event(id);
+        let (client, url) = (client.clone(), s.url("/hooks/sb"));
+        let b = &b;
+        async move {
+            client.post(url).body(body).send().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            !b.received_requests().await.unwrap().is_empty()
+        }
+    })
+    .await;
+    assert!(switched, "reload did not take effect");
+
+    std::fs::write(dir.path().join("relay.yaml"), "routes: [ { to: [nowhere] } ]\nbogus: 1\n").unwrap();
+    s.signal("HUP");
+    let logged = wait_for(Duration::from_secs(10), || async {
+        std::fs::read_to_string(dir.path().join("hookrelay.log")).unwrap().contains("reload failed")
+    })
+    .await;
+    assert!(logged);
+    let log = std::fs::read_to_string(dir.path().join("hookrelay.log")).unwrap();
+    assert!(log.contains("bogus: unknown key"), "{log}");
+    let before = b.received_requests().await.unwrap().len();
+    let r = client.post(s.url("/hooks/sb")).body(sb_event(999)).send().await.unwrap();
+    assert_eq!(r.status(), 202, "still serving with the old config");
+    wait_received(&b, before + 1, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn deliveries_queued_before_a_reload_keep_their_destination() {
+    let dest_port = free_port();
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  old: {{ type: webhook, url: \"http://127.0.0.1:{dest_port}/x\" }}\nroutes:\n  - to: [old]\n"
+    ))
+    .await;
+    let r = app.post("/hooks/sb", fixture("simplebackups/error.json"), &[]).await;
+    assert_eq!(r.status(), 202);
+    // The new config no longer has `old`.
+    let path = app.shared.config_path.clone();
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    let new_cfg = cfg
+        .replace("  old: { type: webhook", "  new: { type: webhook")
+        .replace("to: [old]", "to: [new]");
+    std::fs::write(&path, new_cfg).unwrap();
+    app.shared.reload().expect("valid config reloads");
+    assert!(app.shared.reload().is_ok());
+    std::fs::write(&path, "sources: { x: { kind: nope } }\n").unwrap();
+    let err = app.shared.reload().unwrap_err();
+    assert!(err.contains("sources.x.kind"), "{err}");
+
+    let listener = TcpListener::bind(("127.0.0.1", dest_port)).unwrap();
+    let sink = MockServer::builder().listener(listener).start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&sink).await;
+    wait_received(&sink, 1, Duration::from_secs(10)).await;
+    let all = app.wait_settled(Duration::from_secs(10)).await;
+    assert_eq!(all["items"][0]["destination"], "old");
+    assert_eq!(all["items"][0]["state"], "delivered");
+}
