@@ -63,11 +63,9 @@ impl SmtpUrl {
         let (mut tls, default_port) = match url.scheme() {
             "smtp" => (SmtpTls::Opportunistic, 587),
             "smtps" => (SmtpTls::Wrapper, 465),
-            other => {
-                return Err(format!(
-                    "has scheme {:?}; use smtp:// (STARTTLS) or smtps:// (implicit TLS)",
-                    excerpt(other)
-                ))
+            // Not quoted: without `://`, whatever precedes a colon reads as a scheme.
+            _ => {
+                return Err("must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)".into())
             }
         };
         let host = match url.host() {
@@ -194,7 +192,11 @@ pub fn classify_smtp(e: &lettre::transport::smtp::Error, password: Option<&str>)
     };
     let detail = excerpt(&e.to_string());
     let message = match status {
-        Some(code) => format!("SMTP {code} from the mail server: {detail}"),
+        Some(code) => {
+            // The server's own words, without lettre's "permanent error (535): ".
+            let said = std::error::Error::source(e).map_or(detail, |s| excerpt(&s.to_string()));
+            format!("SMTP {code} from the mail server: {said}")
+        }
         None if e.is_timeout() => format!("the mail server timed out: {detail}"),
         None if e.is_client() => format!("could not send the email: {detail}"),
         None => format!("could not talk to the mail server: {detail}"),
@@ -448,6 +450,7 @@ pub(crate) mod tests {
             "smtp://u:hunter2%zz@h",
             "smtp://u:hunter2%ff@h",
             "hunter2",
+            "hunter2:x@h",
             "",
         ] {
             let e = SmtpUrl::parse(bad).expect_err(bad);
@@ -557,7 +560,10 @@ pub(crate) mod tests {
         let e = d.send(&req).await.unwrap_err();
         assert!(e.is_permanent(), "{e:?}");
         assert_eq!(e.status, Some(535));
-        assert!(e.message.contains("535"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "SMTP 535 from the mail server: 5.7.8 Authentication credentials invalid"
+        );
         assert!(!e.message.contains("wr0ngpass"));
         assert!(!format!("{e:?} {d:?}").contains("wr0ngpass"));
     }

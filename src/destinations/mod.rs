@@ -227,6 +227,7 @@ pub fn classify_reqwest(e: &reqwest::Error) -> SendError {
         source = s.source();
     }
     let mut message = match cause {
+        _ if e.is_timeout() => format!("destination {what}"),
         Some(c) if !c.is_empty() => format!("destination {what}: {}", excerpt(&c)),
         _ => format!("destination {what}"),
     };
@@ -426,6 +427,77 @@ mod tests {
         assert!(!se.message.contains("SECRETTOKEN"), "{}", se.message);
         assert!(!se.message.contains("hush"), "{}", se.message);
         assert!(!format!("{se:?}").contains("SECRETTOKEN"));
+    }
+
+    fn config(kind: DestinationKind, timeout: Duration) -> DestinationConfig {
+        DestinationConfig {
+            common: crate::config::DestinationCommon {
+                enabled: true,
+                rate_limit: None,
+                timeout,
+            },
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn build_wires_every_kind_with_its_timeout() {
+        use crate::config::*;
+        use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+            .mount(&server)
+            .await;
+        let http = test_support::client();
+        let msg = Message {
+            body: Body::Text("hi".into()),
+            html: None,
+            subject: None,
+            channel: None,
+        };
+        let kinds = vec![
+            DestinationKind::Slack(SlackConfig {
+                webhook_url: Some(Secret::new(server.uri())),
+                token: None,
+                channel: None,
+                api_url: "https://slack.com/api".into(),
+            }),
+            DestinationKind::Teams(TeamsConfig {
+                webhook_url: Secret::new(server.uri()),
+                format: TeamsFormat::Adaptivecard,
+            }),
+            DestinationKind::Webhook(WebhookConfig {
+                url: Secret::new(server.uri()),
+                headers: Default::default(),
+            }),
+        ];
+        for kind in kinds {
+            let d = build(&config(kind, Duration::from_millis(200)), &http);
+            let req = d.prepare(&msg).unwrap();
+            assert!(matches!(req, Request::Json(_)));
+            let e = d.send(&req).await.unwrap_err();
+            assert!(e.is_transient(), "{e:?}");
+        }
+        let email = build(
+            &config(
+                DestinationKind::Email(EmailConfig {
+                    smtp: Secret::new("smtp://127.0.0.1:2525"),
+                    from: "a@b.test".into(),
+                    to: vec!["c@d.test".into()],
+                    subject: None,
+                }),
+                Duration::from_secs(1),
+            ),
+            &http,
+        );
+        assert!(matches!(email.prepare(&msg), Ok(Request::Email { .. })));
+        let console = build(
+            &config(DestinationKind::Console(ConsoleConfig {}), Duration::ZERO),
+            &http,
+        );
+        assert_eq!(console.prepare(&msg), Ok(Request::Console("hi".into())));
     }
 
     #[tokio::test]

@@ -110,11 +110,7 @@ fn serialized_len(v: &Value) -> usize {
 /// Visits every content string (not under a protected key) in document order.
 fn for_each_string(v: &mut Value, key: Option<&str>, f: &mut dyn FnMut(&mut String)) {
     match v {
-        Value::String(s) => {
-            if !key.is_some_and(|k| PROTECTED_KEYS.contains(&k)) {
-                f(s)
-            }
-        }
+        Value::String(s) if !key.is_some_and(|k| PROTECTED_KEYS.contains(&k)) => f(s),
         Value::Array(a) => a.iter_mut().for_each(|x| for_each_string(x, None, f)),
         Value::Object(o) => o
             .iter_mut()
