@@ -1,18 +1,72 @@
-//! `type: console`: prints the message to standard output (stub).
+//! `type: console`: prints the message to standard output. Always succeeds; for
+//! trying routes and templates locally.
+
+use std::io::Write;
 
 use async_trait::async_trait;
 
 use super::{Destination, Message, Request, SendError, Sent};
+use crate::templates::Body;
 
 #[derive(Debug, Default)]
 pub struct Console {}
 
+/// The text a body prints as: the text itself, or the JSON body pretty-printed.
+pub(crate) fn body_text(body: &Body) -> String {
+    match body {
+        Body::Text(t) => t.clone(),
+        // Serializing a `Value` cannot fail; fall back to the compact form anyway.
+        Body::Json(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
+    }
+}
+
 #[async_trait]
 impl Destination for Console {
-    fn prepare(&self, _msg: &Message) -> Result<Request, SendError> {
-        Ok(Request::Console(String::new()))
+    fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
+        Ok(Request::Console(body_text(&msg.body)))
     }
-    async fn send(&self, _req: &Request) -> Result<Sent, SendError> {
+
+    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+        let text = match req {
+            Request::Console(t) => t.clone(),
+            Request::Json(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
+            Request::Email { subject, text, .. } => format!("{subject}\n\n{text}"),
+        };
+        // `println!` panics when stdout is closed; a console destination never fails.
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
         Ok(Sent { status: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(body: Body) -> Message {
+        Message {
+            body,
+            html: None,
+            subject: None,
+            channel: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn prints_text_and_pretty_json() {
+        let c = Console::default();
+        let req = c.prepare(&msg(Body::Text("hello\nworld".into()))).unwrap();
+        assert_eq!(req, Request::Console("hello\nworld".into()));
+        assert_eq!(c.send(&req).await.unwrap(), Sent { status: None });
+
+        let req = c.prepare(&msg(Body::Json(json!({"a": [1, 2]})))).unwrap();
+        assert_eq!(
+            req,
+            Request::Console("{\n  \"a\": [\n    1,\n    2\n  ]\n}".into())
+        );
+        assert!(c.send(&req).await.is_ok());
     }
 }

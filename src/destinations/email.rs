@@ -1,13 +1,630 @@
-//! `type: email`: SMTP via lettre (stub).
+//! `type: email`: SMTP via lettre.
+//!
+//! `smtp` is `smtp://[user:pass@]host[:port][?tls=opportunistic|required|none]` or
+//! `smtps://[user:pass@]host[:port]`:
+//!
+//! * `smtp://` (port 587 unless given) upgrades with STARTTLS when the server offers
+//!   it and goes on in plain text when it does not (`?tls=opportunistic`, the
+//!   default); `?tls=required` refuses to go on without STARTTLS; `?tls=none` never
+//!   tries.
+//! * `smtps://` (port 465 unless given) speaks TLS from the first byte.
+//!
+//! User and password are percent-decoded; AUTH is used when they are given.
+//!
+//! Each send opens its own connection (alerts are rare; no connection outlives the
+//! send or the runtime that made it) and is bounded as a whole by the destination
+//! `timeout`. A `Body::Json` is sent as its pretty-printed JSON text rather than
+//! refused: an alert with an odd body beats a lost alert.
 
-/// A parsed `smtp://` / `smtps://` URL.
-#[derive(Debug, Clone)]
-pub struct SmtpUrl {}
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::{header::ContentType, Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::{excerpt, scrub, Destination, Message, Request, SendError, Sent};
+use crate::config::{EmailConfig, Secret};
+
+/// The subject when the caller rendered none.
+pub const FALLBACK_SUBJECT: &str = "hookrelay alert";
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `?tls=none`: plain text throughout.
+    None,
+    /// `smtp://` (default): STARTTLS when offered, else plain.
+    Opportunistic,
+    /// `?tls=required`: STARTTLS or fail.
+    Required,
+    /// `smtps://`: implicit TLS.
+    Wrapper,
+}
+
+/// A parsed `smtp://` / `smtps://` URL. `Debug` never shows the password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
 
 impl SmtpUrl {
     /// Parses `smtp://[user:pass@]host[:port][?tls=required|none]` or `smtps://…`.
     /// The error never contains the password.
-    pub fn parse(_s: &str) -> Result<SmtpUrl, String> {
-        Ok(SmtpUrl {})
+    pub fn parse(s: &str) -> Result<SmtpUrl, String> {
+        // `url`'s errors describe the problem without quoting the input.
+        let url =
+            url::Url::parse(s.trim()).map_err(|e| format!("is not a valid SMTP URL ({e})"))?;
+        let (mut tls, default_port) = match url.scheme() {
+            "smtp" => (SmtpTls::Opportunistic, 587),
+            "smtps" => (SmtpTls::Wrapper, 465),
+            // Not quoted: without `://`, whatever precedes a colon reads as a scheme.
+            _ => {
+                return Err("must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)".into())
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            _ => return Err("has no host".into()),
+        };
+        let port = url.port().unwrap_or(default_port);
+        if port == 0 {
+            return Err("has port 0".into());
+        }
+        if !matches!(url.path(), "" | "/") {
+            return Err("must not have a path".into());
+        }
+        if url.fragment().is_some() {
+            return Err("must not have a #fragment".into());
+        }
+        for (key, value) in url.query_pairs() {
+            match (key.as_ref(), url.scheme()) {
+                ("tls", "smtps") => {
+                    return Err("takes no ?tls= with smtps:// (always implicit TLS)".into())
+                }
+                ("tls", _) => {
+                    tls = match value.to_ascii_lowercase().as_str() {
+                        "opportunistic" => SmtpTls::Opportunistic,
+                        "required" => SmtpTls::Required,
+                        "none" => SmtpTls::None,
+                        _ => {
+                            return Err(format!(
+                                "has tls={:?}; use required, opportunistic or none",
+                                excerpt(&value)
+                            ))
+                        }
+                    }
+                }
+                (other, _) => {
+                    return Err(format!(
+                        "has unknown parameter {:?}; only tls= is understood",
+                        excerpt(other)
+                    ))
+                }
+            }
+        }
+        let user = percent_decode(url.username()).map_err(|e| format!("user {e}"))?;
+        let password = match url.password() {
+            Some(p) => Some(percent_decode(p).map_err(|e| format!("password {e}"))?),
+            None => None,
+        };
+        let (user, password) = match (user.is_empty(), password) {
+            (true, None) => (None, None),
+            (false, Some(p)) => (Some(user), Some(Secret::new(p))),
+            (false, None) => return Err("has a user but no password".into()),
+            (true, Some(_)) => return Err("has a password but no user".into()),
+        };
+        Ok(SmtpUrl {
+            host,
+            port,
+            tls,
+            user,
+            password,
+        })
+    }
+
+    /// A transport for one send, bounded per command by `timeout`.
+    fn transport(
+        &self,
+        timeout: Duration,
+    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+        let params = || {
+            TlsParameters::new(self.host.clone())
+                .map_err(|e| SendError::permanent(format!("could not set up TLS: {e}")))
+        };
+        let tls = match self.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
+            SmtpTls::Required => Tls::Required(params()?),
+            SmtpTls::Wrapper => Tls::Wrapper(params()?),
+        };
+        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(self.host.as_str())
+            .port(self.port)
+            .tls(tls)
+            .timeout(Some(timeout));
+        if let (Some(u), Some(p)) = (&self.user, &self.password) {
+            b = b.credentials(Credentials::new(u.clone(), p.expose().to_string()));
+        }
+        Ok(b.build())
+    }
+}
+
+/// `%XX` decoding of a URL's user or password (which must then be UTF-8).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("has a malformed %-escape")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "is not UTF-8 once %-decoded".to_string())
+}
+
+/// Judges a lettre error: SMTP 4xx transient, 5xx permanent; connection, I/O,
+/// TLS and timeout failures transient; client-side refusals (STARTTLS required
+/// but not offered, no usable AUTH mechanism) permanent. `password` is scrubbed.
+pub fn classify_smtp(e: &lettre::transport::smtp::Error, password: Option<&str>) -> SendError {
+    let status = e.status().map(u16::from);
+    let transient = if e.is_permanent() {
+        false
+    } else if e.is_transient() {
+        true
+    } else {
+        !e.is_client()
+    };
+    let detail = excerpt(&e.to_string());
+    let message = match status {
+        Some(code) => {
+            // The server's own words, without lettre's "permanent error (535): ".
+            let said = std::error::Error::source(e).map_or(detail, |s| excerpt(&s.to_string()));
+            format!("SMTP {code} from the mail server: {said}")
+        }
+        None if e.is_timeout() => format!("the mail server timed out: {detail}"),
+        None if e.is_client() => format!("could not send the email: {detail}"),
+        None => format!("could not talk to the mail server: {detail}"),
+    };
+    SendError {
+        transient,
+        status,
+        retry_after: None,
+        message: password.map_or(message.clone(), |p| scrub(&message, p)),
+    }
+}
+
+pub struct Email {
+    smtp: Result<SmtpUrl, String>,
+    from: String,
+    to: Vec<String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("smtp", &self.smtp)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Email {
+    pub fn new(cfg: &EmailConfig, timeout: Duration) -> Email {
+        Email {
+            smtp: SmtpUrl::parse(cfg.smtp.expose()),
+            from: cfg.from.clone(),
+            to: cfg.to.clone(),
+            timeout,
+        }
+    }
+
+    fn message(
+        from: &str,
+        to: &[String],
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+    ) -> Result<lettre::Message, SendError> {
+        let mailbox = |a: &str, what: &str| {
+            a.parse::<Mailbox>().map_err(|_| {
+                SendError::permanent(format!("{what} {:?} is not an email address", excerpt(a)))
+            })
+        };
+        let mut b = lettre::Message::builder()
+            .from(mailbox(from, "sender")?)
+            .subject(subject);
+        if to.is_empty() {
+            return Err(SendError::permanent("the email has no recipients"));
+        }
+        for t in to {
+            b = b.to(mailbox(t, "recipient")?);
+        }
+        let built = match html {
+            Some(h) => b.multipart(MultiPart::alternative_plain_html(
+                text.to_string(),
+                h.to_string(),
+            )),
+            None => b.header(ContentType::TEXT_PLAIN).body(text.to_string()),
+        };
+        built.map_err(|e| SendError::permanent(format!("could not build the email: {e}")))
+    }
+}
+
+#[async_trait]
+impl Destination for Email {
+    fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
+        let subject = msg
+            .subject
+            .as_deref()
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| FALLBACK_SUBJECT.to_string());
+        Ok(Request::Email {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            subject,
+            text: super::console::body_text(&msg.body),
+            html: msg.html.clone(),
+        })
+    }
+
+    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+        let Request::Email {
+            from,
+            to,
+            subject,
+            text,
+            html,
+        } = req
+        else {
+            return Err(SendError::permanent(
+                "an email destination sends emails only",
+            ));
+        };
+        let smtp = self
+            .smtp
+            .as_ref()
+            .map_err(|e| SendError::permanent(format!("the smtp URL {e}")))?;
+        let email = Email::message(from, to, subject, text, html.as_deref())?;
+        let transport = smtp.transport(self.timeout)?;
+        let password = smtp.password.as_ref().map(Secret::expose);
+        match tokio::time::timeout(self.timeout, transport.send(email)).await {
+            Ok(Ok(resp)) => Ok(Sent {
+                status: Some(u16::from(resp.code())),
+            }),
+            Ok(Err(e)) => Err(classify_smtp(&e, password)),
+            Err(_) => Err(SendError::transient(format!(
+                "the mail server did not accept the email within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::templates::Body;
+    use serde_json::Value;
+    use std::io::{BufRead, BufReader, Lines};
+    use std::process::{Child, ChildStdout, Command, Stdio};
+
+    /// A running `tests/support/smtp_sink.py`; killed when dropped.
+    pub(crate) struct SmtpSink {
+        child: Child,
+        lines: Lines<BufReader<ChildStdout>>,
+        pub port: u16,
+    }
+
+    impl SmtpSink {
+        /// Starts the sink on a free port; `auth` makes it require that user and
+        /// password.
+        pub(crate) fn start(auth: Option<(&str, &str)>) -> SmtpSink {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
+            let mut cmd = Command::new("python3");
+            cmd.arg(script)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            if let Some((u, p)) = auth {
+                cmd.args(["--user", u, "--password", p]);
+            }
+            let mut child = cmd.spawn().expect("python3 must be installed");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let mut sink = SmtpSink {
+                child,
+                lines: BufReader::new(stdout).lines(),
+                port: 0,
+            };
+            let first = sink.lines.next().and_then(Result::ok).unwrap_or_default();
+            sink.port = first.trim().parse().unwrap_or_else(|_| {
+                panic!("smtp_sink.py did not start (is aiosmtpd installed?): {first:?}")
+            });
+            sink
+        }
+
+        /// The next message received, as the sink's JSON line (blocks).
+        pub(crate) fn next_message(&mut self) -> Value {
+            let line = self
+                .lines
+                .next()
+                .expect("smtp sink ended")
+                .expect("read from smtp sink");
+            serde_json::from_str(&line).expect("smtp sink prints JSON")
+        }
+    }
+
+    impl Drop for SmtpSink {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn email_dest(smtp: &str, timeout: Duration) -> Email {
+        let cfg = EmailConfig {
+            smtp: Secret::new(smtp),
+            from: "Hookrelay <relay@example.test>".into(),
+            to: vec![
+                "ops@example.test".into(),
+                "Dev Team <dev@example.test>".into(),
+            ],
+            subject: None,
+        };
+        Email::new(&cfg, timeout)
+    }
+
+    fn msg(text: &str, html: Option<&str>, subject: Option<&str>) -> Message {
+        Message {
+            body: Body::Text(text.into()),
+            html: html.map(str::to_string),
+            subject: subject.map(str::to_string),
+            channel: None,
+        }
+    }
+
+    #[test]
+    fn parses_schemes_ports_and_tls_modes() {
+        let u = SmtpUrl::parse("smtp://mail.example.com").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls, u.user, u.password),
+            ("mail.example.com", 587, SmtpTls::Opportunistic, None, None)
+        );
+        let u = SmtpUrl::parse("smtps://mail.example.com").unwrap();
+        assert_eq!((u.port, u.tls), (465, SmtpTls::Wrapper));
+        let u = SmtpUrl::parse("smtp://mail.example.com:25?tls=none").unwrap();
+        assert_eq!((u.port, u.tls), (25, SmtpTls::None));
+        let u = SmtpUrl::parse("smtp://mail.example.com?tls=required").unwrap();
+        assert_eq!((u.port, u.tls), (587, SmtpTls::Required));
+        let u = SmtpUrl::parse("smtp://h/?tls=opportunistic").unwrap();
+        assert_eq!(u.tls, SmtpTls::Opportunistic);
+        let u = SmtpUrl::parse("smtps://h:2465").unwrap();
+        assert_eq!(u.port, 2465);
+        let u = SmtpUrl::parse("smtp://127.0.0.1:2525").unwrap();
+        assert_eq!(u.host, "127.0.0.1");
+        let u = SmtpUrl::parse("smtp://[::1]:2525").unwrap();
+        assert_eq!(u.host, "::1");
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded_and_hidden() {
+        let u = SmtpUrl::parse("smtp://me%40example.com:p%40ss%3Aw%2Fo%C3%A9rd@h:587").unwrap();
+        assert_eq!(u.user.as_deref(), Some("me@example.com"));
+        assert_eq!(u.password.as_ref().unwrap().expose(), "p@ss:w/oérd");
+        assert!(!format!("{u:?}").contains("p@ss"));
+        assert!(!format!("{u:?}").contains("p%40ss"));
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_without_the_password() {
+        for bad in [
+            "http://u:hunter2@h",
+            "smtp://u:hunter2@",
+            "smtp://u:hunter2@h:99999",
+            "smtp://u:hunter2@h:0",
+            "smtp://u:hunter2@h/path",
+            "smtp://u:hunter2@h?tls=maybe",
+            "smtp://u:hunter2@h?foo=bar",
+            "smtp://u:hunter2@h#frag",
+            "smtps://u:hunter2@h?tls=none",
+            "smtp://:hunter2@h",
+            "smtp://u:hunter2%zz@h",
+            "smtp://u:hunter2%ff@h",
+            "hunter2",
+            "hunter2:x@h",
+            "",
+        ] {
+            let e = SmtpUrl::parse(bad).expect_err(bad);
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
+        assert!(SmtpUrl::parse("smtp://u@h").is_err());
+    }
+
+    #[test]
+    fn prepare_takes_subject_html_and_text() {
+        let d = email_dest("smtp://127.0.0.1:2525", Duration::from_secs(5));
+        let req = d
+            .prepare(&msg("body", Some("<p>body</p>"), Some("Backup\nfailed ")))
+            .unwrap();
+        assert_eq!(
+            req,
+            Request::Email {
+                from: "Hookrelay <relay@example.test>".into(),
+                to: vec![
+                    "ops@example.test".into(),
+                    "Dev Team <dev@example.test>".into()
+                ],
+                subject: "Backup failed".into(),
+                text: "body".into(),
+                html: Some("<p>body</p>".into()),
+            }
+        );
+        let Request::Email { subject, text, .. } = d
+            .prepare(&Message {
+                body: Body::Json(serde_json::json!({"a": 1})),
+                ..msg("", None, Some("  "))
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(subject, FALLBACK_SUBJECT);
+        assert_eq!(text, "{\n  \"a\": 1\n}");
+    }
+
+    #[tokio::test]
+    async fn sends_multipart_email_with_auth_to_a_real_server() {
+        let mut sink = SmtpSink::start(Some(("relay", "s3cr@t")));
+        let d = email_dest(
+            &format!("smtp://relay:s3cr%40t@127.0.0.1:{}", sink.port),
+            Duration::from_secs(10),
+        );
+        let text = "Backup of db-1 failed.\nSee the log.\nÜnïcödé ✅ 日本";
+        let html = "<p>Backup of <b>db-1</b> failed &amp; more.</p><p>Ünïcödé ✅</p>";
+        let req = d
+            .prepare(&msg(text, Some(html), Some("[FAILED] db-1 backup ✅")))
+            .unwrap();
+        let sent = d.send(&req).await.unwrap();
+        assert_eq!(sent.status, Some(250));
+
+        let got = sink.next_message();
+        assert_eq!(got["mail_from"], "relay@example.test");
+        assert_eq!(
+            got["rcpt_tos"],
+            serde_json::json!(["ops@example.test", "dev@example.test"])
+        );
+        assert_eq!(got["subject"], "[FAILED] db-1 backup ✅");
+        let data = got["data"].as_str().unwrap();
+        assert!(data.contains("multipart/alternative"), "{data}");
+        assert!(
+            data.contains("From: Hookrelay <relay@example.test>"),
+            "{data}"
+        );
+        let parts = got["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert_eq!(parts[0]["content_type"], "text/plain");
+        assert_eq!(parts[1]["content_type"], "text/html");
+        let norm = |v: &Value| v.as_str().unwrap().replace("\r\n", "\n");
+        assert_eq!(norm(&parts[0]["content"]).trim_end(), text);
+        assert_eq!(norm(&parts[1]["content"]).trim_end(), html);
+    }
+
+    #[tokio::test]
+    async fn sends_plain_text_without_auth() {
+        let mut sink = SmtpSink::start(None);
+        let d = email_dest(
+            &format!("smtp://127.0.0.1:{}?tls=none", sink.port),
+            Duration::from_secs(10),
+        );
+        let req = d.prepare(&msg("just text", None, None)).unwrap();
+        d.send(&req).await.unwrap();
+        let got = sink.next_message();
+        assert_eq!(got["subject"], FALLBACK_SUBJECT);
+        let parts = got["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0]["content_type"], "text/plain");
+        assert_eq!(
+            parts[0]["content"].as_str().unwrap().trim_end(),
+            "just text"
+        );
+        assert!(got["data"].as_str().unwrap().contains("charset=utf-8"));
+    }
+
+    #[tokio::test]
+    async fn wrong_password_is_permanent_and_not_quoted() {
+        let sink = SmtpSink::start(Some(("relay", "right")));
+        let d = email_dest(
+            &format!("smtp://relay:wr0ngpass@127.0.0.1:{}", sink.port),
+            Duration::from_secs(10),
+        );
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        let e = d.send(&req).await.unwrap_err();
+        assert!(e.is_permanent(), "{e:?}");
+        assert_eq!(e.status, Some(535));
+        assert_eq!(
+            e.message,
+            "SMTP 535 from the mail server: 5.7.8 Authentication credentials invalid"
+        );
+        assert!(!e.message.contains("wr0ngpass"));
+        assert!(!format!("{e:?} {d:?}").contains("wr0ngpass"));
+    }
+
+    #[tokio::test]
+    async fn starttls_required_but_not_offered_is_permanent() {
+        let sink = SmtpSink::start(None);
+        let d = email_dest(
+            &format!("smtp://127.0.0.1:{}?tls=required", sink.port),
+            Duration::from_secs(10),
+        );
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        let e = d.send(&req).await.unwrap_err();
+        assert!(e.is_permanent(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn server_down_is_transient() {
+        let addr = super::super::test_support::refused_addr();
+        let d = email_dest(&format!("smtp://relay:pw@{addr}"), Duration::from_secs(5));
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        let e = d.send(&req).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        assert_eq!(e.status, None);
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out_transiently() {
+        // Accepts the connection, never greets.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let d = email_dest(
+            &format!("smtp://127.0.0.1:{port}?tls=none"),
+            Duration::from_millis(300),
+        );
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        let e = d.send(&req).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn bad_addresses_and_bad_url_are_permanent() {
+        let cfg = EmailConfig {
+            smtp: Secret::new("smtp://u:pw@127.0.0.1:9"),
+            from: "not an address".into(),
+            to: vec!["x@y.test".into()],
+            subject: None,
+        };
+        let d = Email::new(&cfg, Duration::from_secs(1));
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        assert!(d.send(&req).await.unwrap_err().is_permanent());
+
+        let d = email_dest("ftp://u:hunter2@h", Duration::from_secs(1));
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        let e = d.send(&req).await.unwrap_err();
+        assert!(e.is_permanent());
+        assert!(!e.message.contains("hunter2"));
     }
 }

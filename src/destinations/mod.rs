@@ -17,6 +17,8 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -103,16 +105,24 @@ pub trait Destination: Send + Sync {
     async fn send(&self, req: &Request) -> Result<Sent, SendError>;
 }
 
+/// `User-Agent` of every HTTP request hookrelay sends.
+pub const USER_AGENT: &str = concat!("hookrelay/", env!("CARGO_PKG_VERSION"));
+
+/// The longest wait a destination may ask for with `Retry-After`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How much of a response body an error message quotes, in characters.
+const EXCERPT_CHARS: usize = 200;
+
 /// Builds the destination for `cfg`. `http` is the shared client; `cfg.common.timeout`
 /// bounds each send.
 pub fn build(cfg: &DestinationConfig, http: &reqwest::Client) -> Arc<dyn Destination> {
     let timeout = cfg.common.timeout;
-    let _ = (http, timeout);
     match &cfg.kind {
-        DestinationKind::Slack(_) => Arc::new(console::Console::default()),
-        DestinationKind::Teams(_) => Arc::new(console::Console::default()),
-        DestinationKind::Email(_) => Arc::new(console::Console::default()),
-        DestinationKind::Webhook(_) => Arc::new(console::Console::default()),
+        DestinationKind::Slack(c) => Arc::new(slack::Slack::new(c, http.clone(), timeout)),
+        DestinationKind::Teams(c) => Arc::new(teams::Teams::new(c, http.clone(), timeout)),
+        DestinationKind::Email(c) => Arc::new(email::Email::new(c, timeout)),
+        DestinationKind::Webhook(c) => Arc::new(webhook::Webhook::new(c, http.clone(), timeout)),
         DestinationKind::Console(_) => Arc::new(console::Console::default()),
     }
 }
@@ -120,24 +130,385 @@ pub fn build(cfg: &DestinationConfig, http: &reqwest::Client) -> Arc<dyn Destina
 /// The one place an HTTP answer is judged: 2xx is success; 5xx, 408 and 429 are
 /// transient (with `Retry-After` read, in seconds or as an HTTP date, clamped to
 /// 1h); every other status is permanent. `body` is quoted, shortened, in the error.
-pub fn classify_status(
-    status: u16,
-    headers: &reqwest::header::HeaderMap,
-    body: &str,
-) -> Result<Sent, SendError> {
-    let _ = (headers, body);
+pub fn classify_status(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendError> {
     if (200..300).contains(&status) {
-        Ok(Sent {
+        return Ok(Sent {
             status: Some(status),
-        })
+        });
+    }
+    let transient = status >= 500 || status == 408 || status == 429;
+    let retry_after = headers.get(RETRY_AFTER).and_then(parse_retry_after);
+    let excerpt = excerpt(body);
+    let message = if excerpt.is_empty() {
+        format!("HTTP {status} from destination (empty body)")
     } else {
-        Err(SendError::permanent(format!("HTTP {status}")))
+        format!("HTTP {status} from destination: {excerpt}")
+    };
+    Err(SendError {
+        transient,
+        status: Some(status),
+        retry_after,
+        message,
+    })
+}
+
+/// Reads a `Retry-After` value: delay-seconds or an HTTP date (a date in the past
+/// means "now"), clamped to [`MAX_RETRY_AFTER`]. Anything unreadable is ignored.
+pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let s = value.to_str().ok()?.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let wait = if s.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "a very long time".
+        Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(s).ok()?;
+        let secs = at
+            .signed_duration_since(chrono::Utc::now())
+            .num_seconds()
+            .max(0);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// A response body made fit for one line of an error message: whitespace runs
+/// collapsed, at most 200 characters, "…" when cut.
+pub fn excerpt(body: &str) -> String {
+    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    shorten(&one_line, EXCERPT_CHARS)
+}
+
+/// `s` cut to at most `max_chars` characters (not bytes), the last one a visible
+/// "…" when anything was cut. Never splits a character.
+pub fn shorten(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        None => s.to_string(),
+        Some(_) if max_chars == 0 => String::new(),
+        Some(_) => {
+            // Byte offset of the (max_chars - 1)th character: keep what precedes it.
+            let cut = s
+                .char_indices()
+                .nth(max_chars - 1)
+                .map_or(s.len(), |(i, _)| i);
+            let mut out = String::with_capacity(cut + 3);
+            out.push_str(&s[..cut]);
+            out.push('…');
+            out
+        }
     }
 }
 
 /// Timeouts and connection errors are transient; anything else reqwest reports
 /// (a malformed URL, say) is permanent. The URL is never part of the message.
 pub fn classify_reqwest(e: &reqwest::Error) -> SendError {
-    let _ = e;
-    SendError::transient("connection failed")
+    let (transient, what) = if e.is_timeout() {
+        (true, "timed out")
+    } else if e.is_connect() {
+        (true, "could not connect")
+    } else if e.is_request() || e.is_body() {
+        // The connection broke while the request or the answer was on the wire.
+        (true, "connection failed")
+    } else if e.is_builder() {
+        (false, "could not build the request")
+    } else if e.is_redirect() {
+        (false, "too many or invalid redirects")
+    } else if e.is_decode() {
+        (false, "could not read the answer")
+    } else {
+        (false, "request failed")
+    };
+    // reqwest's own Display names the URL; the causes below it (hyper, io) do not.
+    let mut cause = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = Some(s.to_string());
+        source = s.source();
+    }
+    let mut message = match cause {
+        _ if e.is_timeout() => format!("destination {what}"),
+        Some(c) if !c.is_empty() => format!("destination {what}: {}", excerpt(&c)),
+        _ => format!("destination {what}"),
+    };
+    if let Some(url) = e.url() {
+        message = scrub(&message, url.as_str());
+        if url.path().len() > 1 {
+            message = scrub(&message, url.path());
+        }
+        if let Some(q) = url.query() {
+            message = scrub(&message, q);
+        }
+    }
+    SendError {
+        transient,
+        status: e.status().map(|s| s.as_u16()),
+        retry_after: None,
+        message,
+    }
+}
+
+/// `message` with every occurrence of `secret` replaced by `***`.
+pub(crate) fn scrub(message: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(secret, "***")
+    }
+}
+
+/// POSTs `body` as JSON with the destination's timeout and hookrelay's
+/// `User-Agent`, plus `headers`; returns the status, headers and body text of the
+/// answer, or the classified transport error.
+pub(crate) async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: &Value,
+    timeout: Duration,
+) -> Result<(u16, HeaderMap, String), SendError> {
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| SendError::permanent(format!("could not serialize the body: {e}")))?;
+    let resp = http
+        .post(url)
+        .headers(headers)
+        .header(reqwest::header::USER_AGENT, USER_AGENT)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )
+        .timeout(timeout)
+        .body(bytes)
+        .send()
+        .await
+        .map_err(|e| classify_reqwest(&e))?;
+    let status = resp.status().as_u16();
+    let resp_headers = resp.headers().clone();
+    let text = resp.text().await.map_err(|e| classify_reqwest(&e))?;
+    Ok((status, resp_headers, text))
+}
+
+/// A POST of `body` judged by [`classify_status`].
+pub(crate) async fn post_and_classify(
+    http: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: &Value,
+    timeout: Duration,
+) -> Result<Sent, SendError> {
+    let (status, headers, text) = post_json(http, url, headers, body, timeout).await?;
+    classify_status(status, &headers, &text)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Helpers shared by the destinations' tests.
+
+    use std::time::Duration;
+
+    /// A local address nothing listens on: bind, read the port, drop the listener.
+    pub fn refused_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("127.0.0.1:{port}")
+    }
+
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn two_hundreds_succeed() {
+        for s in [200, 202, 204, 299] {
+            assert_eq!(
+                classify_status(s, &HeaderMap::new(), "ok").unwrap().status,
+                Some(s)
+            );
+        }
+    }
+
+    #[test]
+    fn server_errors_408_429_are_transient_others_permanent() {
+        for s in [500, 502, 503, 504, 408, 429] {
+            assert!(classify_status(s, &HeaderMap::new(), "")
+                .unwrap_err()
+                .is_transient());
+        }
+        for s in [400, 401, 403, 404, 410, 413, 301, 100] {
+            let e = classify_status(s, &HeaderMap::new(), "").unwrap_err();
+            assert!(e.is_permanent(), "{s}");
+            assert_eq!(e.status, Some(s));
+        }
+    }
+
+    #[test]
+    fn message_quotes_a_short_excerpt() {
+        let e = classify_status(404, &HeaderMap::new(), "no_service\n").unwrap_err();
+        assert_eq!(e.message, "HTTP 404 from destination: no_service");
+        let e = classify_status(500, &HeaderMap::new(), "").unwrap_err();
+        assert_eq!(e.message, "HTTP 500 from destination (empty body)");
+        let long = "é".repeat(1000);
+        let e = classify_status(400, &HeaderMap::new(), &long).unwrap_err();
+        let quoted = e
+            .message
+            .strip_prefix("HTTP 400 from destination: ")
+            .unwrap();
+        assert_eq!(quoted.chars().count(), 200);
+        assert!(quoted.ends_with('…'));
+    }
+
+    #[test]
+    fn retry_after_seconds_date_and_clamp() {
+        let e = classify_status(429, &headers(&[("retry-after", "7")]), "").unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        let e = classify_status(503, &headers(&[("retry-after", "99999")]), "").unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_secs(3600)));
+        let e = classify_status(
+            503,
+            &headers(&[("retry-after", "99999999999999999999999999")]),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_secs(3600)));
+        let e = classify_status(429, &headers(&[("retry-after", "soon")]), "").unwrap_err();
+        assert_eq!(e.retry_after, None);
+        let past = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let e = classify_status(429, &headers(&[("retry-after", past)]), "").unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::ZERO));
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        let e = classify_status(429, &headers(&[("retry-after", &soon)]), "").unwrap_err();
+        let got = e.retry_after.unwrap().as_secs();
+        assert!((115..=120).contains(&got), "{got}");
+        let far = (chrono::Utc::now() + chrono::Duration::days(3))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let e = classify_status(429, &headers(&[("retry-after", &far)]), "").unwrap_err();
+        assert_eq!(e.retry_after, Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn shorten_counts_characters() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "ab…");
+        assert_eq!(shorten("😀😀😀😀", 2), "😀…");
+        assert_eq!(shorten("ab", 0), "");
+        assert_eq!(shorten("", 0), "");
+        let s = shorten(&"日本".repeat(3000), 3000);
+        assert_eq!(s.chars().count(), 3000);
+        assert!(s.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_transient_and_url_free() {
+        let addr = test_support::refused_addr();
+        let url = format!("http://{addr}/services/T000/B000/SECRETTOKEN?sig=hush");
+        let e = test_support::client().post(&url).send().await.unwrap_err();
+        let se = classify_reqwest(&e);
+        assert!(se.is_transient(), "{se:?}");
+        assert!(!se.message.contains("SECRETTOKEN"), "{}", se.message);
+        assert!(!se.message.contains("hush"), "{}", se.message);
+        assert!(!format!("{se:?}").contains("SECRETTOKEN"));
+    }
+
+    fn config(kind: DestinationKind, timeout: Duration) -> DestinationConfig {
+        DestinationConfig {
+            common: crate::config::DestinationCommon {
+                enabled: true,
+                rate_limit: None,
+                timeout,
+            },
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn build_wires_every_kind_with_its_timeout() {
+        use crate::config::*;
+        use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+            .mount(&server)
+            .await;
+        let http = test_support::client();
+        let msg = Message {
+            body: Body::Text("hi".into()),
+            html: None,
+            subject: None,
+            channel: None,
+        };
+        let kinds = vec![
+            DestinationKind::Slack(SlackConfig {
+                webhook_url: Some(Secret::new(server.uri())),
+                token: None,
+                channel: None,
+                api_url: "https://slack.com/api".into(),
+            }),
+            DestinationKind::Teams(TeamsConfig {
+                webhook_url: Secret::new(server.uri()),
+                format: TeamsFormat::Adaptivecard,
+            }),
+            DestinationKind::Webhook(WebhookConfig {
+                url: Secret::new(server.uri()),
+                headers: Default::default(),
+            }),
+        ];
+        for kind in kinds {
+            let d = build(&config(kind, Duration::from_millis(200)), &http);
+            let req = d.prepare(&msg).unwrap();
+            assert!(matches!(req, Request::Json(_)));
+            let e = d.send(&req).await.unwrap_err();
+            assert!(e.is_transient(), "{e:?}");
+        }
+        let email = build(
+            &config(
+                DestinationKind::Email(EmailConfig {
+                    smtp: Secret::new("smtp://127.0.0.1:2525"),
+                    from: "a@b.test".into(),
+                    to: vec!["c@d.test".into()],
+                    subject: None,
+                }),
+                Duration::from_secs(1),
+            ),
+            &http,
+        );
+        assert!(matches!(email.prepare(&msg), Ok(Request::Email { .. })));
+        let console = build(
+            &config(DestinationKind::Console(ConsoleConfig {}), Duration::ZERO),
+            &http,
+        );
+        assert_eq!(console.prepare(&msg), Ok(Request::Console("hi".into())));
+    }
+
+    #[tokio::test]
+    async fn malformed_url_is_permanent() {
+        let e = test_support::client()
+            .post("not a url/SECRET")
+            .send()
+            .await
+            .unwrap_err();
+        let se = classify_reqwest(&e);
+        assert!(se.is_permanent(), "{se:?}");
+        assert!(!se.message.contains("SECRET"), "{}", se.message);
+    }
 }

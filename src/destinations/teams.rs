@@ -1,1 +1,384 @@
-//! teams destination (stub).
+//! `type: teams`: a Power Automate Workflows webhook (`format: adaptivecard`, the
+//! default) or a legacy Office 365 connector (`format: messagecard`).
+//!
+//! Teams takes at most about 28 KB per message: the serialized payload is kept at
+//! or under [`MAX_PAYLOAD_BYTES`] by shortening the longest string values (ending
+//! them in "…"); structural strings (`type`, `version`, `$schema`, …) are never
+//! touched.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+
+use super::{post_and_classify, Destination, Message, Request, SendError, Sent};
+use crate::config::{Secret, TeamsConfig, TeamsFormat};
+use crate::templates::Body;
+
+/// The largest serialized payload sent, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 28_000;
+
+/// Keys whose string values are structure, not content.
+const PROTECTED_KEYS: &[&str] = &[
+    "type",
+    "@type",
+    "@context",
+    "$schema",
+    "version",
+    "contentType",
+    "contentUrl",
+    "url",
+    "id",
+    "style",
+    "size",
+    "weight",
+    "color",
+];
+
+pub struct Teams {
+    url: Secret,
+    format: TeamsFormat,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Teams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Teams")
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Teams {
+    pub fn new(cfg: &TeamsConfig, http: reqwest::Client, timeout: Duration) -> Teams {
+        Teams {
+            url: cfg.webhook_url.clone(),
+            format: cfg.format,
+            http,
+            timeout,
+        }
+    }
+}
+
+/// The Workflows envelope around one Adaptive Card (version 1.4, the highest
+/// Workflows accept; `contentUrl` must be present).
+pub fn adaptive_card(text: &str) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [{"type": "TextBlock", "text": text, "wrap": true}],
+            },
+        }],
+    })
+}
+
+/// A legacy connector MessageCard; `summary` is the first non-empty line.
+pub fn message_card(text: &str) -> Value {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+    let summary = super::shorten(first.unwrap_or("hookrelay alert"), 200);
+    json!({
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "summary": summary,
+        "text": text,
+    })
+}
+
+/// The length of `s` once serialized as a JSON string, without the quotes.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+fn serialized_len(v: &Value) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// Visits every content string (not under a protected key) in document order.
+fn for_each_string(v: &mut Value, key: Option<&str>, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::String(s) if !key.is_some_and(|k| PROTECTED_KEYS.contains(&k)) => f(s),
+        Value::Array(a) => a.iter_mut().for_each(|x| for_each_string(x, None, f)),
+        Value::Object(o) => o
+            .iter_mut()
+            .for_each(|(k, x)| for_each_string(x, Some(k), f)),
+        _ => {}
+    }
+}
+
+/// Shortens the longest strings of `v` until it serializes to at most `max_bytes`.
+/// Returns whether it fits.
+pub fn fit_payload(v: &mut Value, max_bytes: usize) -> bool {
+    loop {
+        let size = serialized_len(v);
+        if size <= max_bytes {
+            return true;
+        }
+        let excess = size - max_bytes;
+        // The longest content string, by serialized length.
+        let (mut best, mut best_len, mut i) = (None, 0, 0);
+        for_each_string(v, None, &mut |s| {
+            let len: usize = s.chars().map(escaped_len).sum();
+            if len > best_len {
+                best = Some(i);
+                best_len = len;
+            }
+            i += 1;
+        });
+        // "…" is 3 bytes: nothing shorter than that can be shortened.
+        let Some(best) = best.filter(|_| best_len > 3) else {
+            return false;
+        };
+        let keep = best_len.saturating_sub(excess + 3);
+        let mut i = 0;
+        for_each_string(v, None, &mut |s| {
+            if i == best {
+                let mut used = 0;
+                let cut = s
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        used += escaped_len(c);
+                        used > keep
+                    })
+                    .map_or(s.len(), |(at, _)| at);
+                s.truncate(cut);
+                s.push('…');
+            }
+            i += 1;
+        });
+    }
+}
+
+#[async_trait]
+impl Destination for Teams {
+    fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
+        let mut body = match (&msg.body, self.format) {
+            (Body::Json(v), _) => v.clone(),
+            (Body::Text(t), TeamsFormat::Adaptivecard) => adaptive_card(t),
+            (Body::Text(t), TeamsFormat::Messagecard) => message_card(t),
+        };
+        if !fit_payload(&mut body, MAX_PAYLOAD_BYTES) {
+            return Err(SendError::permanent(format!(
+                "the Teams payload is {} bytes even with every text shortened; Teams takes at most {MAX_PAYLOAD_BYTES}",
+                serialized_len(&body)
+            )));
+        }
+        Ok(Request::Json(body))
+    }
+
+    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+        let Request::Json(body) = req else {
+            return Err(SendError::permanent("Teams takes JSON requests only"));
+        };
+        post_and_classify(
+            &self.http,
+            self.url.expose(),
+            HeaderMap::new(),
+            body,
+            self.timeout,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{client, refused_addr, TIMEOUT};
+    use super::*;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn teams(url: String, format: TeamsFormat, timeout: Duration) -> Teams {
+        let cfg = TeamsConfig {
+            webhook_url: Secret::new(url),
+            format,
+        };
+        Teams::new(&cfg, client(), timeout)
+    }
+
+    fn text(t: &str) -> Message {
+        Message {
+            body: Body::Text(t.into()),
+            html: None,
+            subject: None,
+            channel: None,
+        }
+    }
+
+    async fn answering(status: u16) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    #[tokio::test]
+    async fn workflows_adaptive_card_is_delivered() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/workflows/abc"))
+            .and(header("content-type", "application/json; charset=utf-8"))
+            .respond_with(ResponseTemplate::new(202))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let t = "Backup \"db\" <b>failed</b> & more\nline 2 ✅";
+        let tm = teams(
+            format!("{}/workflows/abc", server.uri()),
+            TeamsFormat::Adaptivecard,
+            TIMEOUT,
+        );
+        let req = tm.prepare(&text(t)).unwrap();
+        assert_eq!(tm.send(&req).await.unwrap().status, Some(202));
+        let got = &server.received_requests().await.unwrap()[0];
+        let body: Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","contentUrl":null,"content":{"$schema":"http://adaptivecards.io/schemas/adaptive-card.json","type":"AdaptiveCard","version":"1.4","body":[{"type":"TextBlock","text":t,"wrap":true}]}}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn message_card_and_json_bodies() {
+        let server = answering(200).await;
+        let tm = teams(server.uri(), TeamsFormat::Messagecard, TIMEOUT);
+        let req = tm.prepare(&text("\nFirst line\nsecond")).unwrap();
+        tm.send(&req).await.unwrap();
+        let got = &server.received_requests().await.unwrap()[0];
+        assert_eq!(
+            serde_json::from_slice::<Value>(&got.body).unwrap(),
+            json!({"@type":"MessageCard","@context":"https://schema.org/extensions","summary":"First line","text":"\nFirst line\nsecond"})
+        );
+
+        let v = json!({"type": "message", "attachments": []});
+        let req = tm
+            .prepare(&Message {
+                body: Body::Json(v.clone()),
+                ..text("")
+            })
+            .unwrap();
+        assert_eq!(req, Request::Json(v));
+    }
+
+    #[tokio::test]
+    async fn errors_are_classified() {
+        for (status, transient) in [(500, true), (503, true), (400, false), (404, false)] {
+            let server = answering(status).await;
+            let e = teams(server.uri(), TeamsFormat::Adaptivecard, TIMEOUT)
+                .send(&Request::Json(json!({})))
+                .await
+                .unwrap_err();
+            assert_eq!(e.is_transient(), transient, "{status}");
+        }
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "99999"))
+            .mount(&server)
+            .await;
+        let e = teams(server.uri(), TeamsFormat::Adaptivecard, TIMEOUT)
+            .send(&Request::Json(json!({})))
+            .await
+            .unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after, Some(Duration::from_secs(3600)));
+
+        let tm = teams(
+            format!("http://{}/workflows/SECRET", refused_addr()),
+            TeamsFormat::Adaptivecard,
+            TIMEOUT,
+        );
+        let e = tm.send(&Request::Json(json!({}))).await.unwrap_err();
+        assert!(e.is_transient());
+        assert!(!e.message.contains("SECRET"));
+        assert!(!format!("{tm:?}").contains("SECRET"));
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(3)))
+            .mount(&server)
+            .await;
+        let e = teams(
+            server.uri(),
+            TeamsFormat::Adaptivecard,
+            Duration::from_millis(200),
+        )
+        .send(&Request::Json(json!({})))
+        .await
+        .unwrap_err();
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn oversized_payloads_are_shortened_to_28_kb() {
+        let tm = teams(
+            "http://127.0.0.1:9".into(),
+            TeamsFormat::Adaptivecard,
+            TIMEOUT,
+        );
+        // Escapes and multi-byte characters count as what they serialize to.
+        let t = "\"quoted\"\n<b>&</b> 日本 🎉 ".repeat(3_000);
+        let Request::Json(v) = tm.prepare(&text(&t)).unwrap() else {
+            panic!()
+        };
+        let bytes = serde_json::to_vec(&v).unwrap().len();
+        assert!(bytes <= MAX_PAYLOAD_BYTES, "{bytes}");
+        assert!(
+            bytes > MAX_PAYLOAD_BYTES - 100,
+            "shortened too much: {bytes}"
+        );
+        let out = v["attachments"][0]["content"]["body"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(out.ends_with('…'));
+        assert!(t.starts_with(out.trim_end_matches('…')));
+        assert_eq!(v["attachments"][0]["content"]["version"], "1.4");
+
+        // Several long strings: the longest go first, structure stays.
+        let body: Vec<Value> = (0..4)
+            .map(|i| json!({"type": "TextBlock", "text": "x".repeat(10_000 + i)}))
+            .collect();
+        let mut v = json!({"type": "message", "body": body});
+        assert!(fit_payload(&mut v, MAX_PAYLOAD_BYTES));
+        assert!(serde_json::to_vec(&v).unwrap().len() <= MAX_PAYLOAD_BYTES);
+        assert_eq!(v["body"][3]["type"], "TextBlock");
+
+        // Small payloads are untouched.
+        let mut small = adaptive_card("hi");
+        assert!(fit_payload(&mut small, MAX_PAYLOAD_BYTES));
+        assert_eq!(small, adaptive_card("hi"));
+    }
+
+    #[test]
+    fn impossible_fit_is_an_error_not_a_panic() {
+        let many: Vec<Value> = (0..20_000).map(|_| json!({"type": "x"})).collect();
+        let tm = teams(
+            "http://127.0.0.1:9".into(),
+            TeamsFormat::Adaptivecard,
+            TIMEOUT,
+        );
+        let e = tm
+            .prepare(&Message {
+                body: Body::Json(json!({ "body": many })),
+                ..text("")
+            })
+            .unwrap_err();
+        assert!(e.is_permanent());
+        let mut v = json!({"a": "ab", "b": [null, 1, true]});
+        assert!(!fit_payload(&mut v, 3));
+    }
+}

@@ -1,1 +1,228 @@
-//! webhook destination (stub).
+//! `type: webhook`: POSTs JSON to `url` with the configured `headers`.
+//! `Body::Json(v)` is sent as is; `Body::Text(t)` as `{"text": t}`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+
+use super::{post_and_classify, Destination, Message, Request, SendError, Sent};
+use crate::config::{Secret, WebhookConfig};
+use crate::templates::Body;
+
+pub struct Webhook {
+    url: Secret,
+    headers: Vec<(String, Secret)>,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Webhook {
+    pub fn new(cfg: &WebhookConfig, http: reqwest::Client, timeout: Duration) -> Webhook {
+        Webhook {
+            url: cfg.url.clone(),
+            headers: cfg
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            http,
+            timeout,
+        }
+    }
+
+    /// The configured headers; values are marked sensitive (they often hold tokens)
+    /// and never quoted in errors.
+    fn header_map(&self) -> Result<HeaderMap, SendError> {
+        let mut map = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| SendError::permanent(format!("header name {name:?} is not valid")))?;
+            let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
+                SendError::permanent(format!("the value of header {name:?} is not valid"))
+            })?;
+            v.set_sensitive(true);
+            map.append(n, v);
+        }
+        Ok(map)
+    }
+}
+
+#[async_trait]
+impl Destination for Webhook {
+    fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
+        Ok(Request::Json(match &msg.body {
+            Body::Json(v) => v.clone(),
+            Body::Text(t) => json!({ "text": t }),
+        }))
+    }
+
+    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+        let Request::Json(body) = req else {
+            return Err(SendError::permanent(
+                "a webhook destination sends JSON requests only",
+            ));
+        };
+        let headers = self.header_map()?;
+        post_and_classify(&self.http, self.url.expose(), headers, body, self.timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{client, refused_addr, TIMEOUT};
+    use super::*;
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn hook(url: String, headers: &[(&str, &str)], timeout: Duration) -> Webhook {
+        let cfg = WebhookConfig {
+            url: Secret::new(url),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        Webhook::new(&cfg, client(), timeout)
+    }
+
+    fn text(t: &str) -> Message {
+        Message {
+            body: Body::Text(t.into()),
+            html: None,
+            subject: None,
+            channel: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn posts_json_with_custom_headers() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/hook"))
+            .and(header("x-api-key", "k3y"))
+            .and(header("content-type", "application/json; charset=utf-8"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let w = hook(
+            format!("{}/hook", server.uri()),
+            &[("X-Api-Key", "k3y"), ("X-Other", "v")],
+            TIMEOUT,
+        );
+        let t = "He said \"hi\" <b>bold</b> & co\nline 2 🎉\t\\";
+        let req = w.prepare(&text(t)).unwrap();
+        assert_eq!(req, Request::Json(json!({ "text": t })));
+        assert_eq!(w.send(&req).await.unwrap().status, Some(200));
+
+        let got = &server.received_requests().await.unwrap()[0];
+        let body: Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(body, json!({ "text": t }));
+        assert_eq!(got.headers.get("x-other").unwrap(), "v");
+        let ua = got.headers.get("user-agent").unwrap().to_str().unwrap();
+        assert_eq!(ua, concat!("hookrelay/", env!("CARGO_PKG_VERSION")));
+    }
+
+    #[tokio::test]
+    async fn json_body_is_sent_as_is() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let w = hook(server.uri(), &[], TIMEOUT);
+        let v = json!({"status": "failed", "n": [1, 2, {"x": null}]});
+        let req = w
+            .prepare(&Message {
+                body: Body::Json(v.clone()),
+                ..text("")
+            })
+            .unwrap();
+        assert_eq!(w.send(&req).await.unwrap().status, Some(204));
+        let got = &server.received_requests().await.unwrap()[0];
+        assert_eq!(serde_json::from_slice::<Value>(&got.body).unwrap(), v);
+    }
+
+    #[tokio::test]
+    async fn statuses_are_classified() {
+        let server = MockServer::start().await;
+        Mock::given(path("/500"))
+            .respond_with(ResponseTemplate::new(500))
+            .mount(&server)
+            .await;
+        Mock::given(path("/429"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "7"))
+            .mount(&server)
+            .await;
+        Mock::given(path("/401"))
+            .respond_with(ResponseTemplate::new(401).set_body_string("bad key"))
+            .mount(&server)
+            .await;
+        let req = Request::Json(json!({}));
+        let e = hook(format!("{}/500", server.uri()), &[], TIMEOUT)
+            .send(&req)
+            .await
+            .unwrap_err();
+        assert!(e.is_transient());
+        let e = hook(format!("{}/429", server.uri()), &[], TIMEOUT)
+            .send(&req)
+            .await
+            .unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        let e = hook(format!("{}/401", server.uri()), &[], TIMEOUT)
+            .send(&req)
+            .await
+            .unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(e.message, "HTTP 401 from destination: bad key");
+    }
+
+    #[tokio::test]
+    async fn refused_and_slow_are_transient() {
+        let w = hook(format!("http://{}/x/SECRET", refused_addr()), &[], TIMEOUT);
+        let e = w.send(&Request::Json(json!({}))).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        assert!(!e.message.contains("SECRET"));
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+            .mount(&server)
+            .await;
+        let w = hook(server.uri(), &[], Duration::from_millis(200));
+        let e = w.send(&Request::Json(json!({}))).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        assert!(e.message.contains("timed out"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn bad_header_value_is_permanent_and_not_quoted() {
+        let w = hook(
+            "http://127.0.0.1:9/".into(),
+            &[("X-Token", "sec\nret")],
+            TIMEOUT,
+        );
+        let e = w.send(&Request::Json(json!({}))).await.unwrap_err();
+        assert!(e.is_permanent());
+        assert!(!e.message.contains("sec"), "{}", e.message);
+        assert!(!format!("{w:?}").contains("sec"));
+    }
+}
