@@ -47,10 +47,16 @@ impl Verifier {
     pub fn new(cfg: &SourceConfig) -> Verifier {
         let tokens = cfg.token.clone().map(|t| t.into_vec()).unwrap_or_default();
         let hmac = match (&cfg.hmac, &cfg.secret) {
-            (Some(h), _) => Some((h.header.clone(), h.prefix.clone(), h.secret.clone().into_vec())),
-            (None, Some(s)) if cfg.kind == SourceKind::Simplebackups => {
-                Some((SB_SIGNATURE.to_string(), String::new(), s.clone().into_vec()))
-            }
+            (Some(h), _) => Some((
+                h.header.clone(),
+                h.prefix.clone(),
+                h.secret.clone().into_vec(),
+            )),
+            (None, Some(s)) if cfg.kind == SourceKind::Simplebackups => Some((
+                SB_SIGNATURE.to_string(),
+                String::new(),
+                s.clone().into_vec(),
+            )),
             _ => None,
         };
         Verifier { tokens, hmac }
@@ -97,7 +103,11 @@ impl Verifier {
 
     /// The HMAC check on the raw body. `header_value` is the signature header's
     /// value as received.
-    pub fn check_signature(&self, header_value: Option<&str>, body: &[u8]) -> Result<(), AuthError> {
+    pub fn check_signature(
+        &self,
+        header_value: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), AuthError> {
         let Some((header, prefix, secrets)) = &self.hmac else {
             return Ok(());
         };
@@ -130,7 +140,8 @@ impl Verifier {
 /// Lowercase hex HMAC-SHA256 of `body` (what SimpleBackups sends); used by tests,
 /// the benchmark and `render`'s hints.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -154,14 +165,23 @@ mod tests {
     #[test]
     fn tokens_from_header_or_query_with_rotation() {
         let mut s = source(SourceKind::Cloud66);
-        s.token = Some(OneOrMany::Many(vec![Secret::new("old"), Secret::new("new")]));
+        s.token = Some(OneOrMany::Many(vec![
+            Secret::new("old"),
+            Secret::new("new"),
+        ]));
         let v = Verifier::new(&s);
         assert_eq!(v.check_token(Some("Bearer new"), None), Ok(()));
         assert_eq!(v.check_token(Some("bearer old"), None), Ok(()));
         assert_eq!(v.check_token(None, Some("old")), Ok(()));
         assert_eq!(v.check_token(None, None), Err(AuthError::MissingToken));
-        assert_eq!(v.check_token(Some("Bearer nope"), None), Err(AuthError::WrongToken));
-        assert_eq!(v.check_token(Some("Basic old"), None), Err(AuthError::MissingToken));
+        assert_eq!(
+            v.check_token(Some("Bearer nope"), None),
+            Err(AuthError::WrongToken)
+        );
+        assert_eq!(
+            v.check_token(Some("Basic old"), None),
+            Err(AuthError::MissingToken)
+        );
     }
 
     #[test]
@@ -174,7 +194,9 @@ mod tests {
         assert_eq!(v.check_signature(Some(&sign("k1", body)), body), Ok(()));
         assert!(v.check_signature(Some(&sign("k3", body)), body).is_err());
         // One changed byte breaks it.
-        assert!(v.check_signature(Some(&sign("k1", body)), br#"{"id":2}"#).is_err());
+        assert!(v
+            .check_signature(Some(&sign("k1", body)), br#"{"id":2}"#)
+            .is_err());
         assert!(v.check_signature(Some("zz"), body).is_err());
         assert_eq!(
             v.check_signature(None, body),

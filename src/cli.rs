@@ -77,7 +77,12 @@ fn load(path: &Path) -> Result<(Settings, Relay), i32> {
         EXIT_INVALID
     })?;
     let relay = Relay::build(settings.clone(), &http_client()).map_err(|errs| {
-        eprintln!("{}: {} error{}", path.display(), errs.len(), if errs.len() == 1 { "" } else { "s" });
+        eprintln!(
+            "{}: {} error{}",
+            path.display(),
+            errs.len(),
+            if errs.len() == 1 { "" } else { "s" }
+        );
         for e in errs {
             eprintln!("  {e}");
         }
@@ -130,18 +135,30 @@ fn check(path: &Path) -> i32 {
     for (name, src) in &s.sources {
         let mut auth = Vec::new();
         if let Some(t) = &src.token {
-            auth.push(format!("token ({})", plural(t.clone().into_vec().len(), "token")));
+            auth.push(format!(
+                "token ({})",
+                plural(t.clone().into_vec().len(), "token")
+            ));
         }
         if let Some(x) = &src.secret {
-            auth.push(format!("SB-Signature ({})", plural(x.clone().into_vec().len(), "secret")));
+            auth.push(format!(
+                "SB-Signature ({})",
+                plural(x.clone().into_vec().len(), "secret")
+            ));
         }
         if let Some(h) = &src.hmac {
-            auth.push(format!("hmac {} ({})", h.header, plural(h.secret.clone().into_vec().len(), "secret")));
+            auth.push(format!(
+                "hmac {} ({})",
+                h.header,
+                plural(h.secret.clone().into_vec().len(), "secret")
+            ));
         }
         if auth.is_empty() {
             auth.push("no authentication: anyone who can reach hookrelay can post".into());
         }
-        let url_hint = if matches!(src.kind, SourceKind::Cloud66 | SourceKind::Centurylink) && src.token.is_some() {
+        let url_hint = if matches!(src.kind, SourceKind::Cloud66 | SourceKind::Centurylink)
+            && src.token.is_some()
+        {
             " (?token=… in the URL)"
         } else {
             ""
@@ -156,7 +173,10 @@ fn check(path: &Path) -> i32 {
     for (name, d) in &s.destinations {
         let detail = match &d.kind {
             DestinationKind::Slack(x) if x.token.is_some() || x.channel.is_some() => {
-                format!("chat.postMessage to {}", x.channel.as_deref().unwrap_or("?"))
+                format!(
+                    "chat.postMessage to {}",
+                    x.channel.as_deref().unwrap_or("?")
+                )
             }
             DestinationKind::Slack(_) => "incoming webhook".into(),
             DestinationKind::Teams(t) => format!("{:?} webhook", t.format).to_lowercase(),
@@ -166,10 +186,19 @@ fn check(path: &Path) -> i32 {
         };
         let rate = d
             .rate_limit()
-            .map(|r| format!(", at most {} per {}", r.count, humantime::format_duration(r.per)))
+            .map(|r| {
+                format!(
+                    ", at most {} per {}",
+                    r.count,
+                    humantime::format_duration(r.per)
+                )
+            })
             .unwrap_or_default();
         let state = if d.common.enabled { "" } else { "  [disabled]" };
-        out!("  {name:<16} {:<8} {detail}{rate}{state}", d.kind.type_name());
+        out!(
+            "  {name:<16} {:<8} {detail}{rate}{state}",
+            d.kind.type_name()
+        );
     }
     out!("routes ({}):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
@@ -190,7 +219,10 @@ fn check(path: &Path) -> i32 {
     }
     let dir = &s.templates.dir;
     if dir.is_dir() {
-        out!("templates: embedded defaults, overridden by {}", dir.display());
+        out!(
+            "templates: embedded defaults, overridden by {}",
+            dir.display()
+        );
     } else {
         out!("templates: embedded defaults ({} not found)", dir.display());
     }
@@ -261,8 +293,16 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
     }
     let mut failed = false;
     for d in &deliveries {
-        let ty = relay.destinations.get(&d.destination).map(|x| x.type_name()).unwrap_or("?");
-        out!("\ndelivery to {} ({ty}, template {}):", d.destination, d.template);
+        let ty = relay
+            .destinations
+            .get(&d.destination)
+            .map(|x| x.type_name())
+            .unwrap_or("?");
+        out!(
+            "\ndelivery to {} ({ty}, template {}):",
+            d.destination,
+            d.template
+        );
         match relay.prepare(&d.destination, &d.template, d.channel.as_deref(), &event) {
             Ok((sender, req)) => {
                 print_request(&req);
@@ -270,13 +310,19 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
                     match sender.send(&req).await {
                         Ok(s) => out!(
                             "=> delivered{}",
-                            s.status.map(|x| format!(" (status {x})")).unwrap_or_default()
+                            s.status
+                                .map(|x| format!(" (status {x})"))
+                                .unwrap_or_default()
                         ),
                         Err(e) => {
                             failed = true;
                             out!(
                                 "=> failed ({}): {}",
-                                if e.is_transient() { "transient" } else { "permanent" },
+                                if e.is_transient() {
+                                    "transient"
+                                } else {
+                                    "permanent"
+                                },
                                 e.message
                             );
                         }
@@ -314,7 +360,10 @@ fn print_request(req: &Request) {
             text,
             html,
         } => {
-            out!("From: {from}\nTo: {}\nSubject: {subject}\n\n{text}", to.join(", "));
+            out!(
+                "From: {from}\nTo: {}\nSubject: {subject}\n\n{text}",
+                to.join(", ")
+            );
             if let Some(h) = html {
                 out!("\n--- HTML part ---\n{h}");
             }

@@ -40,15 +40,40 @@ impl Metrics {
         let rejected = Family::<Labels, Counter>::default();
         let unrouted = Family::<Labels, Counter>::default();
         let deliveries = Family::<Labels, Counter>::default();
-        let duration =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
         let queue_depth = Family::<Labels, Gauge>::default();
-        registry.register("events_received", "Webhooks accepted, by source and normalized status", received.clone());
-        registry.register("events_rejected", "Webhooks refused, by source and reason", rejected.clone());
-        registry.register("events_unrouted", "Accepted events that matched no route", unrouted.clone());
-        registry.register("deliveries", "Delivery attempts by destination and outcome (delivered, retry, dead)", deliveries.clone());
-        registry.register("delivery_duration_seconds", "Time one delivery attempt took", duration.clone());
-        registry.register("queue_depth", "Pending deliveries per destination", queue_depth.clone());
+        registry.register(
+            "events_received",
+            "Webhooks accepted, by source and normalized status",
+            received.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Webhooks refused, by source and reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "events_unrouted",
+            "Accepted events that matched no route",
+            unrouted.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts by destination and outcome (delivered, retry, dead)",
+            deliveries.clone(),
+        );
+        registry.register(
+            "delivery_duration_seconds",
+            "Time one delivery attempt took",
+            duration.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Pending deliveries per destination",
+            queue_depth.clone(),
+        );
         Metrics {
             registry,
             received,
@@ -73,12 +98,17 @@ impl Metrics {
     }
 
     pub fn unrouted(&self, source: &str) {
-        self.unrouted.get_or_create(&labels(&[("source", source)])).inc();
+        self.unrouted
+            .get_or_create(&labels(&[("source", source)]))
+            .inc();
     }
 
     pub fn delivery(&self, destination: &str, outcome: &str, seconds: f64) {
         self.deliveries
-            .get_or_create(&labels(&[("destination", destination), ("outcome", outcome)]))
+            .get_or_create(&labels(&[
+                ("destination", destination),
+                ("outcome", outcome),
+            ]))
             .inc();
         self.duration
             .get_or_create(&labels(&[("destination", destination)]))
@@ -89,7 +119,9 @@ impl Metrics {
     pub fn set_queue_depth(&self, depths: &[(String, i64)]) {
         self.queue_depth.clear();
         for (d, n) in depths {
-            self.queue_depth.get_or_create(&labels(&[("destination", d)])).set(*n);
+            self.queue_depth
+                .get_or_create(&labels(&[("destination", d)]))
+                .set(*n);
         }
     }
 

@@ -149,7 +149,9 @@ impl Relay {
     }
 
     fn enabled(&self, dest: &str) -> bool {
-        self.destinations.get(dest).is_some_and(|d| d.cfg.common.enabled)
+        self.destinations
+            .get(dest)
+            .is_some_and(|d| d.cfg.common.enabled)
     }
 
     /// The deliveries this event should get: (routed, deliveries). Slack bot

@@ -42,7 +42,10 @@ impl Cond {
             }
             Value::Object(m) if m.len() == 1 && m.contains_key("regex") => {
                 let Some(Value::String(pat)) = m.get("regex") else {
-                    errors.push(ConfigError::new(format!("{place}.regex"), "expected a string"));
+                    errors.push(ConfigError::new(
+                        format!("{place}.regex"),
+                        "expected a string",
+                    ));
                     return None;
                 };
                 match Regex::new(pat) {
@@ -58,7 +61,8 @@ impl Cond {
             }
             Value::Object(m) if m.len() == 1 && m.contains_key("not") => {
                 let inner = m.get("not")?;
-                Cond::compile(&format!("{place}.not"), inner, errors).map(|c| Cond::Not(Box::new(c)))
+                Cond::compile(&format!("{place}.not"), inner, errors)
+                    .map(|c| Cond::Not(Box::new(c)))
             }
             Value::Object(_) => {
                 errors.push(ConfigError::new(
@@ -78,8 +82,7 @@ impl Cond {
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_string()
@@ -140,7 +143,10 @@ pub fn compile(
             }
         }
         if r.to.is_empty() {
-            errors.push(ConfigError::new(format!("{place}.to"), "needs at least one destination"));
+            errors.push(ConfigError::new(
+                format!("{place}.to"),
+                "needs at least one destination",
+            ));
         }
         for (j, d) in r.to.iter().enumerate() {
             if !is_destination(d) {
@@ -248,11 +254,21 @@ mod tests {
         assert_eq!(p[2].template, "default");
 
         // `not` excludes the verification event.
-        let e = c66("staging", "app", Status::Failure, "backup.verification.failed");
+        let e = c66(
+            "staging",
+            "app",
+            Status::Failure,
+            "backup.verification.failed",
+        );
         assert_eq!(plan(&r, &e, all), (false, vec![]));
 
         // A billing stack stops at route 1 (no continue).
-        let e = c66("staging", "billing-eu", Status::Success, "managed_backup.success");
+        let e = c66(
+            "staging",
+            "billing-eu",
+            Status::Success,
+            "managed_backup.success",
+        );
         assert_eq!(dests(&plan(&r, &e, all).1), ["billing-teams"]);
     }
 
@@ -296,7 +312,10 @@ mod tests {
             "routes[0].template: no template named \"nope\"",
             "routes[1].match.status: expected a string, a list",
         ] {
-            assert!(lines.iter().any(|l| l.starts_with(want)), "{want} not in {lines:#?}");
+            assert!(
+                lines.iter().any(|l| l.starts_with(want)),
+                "{want} not in {lines:#?}"
+            );
         }
     }
 }

@@ -48,7 +48,11 @@ impl Limiter {
 
     fn prune(&mut self, now: Instant) {
         if let Some(l) = self.limit {
-            while self.sent.front().is_some_and(|t| now.duration_since(*t) >= l.per) {
+            while self
+                .sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= l.per)
+            {
                 self.sent.pop_front();
             }
         }
@@ -154,7 +158,9 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
         // had it: nothing can send these, so say so instead of leaving them pending.
         let msg = format!("destination {name:?} is not configured");
         match shared.store.bury(&name, &msg).await {
-            Ok(n) if n > 0 => log::error!("delivery: {n} pending deliveries to {name} marked dead: {msg}"),
+            Ok(n) if n > 0 => {
+                log::error!("delivery: {n} pending deliveries to {name} marked dead: {msg}")
+            }
             Ok(_) => {}
             Err(e) => log::error!("delivery: {e}"),
         }
@@ -163,7 +169,10 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     let workers = first.settings.delivery.workers.max(1);
     let sem = Arc::new(Semaphore::new(workers));
     let limiter = Arc::new(Mutex::new(Limiter::new(
-        first.destinations.get(&name).and_then(|d| d.cfg.rate_limit()),
+        first
+            .destinations
+            .get(&name)
+            .and_then(|d| d.cfg.rate_limit()),
     )));
     let mut configured = first.destinations.get(&name).map(|d| d.cfg.rate_limit());
     drop(first);
@@ -185,7 +194,10 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
         }
         let timeout = dest.cfg.common.timeout;
 
-        let wait = limiter.lock().map(|mut l| l.wait(Instant::now())).unwrap_or_default();
+        let wait = limiter
+            .lock()
+            .map(|mut l| l.wait(Instant::now()))
+            .unwrap_or_default();
         if !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -198,7 +210,10 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             _ = stop.changed() => break,
         };
         let mut permits = vec![first_permit];
-        let free = limiter.lock().map(|mut l| l.free(Instant::now())).unwrap_or(1);
+        let free = limiter
+            .lock()
+            .map(|mut l| l.free(Instant::now()))
+            .unwrap_or(1);
         while permits.len() < free.min(workers) {
             match sem.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
@@ -248,7 +263,13 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             if let Ok(mut l) = limiter.lock() {
                 l.take(Instant::now());
             }
-            tokio::spawn(attempt(shared.clone(), relay.clone(), limiter.clone(), c, permit));
+            tokio::spawn(attempt(
+                shared.clone(),
+                relay.clone(),
+                limiter.clone(),
+                c,
+                permit,
+            ));
         }
     }
     // Let in-flight sends finish, bounded.
@@ -282,7 +303,9 @@ async fn attempt(
                 ))),
             }
         }
-        Err(msg) => Err(SendError::permanent(format!("cannot render the message: {msg}"))),
+        Err(msg) => Err(SendError::permanent(format!(
+            "cannot render the message: {msg}"
+        ))),
     };
     let elapsed = started.elapsed();
     let attempt_no = c.attempts + 1;
@@ -296,7 +319,9 @@ async fn attempt(
                 }
             }
             let outcome = if e.is_transient() {
-                let next = now_ms() + retry_delay(attempt_no, &delivery.retry_schedule, e.retry_after).as_millis() as i64;
+                let next = now_ms()
+                    + retry_delay(attempt_no, &delivery.retry_schedule, e.retry_after).as_millis()
+                        as i64;
                 if next - c.window_start_ms > delivery.max_age.as_millis() as i64 {
                     Outcome::Dead
                 } else {
@@ -335,16 +360,24 @@ async fn attempt(
             c.id, c.event_id, c.destination, elapsed.as_millis(), err.as_deref().unwrap_or("")
         ),
     }
-    shared.metrics.delivery(&c.destination, label, elapsed.as_secs_f64());
+    shared
+        .metrics
+        .delivery(&c.destination, label, elapsed.as_secs_f64());
     let record = Attempt {
         at_ms,
         status,
         error,
         duration_ms: elapsed.as_millis() as i64,
     };
+    let retry = matches!(outcome, Outcome::RetryAt { .. });
     if let Err(e) = shared.store.complete(c.id, record, outcome).await {
         // The lease runs out and the delivery is tried again: at-least-once.
         log::error!("delivery {}: cannot record the attempt: {e}", c.id);
+    }
+    if retry {
+        // The loop may be asleep until the lease would have run out; its next
+        // due time is now the retry time.
+        shared.notify.notify_waiters();
     }
 }
 
@@ -364,13 +397,19 @@ mod tests {
 
     #[test]
     fn limiter_allows_n_per_window_without_burst() {
-        let mut l = Limiter::new(Some(RateLimit { count: 2, per: Duration::from_secs(1) }));
+        let mut l = Limiter::new(Some(RateLimit {
+            count: 2,
+            per: Duration::from_secs(1),
+        }));
         let t0 = Instant::now();
         assert_eq!(l.free(t0), 2);
         l.take(t0);
         l.take(t0 + Duration::from_millis(100));
         assert_eq!(l.free(t0 + Duration::from_millis(200)), 0);
-        assert_eq!(l.wait(t0 + Duration::from_millis(200)), Duration::from_millis(800));
+        assert_eq!(
+            l.wait(t0 + Duration::from_millis(200)),
+            Duration::from_millis(800)
+        );
         assert_eq!(l.free(t0 + Duration::from_millis(1000)), 1);
         assert_eq!(l.wait(t0 + Duration::from_millis(1000)), Duration::ZERO);
     }
@@ -391,14 +430,32 @@ mod tests {
         let s = [Duration::from_secs(5), Duration::from_secs(30)];
         for _ in 0..200 {
             let d = retry_delay(1, &s, None);
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(6), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(6),
+                "{d:?}"
+            );
             let d = retry_delay(2, &s, None);
-            assert!(d >= Duration::from_secs(24) && d <= Duration::from_secs(36), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(24) && d <= Duration::from_secs(36),
+                "{d:?}"
+            );
             let d = retry_delay(9, &s, None);
-            assert!(d >= Duration::from_secs(2880) && d <= Duration::from_secs(4320), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(2880) && d <= Duration::from_secs(4320),
+                "{d:?}"
+            );
         }
-        assert_eq!(retry_delay(1, &s, Some(Duration::from_secs(7))), Duration::from_secs(7));
-        assert_eq!(retry_delay(1, &s, Some(Duration::from_secs(99999))), MAX_RETRY_AFTER);
-        assert_eq!(retry_delay(1, &s, Some(Duration::ZERO)), Duration::from_secs(1));
+        assert_eq!(
+            retry_delay(1, &s, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            retry_delay(1, &s, Some(Duration::from_secs(99999))),
+            MAX_RETRY_AFTER
+        );
+        assert_eq!(
+            retry_delay(1, &s, Some(Duration::ZERO)),
+            Duration::from_secs(1)
+        );
     }
 }

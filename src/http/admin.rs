@@ -181,6 +181,9 @@ async fn replay(
         .await
         .map_err(|e| store_error(e, "event"))?;
     shared.notify.notify_waiters();
-    log::info!("event {}: replayed through the admin API, {n} deliveries", r.id);
+    log::info!(
+        "event {}: replayed through the admin API, {n} deliveries",
+        r.id
+    );
     Ok(HttpResponse::Accepted().json(json!({ "event_id": r.id, "deliveries": n })))
 }

@@ -16,7 +16,13 @@ use crate::store::{Ingested, NewEvent};
 /// `server.max_body_bytes`, fixed at start.
 pub struct BodyLimit(pub usize);
 
-fn reject(shared: &Shared, source: &str, reason: &str, status: StatusCode, msg: impl Into<String>) -> ApiError {
+fn reject(
+    shared: &Shared,
+    source: &str,
+    reason: &str,
+    status: StatusCode,
+    msg: impl Into<String>,
+) -> ApiError {
     shared.metrics.rejected(source, reason);
     let msg = msg.into();
     log::warn!("rejected webhook for source {source}: {msg}");
@@ -54,7 +60,13 @@ pub async fn ingest(
         .verifier
         .check_token(header("authorization"), query_token(&req).as_deref())
     {
-        return Err(reject(&shared, &name, e.reason(), StatusCode::UNAUTHORIZED, e.to_string()));
+        return Err(reject(
+            &shared,
+            &name,
+            e.reason(),
+            StatusCode::UNAUTHORIZED,
+            e.to_string(),
+        ));
     }
 
     let max = limit.0;
@@ -74,7 +86,13 @@ pub async fn ingest(
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(max));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            reject(&shared, &name, "bad_body", StatusCode::BAD_REQUEST, format!("cannot read the body: {e}"))
+            reject(
+                &shared,
+                &name,
+                "bad_body",
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
         })?;
         if body.len() + chunk.len() > max {
             return Err(too_large());
@@ -87,14 +105,32 @@ pub async fn ingest(
         .verifier
         .check_signature(sig_header.as_deref().and_then(header), &body)
     {
-        return Err(reject(&shared, &name, e.reason(), StatusCode::UNAUTHORIZED, e.to_string()));
+        return Err(reject(
+            &shared,
+            &name,
+            e.reason(),
+            StatusCode::UNAUTHORIZED,
+            e.to_string(),
+        ));
     }
 
     if std::str::from_utf8(&body).is_err() {
-        return Err(reject(&shared, &name, "bad_json", StatusCode::BAD_REQUEST, "body is not valid UTF-8"));
+        return Err(reject(
+            &shared,
+            &name,
+            "bad_json",
+            StatusCode::BAD_REQUEST,
+            "body is not valid UTF-8",
+        ));
     }
     let raw: Value = serde_json::from_slice(&body).map_err(|e| {
-        reject(&shared, &name, "bad_json", StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}"))
+        reject(
+            &shared,
+            &name,
+            "bad_json",
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid JSON: {e}"),
+        )
     })?;
     if !raw.is_object() {
         return Err(reject(
@@ -134,7 +170,10 @@ pub async fn ingest(
         )
     })?;
     match stored {
-        Ingested::Stored { event_id, deliveries } => {
+        Ingested::Stored {
+            event_id,
+            deliveries,
+        } => {
             shared.metrics.received(&name, status);
             if !routed {
                 shared.metrics.unrouted(&name);

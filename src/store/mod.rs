@@ -176,7 +176,8 @@ pub trait Store: Send + Sync {
     /// duplicate it repeats. Returns only after commit.
     async fn ingest(&self, e: NewEvent) -> Result<Ingested>;
     /// Leases up to `limit` due pending deliveries of `destination` for `lease`.
-    async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>>;
+    async fn claim(&self, destination: &str, limit: usize, lease: Duration)
+        -> Result<Vec<Claimed>>;
     /// When the next pending delivery of `destination` is due (ms), if any.
     async fn next_due(&self, destination: &str) -> Result<Option<i64>>;
     /// Destinations that have pending deliveries.
@@ -188,7 +189,11 @@ pub trait Store: Send + Sync {
     async fn bury(&self, destination: &str, error: &str) -> Result<usize>;
     async fn list_events(&self, q: EventQuery) -> Result<Vec<EventRecord>>;
     async fn get_event(&self, id: &str) -> Result<EventRecord>;
-    async fn list_deliveries(&self, state: Option<State>, limit: usize) -> Result<Vec<DeliveryView>>;
+    async fn list_deliveries(
+        &self,
+        state: Option<State>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryView>>;
     /// Makes a delivery pending and due now, with a fresh retry window.
     async fn retry_delivery(&self, id: i64) -> Result<()>;
     /// Adds deliveries to an existing event (replay).
@@ -232,7 +237,10 @@ pub fn event_summary(r: &EventRecord) -> Value {
         counts.insert(s.as_str().into(), n.into());
     }
     // `id` in the normalized event is the provider's id; the stored id leads.
-    m.insert("provider_id".into(), m.get("id").cloned().unwrap_or(Value::Null));
+    m.insert(
+        "provider_id".into(),
+        m.get("id").cloned().unwrap_or(Value::Null),
+    );
     m.insert("id".into(), Value::String(r.id.clone()));
     m.insert("routed".into(), Value::Bool(r.routed));
     m.insert("deliveries".into(), Value::Object(counts));

@@ -142,7 +142,11 @@ impl SqliteStore {
         let job: Job = Box::new(move |conn| {
             let r = in_savepoint(conn, f);
             Box::new(move |committed| {
-                let _ = tx.send(if committed { r } else { Err(StoreError::Commit) });
+                let _ = tx.send(if committed {
+                    r
+                } else {
+                    Err(StoreError::Commit)
+                });
             })
         });
         self.writer
@@ -338,7 +342,12 @@ impl Store for SqliteStore {
         self.write(move |c| ingest_tx(c, e)).await
     }
 
-    async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>> {
         let destination = destination.to_string();
         self.write(move |conn| {
             let now = now_ms();
@@ -484,7 +493,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_deliveries(&self, state: Option<State>, limit: usize) -> Result<Vec<DeliveryView>> {
+    async fn list_deliveries(
+        &self,
+        state: Option<State>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryView>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, event_id, destination, template, state, last_error, next_attempt_at, created_at
@@ -525,7 +538,11 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let now = now_ms();
             let found: Option<i64> = c
-                .query_row("SELECT seq FROM events WHERE id = ?1", params![event_id], |r| r.get(0))
+                .query_row(
+                    "SELECT seq FROM events WHERE id = ?1",
+                    params![event_id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if found.is_none() {
                 return Err(StoreError::NotFound);
@@ -534,7 +551,10 @@ impl Store for SqliteStore {
                 insert_delivery(c, &event_id, x, now)?;
             }
             if !d.is_empty() {
-                c.execute("UPDATE events SET routed = 1 WHERE id = ?1", params![event_id])?;
+                c.execute(
+                    "UPDATE events SET routed = 1 WHERE id = ?1",
+                    params![event_id],
+                )?;
             }
             Ok(d.len())
         })
@@ -556,7 +576,9 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM events WHERE seq < 0", [], |r| r.get::<_, i64>(0))?;
+            c.query_row("SELECT COUNT(*) FROM events WHERE seq < 0", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
             Ok(())
         })
         .await

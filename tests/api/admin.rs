@@ -14,7 +14,10 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_a_wrong_one() {
     let app = spawn_app("sources:\n  c: { kind: cloud66 }\n").await;
     let r = app.get("/api/events", Some("anything")).await;
     assert_eq!(r.status(), 404);
-    let app = spawn_app(&format!("sources:\n  c: {{ kind: cloud66 }}\nadmin: {{ token: {ADMIN} }}\n")).await;
+    let app = spawn_app(&format!(
+        "sources:\n  c: {{ kind: cloud66 }}\nadmin: {{ token: {ADMIN} }}\n"
+    ))
+    .await;
     let r = app.get("/api/events", None).await;
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
@@ -33,16 +36,32 @@ async fn events_page_newest_first_and_filter_by_status() {
     .await;
     let mut ids = Vec::new();
     for f in ["error", "success", "error", "success", "error"] {
-        let r = app.post("/hooks/sb", fixture(&format!("simplebackups/{f}.json")), &[]).await;
+        let r = app
+            .post(
+                "/hooks/sb",
+                fixture(&format!("simplebackups/{f}.json")),
+                &[],
+            )
+            .await;
         let v: Value = r.json().await.unwrap();
         ids.push(v["event_id"].as_str().unwrap().to_string());
     }
     let page1 = app.api("/api/events?limit=2").await;
-    let got: Vec<&str> = page1["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![ids[4].as_str(), ids[3].as_str()]);
     let next = page1["next"].as_str().unwrap();
     let page2 = app.api(&format!("/api/events?limit=2&before={next}")).await;
-    let got: Vec<&str> = page2["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()]);
     let failures = app.api("/api/events?status=failure").await;
     assert_eq!(failures["items"].as_array().unwrap().len(), 3);
@@ -71,20 +90,31 @@ async fn a_dead_delivery_can_be_retried_and_an_event_replayed() {
         hook.uri()
     ))
     .await;
-    let r = app.post("/hooks/sb", fixture("simplebackups/error.json"), &[]).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
     let v: Value = r.json().await.unwrap();
     let id = v["event_id"].as_str().unwrap().to_string();
     app.wait_settled(Duration::from_secs(5)).await;
     let e = app.api(&format!("/api/events/{id}")).await;
     let d = &e["deliveries"][0];
     assert_eq!(d["state"], "dead");
-    assert_eq!(d["last_error"].as_str().unwrap(), "HTTP 400 from destination: bad");
+    assert_eq!(
+        d["last_error"].as_str().unwrap(),
+        "HTTP 400 from destination: bad"
+    );
     let a = &d["attempts"][0];
     assert_eq!(a["status"], 400);
     assert!(a["duration_ms"].as_i64().is_some() && a["at"].as_str().is_some());
 
     let did = d["id"].as_i64().unwrap();
-    let r = app.client.post(format!("{}/api/deliveries/{did}/retry", app.address)).bearer_auth(ADMIN).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/deliveries/{did}/retry", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     wait_received(&hook, 2, Duration::from_secs(5)).await;
     app.wait_settled(Duration::from_secs(5)).await;
@@ -92,13 +122,31 @@ async fn a_dead_delivery_can_be_retried_and_an_event_replayed() {
     assert_eq!(e["deliveries"][0]["state"], "delivered");
     assert_eq!(e["deliveries"][0]["attempts"].as_array().unwrap().len(), 2);
 
-    let r = app.client.post(format!("{}/api/events/{id}/replay", app.address)).bearer_auth(ADMIN).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/events/{id}/replay", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["deliveries"], 1);
     wait_received(&hook, 3, Duration::from_secs(5)).await;
-    let r = app.client.post(format!("{}/api/deliveries/99999/retry", app.address)).bearer_auth(ADMIN).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/deliveries/99999/retry", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = app.client.post(format!("{}/api/events/nope/replay", app.address)).bearer_auth(ADMIN).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/events/nope/replay", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }

@@ -32,7 +32,14 @@ fn the_shipped_config_checks_clean_with_no_environment() {
     assert!(s.contains("stdout"), "{s}");
     assert!(s.contains("[disabled]"), "{s}");
     // Secrets from the environment never appear.
-    let out = run(REPO.as_ref(), &["check"], &[("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/SECRETPART")]);
+    let out = run(
+        REPO.as_ref(),
+        &["check"],
+        &[(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/SECRETPART",
+        )],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("SECRETPART"));
 }
@@ -41,7 +48,11 @@ fn the_shipped_config_checks_clean_with_no_environment() {
 fn check_lists_every_error_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("templates")).unwrap();
-    std::fs::write(dir.path().join("templates/failed.slack.hbs"), "line one\nline two\nline three\n{{stak}}\n").unwrap();
+    std::fs::write(
+        dir.path().join("templates/failed.slack.hbs"),
+        "line one\nline two\nline three\n{{stak}}\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("relay.yaml"),
         r#"
@@ -70,7 +81,11 @@ routes:
     assert!(!err.contains("TOPSECRET"), "{err}");
 
     // With the environment fixed, the next layer of errors: routes and templates.
-    let out = run(dir.path(), &["check"], &[("MISSING_TOKEN", "t"), ("PAGER_URL", "http://x")]);
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[("MISSING_TOKEN", "t"), ("PAGER_URL", "http://x")],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     for want in [
@@ -91,16 +106,26 @@ fn render_prints_the_event_routes_and_exact_bodies_and_sends_nothing() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains("\"server\": \"testServerId20190102013933\""), "{s}");
+    assert!(
+        s.contains("\"server\": \"testServerId20190102013933\""),
+        "{s}"
+    );
     assert!(s.contains("\"status\": \"failure\""), "{s}");
     assert!(s.contains("routes[3] -> ops-slack, teams, email"), "{s}");
-    assert!(s.contains("delivery to teams (teams, template default)"), "{s}");
+    assert!(
+        s.contains("delivery to teams (teams, template default)"),
+        "{s}"
+    );
     assert!(s.contains("\"version\": \"1.4\""), "{s}");
 
     let out = run(REPO.as_ref(), &["render", "--source", "nosuch", &path], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown source \"nosuch\""));
-    let out = run(REPO.as_ref(), &["render", "--source", "centurylink", "/nonexistent.json"], &[]);
+    let out = run(
+        REPO.as_ref(),
+        &["render", "--source", "centurylink", "/nonexistent.json"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     let out = run(REPO.as_ref(), &["render"], &[]);
     assert_eq!(out.status.code(), Some(2));
@@ -117,26 +142,50 @@ fn render_prints_the_event_routes_and_exact_bodies_and_sends_nothing() {
 #[tokio::test]
 async fn send_delivers_once_and_exits_3_when_a_delivery_fails() {
     let ok = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&ok).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&ok)
+        .await;
     let bad = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&bad).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&bad)
+        .await;
     let path = format!("{FIXTURES}/simplebackups/error.json");
     let (o, b) = (ok.uri(), bad.uri());
     let out = tokio::task::spawn_blocking(move || {
-        run(REPO.as_ref(), &["send", "--source", "simplebackups", &path], &[("SLACK_WEBHOOK_URL", &format!("{o}/h"))])
+        run(
+            REPO.as_ref(),
+            &["send", "--source", "simplebackups", &path],
+            &[("SLACK_WEBHOOK_URL", &format!("{o}/h"))],
+        )
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("=> delivered"));
     assert_eq!(ok.received_requests().await.unwrap().len(), 1);
 
     let path = format!("{FIXTURES}/simplebackups/error.json");
     let out = tokio::task::spawn_blocking(move || {
-        run(REPO.as_ref(), &["send", "--source", "simplebackups", &path], &[("SLACK_WEBHOOK_URL", &format!("{b}/h"))])
+        run(
+            REPO.as_ref(),
+            &["send", "--source", "simplebackups", &path],
+            &[("SLACK_WEBHOOK_URL", &format!("{b}/h"))],
+        )
     })
     .await
     .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stdout).contains("=> failed (transient)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("=> failed (transient)"),
+        "{}",
+        text(&out.stdout)
+    );
 }

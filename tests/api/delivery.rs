@@ -18,13 +18,15 @@ async fn post_c66(app: &TestApp, body: &str) -> Value {
 }
 
 fn c66_with(f: impl FnOnce(&mut Value)) -> String {
-    let mut v: Value = serde_json::from_str(&fixture("cloud66/backup.verification.failed.json")).unwrap();
+    let mut v: Value =
+        serde_json::from_str(&fixture("cloud66/backup.verification.failed.json")).unwrap();
     f(&mut v);
     v.to_string()
 }
 
 async fn event(app: &TestApp, id: &Value) -> Value {
-    app.api(&format!("/api/events/{}", id.as_str().unwrap())).await
+    app.api(&format!("/api/events/{}", id.as_str().unwrap()))
+        .await
 }
 
 #[tokio::test]
@@ -49,9 +51,20 @@ async fn transient_failures_are_retried_until_the_destination_takes_it() {
     let e = event(&app, &v["event_id"]).await;
     let d = &e["deliveries"][0];
     assert_eq!(d["state"], "delivered", "{e}");
-    let statuses: Vec<Value> = d["attempts"].as_array().unwrap().iter().map(|a| a["status"].clone()).collect();
+    let statuses: Vec<Value> = d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
     assert_eq!(statuses, vec![json!(503), json!(503), json!(200)]);
-    assert!(d["attempts"][0]["error"].as_str().unwrap().contains("upstream down"), "{d}");
+    assert!(
+        d["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("upstream down"),
+        "{d}"
+    );
     assert_eq!(slack.received_requests().await.unwrap().len(), 3);
 }
 
@@ -106,12 +119,27 @@ async fn permanent_failures_and_spent_retries_end_dead_with_their_error() {
     assert_eq!(v["deliveries"], 2);
     app.wait_settled(Duration::from_secs(10)).await;
     let e = event(&app, &v["event_id"]).await;
-    let by = |name: &str| e["deliveries"].as_array().unwrap().iter().find(|d| d["destination"] == name).unwrap().clone();
+    let by = |name: &str| {
+        e["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["destination"] == name)
+            .unwrap()
+            .clone()
+    };
     let g = by("gone");
     assert_eq!(g["state"], "dead");
-    assert_eq!(g["attempts"].as_array().unwrap().len(), 1, "a 404 is not retried");
+    assert_eq!(
+        g["attempts"].as_array().unwrap().len(),
+        1,
+        "a 404 is not retried"
+    );
     assert!(g["last_error"].as_str().unwrap().contains("404"), "{g}");
-    assert!(g["last_error"].as_str().unwrap().contains("no_service"), "{g}");
+    assert!(
+        g["last_error"].as_str().unwrap().contains("no_service"),
+        "{g}"
+    );
     let d = by("down");
     assert_eq!(d["state"], "dead");
     assert!(d["attempts"].as_array().unwrap().len() >= 2, "{d}");
@@ -119,7 +147,10 @@ async fn permanent_failures_and_spent_retries_end_dead_with_their_error() {
     let dead = app.api("/api/deliveries?state=dead").await;
     assert_eq!(dead["items"].as_array().unwrap().len(), 2);
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains(r#"hookrelay_deliveries_total{destination="gone",outcome="dead"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"hookrelay_deliveries_total{destination="gone",outcome="dead"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -154,9 +185,21 @@ async fn a_burst_to_a_slack_webhook_is_paced_and_a_dead_destination_delays_no_ot
     // 10 sends at 5/s: the first 5 at once, the next 5 a second later — never more.
     wait_received(&slack, 10, Duration::from_secs(10)).await;
     let slack_done = started.elapsed();
-    assert!(fast_done < Duration::from_secs(3), "fast destination waited {fast_done:?}");
-    assert!(slack_done >= Duration::from_millis(950), "10 sends at 5/s took only {slack_done:?}");
-    let times: Vec<_> = slack.received_requests().await.unwrap().iter().map(|_| ()).collect();
+    assert!(
+        fast_done < Duration::from_secs(3),
+        "fast destination waited {fast_done:?}"
+    );
+    assert!(
+        slack_done >= Duration::from_millis(950),
+        "10 sends at 5/s took only {slack_done:?}"
+    );
+    let times: Vec<_> = slack
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|_| ())
+        .collect();
     assert_eq!(times.len(), 10);
     drop(black_hole);
 }
@@ -166,7 +209,10 @@ async fn production_stacks_go_to_one_channel_and_staging_to_another() {
     let prod = MockServer::start().await;
     let staging = MockServer::start().await;
     for s in [&prod, &staging] {
-        Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(s).await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(s)
+            .await;
     }
     let app = spawn_app(&format!(
         "{C66}destinations:\n  prod: {{ type: slack, webhook_url: \"{}/p\" }}\n  staging: {{ type: slack, webhook_url: \"{}/s\" }}\nroutes:\n  - match: {{ environment: production, status: [failure, missing] }}\n    to: [prod]\n  - match: {{ stack: {{ regex: \"^staging-\" }} }}\n    to: [staging]\n",
@@ -199,7 +245,10 @@ async fn slack_bot_posts_to_a_per_stack_channel_and_ok_false_is_a_failure() {
         .mount(&api)
         .await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": false, "error": "channel_not_found"})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": false, "error": "channel_not_found"})),
+        )
         .mount(&api)
         .await;
     let app = spawn_app(&format!(
@@ -210,14 +259,24 @@ async fn slack_bot_posts_to_a_per_stack_channel_and_ok_false_is_a_failure() {
     post_c66(&app, &fixture("cloud66/backup.verification.failed.json")).await;
     let got = wait_received(&api, 1, Duration::from_secs(5)).await;
     assert_eq!(got[0]["channel"], "#backups-my-production-app");
-    post_c66(&app, &c66_with(|v| v["stack"]["name"] = json!("override-me"))).await;
+    post_c66(
+        &app,
+        &c66_with(|v| v["stack"]["name"] = json!("override-me")),
+    )
+    .await;
     let got = wait_received(&api, 2, Duration::from_secs(5)).await;
     assert_eq!(got[1]["channel"], "#special");
     let v = post_c66(&app, &c66_with(|v| v["stack"]["name"] = json!("nochannel"))).await;
     app.wait_settled(Duration::from_secs(5)).await;
     let e = event(&app, &v["event_id"]).await;
     assert_eq!(e["deliveries"][0]["state"], "dead");
-    assert!(e["deliveries"][0]["last_error"].as_str().unwrap().contains("channel_not_found"), "{e}");
+    assert!(
+        e["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("channel_not_found"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -226,7 +285,10 @@ async fn hostile_names_yield_valid_escaped_json_and_long_messages_are_shortened(
     let teams = MockServer::start().await;
     let hook = MockServer::start().await;
     for s in [&slack, &teams, &hook] {
-        Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(s).await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(s)
+            .await;
     }
     let app = spawn_app(&format!(
         "{C66}destinations:\n  s: {{ type: slack, webhook_url: \"{}/h\", rate_limit: 100/s }}\n  t: {{ type: teams, webhook_url: \"{}/h\" }}\n  w: {{ type: webhook, url: \"{}/h\" }}\nroutes:\n  - to: [s, t, w]\n",
@@ -236,13 +298,20 @@ async fn hostile_names_yield_valid_escaped_json_and_long_messages_are_shortened(
     ))
     .await;
     let nasty = "He said \"hi\" <b>bold</b> & co\\\nline2 🚀 {{stack}}";
-    post_c66(&app, &c66_with(|v| {
-        v["stack"]["name"] = json!(nasty);
-        v["backup"]["database_name"] = json!(nasty);
-    }))
+    post_c66(
+        &app,
+        &c66_with(|v| {
+            v["stack"]["name"] = json!(nasty);
+            v["backup"]["database_name"] = json!(nasty);
+        }),
+    )
     .await;
     let long = "x".repeat(50_000);
-    post_c66(&app, &c66_with(|v| v["backup"]["verify_result"] = json!(long))).await;
+    post_c66(
+        &app,
+        &c66_with(|v| v["backup"]["verify_result"] = json!(long)),
+    )
+    .await;
 
     let s = wait_received(&slack, 2, Duration::from_secs(5)).await;
     let t = wait_received(&teams, 2, Duration::from_secs(5)).await;
@@ -251,21 +320,42 @@ async fn hostile_names_yield_valid_escaped_json_and_long_messages_are_shortened(
     assert!(all_text(&w[0]).contains(nasty) || all_text(&w[1]).contains(nasty));
     assert!(t.iter().any(|b| all_text(b).contains(nasty)));
     // Slack text is escaped for Slack: no raw markup that Slack would interpret.
-    let st = s.iter().map(all_text).find(|x| x.contains("He said")).expect("slack message");
+    let st = s
+        .iter()
+        .map(all_text)
+        .find(|x| x.contains("He said"))
+        .expect("slack message");
     assert!(st.contains("&lt;b&gt;bold&lt;/b&gt; &amp; co"), "{st}");
     assert!(!st.contains("<b>"), "{st}");
     assert!(st.contains("🚀"));
 
     // The long one is shortened, visibly, within Slack's and Teams' limits.
-    let sl = s.iter().find(|b| all_text(b).contains("xxxxxxxx")).expect("long slack message");
+    let sl = s
+        .iter()
+        .find(|b| all_text(b).contains("xxxxxxxx"))
+        .expect("long slack message");
     for block in sl["blocks"].as_array().unwrap() {
         if let Some(text) = block["text"]["text"].as_str() {
-            assert!(text.chars().count() <= 3000, "section of {} chars", text.chars().count());
+            assert!(
+                text.chars().count() <= 3000,
+                "section of {} chars",
+                text.chars().count()
+            );
         }
     }
     assert!(sl["text"].as_str().unwrap().chars().count() <= 40_000);
-    assert!(all_text(sl).contains("x…"), "shortened with a visible ellipsis");
-    let tl = t.iter().find(|b| all_text(b).contains("xxxxxxxx")).expect("long teams message");
-    assert!(tl.to_string().len() <= 28_000, "teams payload {} bytes", tl.to_string().len());
+    assert!(
+        all_text(sl).contains("x…"),
+        "shortened with a visible ellipsis"
+    );
+    let tl = t
+        .iter()
+        .find(|b| all_text(b).contains("xxxxxxxx"))
+        .expect("long teams message");
+    assert!(
+        tl.to_string().len() <= 28_000,
+        "teams payload {} bytes",
+        tl.to_string().len()
+    );
     assert!(all_text(tl).contains("x…"));
 }

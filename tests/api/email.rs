@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-#[tokio::test]
+// Multi-threaded: the SMTP sink is read with a blocking wait, which must not stall
+// the app running on the same runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_backup_arrives_as_an_email_with_text_and_html_parts() {
     let smtp = SmtpSink::start(Some(("relay", "s3cret")));
     let app = spawn_app_env(
@@ -37,7 +39,10 @@ routes:
     let m = smtp.next_message(Duration::from_secs(20));
     assert_eq!(m["mail_from"], "relay@example.com");
     assert_eq!(m["rcpt_tos"], json!(["dba@example.com", "ops@example.com"]));
-    assert_eq!(m["subject"], "[FAILURE] Acme Project on Acme <b>Server</b> & Co 🚀");
+    assert_eq!(
+        m["subject"],
+        "[FAILURE] Acme Project on Acme <b>Server</b> & Co 🚀"
+    );
     let parts = m["parts"].as_array().unwrap();
     let part = |ct: &str| {
         parts
@@ -50,10 +55,16 @@ routes:
     };
     let text = part("text/plain");
     assert!(text.contains("Acme Project"), "{text}");
-    assert!(text.contains("Acme <b>Server</b> & Co 🚀"), "plain text is not escaped: {text}");
+    assert!(
+        text.contains("Acme <b>Server</b> & Co 🚀"),
+        "plain text is not escaped: {text}"
+    );
     assert!(text.contains("Backup Acme Project failed"), "{text}");
     let html = part("text/html");
-    assert!(html.contains("Acme &lt;b&gt;Server&lt;/b&gt; &amp; Co 🚀"), "{html}");
+    assert!(
+        html.contains("Acme &lt;b&gt;Server&lt;/b&gt; &amp; Co 🚀"),
+        "{html}"
+    );
     assert!(!html.contains("<b>Server"), "{html}");
 
     app.wait_settled(Duration::from_secs(10)).await;
@@ -81,17 +92,31 @@ routes:
         smtp.port
     ))
     .await;
-    let r = app.post("/hooks/sb", fixture("simplebackups/error.json"), &[]).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
     assert_eq!(r.status(), 202);
     let all = app.wait_settled(Duration::from_secs(15)).await;
     let items = all["items"].as_array().unwrap();
-    let by = |n: &str| items.iter().find(|d| d["destination"] == n).unwrap().clone();
+    let by = |n: &str| {
+        items
+            .iter()
+            .find(|d| d["destination"] == n)
+            .unwrap()
+            .clone()
+    };
     let wrong = by("wrong");
     assert_eq!(wrong["state"], "dead");
     assert_eq!(wrong["attempts"].as_array().unwrap().len(), 1, "{wrong}");
-    assert!(!wrong["last_error"].as_str().unwrap().contains("nope"), "password leaked: {wrong}");
+    assert!(
+        !wrong["last_error"].as_str().unwrap().contains("nope"),
+        "password leaked: {wrong}"
+    );
     let down = by("down");
     assert_eq!(down["state"], "dead");
     assert!(down["attempts"].as_array().unwrap().len() >= 2, "{down}");
-    assert!(down["last_error"].as_str().unwrap().contains("gave up"), "{down}");
+    assert!(
+        down["last_error"].as_str().unwrap().contains("gave up"),
+        "{down}"
+    );
 }

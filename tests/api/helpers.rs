@@ -84,7 +84,12 @@ pub async fn spawn_app_env(yaml: &str, env: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
-    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self
             .client
             .post(format!("{}{path}", self.address))
@@ -118,7 +123,11 @@ impl TestApp {
             v["items"].as_array().is_some_and(|a| a.is_empty())
         })
         .await;
-        assert!(ok, "deliveries still pending: {}", self.api("/api/deliveries?state=pending").await);
+        assert!(
+            ok,
+            "deliveries still pending: {}",
+            self.api("/api/deliveries?state=pending").await
+        );
         self.api("/api/deliveries").await
     }
 }
@@ -155,7 +164,11 @@ pub async fn received_json(server: &wiremock::MockServer) -> Vec<Value> {
 }
 
 /// Waits until `server` has received `n` requests; returns their JSON bodies.
-pub async fn wait_received(server: &wiremock::MockServer, n: usize, within: Duration) -> Vec<Value> {
+pub async fn wait_received(
+    server: &wiremock::MockServer,
+    n: usize,
+    within: Duration,
+) -> Vec<Value> {
     let ok = wait_for(within, || async {
         server.received_requests().await.unwrap_or_default().len() >= n
     })
@@ -197,11 +210,15 @@ impl SmtpSink {
     pub fn start(auth: Option<(&str, &str)>) -> SmtpSink {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
         let mut cmd = Command::new("python3");
-        cmd.arg(script).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         if let Some((u, p)) = auth {
             cmd.args(["--user", u, "--password", p]);
         }
-        let mut child = cmd.spawn().expect("python3 runs the SMTP sink (pip install aiosmtpd)");
+        let mut child = cmd
+            .spawn()
+            .expect("python3 runs the SMTP sink (pip install aiosmtpd)");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -217,7 +234,11 @@ impl SmtpSink {
             .trim()
             .parse()
             .expect("a port number");
-        SmtpSink { port, child, lines: rx }
+        SmtpSink {
+            port,
+            child,
+            lines: rx,
+        }
     }
 
     /// The next message the server received, as the sink's JSON.

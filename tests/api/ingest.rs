@@ -32,8 +32,12 @@ pub async fn post_fixture(app: &TestApp, kind: &str, file: &str) -> reqwest::Res
     match kind {
         "cloud66" => app.post("/hooks/cloud66?token=c66-token", body, &[]).await,
         "centurylink" => {
-            app.post("/hooks/centurylink", body, &[("Authorization", "Bearer ctl-token")])
-                .await
+            app.post(
+                "/hooks/centurylink",
+                body,
+                &[("Authorization", "Bearer ctl-token")],
+            )
+            .await
         }
         _ => {
             let sig = sign("sb-secret", body.as_bytes());
@@ -47,20 +51,45 @@ pub async fn post_fixture(app: &TestApp, kind: &str, file: &str) -> reqwest::Res
 fn expected_words(file: &str) -> Vec<&'static str> {
     match file {
         "cloud66/backup.verification.failed.json" => {
-            vec!["my-production-app", "myapp_production", "server-abc123", "Backup verified successfully", "❌"]
+            vec![
+                "my-production-app",
+                "myapp_production",
+                "server-abc123",
+                "Backup verified successfully",
+                "❌",
+            ]
         }
         "cloud66/managed_backup.fail.json" => {
-            vec!["my-production-app", "myapp_production", "managed_backup.fail", "❌"]
+            vec![
+                "my-production-app",
+                "myapp_production",
+                "managed_backup.fail",
+                "❌",
+            ]
         }
-        "centurylink/failed.json" => vec!["testServerId20190201013933", "TestAccountPolicyName20190201013935", "❌"],
+        "centurylink/failed.json" => vec![
+            "testServerId20190201013933",
+            "TestAccountPolicyName20190201013935",
+            "❌",
+        ],
         "centurylink/failed-text-only.json" => {
-            vec!["testServerId20190102013933", "TestAccountPolicyName20190102013933", "❌"]
+            vec![
+                "testServerId20190102013933",
+                "TestAccountPolicyName20190102013933",
+                "❌",
+            ]
         }
-        "centurylink/missing.json" => vec!["testServerId20181228013921", "TestAccountPolicyName20181228013921", "MISSING"],
+        "centurylink/missing.json" => vec![
+            "testServerId20181228013921",
+            "TestAccountPolicyName20181228013921",
+            "MISSING",
+        ],
         "centurylink/missing-text-only.json" => {
             vec!["testServerId20181228013921", "2018-12-20", "MISSING"]
         }
-        "centurylink/partial_success.json" => vec!["IL1TESTWIND0803", "andy-test-windows-20181019", "⚠"],
+        "centurylink/partial_success.json" => {
+            vec!["IL1TESTWIND0803", "andy-test-windows-20181019", "⚠"]
+        }
         "centurylink/partial_success-text-only.json" => vec!["IL1TESTWIND0803", "ZZZ USERS", "⚠"],
         "centurylink/success.json" => vec!["UC1BAADUBUN1605", "✅"],
         "centurylink/success-text-only.json" => vec!["TESTUBUNTUTEST", "ZZZ etc", "✅"],
@@ -77,6 +106,7 @@ async fn every_fixture_reaches_slack_teams_and_a_webhook_with_the_right_words() 
     let hook = ok_server(204).await;
     let app = spawn_app(&format!(
         r#"{SOURCES}
+admin: {{ token: {ADMIN} }}
 destinations:
   slack: {{ type: slack, webhook_url: "{}/services/T/B/X", rate_limit: 1000/s }}
   teams: {{ type: teams, webhook_url: "{}/workflows/1" }}
@@ -106,14 +136,22 @@ routes:
 
     for (_, file) in &fixtures {
         let words = expected_words(file);
-        for (name, bodies) in [("slack", &slack_bodies), ("teams", &teams_bodies), ("webhook", &hook_bodies)] {
+        for (name, bodies) in [
+            ("slack", &slack_bodies),
+            ("teams", &teams_bodies),
+            ("webhook", &hook_bodies),
+        ] {
             assert!(
                 bodies.iter().any(|b| {
                     let t = all_text(b);
                     words.iter().all(|w| t.contains(w))
                 }),
                 "no {name} message for {file} contains all of {words:?}:\n{}",
-                bodies.iter().map(all_text).collect::<Vec<_>>().join("\n-----\n")
+                bodies
+                    .iter()
+                    .map(all_text)
+                    .collect::<Vec<_>>()
+                    .join("\n-----\n")
             );
         }
     }
@@ -143,12 +181,26 @@ async fn tokens_in_header_or_url_and_signatures_are_checked() {
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("token"), "{v}");
-    let r = app.post("/hooks/cloud66?token=nope", body.clone(), &[]).await;
+    let r = app
+        .post("/hooks/cloud66?token=nope", body.clone(), &[])
+        .await;
     assert_eq!(r.status(), 401);
-    let r = app.post("/hooks/cloud66", body.clone(), &[("Authorization", "Bearer c66-token")]).await;
+    let r = app
+        .post(
+            "/hooks/cloud66",
+            body.clone(),
+            &[("Authorization", "Bearer c66-token")],
+        )
+        .await;
     assert_eq!(r.status(), 202);
     // Rotation: the old CenturyLink token still works, in the URL.
-    let r = app.post("/hooks/centurylink?token=old-ctl", fixture("centurylink/failed.json"), &[]).await;
+    let r = app
+        .post(
+            "/hooks/centurylink?token=old-ctl",
+            fixture("centurylink/failed.json"),
+            &[],
+        )
+        .await;
     assert_eq!(r.status(), 202);
 
     let sb = fixture("simplebackups/error.json");
@@ -157,20 +209,34 @@ async fn tokens_in_header_or_url_and_signatures_are_checked() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "missing signature header SB-Signature");
     let wrong = sign("not-the-secret", sb.as_bytes());
-    let r = app.post("/hooks/simplebackups", sb.clone(), &[("SB-Signature", &wrong)]).await;
+    let r = app
+        .post(
+            "/hooks/simplebackups",
+            sb.clone(),
+            &[("SB-Signature", &wrong)],
+        )
+        .await;
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "invalid signature in header SB-Signature");
     // A signature over other bytes (the body re-serialized) does not pass.
     let reserialized = serde_json::to_string(&serde_json::from_str::<Value>(&sb).unwrap()).unwrap();
     let other = sign("sb-secret", reserialized.as_bytes());
-    let r = app.post("/hooks/simplebackups", sb.clone(), &[("SB-Signature", &other)]).await;
+    let r = app
+        .post(
+            "/hooks/simplebackups",
+            sb.clone(),
+            &[("SB-Signature", &other)],
+        )
+        .await;
     assert_eq!(r.status(), 401);
     // Refused requests stored nothing.
     let events = app.api("/api/events").await;
     assert_eq!(events["items"].as_array().unwrap().len(), 2, "{events}");
     let old = sign("sb-old", sb.as_bytes());
-    let r = app.post("/hooks/simplebackups", sb, &[("SB-Signature", &old)]).await;
+    let r = app
+        .post("/hooks/simplebackups", sb, &[("SB-Signature", &old)])
+        .await;
     assert_eq!(r.status(), 202);
 }
 
@@ -181,20 +247,56 @@ async fn bad_requests_get_a_clear_json_error_and_store_nothing() {
     ))
     .await;
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("/hooks/nosuch", b"{}".to_vec(), 404, "unknown source \"nosuch\""),
-        ("/hooks/open", b"{\"a\":".to_vec(), 400, "body is not valid JSON"),
-        ("/hooks/open", b"[1,2]".to_vec(), 400, "body must be a JSON object"),
+        (
+            "/hooks/nosuch",
+            b"{}".to_vec(),
+            404,
+            "unknown source \"nosuch\"",
+        ),
+        (
+            "/hooks/open",
+            b"{\"a\":".to_vec(),
+            400,
+            "body is not valid JSON",
+        ),
+        (
+            "/hooks/open",
+            b"[1,2]".to_vec(),
+            400,
+            "body must be a JSON object",
+        ),
         ("/hooks/open", b"".to_vec(), 400, "body is not valid JSON"),
-        ("/hooks/open", vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'], 400, "body is not valid UTF-8"),
-        ("/hooks/open", format!("{{\"a\":\"{}\"}}", "x".repeat(5000)).into_bytes(), 413, "body is larger than 4096 bytes"),
-        ("/hooks/open", format!("{}{}", "[".repeat(3000), "]".repeat(3000)).into_bytes(), 400, "body is not valid JSON"),
+        (
+            "/hooks/open",
+            vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'],
+            400,
+            "body is not valid UTF-8",
+        ),
+        (
+            "/hooks/open",
+            format!("{{\"a\":\"{}\"}}", "x".repeat(5000)).into_bytes(),
+            413,
+            "body is larger than 4096 bytes",
+        ),
+        (
+            "/hooks/open",
+            format!("{}{}", "[".repeat(1500), "]".repeat(1500)).into_bytes(),
+            400,
+            "body is not valid JSON",
+        ),
     ];
     for (path, body, status, msg) in cases {
         let r = app.post(path, body, &[]).await;
         assert_eq!(r.status(), status, "{path} {msg}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
         let v: Value = r.json().await.unwrap();
-        assert!(v["error"].as_str().unwrap().starts_with(msg), "{v} vs {msg}");
+        assert!(
+            v["error"].as_str().unwrap().starts_with(msg),
+            "{v} vs {msg}"
+        );
     }
     let r = app.get("/hooks/open", None).await;
     assert_eq!(r.status(), 405);
@@ -209,8 +311,14 @@ async fn bad_requests_get_a_clear_json_error_and_store_nothing() {
     assert_eq!(events["items"][0]["status"], "unknown");
     assert_eq!(events["items"][0]["provider"], "cloud66");
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains(r#"hookrelay_events_rejected_total{source="open",reason="bad_json"} 5"#), "{metrics}");
-    assert!(metrics.contains(r#"hookrelay_events_received_total{source="open",status="unknown"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"hookrelay_events_rejected_total{source="open",reason="bad_json"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"hookrelay_events_received_total{source="open",status="unknown"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -236,11 +344,24 @@ async fn a_duplicate_within_the_window_creates_no_deliveries() {
     assert_eq!(r.status(), 202);
     // Without an id, the body's hash is the key.
     let body = fixture("cloud66/managed_backup.fail.json");
-    assert_eq!(app.post("/hooks/cloud66?token=c66-token", body.clone(), &[]).await.status(), 202);
-    assert_eq!(app.post("/hooks/cloud66?token=c66-token", body, &[]).await.status(), 200);
+    assert_eq!(
+        app.post("/hooks/cloud66?token=c66-token", body.clone(), &[])
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        app.post("/hooks/cloud66?token=c66-token", body, &[])
+            .await
+            .status(),
+        200
+    );
     // dedup_window: 0s turns it off.
     let sb = fixture("simplebackups/error.json");
-    assert_eq!(app.post("/hooks/nodedup", sb.clone(), &[]).await.status(), 202);
+    assert_eq!(
+        app.post("/hooks/nodedup", sb.clone(), &[]).await.status(),
+        202
+    );
     assert_eq!(app.post("/hooks/nodedup", sb, &[]).await.status(), 202);
 
     app.wait_settled(Duration::from_secs(10)).await;
@@ -259,12 +380,17 @@ async fn an_event_no_route_matches_is_kept_as_unrouted() {
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["deliveries"], 0);
-    let e = app.api(&format!("/api/events/{}", v["event_id"].as_str().unwrap())).await;
+    let e = app
+        .api(&format!("/api/events/{}", v["event_id"].as_str().unwrap()))
+        .await;
     assert_eq!(e["routed"], false);
     assert_eq!(e["event"]["server"], "Acme Server");
     assert_eq!(e["event"]["raw"]["storage"]["name"], "Acme Storage");
     let list = app.api("/api/events").await;
     assert_eq!(list["items"][0]["routed"], false);
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains(r#"hookrelay_events_unrouted_total{source="simplebackups"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"hookrelay_events_unrouted_total{source="simplebackups"} 1"#),
+        "{metrics}"
+    );
 }

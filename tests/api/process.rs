@@ -17,7 +17,11 @@ use crate::helpers::*;
 const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Serve {
@@ -51,7 +55,11 @@ impl Serve {
                 .is_ok_and(|r| r.status() == 200)
         })
         .await;
-        assert!(ready, "not ready: {}", std::fs::read_to_string(dir.join("hookrelay.log")).unwrap_or_default());
+        assert!(
+            ready,
+            "not ready: {}",
+            std::fs::read_to_string(dir.join("hookrelay.log")).unwrap_or_default()
+        );
         s
     }
 
@@ -85,7 +93,7 @@ fn write_config(dir: &Path, destinations: &str, routes: &str) {
         dir.join("relay.yaml"),
         format!(
             "storage: {{ url: \"sqlite://data/hookrelay.db\" }}\nadmin: {{ token: {ADMIN} }}\n\
-             delivery: {{ retry_schedule: [200ms], max_age: 1h }}\n\
+             delivery: {{ retry_schedule: [200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms], max_age: 1h }}\n\
              sources:\n  sb: {{ kind: simplebackups }}\ndestinations:\n{destinations}\nroutes:\n{routes}\n"
         ),
     )
@@ -99,12 +107,24 @@ fn sb_event(id: u64) -> String {
 }
 
 async fn api(client: &reqwest::Client, s: &Serve, path: &str) -> Value {
-    client.get(s.url(path)).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap()
+    client
+        .get(s.url(path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The `id`s the sink received, with repeats.
 async fn ids_received(sink: &MockServer) -> Vec<String> {
-    received_json(sink).await.iter().map(|b| b["event"]["id"].as_str().unwrap_or("").to_string()).collect()
+    received_json(sink)
+        .await
+        .iter()
+        .map(|b| b["id"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -120,12 +140,24 @@ async fn kill_9_while_the_destination_is_down_loses_nothing() {
     let client = reqwest::Client::new();
     let s = Serve::start(dir.path(), port).await;
     for id in 0..200u64 {
-        let r = client.post(s.url("/hooks/sb")).body(sb_event(id)).send().await.unwrap();
+        let r = client
+            .post(s.url("/hooks/sb"))
+            .body(sb_event(id))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
     }
     // Attempts are failing against the refused port.
     let failing = wait_for(Duration::from_secs(10), || async {
-        let m = client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let m = client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         m.contains(r#"hookrelay_deliveries_total{destination="sink",outcome="retry"}"#)
     })
     .await;
@@ -135,11 +167,18 @@ async fn kill_9_while_the_destination_is_down_loses_nothing() {
     // The destination comes back; hookrelay restarts on the same database.
     let listener = TcpListener::bind(("127.0.0.1", dest_port)).unwrap();
     let sink = MockServer::builder().listener(listener).start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&sink).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sink)
+        .await;
     let s = Serve::start(dir.path(), port).await;
     wait_received(&sink, 200, Duration::from_secs(30)).await;
     let settled = wait_for(Duration::from_secs(10), || async {
-        api(&client, &s, "/api/deliveries?state=delivered&limit=1000").await["items"].as_array().unwrap().len() == 200
+        api(&client, &s, "/api/deliveries?state=delivered&limit=1000").await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 200
     })
     .await;
     assert!(settled);
@@ -158,13 +197,20 @@ async fn an_attempt_interrupted_by_kill_9_is_retried() {
     let dest_port = black_hole.local_addr().unwrap().port();
     write_config(
         dir.path(),
-        &format!("  sink: {{ type: webhook, url: \"http://127.0.0.1:{dest_port}/in\", timeout: 60s }}"),
+        &format!(
+            "  sink: {{ type: webhook, url: \"http://127.0.0.1:{dest_port}/in\", timeout: 60s }}"
+        ),
         "  - to: [sink]",
     );
     let port = free_port();
     let client = reqwest::Client::new();
     let s = Serve::start(dir.path(), port).await;
-    let r = client.post(s.url("/hooks/sb")).body(sb_event(7)).send().await.unwrap();
+    let r = client
+        .post(s.url("/hooks/sb"))
+        .body(sb_event(7))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     // Wait until hookrelay has connected and sent its request.
     black_hole.set_nonblocking(false).unwrap();
@@ -175,7 +221,10 @@ async fn an_attempt_interrupted_by_kill_9_is_retried() {
 
     let listener = TcpListener::bind(("127.0.0.1", dest_port)).unwrap();
     let sink = MockServer::builder().listener(listener).start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&sink).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sink)
+        .await;
     let _s = Serve::start(dir.path(), port).await;
     wait_received(&sink, 1, Duration::from_secs(20)).await;
     assert_eq!(ids_received(&sink).await, vec!["7".to_string()]);
@@ -189,11 +238,20 @@ async fn sigterm_lets_an_in_flight_send_finish_and_exits_0() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500)))
         .mount(&sink)
         .await;
-    write_config(dir.path(), &format!("  sink: {{ type: webhook, url: \"{}/in\" }}", sink.uri()), "  - to: [sink]");
+    write_config(
+        dir.path(),
+        &format!("  sink: {{ type: webhook, url: \"{}/in\" }}", sink.uri()),
+        "  - to: [sink]",
+    );
     let port = free_port();
     let client = reqwest::Client::new();
     let mut s = Serve::start(dir.path(), port).await;
-    let r = client.post(s.url("/hooks/sb")).body(sb_event(1)).send().await.unwrap();
+    let r = client
+        .post(s.url("/hooks/sb"))
+        .body(sb_event(1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     wait_received(&sink, 1, Duration::from_secs(10)).await;
     s.signal("TERM");
@@ -218,14 +276,26 @@ async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     let a = MockServer::start().await;
     let b = MockServer::start().await;
     for m in [&a, &b] {
-        Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(m).await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(m)
+            .await;
     }
-    let dests = format!("  a: {{ type: webhook, url: \"{}/a\" }}\n  b: {{ type: webhook, url: \"{}/b\" }}", a.uri(), b.uri());
+    let dests = format!(
+        "  a: {{ type: webhook, url: \"{}/a\" }}\n  b: {{ type: webhook, url: \"{}/b\" }}",
+        a.uri(),
+        b.uri()
+    );
     write_config(dir.path(), &dests, "  - to: [a]");
     let port = free_port();
     let client = reqwest::Client::new();
     let s = Serve::start(dir.path(), port).await;
-    client.post(s.url("/hooks/sb")).body(sb_event(1)).send().await.unwrap();
+    client
+        .post(s.url("/hooks/sb"))
+        .body(sb_event(1))
+        .send()
+        .await
+        .unwrap();
     wait_received(&a, 1, Duration::from_secs(10)).await;
 
     write_config(dir.path(), &dests, "  - to: [b]");
@@ -246,17 +316,28 @@ async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     .await;
     assert!(switched, "reload did not take effect");
 
-    std::fs::write(dir.path().join("relay.yaml"), "routes: [ { to: [nowhere] } ]\nbogus: 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        "routes: [ { to: [nowhere] } ]\nbogus: 1\n",
+    )
+    .unwrap();
     s.signal("HUP");
     let logged = wait_for(Duration::from_secs(10), || async {
-        std::fs::read_to_string(dir.path().join("hookrelay.log")).unwrap().contains("reload failed")
+        std::fs::read_to_string(dir.path().join("hookrelay.log"))
+            .unwrap()
+            .contains("reload failed")
     })
     .await;
     assert!(logged);
     let log = std::fs::read_to_string(dir.path().join("hookrelay.log")).unwrap();
     assert!(log.contains("bogus: unknown key"), "{log}");
     let before = b.received_requests().await.unwrap().len();
-    let r = client.post(s.url("/hooks/sb")).body(sb_event(999)).send().await.unwrap();
+    let r = client
+        .post(s.url("/hooks/sb"))
+        .body(sb_event(999))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "still serving with the old config");
     wait_received(&b, before + 1, Duration::from_secs(10)).await;
 }
@@ -268,7 +349,9 @@ async fn deliveries_queued_before_a_reload_keep_their_destination() {
         "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  old: {{ type: webhook, url: \"http://127.0.0.1:{dest_port}/x\" }}\nroutes:\n  - to: [old]\n"
     ))
     .await;
-    let r = app.post("/hooks/sb", fixture("simplebackups/error.json"), &[]).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
     assert_eq!(r.status(), 202);
     // The new config no longer has `old`.
     let path = app.shared.config_path.clone();
@@ -285,7 +368,10 @@ async fn deliveries_queued_before_a_reload_keep_their_destination() {
 
     let listener = TcpListener::bind(("127.0.0.1", dest_port)).unwrap();
     let sink = MockServer::builder().listener(listener).start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&sink).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sink)
+        .await;
     wait_received(&sink, 1, Duration::from_secs(10)).await;
     let all = app.wait_settled(Duration::from_secs(10)).await;
     assert_eq!(all["items"][0]["destination"], "old");
