@@ -394,3 +394,93 @@ async fn an_event_no_route_matches_is_kept_as_unrouted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn hostile_requests_get_a_4xx_and_the_server_keeps_serving() {
+    let app = spawn_app(&format!("{SOURCES}\nadmin: {{ token: {ADMIN} }}\n")).await;
+    let signed = |body: &str| sign("sb-secret", body.as_bytes());
+
+    // 10 MB body against the default 1 MiB limit: refused before it is read whole.
+    let big = format!("{{\"a\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    let r = app
+        .post(
+            "/hooks/simplebackups",
+            big.clone(),
+            &[("SB-Signature", &signed(&big))],
+        )
+        .await;
+    assert_eq!(r.status(), 413);
+    // The same without a Content-Length (chunked): refused while streaming.
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = c.write_all(
+            b"POST /hooks/centurylink?token=ctl-token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let chunk = format!("100000\r\n{}\r\n", " ".repeat(0x100000));
+        for _ in 0..4 {
+            if c.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    // A huge header.
+    let r = app
+        .client
+        .post(format!("{}/hooks/simplebackups", app.address))
+        .header("X-Huge", "h".repeat(100_000))
+        .body("{}")
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    // Providers do not always send application/json: JSON is JSON whatever the
+    // label, and a form body is not JSON.
+    let sb = fixture("simplebackups/success.json");
+    let r = app
+        .client
+        .post(format!("{}/hooks/simplebackups", app.address))
+        .header("Content-Type", "text/plain")
+        .header("SB-Signature", signed(&sb))
+        .body(sb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let form = "status=error&id=1";
+    let r = app
+        .client
+        .post(format!("{}/hooks/simplebackups", app.address))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("SB-Signature", signed(form))
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A replayed, validly signed request is a duplicate, not a second alert.
+    let r = app
+        .post(
+            "/hooks/simplebackups",
+            sb.clone(),
+            &[("SB-Signature", &signed(&sb))],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["duplicate"], true);
+    // Still serving, and only the one good event was stored.
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+    let events = app.api("/api/events").await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
+}
