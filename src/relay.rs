@@ -158,10 +158,18 @@ impl Relay {
     /// channels are rendered here so a queued delivery keeps its channel.
     pub fn plan(&self, e: &Event) -> (bool, Vec<NewDelivery>) {
         let (routed, planned) = routing::plan(&self.routes, e, |d| self.enabled(d));
-        let ctx = if planned.is_empty() {
-            serde_json::Value::Null
-        } else {
+        // Only Slack bot channels are rendered here; skip building the context (a
+        // copy of the whole payload) on the ingest path when none is involved.
+        let needs_ctx = planned.iter().any(|p| {
+            matches!(
+                self.destinations.get(&p.destination).map(|d| &d.cfg.kind),
+                Some(DestinationKind::Slack(s)) if s.token.is_some()
+            )
+        });
+        let ctx = if needs_ctx {
             e.template_context()
+        } else {
+            serde_json::Value::Null
         };
         let deliveries = planned
             .into_iter()

@@ -204,7 +204,7 @@ pub trait Store: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
-/// Opens the backend `url` names: `sqlite://PATH` (`sqlite::memory:` for tests).
+/// Opens the backend `url` names: `sqlite://PATH`.
 pub fn open(url: &str) -> Result<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteStore::open(path)?));

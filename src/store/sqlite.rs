@@ -71,11 +71,7 @@ pub struct SqliteStore {
 }
 
 fn connect(path: &str) -> Result<Connection> {
-    let conn = if path == ":memory:" {
-        Connection::open_in_memory()?
-    } else {
-        Connection::open(path)?
-    };
+    let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
@@ -86,41 +82,26 @@ fn connect(path: &str) -> Result<Connection> {
 impl SqliteStore {
     /// Opens (creating the folder and file if needed) and migrates the database.
     pub fn open(path: &str) -> Result<SqliteStore> {
-        if path.is_empty() {
+        if path.is_empty() || path == ":memory:" {
+            // Two connections (writer, reader) must see one database: a file.
             return Err(StoreError::Url("sqlite:// needs a file path".into()));
         }
-        if path != ":memory:" {
-            if let Some(dir) = Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Db(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                }
+        if let Some(dir) = Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let conn = connect(path)?;
-        conn.execute_batch(SCHEMA)?;
+        let writer_conn = connect(path)?;
+        writer_conn.execute_batch(SCHEMA)?;
         // Leases belong to the process that took them; SQLite has one process, so
         // whatever was in flight when it stopped is due again now.
-        conn.execute(
+        writer_conn.execute(
             "UPDATE deliveries SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0",
             [],
         )?;
-        // An in-memory database is private to its connection: read through the same one.
-        let reader = if path == ":memory:" {
-            None
-        } else {
-            Some(connect(path)?)
-        };
+        let reader_conn = connect(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let (reader_conn, writer_conn) = match reader {
-            Some(r) => (r, conn),
-            None => {
-                return Err(StoreError::Url(
-                    "sqlite://:memory: is not supported; use a file".into(),
-                ))
-            }
-        };
         std::thread::Builder::new()
             .name("hookrelay-sqlite-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
