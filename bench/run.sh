@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# hookrelay benchmark: one command, loopback only.
+#
+#   bench/run.sh                     # full run, ~3-5 minutes on 2 cores
+#   DURATION=5 BACKLOG=20000 bench/run.sh   # quicker
+#
+# Builds the release binary and the bench examples, then measures, in one run:
+#   1. the ceiling: a bare actix-web server (examples/bench_baseline.rs) loaded
+#      with the same generator and payload;
+#   2. hookrelay (SQLite, signed SimpleBackups source, webhook destination to
+#      examples/bench_sink.rs): start-up to ready, idle RSS, closed-loop accepted
+#      req/s and ingest latency, delivered/s, peak RSS;
+#   3. end-to-end latency (generator send -> sink arrival) at a fixed rate;
+#   4. RSS with BACKLOG deliveries queued while the sink is stopped (SIGSTOP), then
+#      the drain rate after it continues (SIGCONT).
+# Every figure is also given as a ratio to the ceiling measured in the same run,
+# because the machine is shared and absolute numbers are noisy.
+#
+# Environment (defaults):
+#   DURATION=10        closed-loop seconds per measurement (ceiling and hookrelay)
+#   CONNS=64           closed-loop concurrent connections
+#   RATE=500           fixed-rate phase, requests per second
+#   RATE_DURATION=10   fixed-rate phase, seconds
+#   BACKLOG=100000     events posted while the sink is stopped
+#   WORKERS=32         delivery.workers
+#   PORT_BASE=38080    hookrelay on PORT_BASE, ceiling +1, sink +2
+#   HOOKRELAY_BIN      use this binary instead of target/release/hookrelay
+#   SKIP_BUILD=1       do not run cargo
+#   PERF=1             record `perf record -g` of hookrelay during the closed-loop run
+#   KEEP_TMP=1         keep the temporary folder (database, logs)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+RATE=${RATE:-500}
+RATE_DURATION=${RATE_DURATION:-10}
+BACKLOG=${BACKLOG:-100000}
+WORKERS=${WORKERS:-32}
+PORT_BASE=${PORT_BASE:-38080}
+HR_PORT=$PORT_BASE
+BASE_PORT=$((PORT_BASE + 1))
+SINK_PORT=$((PORT_BASE + 2))
+SECRET=bench-secret
+ADMIN=bench-admin-token
+
+log() { echo "[bench $(date +%T)] $*" >&2; }
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "building (release): hookrelay, bench_baseline, bench_sink, bench_load"
+    cargo build --release --bins --example bench_baseline --example bench_sink --example bench_load >&2
+fi
+BIN=${HOOKRELAY_BIN:-$ROOT/target/release/hookrelay}
+EX=$ROOT/target/release/examples
+
+TMP=$(mktemp -d /tmp/hookrelay-bench.XXXXXX)
+PIDS=()
+SINK_PID=
+cleanup() {
+    local rc=$?
+    [[ -n "$SINK_PID" ]] && kill -CONT "$SINK_PID" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit $rc
+}
+trap cleanup EXIT INT TERM
+
+now_ns() { date +%s%N; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# json FILE EXPR: a Python expression over the parsed JSON `j`.
+json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+calc() { python3 -c "import math; print($1)"; }
+rss_mb() { awk -v f="$2:" '$1==f {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+metric() { # metric NAME_PREFIX LABEL_FILTER -> value (0 if absent)
+    curl -s "http://127.0.0.1:$HR_PORT/metrics" | awk -v n="$1{" -v l="$2" \
+        'index($0, n) == 1 && index($0, l) > 0 {s += $NF} END {print s + 0}' || echo 0
+}
+depth() { metric hookrelay_queue_depth 'destination="sink"'; }
+delivered() { metric hookrelay_deliveries_total 'outcome="delivered"'; }
+db_count() { sqlite3 -readonly "$TMP/bench.db" "$1" 2>/dev/null || echo 0; }
+wait_ready() { # URL SINCE_NS -> json line
+    "$EX/bench_load" --ready "$1" --since-ns "$2" --timeout 30
+}
+load() { "$EX/bench_load" "$@"; }
+wait_drain() { # wait until queue depth is 0; echoes seconds waited
+    local t0 d limit=$1
+    t0=$(now_ms)
+    while :; do
+        d=$(depth)
+        [[ "$d" == 0 ]] && break
+        (( $(now_ms) - t0 > limit * 1000 )) && { log "queue not drained after ${limit}s (depth $d)"; break; }
+        sleep 0.1
+    done
+    calc "($(now_ms) - $t0) / 1000"
+}
+
+log "tmp: $TMP  ports: hookrelay $HR_PORT, ceiling $BASE_PORT, sink $SINK_PORT"
+
+# ---------------------------------------------------------------- 1. ceiling
+t0=$(now_ns)
+"$EX/bench_baseline" --listen "127.0.0.1:$BASE_PORT" 2>"$TMP/baseline.log" &
+BASE_PID=$!; PIDS+=("$BASE_PID")
+wait_ready "http://127.0.0.1:$BASE_PORT/readyz" "$t0" >"$TMP/base_ready.json"
+sleep 1
+BASE_IDLE=$(rss_mb "$BASE_PID" VmRSS)
+URL_BASE="http://127.0.0.1:$BASE_PORT/hooks/simplebackups"
+log "ceiling: warm-up 1s, then ${DURATION}s closed loop, $CONNS connections"
+load --url "$URL_BASE" --secret "$SECRET" --connections "$CONNS" --duration 1 >/dev/null
+load --url "$URL_BASE" --secret "$SECRET" --connections "$CONNS" --duration "$DURATION" >"$TMP/base_load.json"
+log "ceiling at $RATE/s for ${RATE_DURATION}s"
+load --url "$URL_BASE" --secret "$SECRET" --connections "$CONNS" --rate "$RATE" --duration "$RATE_DURATION" >"$TMP/base_rate.json"
+BASE_PEAK=$(rss_mb "$BASE_PID" VmHWM)
+kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- 2. hookrelay
+"$EX/bench_sink" --listen "127.0.0.1:$SINK_PORT" 2>"$TMP/sink.log" &
+SINK_PID=$!; PIDS+=("$SINK_PID")
+t=$(now_ns); wait_ready "http://127.0.0.1:$SINK_PORT/stats" "$t" >/dev/null
+
+export BENCH_DB="$TMP/bench.db" BENCH_PORT=$HR_PORT BENCH_SINK_PORT=$SINK_PORT BENCH_WORKERS=$WORKERS
+t0=$(now_ns)
+"$BIN" serve -c bench/relay.yaml 2>"$TMP/hookrelay.log" &
+HR_PID=$!; PIDS+=("$HR_PID")
+wait_ready "http://127.0.0.1:$HR_PORT/readyz" "$t0" >"$TMP/hr_ready.json"
+sleep 1
+HR_IDLE=$(rss_mb "$HR_PID" VmRSS)
+URL_HR="http://127.0.0.1:$HR_PORT/hooks/simplebackups"
+
+log "hookrelay: warm-up 1s, then ${DURATION}s closed loop, $CONNS connections"
+load --url "$URL_HR" --secret "$SECRET" --connections "$CONNS" --duration 1 >/dev/null
+wait_drain 60 >/dev/null
+ev0=$(db_count "SELECT COUNT(*) FROM events")
+del0=$(delivered)
+curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
+if [[ "${PERF:-0}" == 1 ]] && command -v perf >/dev/null; then
+    perf record -F 499 -g -o "$TMP/perf.data" -p "$HR_PID" -- sleep "$DURATION" 2>/dev/null &
+    PERF_PID=$!
+fi
+load_t0=$(now_ms)
+load --url "$URL_HR" --secret "$SECRET" --connections "$CONNS" --duration "$DURATION" >"$TMP/hr_load.json"
+load_t1=$(now_ms)
+del1=$(delivered)
+curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_load.json"
+drain_s=$(wait_drain 120)
+del2=$(delivered)
+curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_load_drained.json"
+ev1=$(db_count "SELECT COUNT(*) FROM events")
+HR_PEAK_LOAD=$(rss_mb "$HR_PID" VmHWM)
+if [[ -n "${PERF_PID:-}" ]]; then
+    wait "$PERF_PID" || true
+    perf report -i "$TMP/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^$' | head -120 >"$ROOT/bench/perf-ingest.txt" || true
+    log "perf report: bench/perf-ingest.txt"
+fi
+
+# ---------------------------------------------------------------- 3. end-to-end at a fixed rate
+log "hookrelay at $RATE/s for ${RATE_DURATION}s (end-to-end latency)"
+curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
+rate_t0=$(now_ms)
+load --url "$URL_HR" --secret "$SECRET" --connections "$CONNS" --rate "$RATE" --duration "$RATE_DURATION" >"$TMP/hr_rate.json"
+wait_drain 60 >/dev/null
+sleep 0.5
+curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_rate.json"
+# Inside hookrelay, from its own records (ms resolution): stored -> attempt finished.
+db_count "SELECT a.at + a.duration_ms - d.created_at FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+          WHERE d.created_at >= $rate_t0 AND d.state = 'delivered' AND a.error IS NULL" >"$TMP/db_rate.txt"
+db_count "SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.created_at >= $rate_t0" >"$TMP/db_rate_attempts.txt"
+HR_PEAK_RATE=$(rss_mb "$HR_PID" VmHWM)
+
+# ---------------------------------------------------------------- 4. backlog and drain
+log "backlog: sink stopped (SIGSTOP), posting $BACKLOG events"
+kill -STOP "$SINK_PID"
+del_b0=$(delivered)
+load --url "$URL_HR" --secret "$SECRET" --connections "$CONNS" --count "$BACKLOG" --timeout 60 >"$TMP/hr_backlog.json"
+sleep 2
+BACKLOG_DEPTH=$(depth)
+del_b1=$(delivered)
+HR_BACKLOG_RSS=$(rss_mb "$HR_PID" VmRSS)
+HR_PEAK_BACKLOG=$(rss_mb "$HR_PID" VmHWM)
+log "queue depth $BACKLOG_DEPTH, RSS ${HR_BACKLOG_RSS} MB; continuing the sink (SIGCONT)"
+kill -CONT "$SINK_PID"
+curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
+drain_t0=$(now_ms)
+drain_backlog_s=$(wait_drain 600)
+del_b2=$(delivered)
+curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_drain.json"
+HR_PEAK_FINAL=$(rss_mb "$HR_PID" VmHWM)
+HR_AFTER_RSS=$(rss_mb "$HR_PID" VmRSS)
+DB_MB=$(du -sm "$TMP" | awk '{print $1}')
+
+
+# ---------------------------------------------------------------- report
+export TMP DURATION CONNS RATE RATE_DURATION BACKLOG WORKERS BASE_IDLE BASE_PEAK HR_IDLE \
+    HR_PEAK_LOAD HR_PEAK_RATE HR_BACKLOG_RSS HR_PEAK_BACKLOG HR_PEAK_FINAL HR_AFTER_RSS \
+    BACKLOG_DEPTH ev0 ev1 del0 del1 del2 load_t0 load_t1 drain_s del_b0 del_b1 del_b2 \
+    drain_backlog_s DB_MB
+python3 "$ROOT/bench/report.py" | tee "$ROOT/bench/results.md"
