@@ -152,14 +152,11 @@ pub async fn ingest(
         event.event.as_deref().unwrap_or("-"),
         status
     );
-    let new = NewEvent {
-        event,
-        dedup_key: key,
-        dedup_window: source.cfg.dedup_window,
-        routed,
-        deliveries,
+    let stored = match NewEvent::new(event, key, source.cfg.dedup_window, routed, deliveries) {
+        Ok(new) => shared.store.ingest(new).await,
+        Err(e) => Err(e),
     };
-    let stored = shared.store.ingest(new).await.map_err(|e| {
+    let stored = stored.map_err(|e| {
         log::error!("source {name}: cannot store the event: {e}");
         reject(
             &shared,

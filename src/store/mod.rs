@@ -56,12 +56,36 @@ pub struct NewDelivery {
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event: Event,
+    /// `event` as JSON, serialized by the caller so the single writer thread only
+    /// writes (see `NewEvent::new`).
+    pub event_json: String,
     /// Provider's event id, else SHA-256 of the body.
     pub dedup_key: String,
     /// Zero turns dedup off.
     pub dedup_window: Duration,
     pub routed: bool,
     pub deliveries: Vec<NewDelivery>,
+}
+
+impl NewEvent {
+    pub fn new(
+        event: Event,
+        dedup_key: String,
+        dedup_window: Duration,
+        routed: bool,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<NewEvent> {
+        let event_json =
+            serde_json::to_string(&event).map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(NewEvent {
+            event,
+            event_json,
+            dedup_key,
+            dedup_window,
+            routed,
+            deliveries,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -231,7 +231,6 @@ fn ingest_tx(conn: &Connection, e: NewEvent) -> Result<Ingested> {
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let json = serde_json::to_string(&e.event).map_err(|x| StoreError::Db(x.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO events (id, source, received_at, dedup_key, status, routed, event)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -243,7 +242,7 @@ fn ingest_tx(conn: &Connection, e: NewEvent) -> Result<Ingested> {
         e.dedup_key,
         e.event.status.as_str(),
         e.routed,
-        json
+        e.event_json
     ])?;
     for d in &e.deliveries {
         insert_delivery(conn, &id, d, now)?;
@@ -331,48 +330,56 @@ impl Store for SqliteStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
-        let destination = destination.to_string();
-        self.write(move |conn| {
-            let now = now_ms();
-            let mut stmt = conn.prepare_cached(
-                "SELECT d.id, d.event_id, d.template, d.channel, d.attempts, d.window_start, e.event
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.destination = ?1 AND d.state = 'pending'
-                   AND d.next_attempt_at <= ?2 AND d.lease_until <= ?2
-                 ORDER BY d.next_attempt_at, d.id LIMIT ?3",
-            )?;
-            let rows = stmt
-                .query_map(params![destination, now, limit as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, u32>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, String>(6)?,
-                    ))
-                })?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let until = now + lease.as_millis() as i64;
-            let mut out = Vec::with_capacity(rows.len());
-            for (id, event_id, template, channel, attempts, window_start, json) in rows {
-                conn.prepare_cached("UPDATE deliveries SET lease_until = ?2 WHERE id = ?1")?
-                    .execute(params![id, until])?;
-                out.push(Claimed {
-                    id,
-                    event_id,
-                    destination: destination.clone(),
-                    template,
-                    channel,
-                    attempts,
-                    window_start_ms: window_start,
-                    event: parse_event(&json)?,
-                });
-            }
-            Ok(out)
-        })
-        .await
+        let dest = destination.to_string();
+        let rows = self
+            .write(move |conn| {
+                let now = now_ms();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT d.id, d.event_id, d.template, d.channel, d.attempts, d.window_start, e.event
+                     FROM deliveries d JOIN events e ON e.id = d.event_id
+                     WHERE d.destination = ?1 AND d.state = 'pending'
+                       AND d.next_attempt_at <= ?2 AND d.lease_until <= ?2
+                     ORDER BY d.next_attempt_at, d.id LIMIT ?3",
+                )?;
+                let rows = stmt
+                    .query_map(params![dest, now, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, u32>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, String>(6)?,
+                        ))
+                    })?
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let until = now + lease.as_millis() as i64;
+                let mut lease_stmt =
+                    conn.prepare_cached("UPDATE deliveries SET lease_until = ?2 WHERE id = ?1")?;
+                for row in &rows {
+                    lease_stmt.execute(params![row.0, until])?;
+                }
+                Ok(rows)
+            })
+            .await?;
+        // Parsed here, not on the writer thread, which every ingest waits for.
+        rows.into_iter()
+            .map(
+                |(id, event_id, template, channel, attempts, window_start, json)| {
+                    Ok(Claimed {
+                        id,
+                        event_id,
+                        destination: destination.to_string(),
+                        template,
+                        channel,
+                        attempts,
+                        window_start_ms: window_start,
+                        event: parse_event(&json)?,
+                    })
+                },
+            )
+            .collect()
     }
 
     async fn next_due(&self, destination: &str) -> Result<Option<i64>> {
