@@ -182,9 +182,8 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         let mut done = Vec::with_capacity(batch.len());
         if let Err(e) = began {
             log::error!("storage: cannot begin a transaction: {e}");
-            for _ in batch {
-                // Dropping the job drops its sender: the caller sees Closed.
-            }
+            // Dropping the jobs drops their senders: each caller sees Closed.
+            drop(batch);
             continue;
         }
         for job in batch {

@@ -193,14 +193,7 @@ async fn a_burst_to_a_slack_webhook_is_paced_and_a_dead_destination_delays_no_ot
         slack_done >= Duration::from_millis(950),
         "10 sends at 5/s took only {slack_done:?}"
     );
-    let times: Vec<_> = slack
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|_| ())
-        .collect();
-    assert_eq!(times.len(), 10);
+    assert_eq!(slack.received_requests().await.unwrap().len(), 10);
     drop(black_hole);
 }
 
