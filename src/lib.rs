@@ -16,6 +16,7 @@ pub mod event;
 /// Ingest, health, metrics and admin endpoints.
 pub mod http;
 /// Prometheus metrics.
+pub mod logging;
 pub mod metrics;
 /// One file per backup provider: raw payload -> normalized event.
 pub mod providers;

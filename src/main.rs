@@ -2,11 +2,31 @@
 
 use clap::Parser;
 
+/// The runtime's threads run delivery (and admin reads); the HTTP workers, the
+/// storage writer and the log thread are started from the main thread and keep
+/// normal priority. Under a burst that saturates the CPU, accepting and storing
+/// webhooks (which providers do not retry) goes first; deliveries, safe on disk,
+/// get the rest and catch up when the burst ends. When the CPU is not saturated the
+/// niceness changes nothing. On Linux, niceness is per thread: `who = 0` is the
+/// calling thread, and threads inherit it, hence the order in `main`.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments; raising one's own
+    // niceness is always permitted, and a failure leaves the priority as it was.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, DELIVERY_NICENESS);
+    }
+}
+
+/// Niceness of the delivery threads (0 normal, 19 lowest).
+const DELIVERY_NICENESS: libc::c_int = 10;
+
 fn main() {
     let cli = hookrelay::cli::Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    hookrelay::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(lower_priority)
         .build()
     {
         Ok(r) => r,
@@ -16,5 +36,6 @@ fn main() {
         }
     };
     let code = runtime.block_on(hookrelay::cli::run(cli));
+    hookrelay::logging::flush();
     std::process::exit(code);
 }

@@ -1,0 +1,131 @@
+//! Log lines go to standard error through one background thread.
+//!
+//! hookrelay logs one line per accepted event and per delivery attempt. Written
+//! straight to stderr, that is one `write` system call per line on the request
+//! path, under stderr's lock. Here a line is formatted by env_logger as before and
+//! appended to a shared buffer; the `hookrelay-log` thread writes whatever has
+//! gathered in one call. When idle, each line is written as soon as it is logged;
+//! under load, lines are batched. The buffer is bounded: when stderr cannot keep
+//! up, logging waits instead of growing memory. [`flush`] writes everything out
+//! (the binary calls it before exiting).
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+/// Above this many buffered bytes, logging waits for the writer thread.
+const MAX_BUFFERED: usize = 1 << 20;
+
+#[derive(Default)]
+struct State {
+    buf: Vec<u8>,
+    /// Bytes handed to the writer thread and not yet written.
+    writing: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when there is something to write.
+    ready: Condvar,
+    /// Signalled when the writer has written a batch.
+    written: Condvar,
+}
+
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// The `Write` env_logger formats into: appends to the shared buffer.
+struct Pipe(Arc<Shared>);
+
+impl Write for Pipe {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.buf.len() >= MAX_BUFFERED {
+            st = self.0.written.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        // The writer thread only sleeps when the buffer is empty and it is not
+        // writing; otherwise it looks again when done, so no wake-up is needed.
+        let wake = st.buf.is_empty() && !st.writing;
+        st.buf.extend_from_slice(bytes);
+        drop(st);
+        if wake {
+            self.0.ready.notify_one();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn writer_thread(shared: Arc<Shared>) {
+    let mut out = Vec::new();
+    loop {
+        {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            while st.buf.is_empty() {
+                st = shared.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            std::mem::swap(&mut st.buf, &mut out);
+            st.writing = true;
+        }
+        // Nothing useful can be done if stderr is gone.
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(&out);
+        let _ = stderr.flush();
+        drop(stderr);
+        out.clear();
+        shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .writing = false;
+        shared.written.notify_all();
+    }
+}
+
+/// Sets up env_logger (`RUST_LOG`, default `info`; `RUST_LOG_STYLE`) writing
+/// through the log thread. Falls back to plain stderr if the thread cannot start.
+pub fn init() {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let shared = Arc::new(Shared::default());
+    let thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("hookrelay-log".into())
+            .spawn(move || writer_thread(shared))
+    };
+    if thread.is_ok() && SHARED.set(shared.clone()).is_ok() {
+        if std::env::var_os("RUST_LOG_STYLE").is_none() && std::io::stderr().is_terminal() {
+            builder.write_style(env_logger::WriteStyle::Always);
+        }
+        builder.target(env_logger::Target::Pipe(Box::new(Pipe(shared))));
+    }
+    builder.init();
+}
+
+/// Waits until every line logged so far is written to stderr.
+pub fn flush() {
+    let Some(shared) = SHARED.get() else {
+        return;
+    };
+    let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    while !st.buf.is_empty() || st.writing {
+        st = shared.written.wait(st).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_buffers_what_it_is_given_and_wakes_the_writer() {
+        let shared = Arc::new(Shared::default());
+        let mut pipe = Pipe(shared.clone());
+        pipe.write_all(b"one\n").unwrap();
+        pipe.write_all(b"two\n").unwrap();
+        assert_eq!(shared.state.lock().unwrap().buf, b"one\ntwo\n");
+    }
+}
