@@ -2,14 +2,20 @@
 //!
 //! Every write goes through one writer thread that drains its queue into a single
 //! transaction: a burst of webhooks costs one commit (one fsync, `synchronous=FULL`)
-//! for many requests, and SQLite never sees two writers. Each job runs inside its
-//! own savepoint, so one failing job does not undo the others, and learns its
-//! result only after the commit. Reads use a separate connection (WAL mode lets
-//! them run beside the writer).
+//! for many requests, and SQLite never sees two writers. A job learns its result
+//! only after the commit, and one failing job never undoes the others nor leaves
+//! half its rows (see [`writer_loop`]). Reads use a separate connection (WAL mode
+//! lets them run beside the writer).
+//!
+//! Claims are reads: a delivery being sent is leased in memory, not in a row.
+//! SQLite has one process, and a restarted process has no sends in flight, so a
+//! lease in the database would only cost a write per send (on the thread every
+//! ingest waits for) to say what the process already knows.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,8 +27,41 @@ use super::*;
 /// Jobs the writer takes into one transaction at most.
 const MAX_BATCH: usize = 512;
 
-type Completion = Box<dyn FnOnce(bool) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// One write. It may run twice: see [`writer_loop`].
+trait Job: Send {
+    /// Runs the statements, keeps the result; false if it failed.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Hands the result over once the transaction is committed (or not).
+    fn finish(self: Box<Self>, committed: bool);
+}
+
+struct WriteJob<T, F> {
+    f: F,
+    result: Option<Result<T>>,
+    tx: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for WriteJob<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let r = (self.f)(conn);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: bool) {
+        let r = match self.result {
+            Some(Err(e)) => Err(e),
+            Some(Ok(v)) if committed => Ok(v),
+            _ => Err(StoreError::Commit),
+        };
+        let _ = self.tx.send(r);
+    }
+}
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -54,7 +93,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at)
     WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (state, id);
+-- Pending-only lookups use deliveries_due; an index on state cost every write and
+-- served nothing the partial index does not.
+DROP INDEX IF EXISTS deliveries_state;
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
     at          INTEGER NOT NULL,
@@ -66,8 +107,12 @@ CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
 "#;
 
 pub struct SqliteStore {
-    writer: Mutex<mpsc::Sender<Job>>,
-    reader: std::sync::Arc<Mutex<Connection>>,
+    writer: Mutex<mpsc::Sender<Box<dyn Job>>>,
+    reader: Arc<Mutex<Connection>>,
+    /// Deliveries being sent: id -> lease expiry (ms). An entry is removed when
+    /// the attempt is recorded; if recording fails, the lease runs out and the
+    /// delivery is claimed again.
+    leases: Arc<Mutex<HashMap<i64, i64>>>,
 }
 
 fn connect(path: &str) -> Result<Connection> {
@@ -101,34 +146,32 @@ impl SqliteStore {
             [],
         )?;
         let reader_conn = connect(path)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("hookrelay-sqlite-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(SqliteStore {
             writer: Mutex::new(tx),
-            reader: std::sync::Arc::new(Mutex::new(reader_conn)),
+            reader: Arc::new(Mutex::new(reader_conn)),
+            leases: Arc::default(),
         })
     }
 
     /// Runs `f` on the writer thread inside the next transaction; resolves after
     /// the commit.
+    /// `f` may run twice (after a rollback), so it takes what it writes by
+    /// reference.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let r = in_savepoint(conn, f);
-            Box::new(move |committed| {
-                let _ = tx.send(if committed {
-                    r
-                } else {
-                    Err(StoreError::Commit)
-                });
-            })
+        let job = Box::new(WriteJob {
+            f,
+            result: None,
+            tx,
         });
         self.writer
             .lock()
@@ -153,23 +196,37 @@ impl SqliteStore {
     }
 }
 
-/// Runs `f` in its own savepoint. The statements are cached: this runs once per
-/// write on the ingest path.
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match f(conn) {
-        Ok(v) => {
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(e)
-        }
-    }
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// Runs every job of the batch in one transaction.
+///
+/// Jobs almost never fail, so the first pass runs them back to back. If one does
+/// fail, its partial rows must not be committed with the others: the transaction
+/// is rolled back and the batch runs again with each job in its own savepoint,
+/// where a failing job is undone alone. (A savepoint per job on the first pass
+/// would cost SQLite a copy of every page the job touches.)
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+    exec(conn, "BEGIN IMMEDIATE")?;
+    if batch.iter_mut().all(|job| job.run(conn)) {
+        return exec(conn, "COMMIT").map(drop);
+    }
+    if !conn.is_autocommit() {
+        exec(conn, "ROLLBACK")?;
+    }
+    exec(conn, "BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        exec(conn, "SAVEPOINT job")?;
+        if !job.run(conn) {
+            exec(conn, "ROLLBACK TO job")?;
+        }
+        exec(conn, "RELEASE job")?;
+    }
+    exec(conn, "COMMIT").map(drop)
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -178,27 +235,18 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
-        let mut done = Vec::with_capacity(batch.len());
-        if let Err(e) = began {
-            log::error!("storage: cannot begin a transaction: {e}");
-            // Dropping the jobs drops their senders: each caller sees Closed.
-            drop(batch);
-            continue;
-        }
-        for job in batch {
-            done.push(job(&conn));
-        }
-        let committed = match conn.execute_batch("COMMIT") {
+        let committed = match run_batch(&conn, &mut batch) {
             Ok(()) => true,
             Err(e) => {
-                log::error!("storage: commit failed: {e}");
-                let _ = conn.execute_batch("ROLLBACK");
+                log::error!("storage: cannot commit {} writes: {e}", batch.len());
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
                 false
             }
         };
-        for d in done {
-            d(committed);
+        for job in batch {
+            job.finish(committed);
         }
     }
 }
@@ -212,7 +260,7 @@ fn insert_delivery(conn: &Connection, event_id: &str, d: &NewDelivery, now: i64)
     Ok(())
 }
 
-fn ingest_tx(conn: &Connection, e: NewEvent) -> Result<Ingested> {
+fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
     let now = now_ms();
     if !e.dedup_window.is_zero() {
         let since = now - e.dedup_window.as_millis() as i64;
@@ -250,6 +298,12 @@ fn ingest_tx(conn: &Connection, e: NewEvent) -> Result<Ingested> {
         event_id: id,
         deliveries: e.deliveries.len(),
     })
+}
+
+/// The leased delivery ids as a JSON array, for `json_each`.
+fn leased_json(leases: &HashMap<i64, i64>) -> String {
+    let ids: Vec<&i64> = leases.keys().collect();
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
 }
 
 fn parse_event(json: &str) -> Result<Event> {
@@ -320,7 +374,7 @@ fn event_record(conn: &Connection, row: (String, bool, u32, String)) -> Result<E
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, e: NewEvent) -> Result<Ingested> {
-        self.write(move |c| ingest_tx(c, e)).await
+        self.write(move |c| ingest_tx(c, &e)).await
     }
 
     async fn claim(
@@ -330,39 +384,42 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
         let dest = destination.to_string();
+        let leases = self.leases.clone();
         let rows = self
-            .write(move |conn| {
+            .read(move |conn| {
+                // Held through the query: what is read here is leased before any
+                // other claim can read it.
+                let mut leases = leases.lock().map_err(|_| StoreError::Closed)?;
                 let now = now_ms();
+                leases.retain(|_, until| *until > now);
                 let mut stmt = conn.prepare_cached(
                     "SELECT d.id, d.event_id, d.template, d.channel, d.attempts, d.window_start, e.event
                      FROM deliveries d JOIN events e ON e.id = d.event_id
-                     WHERE d.destination = ?1 AND d.state = 'pending'
-                       AND d.next_attempt_at <= ?2 AND d.lease_until <= ?2
+                     WHERE d.destination = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
+                       AND d.id NOT IN (SELECT value FROM json_each(?4))
                      ORDER BY d.next_attempt_at, d.id LIMIT ?3",
                 )?;
                 let rows = stmt
-                    .query_map(params![dest, now, limit as i64], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, Option<String>>(3)?,
-                            r.get::<_, u32>(4)?,
-                            r.get::<_, i64>(5)?,
-                            r.get::<_, String>(6)?,
-                        ))
-                    })?
+                    .query_map(
+                        params![dest, now, limit as i64, leased_json(&leases)],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, Option<String>>(3)?,
+                                r.get::<_, u32>(4)?,
+                                r.get::<_, i64>(5)?,
+                                r.get::<_, String>(6)?,
+                            ))
+                        },
+                    )?
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let until = now + lease.as_millis() as i64;
-                let mut lease_stmt =
-                    conn.prepare_cached("UPDATE deliveries SET lease_until = ?2 WHERE id = ?1")?;
-                for row in &rows {
-                    lease_stmt.execute(params![row.0, until])?;
-                }
+                leases.extend(rows.iter().map(|row| (row.0, until)));
                 Ok(rows)
             })
             .await?;
-        // Parsed here, not on the writer thread, which every ingest waits for.
         rows.into_iter()
             .map(
                 |(id, event_id, template, channel, attempts, window_start, json)| {
@@ -383,12 +440,25 @@ impl Store for SqliteStore {
 
     async fn next_due(&self, destination: &str) -> Result<Option<i64>> {
         let destination = destination.to_string();
+        let leases = self.leases.clone();
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM deliveries
-                 WHERE destination = ?1 AND state = 'pending'",
-            )?
-            .query_row(params![destination], |r| r.get::<_, Option<i64>>(0))?)
+            let (leased, lease_ends) = {
+                let leases = leases.lock().map_err(|_| StoreError::Closed)?;
+                (leased_json(&leases), leases.values().min().copied())
+            };
+            let due = c
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_at) FROM deliveries
+                     WHERE destination = ?1 AND state = 'pending'
+                       AND id NOT IN (SELECT value FROM json_each(?2))",
+                )?
+                .query_row(params![destination, leased], |r| r.get::<_, Option<i64>>(0))?;
+            // A lease that runs out (its attempt could not be recorded) makes its
+            // delivery due again.
+            Ok(match (due, lease_ends) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
         })
         .await
     }
@@ -406,6 +476,11 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, delivery_id: i64, attempt: Attempt, outcome: Outcome) -> Result<()> {
+        let (state, next) = match outcome {
+            Outcome::Delivered => ("delivered", attempt.at_ms),
+            Outcome::RetryAt { at_ms } => ("pending", at_ms),
+            Outcome::Dead => ("dead", attempt.at_ms),
+        };
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO attempts (delivery_id, at, status, error, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -417,11 +492,6 @@ impl Store for SqliteStore {
                 attempt.error,
                 attempt.duration_ms
             ])?;
-            let (state, next) = match outcome {
-                Outcome::Delivered => ("delivered", attempt.at_ms),
-                Outcome::RetryAt { at_ms } => ("pending", at_ms),
-                Outcome::Dead => ("dead", attempt.at_ms),
-            };
             c.prepare_cached(
                 "UPDATE deliveries SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
                      lease_until = 0, last_error = COALESCE(?4, last_error)
@@ -430,7 +500,13 @@ impl Store for SqliteStore {
             .execute(params![delivery_id, state, next, attempt.error])?;
             Ok(())
         })
-        .await
+        .await?;
+        // Recorded: the next claim reads the new state. (Not on failure: the
+        // lease runs out and the delivery is sent again.)
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(&delivery_id);
+        }
+        Ok(())
     }
 
     async fn bury(&self, destination: &str, error: &str) -> Result<usize> {
@@ -571,5 +647,143 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    fn new_event(key: &str) -> NewEvent {
+        let event = Event {
+            source: "s".into(),
+            provider: "generic".into(),
+            received_at: "2026-11-23T00:00:00Z".into(),
+            ..Event::default()
+        };
+        let d = NewDelivery {
+            destination: "d".into(),
+            template: "default".into(),
+            channel: None,
+        };
+        NewEvent::new(event, key.into(), Duration::ZERO, true, vec![d]).unwrap()
+    }
+
+    fn job<T: Send + 'static>(
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>) {
+        let (tx, rx) = oneshot::channel();
+        let job = WriteJob {
+            f,
+            result: None,
+            tx,
+        };
+        (Box::new(job), rx)
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_failing_job_in_a_batch_leaves_no_rows_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let (a, mut ra) = job(|c| ingest_tx(c, &new_event("a")));
+        // Writes an event row, then fails: the row must not survive.
+        let (b, mut rb) = job(|c| {
+            ingest_tx(c, &new_event("b"))?;
+            Err::<(), _>(StoreError::NotFound)
+        });
+        let (c, mut rc) = job(|c| ingest_tx(c, &new_event("c")));
+        let mut batch = vec![a, b, c];
+        run_batch(&conn, &mut batch).unwrap();
+        for j in batch {
+            j.finish(true);
+        }
+        assert!(matches!(
+            ra.try_recv().unwrap(),
+            Ok(Ingested::Stored { .. })
+        ));
+        assert!(matches!(rb.try_recv().unwrap(), Err(StoreError::NotFound)));
+        assert!(matches!(
+            rc.try_recv().unwrap(),
+            Ok(Ingested::Stored { .. })
+        ));
+        let keys: Vec<String> = conn
+            .prepare("SELECT dedup_key FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, ["a", "c"]);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM deliveries"), 2);
+    }
+
+    #[test]
+    fn an_uncommitted_batch_reports_a_commit_error() {
+        let (mut a, mut ra) = job(|_| Ok(1));
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        assert!(a.run(&conn));
+        a.finish(false);
+        assert!(matches!(ra.try_recv().unwrap(), Err(StoreError::Commit)));
+    }
+
+    #[tokio::test]
+    async fn a_claimed_delivery_is_leased_until_its_attempt_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        store.ingest(new_event("a")).await.unwrap();
+        let lease = Duration::from_secs(60);
+
+        let first = store.claim("d", 10, lease).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(store.claim("d", 10, lease).await.unwrap().is_empty());
+        // Due again only when the lease ends.
+        let due = store.next_due("d").await.unwrap().unwrap();
+        assert!(due >= now_ms() + 50_000, "{due}");
+
+        let attempt = Attempt {
+            at_ms: now_ms(),
+            status: Some(503),
+            error: Some("busy".into()),
+            duration_ms: 1,
+        };
+        let at_ms = now_ms() - 1;
+        store
+            .complete(first[0].id, attempt, Outcome::RetryAt { at_ms })
+            .await
+            .unwrap();
+        assert_eq!(store.next_due("d").await.unwrap(), Some(at_ms));
+        let again = store.claim("d", 10, lease).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].id, again[0].attempts), (first[0].id, 1));
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_runs_out_makes_the_delivery_claimable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        store.ingest(new_event("a")).await.unwrap();
+        let first = store
+            .claim("d", 10, Duration::from_millis(20))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        // No attempt is recorded (as when recording fails): poll until the lease ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let again = loop {
+            let c = store.claim("d", 10, Duration::from_secs(60)).await.unwrap();
+            if !c.is_empty() || std::time::Instant::now() > deadline {
+                break c;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, first[0].id);
     }
 }
