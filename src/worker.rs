@@ -176,6 +176,11 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     )));
     let mut configured = first.destinations.get(&name).map(|d| d.cfg.rate_limit());
     drop(first);
+    // Claimed ahead, waiting for a permit: under load a claim takes up to
+    // `workers` rows instead of the one or two permits a finished send frees.
+    // At most `workers` rows, so each waits at most one send for its permit,
+    // well inside its lease.
+    let mut ahead: VecDeque<Claimed> = VecDeque::new();
 
     while !*stop.borrow() {
         let Some(relay) = snapshot(&shared, &name, &mut last) else {
@@ -213,12 +218,22 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
         let free = limiter
             .lock()
             .map(|mut l| l.free(Instant::now()))
-            .unwrap_or(1);
-        while permits.len() < free.min(workers) {
+            .unwrap_or(1)
+            .clamp(1, workers);
+        while permits.len() < free {
             match sem.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
             }
+        }
+        if !ahead.is_empty() {
+            permits.truncate(ahead.len());
+            for permit in permits {
+                if let Some(c) = ahead.pop_front() {
+                    start_attempt(&shared, &relay, &limiter, c, permit);
+                }
+            }
+            continue;
         }
 
         // Arm the wake-up before looking, so an event stored meanwhile is not missed.
@@ -228,7 +243,7 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
 
         let claimed = match shared
             .store
-            .claim(&name, permits.len(), timeout + LEASE_MARGIN)
+            .claim(&name, free, timeout + LEASE_MARGIN)
             .await
         {
             Ok(c) => c,
@@ -258,22 +273,35 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             }
             continue;
         }
-        permits.truncate(claimed.len());
-        for (c, permit) in claimed.into_iter().zip(permits) {
-            if let Ok(mut l) = limiter.lock() {
-                l.take(Instant::now());
+        ahead.extend(claimed);
+        permits.truncate(ahead.len());
+        for permit in permits {
+            if let Some(c) = ahead.pop_front() {
+                start_attempt(&shared, &relay, &limiter, c, permit);
             }
-            tokio::spawn(attempt(
-                shared.clone(),
-                relay.clone(),
-                limiter.clone(),
-                c,
-                permit,
-            ));
         }
     }
     // Let in-flight sends finish, bounded.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, sem.acquire_many(workers as u32)).await;
+}
+
+fn start_attempt(
+    shared: &Arc<Shared>,
+    relay: &Arc<Relay>,
+    limiter: &Arc<Mutex<Limiter>>,
+    c: Claimed,
+    permit: OwnedSemaphorePermit,
+) {
+    if let Ok(mut l) = limiter.lock() {
+        l.take(Instant::now());
+    }
+    tokio::spawn(attempt(
+        shared.clone(),
+        relay.clone(),
+        limiter.clone(),
+        c,
+        permit,
+    ));
 }
 
 /// One attempt of one delivery, recorded whatever happens.
