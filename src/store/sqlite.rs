@@ -107,7 +107,7 @@ CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
 "#;
 
 pub struct SqliteStore {
-    writer: Mutex<mpsc::Sender<Box<dyn Job>>>,
+    writer: mpsc::Sender<Box<dyn Job>>,
     reader: Arc<Mutex<Connection>>,
     /// Deliveries being sent: id -> lease expiry (ms). An entry is removed when
     /// the attempt is recorded; if recording fails, the lease runs out and the
@@ -152,7 +152,7 @@ impl SqliteStore {
             .spawn(move || writer_loop(writer_conn, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(SqliteStore {
-            writer: Mutex::new(tx),
+            writer: tx,
             reader: Arc::new(Mutex::new(reader_conn)),
             leases: Arc::default(),
         })
@@ -174,8 +174,6 @@ impl SqliteStore {
             tx,
         });
         self.writer
-            .lock()
-            .map_err(|_| StoreError::Closed)?
             .send(job)
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
