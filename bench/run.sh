@@ -23,7 +23,9 @@
 #   RATE_DURATION=10   fixed-rate phase, seconds
 #   BACKLOG=100000     events posted while the sink is stopped
 #   WORKERS=32         delivery.workers
-#   PORT_BASE=38080    hookrelay on PORT_BASE, ceiling +1, sink +2
+#   PORT_BASE=28080    hookrelay on PORT_BASE, ceiling +1, sink +2 (below the
+#                      ephemeral range: a connection to a port in that range with
+#                      nothing listening can connect to itself and hold the port)
 #   HOOKRELAY_BIN      use this binary instead of target/release/hookrelay
 #   SKIP_BUILD=1       do not run cargo
 #   PERF=1             record `perf record -g` of hookrelay during the closed-loop run
@@ -39,7 +41,7 @@ RATE=${RATE:-500}
 RATE_DURATION=${RATE_DURATION:-10}
 BACKLOG=${BACKLOG:-100000}
 WORKERS=${WORKERS:-32}
-PORT_BASE=${PORT_BASE:-38080}
+PORT_BASE=${PORT_BASE:-28080}
 HR_PORT=$PORT_BASE
 BASE_PORT=$((PORT_BASE + 1))
 SINK_PORT=$((PORT_BASE + 2))
