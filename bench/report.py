@@ -154,6 +154,41 @@ row("start-up: spawn → first 200 on /readyz", fmt(hr_ready.get("ms"), 1) + " m
     fmt(base_ready.get("ms"), 1) + " ms", ratio(hr_ready.get("ms"), base_ready.get("ms"), 1),
     "≤ 200 ms", (hr_ready.get("ms", 1e9) <= 200) if hr_ready else None)
 
+def thread_ticks(name):
+    ticks = {}
+    try:
+        with open(os.path.join(T, name)) as f:
+            for line in f:
+                k, v = line.split()
+                ticks[k] = int(v)
+    except (OSError, ValueError):
+        pass
+    return ticks
+
+
+# Where the CPU went during the closed-loop run: per thread group, CPU time per
+# accepted request (clock ticks from /proc/PID/task/*/stat).
+hz = os.sysconf("SC_CLK_TCK")
+t0, t1 = thread_ticks("threads0.txt"), thread_ticks("threads1.txt")
+accepted = hr.get("ok") or 0
+cpu_rows = []
+if accepted and t1:
+    groups = {
+        "hookrelay-sqlit": "SQLite writer thread (every write: ingest, attempt records)",
+        "actix-server_wo": "HTTP workers (parse, verify, normalize, route, respond)",
+        "tokio-rt-worker": "delivery (runtime threads at lower priority: claim, render, send)",
+        "hookrelay-log": "log writer thread",
+    }
+    total = 0
+    for k in sorted(t1, key=lambda k: -(t1[k] - t0.get(k, 0))):
+        d = t1[k] - t0.get(k, 0)
+        total += d
+        if d:
+            cpu_rows.append(f"| {groups.get(k, k)} | {fmt(d * 1e6 / hz / accepted, 1)} µs |")
+    cpu_rows.append(f"| **hookrelay, all threads** | **{fmt(total * 1e6 / hz / accepted, 1)} µs** |")
+    sink_d = num("sink_ticks1") - num("sink_ticks0")
+    cpu_rows.append(f"| the bench sink (another process) | {fmt(sink_d * 1e6 / hz / accepted, 1)} µs |")
+
 out = []
 out.append(f"## hookrelay benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
 out.append("")
@@ -169,6 +204,15 @@ out.append("| metric | hookrelay | ceiling | ratio | target | |")
 out.append("|---|---|---|---|---|---|")
 out.extend(rows)
 out.append("")
+if cpu_rows:
+    out.append("CPU time per accepted request during the closed-loop run, by thread group "
+               "(deliveries run at the same time and are counted per accepted request; the "
+               "load generator is not counted):")
+    out.append("")
+    out.append("| threads | CPU per accepted request |")
+    out.append("|---|---|")
+    out.extend(cpu_rows)
+    out.append("")
 notes = []
 if stub:
     notes.append(

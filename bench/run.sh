@@ -75,6 +75,13 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # json FILE EXPR: a Python expression over the parsed JSON `j`.
 json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 calc() { python3 -c "import math; print($1)"; }
+# CPU ticks (user + system) per thread name of process $1, e.g. "hookrelay-sqlit 1234".
+thread_ticks() {
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+    done 2>/dev/null | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}'
+}
+proc_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 rss_mb() { awk -v f="$2:" '$1==f {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 metric() { # metric NAME_PREFIX LABEL_FILTER -> value (0 if absent)
     curl -s "http://127.0.0.1:$HR_PORT/metrics" | awk -v n="$1{" -v l="$2" \
@@ -138,12 +145,15 @@ ev0=$(db_count "SELECT COUNT(*) FROM events")
 del0=$(delivered)
 curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
 if [[ "${PERF:-0}" == 1 ]] && command -v perf >/dev/null; then
-    perf record -F 499 -g -o "$TMP/perf.data" -p "$HR_PID" -- sleep "$DURATION" 2>/dev/null &
+    # DWARF unwinding: the release build has no frame pointers.
+    perf record -F 499 --call-graph dwarf,16384 -o "$TMP/perf.data" -p "$HR_PID" -- sleep "$DURATION" 2>/dev/null &
     PERF_PID=$!
 fi
+thread_ticks "$HR_PID" >"$TMP/threads0.txt"; sink_ticks0=$(proc_ticks "$SINK_PID")
 load_t0=$(now_ms)
 load --url "$URL_HR" --secret "$SECRET" --connections "$CONNS" --duration "$DURATION" >"$TMP/hr_load.json"
 load_t1=$(now_ms)
+thread_ticks "$HR_PID" >"$TMP/threads1.txt"; sink_ticks1=$(proc_ticks "$SINK_PID")
 del1=$(delivered)
 curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_load.json"
 drain_s=$(wait_drain 120)
@@ -153,7 +163,9 @@ ev1=$(db_count "SELECT COUNT(*) FROM events")
 HR_PEAK_LOAD=$(rss_mb "$HR_PID" VmHWM)
 if [[ -n "${PERF_PID:-}" ]]; then
     wait "$PERF_PID" || true
-    perf report -i "$TMP/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^$' | head -120 >"$ROOT/bench/perf-ingest.txt" || true
+    # Inclusive (children) percentages of all hookrelay samples, by thread and function.
+    perf report -i "$TMP/perf.data" --children --sort comm,sym -g none --percent-limit 1.5 --stdio 2>/dev/null \
+        | grep -v '^$' | head -200 >"$ROOT/bench/perf-ingest.txt" || true
     log "perf report: bench/perf-ingest.txt"
 fi
 
@@ -197,5 +209,5 @@ DB_MB=$(du -sm "$TMP" | awk '{print $1}')
 export TMP DURATION CONNS RATE RATE_DURATION BACKLOG WORKERS BASE_IDLE BASE_PEAK HR_IDLE \
     HR_PEAK_LOAD HR_PEAK_RATE HR_BACKLOG_RSS HR_PEAK_BACKLOG HR_PEAK_FINAL HR_AFTER_RSS \
     BACKLOG_DEPTH ev0 ev1 del0 del1 del2 load_t0 load_t1 drain_s del_b0 del_b1 del_b2 \
-    drain_backlog_s DB_MB
+    drain_backlog_s DB_MB sink_ticks0 sink_ticks1
 python3 "$ROOT/bench/report.py" | tee "$ROOT/bench/results.md"
