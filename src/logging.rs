@@ -4,21 +4,26 @@
 //! straight to stderr, that is one `write` system call per line on the request
 //! path, under stderr's lock. Here a line is formatted by env_logger as before and
 //! appended to a shared buffer; the `hookrelay-log` thread writes whatever has
-//! gathered in one call. When idle, each line is written as soon as it is logged;
-//! under load, lines are batched. The buffer is bounded: when stderr cannot keep
-//! up, logging waits instead of growing memory. [`flush`] writes everything out
-//! (the binary calls it before exiting).
+//! gathered in one call. A line logged when the thread is idle is written at
+//! once; after each write the thread lets lines gather for [`GATHER`], so under
+//! load a write carries many lines and nobody wakes the thread per line. The
+//! buffer is bounded: when stderr cannot keep up, logging waits instead of
+//! growing memory. [`flush`] writes everything out (the binary calls it before
+//! exiting).
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// Above this many buffered bytes, logging waits for the writer thread.
 const MAX_BUFFERED: usize = 1 << 20;
+/// After a write, lines gather this long before the next one.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Default)]
 struct State {
     buf: Vec<u8>,
-    /// Bytes handed to the writer thread and not yet written.
+    /// The writer thread is writing or gathering: it looks at the buffer again
+    /// without being woken.
     writing: bool,
 }
 
@@ -75,12 +80,14 @@ fn writer_thread(shared: Arc<Shared>) {
         let _ = stderr.flush();
         drop(stderr);
         out.clear();
-        shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .writing = false;
         shared.written.notify_all();
+        std::thread::sleep(GATHER);
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.buf.is_empty() {
+            st.writing = false;
+            drop(st);
+            shared.written.notify_all();
+        }
     }
 }
 

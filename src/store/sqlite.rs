@@ -173,9 +173,7 @@ impl SqliteStore {
             result: None,
             tx,
         });
-        self.writer
-            .send(job)
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
