@@ -22,7 +22,7 @@
 #   RATE=500           fixed-rate phase, requests per second
 #   RATE_DURATION=10   fixed-rate phase, seconds
 #   BACKLOG=100000     events posted while the sink is stopped
-#   WORKERS=32         delivery.workers
+#   WORKERS=8          delivery.workers (8 is hookrelay's default)
 #   PORT_BASE=28080    hookrelay on PORT_BASE, ceiling +1, sink +2 (below the
 #                      ephemeral range: a connection to a port in that range with
 #                      nothing listening can connect to itself and hold the port)
@@ -40,7 +40,7 @@ CONNS=${CONNS:-64}
 RATE=${RATE:-500}
 RATE_DURATION=${RATE_DURATION:-10}
 BACKLOG=${BACKLOG:-100000}
-WORKERS=${WORKERS:-32}
+WORKERS=${WORKERS:-8}
 PORT_BASE=${PORT_BASE:-28080}
 HR_PORT=$PORT_BASE
 BASE_PORT=$((PORT_BASE + 1))
