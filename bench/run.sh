@@ -165,7 +165,7 @@ if [[ -n "${PERF_PID:-}" ]]; then
     wait "$PERF_PID" || true
     # Inclusive (children) percentages of all hookrelay samples, by thread and function.
     perf report -i "$TMP/perf.data" --children --sort comm,sym -g none --percent-limit 1.5 --stdio 2>/dev/null \
-        | grep -v '^$' | head -200 >"$ROOT/bench/perf-ingest.txt" || true
+        | sed 's/[ .]*$//' | grep -v '^#*$' | head -200 >"$ROOT/bench/perf-ingest.txt" || true
     log "perf report: bench/perf-ingest.txt"
 fi
 

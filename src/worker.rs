@@ -2,9 +2,10 @@
 //!
 //! Each destination has its own loop, its own concurrency limit
 //! (`delivery.workers`) and its own rate limiter, so a slow or dead destination
-//! never delays another. The queue stays in the database: a loop claims only as
-//! many deliveries as it may send now, each under a lease, so a crash mid-send
-//! means the lease runs out and the delivery is sent again — never lost.
+//! never delays another. The queue stays in the database: a loop claims at most
+//! `delivery.workers` deliveries ahead (and no more than the rate limit allows),
+//! each under a lease, so a crash mid-send means the delivery is sent again —
+//! never lost.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -226,54 +227,48 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
                 Err(_) => break,
             }
         }
-        if !ahead.is_empty() {
-            permits.truncate(ahead.len());
-            for permit in permits {
-                if let Some(c) = ahead.pop_front() {
-                    start_attempt(&shared, &relay, &limiter, c, permit);
+        if ahead.is_empty() {
+            // Arm the wake-up before looking, so an event stored meanwhile is not missed.
+            let notified = shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let claimed = match shared
+                .store
+                .claim(&name, free, timeout + LEASE_MARGIN)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("delivery to {name}: cannot claim: {e}");
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => break,
+                    }
+                    continue;
                 }
-            }
-            continue;
-        }
-
-        // Arm the wake-up before looking, so an event stored meanwhile is not missed.
-        let notified = shared.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
-        let claimed = match shared
-            .store
-            .claim(&name, free, timeout + LEASE_MARGIN)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("delivery to {name}: cannot claim: {e}");
+            };
+            if claimed.is_empty() {
                 drop(permits);
+                // A destination a reload removed lives on until its queue is empty.
+                let removed = !shared.relay.load().destinations.contains_key(&name);
+                let idle = match shared.store.next_due(&name).await {
+                    Ok(Some(at)) => {
+                        Duration::from_millis((at - now_ms()).max(1) as u64).min(IDLE_POLL)
+                    }
+                    Ok(None) if removed => break,
+                    Ok(None) | Err(_) => IDLE_POLL,
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(idle) => {}
                     _ = stop.changed() => break,
                 }
                 continue;
             }
-        };
-        if claimed.is_empty() {
-            drop(permits);
-            // A destination a reload removed lives on until its queue is empty.
-            let removed = !shared.relay.load().destinations.contains_key(&name);
-            let idle = match shared.store.next_due(&name).await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64).min(IDLE_POLL),
-                Ok(None) if removed => break,
-                Ok(None) | Err(_) => IDLE_POLL,
-            };
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(idle) => {}
-                _ = stop.changed() => break,
-            }
-            continue;
+            ahead.extend(claimed);
         }
-        ahead.extend(claimed);
         permits.truncate(ahead.len());
         for permit in permits {
             if let Some(c) = ahead.pop_front() {
