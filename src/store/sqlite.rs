@@ -4,7 +4,7 @@
 //! transaction: a burst of webhooks costs one commit (one fsync, `synchronous=FULL`)
 //! for many requests, and SQLite never sees two writers. A job learns its result
 //! only after the commit, and one failing job never undoes the others nor leaves
-//! half its rows (see [`writer_loop`]). Reads use a separate connection (WAL mode
+//! half its rows (see [`run_batch`]). Reads use a separate connection (WAL mode
 //! lets them run beside the writer).
 //!
 //! Claims are reads: a delivery being sent is leased in memory, not in a row.
@@ -27,7 +27,7 @@ use super::*;
 /// Jobs the writer takes into one transaction at most.
 const MAX_BATCH: usize = 512;
 
-/// One write. It may run twice: see [`writer_loop`].
+/// One write. It may run twice: see [`run_batch`].
 trait Job: Send {
     /// Runs the statements, keeps the result; false if it failed.
     fn run(&mut self, conn: &Connection) -> bool;
