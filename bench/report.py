@@ -189,6 +189,20 @@ if accepted and t1:
     sink_d = num("sink_ticks1") - num("sink_ticks0")
     cpu_rows.append(f"| the bench sink (another process) | {fmt(sink_d * 1e6 / hz / accepted, 1)} µs |")
 
+rounds = []
+try:
+    with open(os.path.join(T, "rounds.txt")) as f:
+        rounds = [tuple(float(x) for x in line.split()) for line in f if line.strip()]
+except (OSError, ValueError):
+    pass
+if rounds:
+    ratios = [h / b for b, h in rounds if b]
+    row(f"accepted req/s, {len(rounds)} more alternating pairs of {E.get('ROUND_DURATION', '?')} s "
+        "(hookrelay's queue draining between pairs)",
+        " / ".join(fmt(h) for _, h in rounds), " / ".join(fmt(b) for b, _ in rounds),
+        " / ".join(f"{r:.2f}×" for r in ratios) + f" (median {statistics.median(ratios):.2f}×)",
+        "≥ 0.50× ceiling", statistics.median(ratios) >= 0.5)
+
 out = []
 out.append(f"## hookrelay benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
 out.append("")

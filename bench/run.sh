@@ -29,6 +29,8 @@
 #   HOOKRELAY_BIN      use this binary instead of target/release/hookrelay
 #   SKIP_BUILD=1       do not run cargo
 #   PERF=1             record `perf record -g` of hookrelay during the closed-loop run
+#   ROUNDS=3           extra alternating ceiling/hookrelay closed-loop pairs at the
+#                      end (ROUND_DURATION=5 s each) for the spread of the ratio
 #   KEEP_TMP=1         keep the temporary folder (database, logs)
 set -euo pipefail
 
@@ -41,6 +43,8 @@ RATE=${RATE:-500}
 RATE_DURATION=${RATE_DURATION:-10}
 BACKLOG=${BACKLOG:-100000}
 WORKERS=${WORKERS:-8}
+ROUNDS=${ROUNDS:-3}
+ROUND_DURATION=${ROUND_DURATION:-5}
 PORT_BASE=${PORT_BASE:-28080}
 HR_PORT=$PORT_BASE
 BASE_PORT=$((PORT_BASE + 1))
@@ -204,10 +208,31 @@ HR_PEAK_FINAL=$(rss_mb "$HR_PID" VmHWM)
 HR_AFTER_RSS=$(rss_mb "$HR_PID" VmRSS)
 DB_MB=$(du -sm "$TMP" | awk '{print $1}')
 
+# ---------------------------------------------------------------- 5. repeated pairs
+# The machine's speed drifts between minutes; pairs taken back to back, alternating
+# which goes first, show how much the headline ratio moves.
+if (( ROUNDS > 0 )); then
+    log "$ROUNDS alternating pairs of ${ROUND_DURATION}s closed loops (ceiling, hookrelay)"
+    "$EX/bench_baseline" --listen "127.0.0.1:$BASE_PORT" 2>>"$TMP/baseline.log" &
+    BASE_PID=$!; PIDS+=("$BASE_PID")
+    wait_ready "http://127.0.0.1:$BASE_PORT/readyz" "$(now_ns)" >/dev/null
+    : >"$TMP/rounds.txt"
+    for r in $(seq "$ROUNDS"); do
+        if (( r % 2 )); then order="BASE HR"; else order="HR BASE"; fi
+        for who in $order; do
+            if [[ $who == BASE ]]; then url=$URL_BASE; else url=$URL_HR; fi
+            load --url "$url" --secret "$SECRET" --connections "$CONNS" --duration "$ROUND_DURATION" >"$TMP/round_${r}_$who.json"
+        done
+        echo "$(json "$TMP/round_${r}_BASE.json" "j['ok_per_s']") $(json "$TMP/round_${r}_HR.json" "j['ok_per_s']")" >>"$TMP/rounds.txt"
+        wait_drain 120 >/dev/null
+    done
+    kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
+fi
+
 
 # ---------------------------------------------------------------- report
 export TMP DURATION CONNS RATE RATE_DURATION BACKLOG WORKERS BASE_IDLE BASE_PEAK HR_IDLE \
     HR_PEAK_LOAD HR_PEAK_RATE HR_BACKLOG_RSS HR_PEAK_BACKLOG HR_PEAK_FINAL HR_AFTER_RSS \
     BACKLOG_DEPTH ev0 ev1 del0 del1 del2 load_t0 load_t1 drain_s del_b0 del_b1 del_b2 \
-    drain_backlog_s DB_MB sink_ticks0 sink_ticks1
+    drain_backlog_s DB_MB sink_ticks0 sink_ticks1 ROUND_DURATION
 python3 "$ROOT/bench/report.py" | tee "$ROOT/bench/results.md"
