@@ -198,7 +198,7 @@ except (OSError, ValueError):
 if rounds:
     ratios = [h / b for b, h in rounds if b]
     row(f"accepted req/s, {len(rounds)} more alternating pairs of {E.get('ROUND_DURATION', '?')} s "
-        "(hookrelay's queue draining between pairs)",
+        "(queue drained before each)",
         " / ".join(fmt(h) for _, h in rounds), " / ".join(fmt(b) for b, _ in rounds),
         " / ".join(f"{r:.2f}×" for r in ratios) + f" (median {statistics.median(ratios):.2f}×)",
         "≥ 0.50× ceiling", statistics.median(ratios) >= 0.5)
