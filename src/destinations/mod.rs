@@ -319,6 +319,16 @@ pub(crate) mod test_support {
     }
 
     pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A message whose body is the text `t`.
+    pub fn text(t: &str) -> super::Message {
+        super::Message {
+            body: crate::templates::Body::Text(t.into()),
+            html: None,
+            subject: None,
+            channel: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -196,7 +196,7 @@ impl Destination for Teams {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{client, refused_addr, TIMEOUT};
+    use super::super::test_support::{client, refused_addr, text, TIMEOUT};
     use super::*;
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -207,15 +207,6 @@ mod tests {
             format,
         };
         Teams::new(&cfg, client(), timeout)
-    }
-
-    fn text(t: &str) -> Message {
-        Message {
-            body: Body::Text(t.into()),
-            html: None,
-            subject: None,
-            channel: None,
-        }
     }
 
     async fn answering(status: u16) -> MockServer {

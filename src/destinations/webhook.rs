@@ -84,7 +84,7 @@ impl Destination for Webhook {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{client, refused_addr, TIMEOUT};
+    use super::super::test_support::{client, refused_addr, text, TIMEOUT};
     use super::*;
     use serde_json::Value;
     use std::collections::BTreeMap;
@@ -100,15 +100,6 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
         };
         Webhook::new(&cfg, client(), timeout)
-    }
-
-    fn text(t: &str) -> Message {
-        Message {
-            body: Body::Text(t.into()),
-            html: None,
-            subject: None,
-            channel: None,
-        }
     }
 
     #[tokio::test]
