@@ -152,7 +152,9 @@ pub async fn ingest(
         event.event.as_deref().unwrap_or("-"),
         status
     );
-    let stored = match NewEvent::new(event, key, source.cfg.dedup_window, routed, deliveries) {
+    let new = NewEvent::new(&event, key, source.cfg.dedup_window, routed, deliveries);
+    drop(event);
+    let stored = match new {
         Ok(new) => shared.store.ingest(new).await,
         Err(e) => Err(e),
     };

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::event::Event;
+use crate::event::{Event, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,9 +55,11 @@ pub struct NewDelivery {
 /// An event to store with its deliveries.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub event: Event,
-    /// `event` as JSON, serialized by the caller so the single writer thread only
-    /// writes (see `NewEvent::new`).
+    pub source: String,
+    pub status: Status,
+    /// The event as JSON, serialized by the caller so the single writer thread only
+    /// writes. The event itself stays with the caller: its `raw` tree is many small
+    /// allocations, cheaper freed on the thread that made them than on the writer.
     pub event_json: String,
     /// Provider's event id, else SHA-256 of the body.
     pub dedup_key: String,
@@ -69,16 +71,17 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(
-        event: Event,
+        event: &Event,
         dedup_key: String,
         dedup_window: Duration,
         routed: bool,
         deliveries: Vec<NewDelivery>,
     ) -> Result<NewEvent> {
         let event_json =
-            serde_json::to_string(&event).map_err(|e| StoreError::Db(e.to_string()))?;
+            serde_json::to_string(event).map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(NewEvent {
-            event,
+            source: event.source.clone(),
+            status: event.status,
             event_json,
             dedup_key,
             dedup_window,

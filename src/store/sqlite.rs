@@ -265,7 +265,7 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
                 "SELECT id FROM events WHERE source = ?1 AND dedup_key = ?2 AND received_at >= ?3
                  ORDER BY seq LIMIT 1",
             )?
-            .query_row(params![e.event.source, e.dedup_key, since], |r| r.get(0))
+            .query_row(params![e.source, e.dedup_key, since], |r| r.get(0))
             .optional()?;
         if let Some(id) = dup {
             conn.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")?
@@ -280,10 +280,10 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
     )?
     .execute(params![
         id,
-        e.event.source,
+        e.source,
         now,
         e.dedup_key,
-        e.event.status.as_str(),
+        e.status.as_str(),
         e.routed,
         e.event_json
     ])?;
@@ -663,7 +663,7 @@ mod tests {
             template: "default".into(),
             channel: None,
         };
-        NewEvent::new(event, key.into(), Duration::ZERO, true, vec![d]).unwrap()
+        NewEvent::new(&event, key.into(), Duration::ZERO, true, vec![d]).unwrap()
     }
 
     fn job<T: Send + 'static>(
