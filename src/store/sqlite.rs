@@ -121,6 +121,12 @@ fn connect(path: &str) -> Result<Connection> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
     )?;
+    // Plans that do not depend on bound values: otherwise a claim whose LIMIT
+    // differs from the last one is parsed and planned again on every run.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
