@@ -3,7 +3,7 @@
 //! event with its deliveries in one transaction before answering 202. This path
 //! never calls a destination.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -35,14 +35,25 @@ fn query_token(req: &HttpRequest) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The `{source}` of `/hooks/{source}`: one non-empty path segment.
+fn source_name(req: &HttpRequest) -> Option<&str> {
+    let name = req.match_info().unprocessed().strip_prefix('/')?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
 pub async fn ingest(
     req: HttpRequest,
-    path: web::Path<String>,
     mut payload: web::Payload,
     shared: web::Data<Shared>,
     limit: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = path.into_inner();
+    let Some(name) = source_name(&req) else {
+        return Ok(super::not_found().await);
+    };
+    if req.method() != Method::POST {
+        return Ok(super::method_not_allowed().await);
+    }
+    let name = name.to_string();
     let relay = shared.relay.load_full();
     let Some(source) = relay.sources.get(&name) else {
         // Not labelled with the name: anyone could mint unbounded label values.

@@ -50,11 +50,11 @@ pub fn error_json(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message }))
 }
 
-async fn not_found() -> HttpResponse {
+pub(crate) async fn not_found() -> HttpResponse {
     error_json(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-async fn method_not_allowed() -> HttpResponse {
+pub(crate) async fn method_not_allowed() -> HttpResponse {
     error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
@@ -69,11 +69,9 @@ pub fn server(
         App::new()
             .app_data(data.clone())
             .app_data(web::Data::new(ingest::BodyLimit(max_body)))
-            .service(
-                web::resource("/hooks/{source}")
-                    .route(web::post().to(ingest::ingest))
-                    .default_service(web::to(method_not_allowed)),
-            )
+            // `/hooks/{source}` as a plain prefix: a path parameter would cost a
+            // regex match per webhook; the handler reads the name itself.
+            .service(web::scope("/hooks").default_service(web::to(ingest::ingest)))
             .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
             .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
             .service(web::resource("/metrics").route(web::get().to(ops::metrics)))

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{size_of, text_at, time_of};
+use super::{at, size_of, text_at, time_of};
 use crate::event::{Event, Status};
 
 pub fn normalize(raw: &Value) -> Event {
@@ -30,8 +30,8 @@ pub fn normalize(raw: &Value) -> Event {
         account: text_at(raw, "/stack/account_name"),
         backup: text_at(raw, "/backup/database_name"),
         database: text_at(raw, "/backup/db_type"),
-        size_bytes: raw.pointer("/backup/backup_size").and_then(size_of),
-        occurred_at: raw.pointer("/timestamp").and_then(time_of),
+        size_bytes: at(raw, "/backup/backup_size").and_then(size_of),
+        occurred_at: at(raw, "/timestamp").and_then(time_of),
         message,
         ..Event::default()
     }

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{size_of, text_of, time_of};
+use super::{at, size_of, text_of, time_of};
 use crate::event::{Event, Status};
 
 pub fn normalize(raw: &Value, fields: &BTreeMap<String, String>) -> Event {
     // An invalid pointer (say, missing its leading `/`) simply finds nothing;
     // config validation is where such mistakes are reported.
-    let at = |name: &str| fields.get(name).and_then(|p| raw.pointer(p));
-    let text = |name: &str| at(name).and_then(text_of);
+    let found = |name: &str| fields.get(name).and_then(|p| at(raw, p));
+    let text = |name: &str| found(name).and_then(text_of);
     Event {
         event: text("event"),
         status: text("status")
@@ -27,8 +27,8 @@ pub fn normalize(raw: &Value, fields: &BTreeMap<String, String>) -> Event {
         account: text("account"),
         backup: text("backup"),
         database: text("database"),
-        size_bytes: at("size_bytes").and_then(size_of),
-        occurred_at: at("occurred_at").and_then(time_of),
+        size_bytes: found("size_bytes").and_then(size_of),
+        occurred_at: found("occurred_at").and_then(time_of),
         id: text("id"),
         message: text("message"),
         ..Event::default()

@@ -78,7 +78,38 @@ fn rfc3339_checked(t: DateTime<Utc>) -> Option<String> {
 /// stringified (providers are loose about ids), empty strings, null, objects and
 /// arrays as `None`.
 pub(crate) fn text_at(v: &Value, pointer: &str) -> Option<String> {
-    v.pointer(pointer).and_then(text_of)
+    at(v, pointer).and_then(text_of)
+}
+
+/// [`Value::pointer`] without its allocation per segment: segments are only
+/// copied when they hold an escape (`~0`, `~1`). Runs several times per webhook.
+pub(crate) fn at<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return Some(v);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    let mut cur = v;
+    for seg in rest.split('/') {
+        let unescaped;
+        let key = if seg.contains('~') {
+            unescaped = seg.replace("~1", "/").replace("~0", "~");
+            unescaped.as_str()
+        } else {
+            seg
+        };
+        cur = match cur {
+            Value::Object(m) => m.get(key)?,
+            Value::Array(a) => {
+                // As RFC 6901 (and `Value::pointer`): no sign, no leading zeros.
+                if key.starts_with('+') || (key.starts_with('0') && key.len() != 1) {
+                    return None;
+                }
+                a.get(key.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(cur)
 }
 
 /// [`text_at`] for a value already in hand.
@@ -123,6 +154,10 @@ pub(crate) fn parse_time(s: &str) -> Option<String> {
     if s.is_empty() {
         return None;
     }
+    plain_utc(s).or_else(|| parse_time_general(s))
+}
+
+fn parse_time_general(s: &str) -> Option<String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return rfc3339_checked(t.with_timezone(&Utc));
     }
@@ -149,6 +184,31 @@ pub(crate) fn parse_time(s: &str) -> Option<String> {
         return s.parse::<f64>().ok().and_then(unix_float);
     }
     None
+}
+
+/// `YYYY-MM-DD HH:MM:SS` exactly (SimpleBackups' form, read as UTC), without
+/// chrono's format-string parser: it is the form most webhooks carry. Anything
+/// else, including impossible dates, is left to the general parsers.
+fn plain_utc(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    chrono::NaiveDate::from_ymd_opt(y as i32, mo, d)?.and_hms_opt(h, mi, sec)?;
+    Some(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z"))
 }
 
 fn unix_seconds(secs: i64, nanos: u32) -> Option<String> {
@@ -191,6 +251,61 @@ mod tests {
 
     fn at() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).single().unwrap()
+    }
+
+    #[test]
+    fn plain_times_read_as_the_general_parser_reads_them() {
+        for s in [
+            "2021-10-10 10:10:10",
+            "0000-01-01 00:00:00",
+            "9999-12-31 23:59:59",
+            "2024-02-29 12:00:00",
+            "2023-02-29 12:00:00",
+            "2021-13-01 00:00:00",
+            "2021-10-10 24:00:00",
+            "2021-10-10 23:59:60",
+            "2021-1a-10 10:10:10",
+            "2021-10-10T10:10:10",
+            "2021-10-10 10:10:1",
+        ] {
+            assert_eq!(parse_time(s), parse_time_general(s), "{s}");
+        }
+        assert_eq!(
+            plain_utc("2021-10-10 10:10:10").as_deref(),
+            Some("2021-10-10T10:10:10Z")
+        );
+        assert_eq!(plain_utc("2021-10-10T10:10:10"), None);
+    }
+
+    #[test]
+    fn pointer_reads_as_value_pointer_does() {
+        let v = json!({
+            "a": {"b": [10, {"c/d": 1, "e~f": 2, "": 3}]},
+            "0": "zero",
+            "list": ["x", "y"],
+        });
+        for p in [
+            "",
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1/c~1d",
+            "/a/b/1/e~0f",
+            "/a/b/1/",
+            "/a/b/01",
+            "/a/b/+1",
+            "/a/b/2",
+            "/a/b/x",
+            "/0",
+            "/list/1",
+            "/list/-",
+            "a",
+            "/missing/deeper",
+            "/a/b/0/c",
+        ] {
+            assert_eq!(super::at(&v, p), v.pointer(p), "{p:?}");
+        }
     }
 
     #[test]

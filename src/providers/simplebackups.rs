@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{text_at, time_of};
+use super::{at, text_at, time_of};
 use crate::event::{Event, Status};
 
 pub fn normalize(raw: &Value) -> Event {
@@ -18,7 +18,7 @@ pub fn normalize(raw: &Value) -> Event {
         status,
         server: text_at(raw, "/server/name"),
         backup,
-        occurred_at: raw.pointer("/finished_at").and_then(time_of),
+        occurred_at: at(raw, "/finished_at").and_then(time_of),
         id: text_at(raw, "/id"),
         message,
         ..Event::default()

@@ -77,8 +77,7 @@ impl NewEvent {
         routed: bool,
         deliveries: Vec<NewDelivery>,
     ) -> Result<NewEvent> {
-        let event_json =
-            serde_json::to_string(event).map_err(|e| StoreError::Db(e.to_string()))?;
+        let event_json = serde_json::to_string(event).map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(NewEvent {
             source: event.source.clone(),
             status: event.status,

@@ -302,6 +302,12 @@ async fn bad_requests_get_a_clear_json_error_and_store_nothing() {
     assert_eq!(r.status(), 405);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "method not allowed");
+    for path in ["/hooks", "/hooks/", "/hooks/open/extra", "/hooksopen"] {
+        let r = app.post(path, r#"{"hello": "world"}"#, &[]).await;
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "no such endpoint", "{path}");
+    }
     assert_eq!(app.api("/api/events").await["items"], json!([]));
 
     // The server is still serving, and unfamiliar JSON is accepted, not dropped.
