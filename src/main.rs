@@ -21,7 +21,20 @@ fn lower_priority() {
 /// Niceness of the delivery threads (0 normal, 19 lowest).
 const DELIVERY_NICENESS: libc::c_int = 10;
 
+/// SQLite counts every allocation under a global mutex unless told not to, and
+/// hookrelay never reads those counts (the storage writer allocates constantly).
+/// Only possible before SQLite is initialized, i.e. before the first connection.
+fn sqlite_without_memory_statistics() {
+    // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int. Called before any connection
+    // exists and before any other thread starts; were SQLite already initialized it
+    // would refuse (SQLITE_MISUSE) and nothing would change.
+    unsafe {
+        rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as libc::c_int);
+    }
+}
+
 fn main() {
+    sqlite_without_memory_statistics();
     let cli = hookrelay::cli::Cli::parse();
     hookrelay::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

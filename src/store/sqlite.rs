@@ -54,18 +54,22 @@ where
     }
 
     fn finish(self: Box<Self>, committed: bool) {
-        let r = match self.result {
+        let WriteJob { f, result, tx } = *self;
+        // Dropped before the answer goes out: what the job shares with its caller
+        // (see `ingest`) is then freed by the caller, on the thread that made it.
+        drop(f);
+        let r = match result {
             Some(Err(e)) => Err(e),
             Some(Ok(v)) if committed => Ok(v),
             _ => Err(StoreError::Commit),
         };
-        let _ = self.tx.send(r);
+        let _ = tx.send(r);
     }
 }
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY,
     id          TEXT NOT NULL UNIQUE,
     source      TEXT NOT NULL,
     received_at INTEGER NOT NULL,
@@ -77,7 +81,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_dedup ON events (source, dedup_key, received_at);
 CREATE TABLE IF NOT EXISTS deliveries (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              INTEGER PRIMARY KEY,
     event_id        TEXT NOT NULL REFERENCES events (id),
     destination     TEXT NOT NULL,
     template        TEXT NOT NULL,
@@ -376,7 +380,12 @@ fn event_record(conn: &Connection, row: (String, bool, u32, String)) -> Result<E
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, e: NewEvent) -> Result<Ingested> {
-        self.write(move |c| ingest_tx(c, &e)).await
+        // Shared, so the last owner, and the one that frees its strings, is this
+        // task rather than the writer thread (freeing memory another thread
+        // allocated costs glibc's allocator a lock; the writer is the one serial stage).
+        let e = Arc::new(e);
+        let job = e.clone();
+        self.write(move |c| ingest_tx(c, &job)).await
     }
 
     async fn claim(
