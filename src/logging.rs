@@ -104,12 +104,60 @@ pub fn init() {
             .spawn(move || writer_thread(shared))
     };
     if thread.is_ok() && SHARED.set(shared.clone()).is_ok() {
-        if std::env::var_os("RUST_LOG_STYLE").is_none() && std::io::stderr().is_terminal() {
-            builder.write_style(env_logger::WriteStyle::Always);
-        }
+        let color = match std::env::var("RUST_LOG_STYLE").as_deref() {
+            Ok("always") => true,
+            Ok("never") => false,
+            _ => std::io::stderr().is_terminal(),
+        };
+        // The line is written by `line` with or without colour; env_logger passes
+        // it through as it is instead of scanning it for escapes to strip.
+        builder.write_style(env_logger::WriteStyle::Always);
+        builder.format(move |out, record| line(out, record, color));
         builder.target(env_logger::Target::Pipe(Box::new(Pipe(shared))));
     }
     builder.init();
+}
+
+thread_local! {
+    /// The last second formatted on this thread and its text: a timestamp is
+    /// formatted once per second per thread, not once per line.
+    static STAMP: std::cell::RefCell<(u64, String)> = const {
+        std::cell::RefCell::new((u64::MAX, String::new()))
+    };
+}
+
+/// `[2026-11-23T10:00:00Z INFO  hookrelay::http::ingest] message`: env_logger's
+/// default layout, written without its per-line formatting machinery.
+fn line(out: &mut impl Write, record: &log::Record, color: bool) -> std::io::Result<()> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let level = record.level();
+    let (on, off) = match (color, level) {
+        (false, _) => ("", ""),
+        (true, log::Level::Error) => ("\x1b[31m", "\x1b[0m"),
+        (true, log::Level::Warn) => ("\x1b[33m", "\x1b[0m"),
+        (true, log::Level::Info) => ("\x1b[32m", "\x1b[0m"),
+        (true, log::Level::Debug) => ("\x1b[34m", "\x1b[0m"),
+        (true, log::Level::Trace) => ("\x1b[36m", "\x1b[0m"),
+    };
+    STAMP.with(|stamp| {
+        let mut stamp = stamp.borrow_mut();
+        if stamp.0 != secs {
+            let t = i64::try_from(secs)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .unwrap_or_default();
+            *stamp = (secs, t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        }
+        writeln!(
+            out,
+            "[{} {on}{level:<5}{off} {}] {}",
+            stamp.1,
+            record.target(),
+            record.args()
+        )
+    })
 }
 
 /// Waits until every line logged so far is written to stderr.
@@ -126,6 +174,28 @@ pub fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_have_env_loggers_layout() {
+        let args = format_args!("accepted event {}", 7);
+        let record = log::Record::builder()
+            .args(args)
+            .level(log::Level::Info)
+            .target("hookrelay::http::ingest")
+            .build();
+        let mut out = Vec::new();
+        line(&mut out, &record, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (stamp, rest) = text.strip_prefix('[').unwrap().split_once(' ').unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{text}");
+        assert!(stamp.ends_with('Z') && stamp.len() == 20, "{text}");
+        assert_eq!(rest, "INFO  hookrelay::http::ingest] accepted event 7\n");
+
+        let mut out = Vec::new();
+        line(&mut out, &record, true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(" \x1b[32mINFO \x1b[0m hookrelay::http::ingest] "), "{text}");
+    }
 
     #[test]
     fn pipe_buffers_what_it_is_given_and_wakes_the_writer() {
