@@ -187,14 +187,20 @@ mod tests {
         line(&mut out, &record, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         let (stamp, rest) = text.strip_prefix('[').unwrap().split_once(' ').unwrap();
-        assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{text}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "{text}"
+        );
         assert!(stamp.ends_with('Z') && stamp.len() == 20, "{text}");
         assert_eq!(rest, "INFO  hookrelay::http::ingest] accepted event 7\n");
 
         let mut out = Vec::new();
         line(&mut out, &record, true).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains(" \x1b[32mINFO \x1b[0m hookrelay::http::ingest] "), "{text}");
+        assert!(
+            text.contains(" \x1b[32mINFO \x1b[0m hookrelay::http::ingest] "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub async fn ingest(
         ));
     }
 
-    if std::str::from_utf8(&body).is_err() {
+    let Ok(text) = std::str::from_utf8(&body) else {
         return Err(reject(
             &shared,
             &name,
@@ -133,8 +133,8 @@ pub async fn ingest(
             StatusCode::BAD_REQUEST,
             "body is not valid UTF-8",
         ));
-    }
-    let raw: Value = serde_json::from_slice(&body).map_err(|e| {
+    };
+    let raw: Value = serde_json::from_str(text).map_err(|e| {
         reject(
             &shared,
             &name,
@@ -153,7 +153,7 @@ pub async fn ingest(
         ));
     }
 
-    let event = crate::providers::normalize(&name, &source.cfg, raw, chrono::Utc::now());
+    let mut event = crate::providers::normalize(&name, &source.cfg, raw, chrono::Utc::now());
     let (routed, deliveries) = relay.plan(&event);
     let key = dedup_key(&event, &body);
     let status = event.status.as_str();
@@ -163,7 +163,15 @@ pub async fn ingest(
         event.event.as_deref().unwrap_or("-"),
         status
     );
-    let new = NewEvent::new(&event, key, source.cfg.dedup_window, routed, deliveries);
+    // Stored as it came: `raw` is exactly this text, parsed.
+    let new = NewEvent::new(
+        &mut event,
+        Some(text),
+        key,
+        source.cfg.dedup_window,
+        routed,
+        deliveries,
+    );
     drop(event);
     let stored = match new {
         Ok(new) => shared.store.ingest(new).await,

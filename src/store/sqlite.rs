@@ -667,7 +667,7 @@ mod tests {
     use crate::event::Event;
 
     fn new_event(key: &str) -> NewEvent {
-        let event = Event {
+        let mut event = Event {
             source: "s".into(),
             provider: "generic".into(),
             received_at: "2026-11-23T00:00:00Z".into(),
@@ -678,7 +678,7 @@ mod tests {
             template: "default".into(),
             channel: None,
         };
-        NewEvent::new(&event, key.into(), Duration::ZERO, true, vec![d]).unwrap()
+        NewEvent::new(&mut event, None, key.into(), Duration::ZERO, true, vec![d]).unwrap()
     }
 
     fn job<T: Send + 'static>(
