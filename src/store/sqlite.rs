@@ -26,6 +26,8 @@ use super::*;
 
 /// Jobs the writer takes into one transaction at most.
 const MAX_BATCH: usize = 512;
+/// How long a lazy write may wait for an urgent one to commit with (see `gather`).
+const LAZY_FOR: Duration = Duration::from_millis(2);
 
 /// One write. It may run twice: see [`run_batch`].
 trait Job: Send {
@@ -33,12 +35,15 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Hands the result over once the transaction is committed (or not).
     fn finish(self: Box<Self>, committed: bool);
+    /// Nobody is held up until it commits: it may wait for other writes.
+    fn lazy(&self) -> bool;
 }
 
 struct WriteJob<T, F> {
     f: F,
     result: Option<Result<T>>,
     tx: oneshot::Sender<Result<T>>,
+    lazy: bool,
 }
 
 impl<T, F> Job for WriteJob<T, F>
@@ -54,7 +59,7 @@ where
     }
 
     fn finish(self: Box<Self>, committed: bool) {
-        let WriteJob { f, result, tx } = *self;
+        let WriteJob { f, result, tx, .. } = *self;
         // Dropped before the answer goes out: what the job shares with its caller
         // (see `ingest`) is then freed by the caller, on the thread that made it.
         drop(f);
@@ -64,6 +69,10 @@ where
             _ => Err(StoreError::Commit),
         };
         let _ = tx.send(r);
+    }
+
+    fn lazy(&self) -> bool {
+        self.lazy
     }
 }
 
@@ -177,11 +186,30 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
+        self.write_job(f, false).await
+    }
+
+    /// [`write`](Self::write) for a write that need not commit on its own while
+    /// webhooks are arriving: see `gather`.
+    async fn write_lazy<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.write_job(f, true).await
+    }
+
+    async fn write_job<T, F>(&self, f: F, lazy: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job = Box::new(WriteJob {
             f,
             result: None,
             tx,
+            lazy,
         });
         self.writer.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -232,15 +260,45 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
     exec(conn, "COMMIT").map(drop)
 }
 
+/// Takes what is queued, up to [`MAX_BATCH`].
+///
+/// Attempt records are lazy. While webhooks are arriving (an urgent write within
+/// the last [`LAZY_FOR`]), a batch of lazy writes only waits for the next webhook,
+/// at most [`LAZY_FOR`], and commits with it: during a burst, records ride along
+/// with webhooks' commits instead of paying an fsync of their own. With no webhook
+/// arriving (a backlog draining), they commit at once, as any write.
+fn gather(
+    rx: &mpsc::Receiver<Box<dyn Job>>,
+    first: Box<dyn Job>,
+    last_urgent: &mut Option<std::time::Instant>,
+    lazy_for: Duration,
+) -> Vec<Box<dyn Job>> {
+    let now = std::time::Instant::now();
+    let mut batch = vec![first];
+    let recent = last_urgent.is_some_and(|t| now.duration_since(t) < lazy_for);
+    let mut lazy = batch[0].lazy() && recent;
+    let deadline = now + lazy_for;
+    while batch.len() < MAX_BATCH {
+        let next = if lazy {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            rx.recv_timeout(left).ok()
+        } else {
+            rx.try_recv().ok()
+        };
+        let Some(job) = next else { break };
+        lazy &= job.lazy();
+        batch.push(job);
+    }
+    if batch.iter().any(|j| !j.lazy()) {
+        *last_urgent = Some(std::time::Instant::now());
+    }
+    batch
+}
+
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut last_urgent = None;
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
+        let mut batch = gather(&rx, first, &mut last_urgent, LAZY_FOR);
         let committed = match run_batch(&conn, &mut batch) {
             Ok(()) => true,
             Err(e) => {
@@ -492,7 +550,8 @@ impl Store for SqliteStore {
             Outcome::RetryAt { at_ms } => ("pending", at_ms),
             Outcome::Dead => ("dead", attempt.at_ms),
         };
-        self.write(move |c| {
+        // The send is over; the delivery stays leased until this commits.
+        self.write_lazy(move |c| {
             c.prepare_cached(
                 "INSERT INTO attempts (delivery_id, at, status, error, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -689,8 +748,54 @@ mod tests {
             f,
             result: None,
             tx,
+            lazy: false,
         };
         (Box::new(job), rx)
+    }
+
+    fn noop(lazy: bool) -> Box<dyn Job> {
+        let (tx, _) = oneshot::channel::<Result<()>>();
+        Box::new(WriteJob {
+            f: |_: &Connection| Ok(()),
+            result: None,
+            tx,
+            lazy,
+        })
+    }
+
+    #[test]
+    fn records_wait_for_a_webhook_to_commit_with_only_while_webhooks_arrive() {
+        let long = Duration::from_secs(30);
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+
+        // Webhooks arriving: a lazy write waits for the next urgent one.
+        let mut last_urgent = Some(std::time::Instant::now());
+        let sender = {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send(noop(false)).unwrap())
+        };
+        let batch = gather(&rx, noop(true), &mut last_urgent, long);
+        sender.join().unwrap();
+        assert_eq!(
+            batch.iter().map(|j| j.lazy()).collect::<Vec<_>>(),
+            [true, false]
+        );
+
+        // No webhook lately (a backlog draining): it goes at once, alone.
+        let mut none = None;
+        let started = std::time::Instant::now();
+        let batch = gather(&rx, noop(true), &mut none, long);
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < long / 2, "did not wait for company");
+        let mut stale = Some(std::time::Instant::now());
+        let batch = gather(&rx, noop(true), &mut stale, Duration::ZERO);
+        assert_eq!(batch.len(), 1);
+
+        // Urgent writes never wait, and what is queued goes with them.
+        tx.send(noop(true)).unwrap();
+        let batch = gather(&rx, noop(false), &mut none, long);
+        assert_eq!(batch.len(), 2);
+        assert!(none.is_some(), "an urgent write was seen");
     }
 
     fn count(conn: &Connection, sql: &str) -> i64 {
