@@ -292,6 +292,7 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
         out!("\nmatching routes: none (the event would be stored as unrouted)");
     }
     let mut failed = false;
+    let ctx = event.template_context();
     for d in &deliveries {
         let ty = relay
             .destinations
@@ -303,7 +304,7 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
             d.destination,
             d.template
         );
-        match relay.prepare(&d.destination, &d.template, d.channel.as_deref(), &event) {
+        match relay.prepare(&d.destination, &d.template, d.channel.as_deref(), &ctx) {
             Ok((sender, req)) => {
                 print_request(&req);
                 if send {

@@ -165,6 +165,15 @@ impl Event {
         m.insert("raw".into(), self.raw.clone());
         Value::Object(m)
     }
+
+    /// [`template_context`](Self::template_context) without copying `raw`, for
+    /// an event that is not needed afterwards.
+    pub fn into_template_context(mut self) -> Value {
+        let raw = std::mem::take(&mut self.raw);
+        let mut m = self.fields_json();
+        m.insert("raw".into(), raw);
+        Value::Object(m)
+    }
 }
 
 /// Follows `a.b.0.c` through objects and arrays.

@@ -212,26 +212,25 @@ impl Relay {
         dest_name: &str,
         template: &str,
         channel: Option<&str>,
-        e: &Event,
+        ctx: &serde_json::Value,
     ) -> Result<(Arc<dyn Destination>, Request), String> {
         let dest = self
             .destinations
             .get(dest_name)
             .ok_or_else(|| format!("destination {dest_name:?} is not configured"))?;
-        let ctx = e.template_context();
         let ty = dest.type_name();
         let body = self
             .templates
-            .render_body(template, ty, &ctx)
+            .render_body(template, ty, ctx)
             .map_err(|x| x.to_string())?;
         let (html, subject) = if ty == "email" {
             (
                 self.templates
-                    .render_email_html(template, &ctx)
+                    .render_email_html(template, ctx)
                     .map_err(|x| x.to_string())?,
                 Some(
                     self.templates
-                        .render_inline(&subject_key(dest_name), &ctx)
+                        .render_inline(&subject_key(dest_name), ctx)
                         .map_err(|x| x.to_string())?,
                 ),
             )

@@ -304,7 +304,7 @@ async fn attempt(
     shared: Arc<Shared>,
     relay: Arc<Relay>,
     limiter: Arc<Mutex<Limiter>>,
-    c: Claimed,
+    mut c: Claimed,
     _permit: OwnedSemaphorePermit,
 ) {
     let at_ms = now_ms();
@@ -314,7 +314,8 @@ async fn attempt(
         .get(&c.destination)
         .map(|d| d.cfg.common.timeout)
         .unwrap_or(Duration::from_secs(10));
-    let result = match relay.prepare(&c.destination, &c.template, c.channel.as_deref(), &c.event) {
+    let ctx = std::mem::take(&mut c.event).into_template_context();
+    let result = match relay.prepare(&c.destination, &c.template, c.channel.as_deref(), &ctx) {
         Ok((sender, req)) => {
             // The destination bounds its own requests; this bounds everything else
             // (DNS, a stuck TLS handshake) so a lease is never held forever.
