@@ -36,11 +36,30 @@ impl AuthError {
 }
 
 /// The checks one source demands, precomputed from its config.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Verifier {
     tokens: Vec<Secret>,
-    /// (header, prefix, secrets)
-    hmac: Option<(String, String, Vec<Secret>)>,
+    /// (header, prefix, one HMAC already keyed per secret)
+    hmac: Option<(String, String, Vec<Hmac<Sha256>>)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("tokens", &self.tokens)
+            .field("hmac_header", &self.signature_header())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keyed once here; each request clones the keyed state instead of hashing the
+/// key again.
+fn keyed(secrets: Vec<Secret>) -> Vec<Hmac<Sha256>> {
+    secrets
+        .iter()
+        // HMAC takes keys of any length; this never drops one.
+        .filter_map(|s| Hmac::<Sha256>::new_from_slice(s.expose().as_bytes()).ok())
+        .collect()
 }
 
 impl Verifier {
@@ -50,12 +69,12 @@ impl Verifier {
             (Some(h), _) => Some((
                 h.header.clone(),
                 h.prefix.clone(),
-                h.secret.clone().into_vec(),
+                keyed(h.secret.clone().into_vec()),
             )),
             (None, Some(s)) if cfg.kind == SourceKind::Simplebackups => Some((
                 SB_SIGNATURE.to_string(),
                 String::new(),
-                s.clone().into_vec(),
+                keyed(s.clone().into_vec()),
             )),
             _ => None,
         };
@@ -117,14 +136,13 @@ impl Verifier {
         let value = value.trim();
         let hex_part = value.strip_prefix(prefix.as_str()).unwrap_or(value);
         // Lowercase hex per the contract; accept uppercase too, it is the same bytes.
-        let Ok(given) = hex::decode(hex_part) else {
+        let mut given = [0u8; 32];
+        if hex::decode_to_slice(hex_part, &mut given).is_err() {
             return Err(AuthError::WrongSignature(header.clone()));
-        };
+        }
         let mut ok = false;
-        for s in secrets {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(s.expose().as_bytes()) else {
-                continue;
-            };
+        for keyed in secrets {
+            let mut mac = keyed.clone();
             mac.update(body);
             // verify_slice compares in constant time.
             ok |= mac.verify_slice(&given).is_ok();
@@ -198,6 +216,16 @@ mod tests {
             .check_signature(Some(&sign("k1", body)), br#"{"id":2}"#)
             .is_err());
         assert!(v.check_signature(Some("zz"), body).is_err());
+        let good = sign("k1", body);
+        let upper = good.to_uppercase();
+        assert_eq!(v.check_signature(Some(&upper), body), Ok(()));
+        for bad in [&good[..62], &format!("{good}00"), ""] {
+            assert_eq!(
+                v.check_signature(Some(bad), body),
+                Err(AuthError::WrongSignature("SB-Signature".into())),
+                "{bad}"
+            );
+        }
         assert_eq!(
             v.check_signature(None, body),
             Err(AuthError::MissingSignature("SB-Signature".into()))

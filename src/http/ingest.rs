@@ -6,12 +6,20 @@
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::ApiError;
 use crate::relay::dedup_key;
 use crate::startup::Shared;
 use crate::store::{Ingested, NewEvent};
+
+/// The answer to a webhook (serialized straight from this, no JSON tree).
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    event_id: &'a str,
+    deliveries: usize,
+    duplicate: bool,
+}
 
 /// `server.max_body_bytes`, fixed at start.
 pub struct BodyLimit(pub usize);
@@ -203,19 +211,19 @@ pub async fn ingest(
                 "accepted event {event_id} from {name}: {summary}, {deliveries} deliveries{}",
                 if routed { "" } else { " (matched no route)" }
             );
-            Ok(HttpResponse::Accepted().json(json!({
-                "event_id": event_id,
-                "deliveries": deliveries,
-                "duplicate": false,
-            })))
+            Ok(HttpResponse::Accepted().json(Answer {
+                event_id: &event_id,
+                deliveries,
+                duplicate: false,
+            }))
         }
         Ingested::Duplicate { event_id } => {
             log::info!("duplicate of event {event_id} from {name}: {summary}; no new deliveries");
-            Ok(HttpResponse::Ok().json(json!({
-                "event_id": event_id,
-                "deliveries": 0,
-                "duplicate": true,
-            })))
+            Ok(HttpResponse::Ok().json(Answer {
+                event_id: &event_id,
+                deliveries: 0,
+                duplicate: true,
+            }))
         }
     }
 }
