@@ -103,9 +103,13 @@ impl NewEvent {
 fn with_raw_text(event: &mut Event, raw_text: &str) -> serde_json::Result<String> {
     const NULL_RAW: &str = r#","raw":null}"#;
     let raw = std::mem::take(&mut event.raw);
-    let fields = serde_json::to_string(&*event);
+    // Room for the fields and the body at once: no regrowing while writing.
+    let mut buf = Vec::with_capacity(512 + raw_text.len());
+    let fields = serde_json::to_writer(&mut buf, &*event);
     event.raw = raw;
-    let mut json = fields?;
+    fields?;
+    // serde_json writes UTF-8 only.
+    let mut json = String::from_utf8(buf).map_err(|e| serde::ser::Error::custom(e.to_string()))?;
     match json.strip_suffix(NULL_RAW) {
         Some(head) => {
             json.truncate(head.len());
