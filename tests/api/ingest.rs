@@ -391,6 +391,9 @@ async fn an_event_no_route_matches_is_kept_as_unrouted() {
         .await;
     assert_eq!(e["routed"], false);
     assert_eq!(e["event"]["server"], "Acme Server");
+    // Stored as sent.
+    let sent: Value = serde_json::from_str(&fixture("simplebackups/error.json")).unwrap();
+    assert_eq!(e["event"]["raw"], sent);
     assert_eq!(e["event"]["raw"]["storage"]["name"], "Acme Storage");
     let list = app.api("/api/events").await;
     assert_eq!(list["items"][0]["routed"], false);
@@ -399,6 +402,32 @@ async fn an_event_no_route_matches_is_kept_as_unrouted() {
         metrics.contains(r#"hookrelay_events_unrouted_total{source="simplebackups"} 1"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn simplebackups_events_route_on_payload_fields() {
+    let hook = ok_server(200).await;
+    let app = spawn_app(&format!(
+        "{SOURCES}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - match: {{ raw.storage.name: Acme Storage }}\n    to: [hook]\n",
+        hook.uri()
+    ))
+    .await;
+    let r = post_fixture(&app, "simplebackups", "simplebackups/error.json").await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["deliveries"], 1, "{v}");
+
+    let other = fixture("simplebackups/error.json")
+        .replace("987655", "987656")
+        .replace("Acme Storage", "Other Storage");
+    let sig = sign("sb-secret", other.as_bytes());
+    let r = app
+        .post("/hooks/simplebackups", other, &[("SB-Signature", &sig)])
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["deliveries"], 0, "{v}");
+    assert_eq!(v["duplicate"], false, "{v}");
+    let bodies = wait_received(&hook, 1, Duration::from_secs(10)).await;
+    assert_eq!(bodies[0]["raw"]["storage"]["name"], "Acme Storage");
 }
 
 #[tokio::test]
