@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -25,9 +26,26 @@ pub struct Shared {
     pub reloaded: Notify,
     pub http: reqwest::Client,
     pub config_path: PathBuf,
+    /// Webhooks accepted for storage and not yet committed: how busy ingest is.
+    pub storing: AtomicUsize,
 }
 
+/// At or above this many webhooks waiting for their commit, ingest is in a burst:
+/// each destination then sends one alert at a time (see `worker`).
+pub const BURST: usize = 8;
+
 impl Shared {
+    /// Whether webhooks are arriving faster than they are committed one by one.
+    pub fn in_burst(&self) -> bool {
+        self.storing.load(Ordering::Relaxed) >= BURST
+    }
+
+    /// Counts one webhook as being stored until the guard is dropped.
+    pub fn storing(&self) -> StoringGuard<'_> {
+        self.storing.fetch_add(1, Ordering::Relaxed);
+        StoringGuard(&self.storing)
+    }
+
     /// Re-reads the config file and templates. On any error the old relay keeps
     /// serving and the errors are returned.
     pub fn reload(&self) -> Result<(), String> {
@@ -43,6 +61,15 @@ impl Shared {
         self.reloaded.notify_waiters();
         self.notify.notify_waiters();
         Ok(())
+    }
+}
+
+/// See [`Shared::storing`]; also released if the request is dropped mid-way.
+pub struct StoringGuard<'a>(&'a AtomicUsize);
+
+impl Drop for StoringGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -86,6 +113,7 @@ impl Application {
             reloaded: Notify::new(),
             http,
             config_path: path,
+            storing: AtomicUsize::new(0),
         });
         let listener =
             TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;

@@ -211,16 +211,27 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             }
             continue;
         }
+        // In a burst of webhooks (see `Shared::in_burst`), one send at a time: an
+        // attempt then holds every permit. Accepting goes first; the queue is on
+        // disk and drains at full concurrency once the burst is over.
+        let burst = shared.in_burst();
         let first_permit = tokio::select! {
-            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = sem.clone().acquire_many_owned(if burst { workers as u32 } else { 1 }) => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
             _ = stop.changed() => break,
         };
         let mut permits = vec![first_permit];
-        let free = limiter
-            .lock()
-            .map(|mut l| l.free(Instant::now()))
-            .unwrap_or(1)
-            .clamp(1, workers);
+        let free = if burst {
+            1
+        } else {
+            limiter
+                .lock()
+                .map(|mut l| l.free(Instant::now()))
+                .unwrap_or(1)
+                .clamp(1, workers)
+        };
         while permits.len() < free {
             match sem.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),

@@ -182,7 +182,10 @@ pub async fn ingest(
     );
     drop(event);
     let stored = match new {
-        Ok(new) => shared.store.ingest(new).await,
+        Ok(new) => {
+            let _storing = shared.storing();
+            shared.store.ingest(new).await
+        }
         Err(e) => Err(e),
     };
     let stored = stored.map_err(|e| {

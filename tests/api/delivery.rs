@@ -352,3 +352,117 @@ async fn hostile_names_yield_valid_escaped_json_and_long_messages_are_shortened(
     );
     assert!(all_text(tl).contains("x…"));
 }
+
+/// A destination that answers 200 after `delay` and records the most requests it
+/// was handling at once.
+struct SlowSink {
+    url: String,
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most_at_once: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SlowSink {
+    async fn start(delay: Duration) -> SlowSink {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/in", listener.local_addr().unwrap());
+        let received = Arc::new(AtomicUsize::new(0));
+        let most_at_once = Arc::new(AtomicUsize::new(0));
+        let now = Arc::new(AtomicUsize::new(0));
+        let (r, m) = (received.clone(), most_at_once.clone());
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (r, m, now) = (r.clone(), m.clone(), now.clone());
+                tokio::spawn(async move {
+                    let mut conn = BufReader::new(conn);
+                    // One request after another on a kept-alive connection.
+                    loop {
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if conn.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let at_once = now.fetch_add(1, SeqCst) + 1;
+                        m.fetch_max(at_once, SeqCst);
+                        tokio::time::sleep(delay).await;
+                        now.fetch_sub(1, SeqCst);
+                        r.fetch_add(1, SeqCst);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if conn.get_mut().write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowSink {
+            url,
+            received,
+            most_at_once,
+        }
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn most_at_once(&self) -> usize {
+        self.most_at_once.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn in_a_burst_of_webhooks_each_destination_sends_one_alert_at_a_time() {
+    let sink = SlowSink::start(Duration::from_millis(50)).await;
+    let app = spawn_app(&format!(
+        "{C66}admin: {{ token: {ADMIN} }}\ndelivery: {{ workers: 4 }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}\" }}\nroutes:\n  - to: [hook]\n",
+        sink.url
+    ))
+    .await;
+    let post_many = |from: usize| {
+        let app = &app;
+        async move {
+            for i in from..from + 12 {
+                post_c66(app, &c66_with(|v| v["id"] = json!(format!("burst-{i}")))).await;
+            }
+        }
+    };
+
+    // Webhooks waiting for their commit, as in a burst: one send at a time.
+    let burst: Vec<_> = (0..hookrelay::startup::BURST)
+        .map(|_| app.shared.storing())
+        .collect();
+    assert!(app.shared.in_burst());
+    post_many(0).await;
+    assert!(wait_for(Duration::from_secs(20), || async { sink.received() == 12 }).await);
+    assert_eq!(sink.most_at_once(), 1);
+
+    // The burst is over: `delivery.workers` sends at once again.
+    drop(burst);
+    assert!(!app.shared.in_burst());
+    post_many(12).await;
+    assert!(wait_for(Duration::from_secs(20), || async { sink.received() == 24 }).await);
+    assert!(sink.most_at_once() > 1, "{}", sink.most_at_once());
+    assert!(sink.most_at_once() <= 4, "{}", sink.most_at_once());
+    let all = app.wait_settled(Duration::from_secs(10)).await;
+    assert!(all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["state"] == "delivered"));
+}
