@@ -27,7 +27,7 @@ pub struct Shared {
     pub http: reqwest::Client,
     pub config_path: PathBuf,
     /// Webhooks accepted for storage and not yet committed: how busy ingest is.
-    pub storing: AtomicUsize,
+    storing: AtomicUsize,
 }
 
 /// At or above this many webhooks waiting for their commit, ingest is in a burst:

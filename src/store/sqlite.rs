@@ -77,6 +77,9 @@ where
 }
 
 const SCHEMA: &str = r#"
+-- Rowids without AUTOINCREMENT: rows are never deleted, so they are never reused,
+-- and each insert is spared an update of sqlite_sequence. (Databases created
+-- before keep AUTOINCREMENT; it changes nothing but that cost.)
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY,
     id          TEXT NOT NULL UNIQUE,
