@@ -120,10 +120,62 @@ pub fn init() {
 
 thread_local! {
     /// The last second formatted on this thread and its text: a timestamp is
-    /// formatted once per second per thread, not once per line.
-    static STAMP: std::cell::RefCell<(u64, String)> = const {
-        std::cell::RefCell::new((u64::MAX, String::new()))
+    /// formatted once per second per thread, not once per line. A `Cell` of a
+    /// copy: nothing stays borrowed while the message is formatted (which may log).
+    static STAMP: std::cell::Cell<(u64, [u8; 20])> = const {
+        std::cell::Cell::new((u64::MAX, [b'-'; 20]))
     };
+}
+
+/// `2026-11-23T10:00:00Z` for unix second `secs`, cached per thread.
+fn stamp(secs: u64) -> [u8; 20] {
+    let fresh = || {
+        let t = i64::try_from(secs)
+            .ok()
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+            .unwrap_or_default();
+        let mut text = [b'-'; 20];
+        let formatted = t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        if formatted.len() == text.len() {
+            text.copy_from_slice(formatted.as_bytes());
+        }
+        text
+    };
+    STAMP
+        .try_with(|cell| match cell.get() {
+            (s, text) if s == secs => text,
+            _ => {
+                let text = fresh();
+                cell.set((secs, text));
+                text
+            }
+        })
+        // Logging while the thread is being torn down: no cache.
+        .unwrap_or_else(|_| fresh())
+}
+
+/// A message with its control characters escaped (`\u{1b}`, `\n`): text from
+/// payloads reaches the log, and must neither inject terminal escapes nor split a
+/// line in two.
+struct Clean<'a>(&'a std::fmt::Arguments<'a>);
+
+impl std::fmt::Display for Clean<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Escaping<'a, 'b>(&'a mut std::fmt::Formatter<'b>);
+        impl std::fmt::Write for Escaping<'_, '_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                let mut rest = s;
+                while let Some(i) = rest.find(|c: char| c.is_control() && c != '\t') {
+                    self.0.write_str(&rest[..i])?;
+                    let c = rest[i..].chars().next().unwrap_or_default();
+                    write!(self.0, "{}", c.escape_default())?;
+                    rest = &rest[i + c.len_utf8()..];
+                }
+                self.0.write_str(rest)
+            }
+        }
+        std::fmt::write(&mut Escaping(f), *self.0)
+    }
 }
 
 /// `[2026-11-23T10:00:00Z INFO  hookrelay::http::ingest] message`: env_logger's
@@ -132,6 +184,8 @@ fn line(out: &mut impl Write, record: &log::Record, color: bool) -> std::io::Res
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let stamp = stamp(secs);
+    let stamp = std::str::from_utf8(&stamp).unwrap_or("-");
     let level = record.level();
     let (on, off) = match (color, level) {
         (false, _) => ("", ""),
@@ -141,23 +195,12 @@ fn line(out: &mut impl Write, record: &log::Record, color: bool) -> std::io::Res
         (true, log::Level::Debug) => ("\x1b[34m", "\x1b[0m"),
         (true, log::Level::Trace) => ("\x1b[36m", "\x1b[0m"),
     };
-    STAMP.with(|stamp| {
-        let mut stamp = stamp.borrow_mut();
-        if stamp.0 != secs {
-            let t = i64::try_from(secs)
-                .ok()
-                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                .unwrap_or_default();
-            *stamp = (secs, t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-        }
-        writeln!(
-            out,
-            "[{} {on}{level:<5}{off} {}] {}",
-            stamp.1,
-            record.target(),
-            record.args()
-        )
-    })
+    writeln!(
+        out,
+        "[{stamp} {on}{level:<5}{off} {}] {}",
+        record.target(),
+        Clean(record.args())
+    )
 }
 
 /// Waits until every line logged so far is written to stderr.
@@ -201,6 +244,25 @@ mod tests {
             text.contains(" \x1b[32mINFO \x1b[0m hookrelay::http::ingest] "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        let event = "backup\x1b[2J.failed\nforged line\ttab ✓";
+        let args = format_args!("accepted event from sb: {event}");
+        let record = log::Record::builder()
+            .args(args)
+            .level(log::Level::Warn)
+            .target("t")
+            .build();
+        for color in [false, true] {
+            let mut out = Vec::new();
+            line(&mut out, &record, color).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let want = "] accepted event from sb: backup\\u{1b}[2J.failed\\nforged line\ttab ✓\n";
+            assert!(text.ends_with(want), "{text:?}");
+            assert_eq!(text.matches('\n').count(), 1);
+        }
     }
 
     #[test]

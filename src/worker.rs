@@ -301,6 +301,15 @@ fn start_attempt(
     if let Ok(mut l) = limiter.lock() {
         l.take(Instant::now());
     }
+    // A row claimed ahead may have waited for its permit (a burst serializes
+    // sends; a Retry-After pause holds them all): its lease counts from here, so it
+    // cannot run out mid-send and let the row be claimed and sent a second time.
+    let timeout = relay
+        .destinations
+        .get(&c.destination)
+        .map(|d| d.cfg.common.timeout)
+        .unwrap_or(Duration::from_secs(10));
+    shared.store.renew_lease(c.id, timeout + LEASE_MARGIN);
     tokio::spawn(attempt(
         shared.clone(),
         relay.clone(),

@@ -37,6 +37,22 @@ fn reject(
     ApiError::new(status, msg)
 }
 
+/// Deeper bodies are refused: stored inside its event, a body must still parse
+/// (serde_json stops at 128 levels) for its alert to be sent.
+const MAX_DEPTH: usize = 100;
+
+fn too_deep(body: &[u8], raw: &Value) -> bool {
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    // Depth cannot exceed the number of opening brackets: most bodies stop here.
+    body.iter().filter(|&&b| b == b'{' || b == b'[').count() > MAX_DEPTH && depth(raw) > MAX_DEPTH
+}
+
 fn query_token(req: &HttpRequest) -> Option<String> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "token")
@@ -158,6 +174,15 @@ pub async fn ingest(
             "bad_json",
             StatusCode::BAD_REQUEST,
             "body must be a JSON object",
+        ));
+    }
+    if too_deep(&body, &raw) {
+        return Err(reject(
+            &shared,
+            &name,
+            "bad_json",
+            StatusCode::BAD_REQUEST,
+            format!("body is nested more than {MAX_DEPTH} levels deep"),
         ));
     }
 

@@ -238,6 +238,9 @@ pub trait Store: Send + Sync {
     /// Leases up to `limit` due pending deliveries of `destination` for `lease`.
     async fn claim(&self, destination: &str, limit: usize, lease: Duration)
         -> Result<Vec<Claimed>>;
+    /// Restarts a claimed delivery's lease: its send starts now, however long it
+    /// waited after its claim.
+    fn renew_lease(&self, delivery_id: i64, lease: Duration);
     /// When the next pending delivery of `destination` is due (ms), if any.
     async fn next_due(&self, destination: &str) -> Result<Option<i64>>;
     /// Destinations that have pending deliveries.

@@ -265,15 +265,15 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
 
 /// Takes what is queued, up to [`MAX_BATCH`].
 ///
-/// Attempt records are lazy. While webhooks are arriving (an urgent write within
-/// the last [`LAZY_FOR`]), a batch of lazy writes only waits for the next webhook,
+/// Attempt records are lazy. While webhooks are arriving (a commit with an urgent
+/// write ended within the last [`LAZY_FOR`]), a batch of lazy writes waits for the next webhook,
 /// at most [`LAZY_FOR`], and commits with it: during a burst, records ride along
 /// with webhooks' commits instead of paying an fsync of their own. With no webhook
 /// arriving (a backlog draining), they commit at once, as any write.
 fn gather(
     rx: &mpsc::Receiver<Box<dyn Job>>,
     first: Box<dyn Job>,
-    last_urgent: &mut Option<std::time::Instant>,
+    last_urgent: Option<std::time::Instant>,
     lazy_for: Duration,
 ) -> Vec<Box<dyn Job>> {
     let now = std::time::Instant::now();
@@ -292,16 +292,14 @@ fn gather(
         lazy &= job.lazy();
         batch.push(job);
     }
-    if batch.iter().any(|j| !j.lazy()) {
-        *last_urgent = Some(std::time::Instant::now());
-    }
     batch
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut last_urgent = None;
     while let Ok(first) = rx.recv() {
-        let mut batch = gather(&rx, first, &mut last_urgent, LAZY_FOR);
+        let mut batch = gather(&rx, first, last_urgent, LAZY_FOR);
+        let urgent = batch.iter().any(|j| !j.lazy());
         let committed = match run_batch(&conn, &mut batch) {
             Ok(()) => true,
             Err(e) => {
@@ -312,6 +310,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>) {
                 false
             }
         };
+        if urgent {
+            // After the commit: a slow fsync must not make the next records
+            // think the webhooks have stopped.
+            last_urgent = Some(std::time::Instant::now());
+        }
         for job in batch {
             job.finish(committed);
         }
@@ -492,22 +495,42 @@ impl Store for SqliteStore {
                 Ok(rows)
             })
             .await?;
-        rows.into_iter()
-            .map(
-                |(id, event_id, template, channel, attempts, window_start, json)| {
-                    Ok(Claimed {
-                        id,
-                        event_id,
-                        destination: destination.to_string(),
-                        template,
-                        channel,
-                        attempts,
-                        window_start_ms: window_start,
-                        event: parse_event(&json)?,
-                    })
-                },
-            )
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (id, event_id, template, channel, attempts, window_start, json) in rows {
+            let event = match parse_event(&json) {
+                Ok(event) => event,
+                Err(e) => {
+                    // Nothing can send it, and it must not stop the deliveries
+                    // behind it: it ends dead, with the reason.
+                    let attempt = Attempt {
+                        at_ms: now_ms(),
+                        status: None,
+                        error: Some(e.to_string()),
+                        duration_ms: 0,
+                    };
+                    log::error!("delivery {id} (event {event_id}) to {destination}: dead: {e}");
+                    self.complete(id, attempt, Outcome::Dead).await?;
+                    continue;
+                }
+            };
+            claimed.push(Claimed {
+                id,
+                event_id,
+                destination: destination.to_string(),
+                template,
+                channel,
+                attempts,
+                window_start_ms: window_start,
+                event,
+            });
+        }
+        Ok(claimed)
+    }
+
+    fn renew_lease(&self, delivery_id: i64, lease: Duration) {
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.insert(delivery_id, now_ms() + lease.as_millis() as i64);
+        }
     }
 
     async fn next_due(&self, destination: &str) -> Result<Option<i64>> {
@@ -772,12 +795,12 @@ mod tests {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
 
         // Webhooks arriving: a lazy write waits for the next urgent one.
-        let mut last_urgent = Some(std::time::Instant::now());
+        let last_urgent = Some(std::time::Instant::now());
         let sender = {
             let tx = tx.clone();
             std::thread::spawn(move || tx.send(noop(false)).unwrap())
         };
-        let batch = gather(&rx, noop(true), &mut last_urgent, long);
+        let batch = gather(&rx, noop(true), last_urgent, long);
         sender.join().unwrap();
         assert_eq!(
             batch.iter().map(|j| j.lazy()).collect::<Vec<_>>(),
@@ -785,20 +808,20 @@ mod tests {
         );
 
         // No webhook lately (a backlog draining): it goes at once, alone.
-        let mut none = None;
         let started = std::time::Instant::now();
-        let batch = gather(&rx, noop(true), &mut none, long);
+        let batch = gather(&rx, noop(true), None, long);
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() < long / 2, "did not wait for company");
-        let mut stale = Some(std::time::Instant::now());
-        let batch = gather(&rx, noop(true), &mut stale, Duration::ZERO);
+        let stale = Some(std::time::Instant::now());
+        let batch = gather(&rx, noop(true), stale, Duration::ZERO);
         assert_eq!(batch.len(), 1);
 
         // Urgent writes never wait, and what is queued goes with them.
         tx.send(noop(true)).unwrap();
-        let batch = gather(&rx, noop(false), &mut none, long);
+        let started = std::time::Instant::now();
+        let batch = gather(&rx, noop(false), None, long);
         assert_eq!(batch.len(), 2);
-        assert!(none.is_some(), "an urgent write was seen");
+        assert!(started.elapsed() < long / 2, "did not wait for company");
     }
 
     fn count(conn: &Connection, sql: &str) -> i64 {
@@ -904,5 +927,47 @@ mod tests {
         };
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].id, first[0].id);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_event_ends_dead_without_stopping_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        store.ingest(new_event("a")).await.unwrap();
+        store.ingest(new_event("b")).await.unwrap();
+        store
+            .write(|c| Ok(c.execute("UPDATE events SET event = '{' WHERE seq = 1", [])?))
+            .await
+            .unwrap();
+        let claimed = store.claim("d", 10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "the readable one is claimed");
+        let dead = store.list_deliveries(Some(State::Dead), 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(
+            dead[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("stored event unreadable"),
+            "{:?}",
+            dead[0].last_error
+        );
+        assert_ne!(dead[0].id, claimed[0].id);
+    }
+
+    #[tokio::test]
+    async fn a_renewed_lease_runs_from_the_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        store.ingest(new_event("a")).await.unwrap();
+        // Claimed with a lease already over, as when a claimed row waited too long.
+        let first = store.claim("d", 10, Duration::ZERO).await.unwrap();
+        assert_eq!(first.len(), 1);
+        store.renew_lease(first[0].id, Duration::from_secs(60));
+        assert!(store
+            .claim("d", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

@@ -284,6 +284,13 @@ async fn bad_requests_get_a_clear_json_error_and_store_nothing() {
             400,
             "body is not valid JSON",
         ),
+        (
+            // Valid JSON, but too deep to be read back once stored inside its event.
+            "/hooks/open",
+            format!("{}1{}", "{\"a\":".repeat(127), "}".repeat(127)).into_bytes(),
+            400,
+            "body is nested more than 100 levels deep",
+        ),
     ];
     for (path, body, status, msg) in cases {
         let r = app.post(path, body, &[]).await;
@@ -318,7 +325,7 @@ async fn bad_requests_get_a_clear_json_error_and_store_nothing() {
     assert_eq!(events["items"][0]["provider"], "cloud66");
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(
-        metrics.contains(r#"hookrelay_events_rejected_total{source="open",reason="bad_json"} 5"#),
+        metrics.contains(r#"hookrelay_events_rejected_total{source="open",reason="bad_json"} 6"#),
         "{metrics}"
     );
     assert!(
