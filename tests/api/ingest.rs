@@ -526,3 +526,32 @@ async fn hostile_requests_get_a_4xx_and_the_server_keeps_serving() {
     let events = app.api("/api/events").await;
     assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
 }
+
+#[tokio::test]
+async fn when_storage_fails_readiness_and_webhooks_say_so_and_recover() {
+    let app = spawn_app(&format!("{SOURCES}\nadmin: {{ token: {ADMIN} }}\n")).await;
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+    // Break the database under the running server, from another connection.
+    let db = rusqlite::Connection::open(app._dir.path().join("hookrelay.db")).unwrap();
+    db.execute_batch("PRAGMA foreign_keys = OFF; ALTER TABLE events RENAME TO events_away;")
+        .unwrap();
+
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "storage is not usable");
+    let r = post_fixture(&app, "simplebackups", "simplebackups/error.json").await;
+    assert_eq!(r.status(), 503, "never a 202 for what was not stored");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "the event could not be stored; try again");
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+
+    // Repaired: ready again, and the retried webhook is stored.
+    db.execute_batch("ALTER TABLE events_away RENAME TO events;")
+        .unwrap();
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+    let r = post_fixture(&app, "simplebackups", "simplebackups/error.json").await;
+    assert_eq!(r.status(), 202);
+    let events = app.api("/api/events").await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
+}
