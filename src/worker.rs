@@ -179,8 +179,8 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     drop(first);
     // Claimed ahead, waiting for a permit: under load a claim takes up to
     // `workers` rows instead of the one or two permits a finished send frees.
-    // At most `workers` rows, so each waits at most one send for its permit,
-    // well inside its lease.
+    // A row's lease is renewed when its send starts (`start_attempt`), however
+    // long it waited here.
     let mut ahead: VecDeque<Claimed> = VecDeque::new();
 
     while !*stop.borrow() {
@@ -283,7 +283,7 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
         permits.truncate(ahead.len());
         for permit in permits {
             if let Some(c) = ahead.pop_front() {
-                start_attempt(&shared, &relay, &limiter, c, permit);
+                start_attempt(&shared, &relay, &limiter, c, permit, timeout + LEASE_MARGIN);
             }
         }
     }
@@ -297,6 +297,7 @@ fn start_attempt(
     limiter: &Arc<Mutex<Limiter>>,
     c: Claimed,
     permit: OwnedSemaphorePermit,
+    lease: Duration,
 ) {
     if let Ok(mut l) = limiter.lock() {
         l.take(Instant::now());
@@ -304,12 +305,7 @@ fn start_attempt(
     // A row claimed ahead may have waited for its permit (a burst serializes
     // sends; a Retry-After pause holds them all): its lease counts from here, so it
     // cannot run out mid-send and let the row be claimed and sent a second time.
-    let timeout = relay
-        .destinations
-        .get(&c.destination)
-        .map(|d| d.cfg.common.timeout)
-        .unwrap_or(Duration::from_secs(10));
-    shared.store.renew_lease(c.id, timeout + LEASE_MARGIN);
+    shared.store.renew_lease(c.id, lease);
     tokio::spawn(attempt(
         shared.clone(),
         relay.clone(),

@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at      INTEGER NOT NULL,
     window_start    INTEGER NOT NULL,
     next_attempt_at INTEGER NOT NULL,
+    -- Unused: leases are held in memory. Kept so databases that have it stay valid.
     lease_until     INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT
 );
@@ -161,12 +162,6 @@ impl SqliteStore {
         }
         let writer_conn = connect(path)?;
         writer_conn.execute_batch(SCHEMA)?;
-        // Leases belong to the process that took them; SQLite has one process, so
-        // whatever was in flight when it stopped is due again now.
-        writer_conn.execute(
-            "UPDATE deliveries SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0",
-            [],
-        )?;
         let reader_conn = connect(path)?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
@@ -590,7 +585,7 @@ impl Store for SqliteStore {
             ])?;
             c.prepare_cached(
                 "UPDATE deliveries SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
-                     lease_until = 0, last_error = COALESCE(?4, last_error)
+                     last_error = COALESCE(?4, last_error)
                  WHERE id = ?1",
             )?
             .execute(params![delivery_id, state, next, attempt.error])?;
@@ -609,7 +604,7 @@ impl Store for SqliteStore {
         let (destination, error) = (destination.to_string(), error.to_string());
         self.write(move |c| {
             Ok(c.execute(
-                "UPDATE deliveries SET state = 'dead', last_error = ?2, lease_until = 0
+                "UPDATE deliveries SET state = 'dead', last_error = ?2
                  WHERE destination = ?1 AND state = 'pending'",
                 params![destination, error],
             )?)
@@ -681,7 +676,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let now = now_ms();
             let n = c.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, window_start = ?2, lease_until = 0
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, window_start = ?2
                  WHERE id = ?1",
                 params![id, now],
             )?;
@@ -824,6 +819,13 @@ mod tests {
         assert!(started.elapsed() < long / 2, "did not wait for company");
     }
 
+    /// A store in a fresh folder (kept alive by the returned guard).
+    fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        (dir, store)
+    }
+
     fn count(conn: &Connection, sql: &str) -> i64 {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -877,8 +879,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claimed_delivery_is_leased_until_its_attempt_is_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        let (_dir, store) = temp_store();
         store.ingest(new_event("a")).await.unwrap();
         let lease = Duration::from_secs(60);
 
@@ -908,8 +909,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_that_runs_out_makes_the_delivery_claimable_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        let (_dir, store) = temp_store();
         store.ingest(new_event("a")).await.unwrap();
         let first = store
             .claim("d", 10, Duration::from_millis(20))
@@ -931,8 +931,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_stored_event_ends_dead_without_stopping_the_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        let (_dir, store) = temp_store();
         store.ingest(new_event("a")).await.unwrap();
         store.ingest(new_event("b")).await.unwrap();
         store
@@ -957,8 +956,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_renewed_lease_runs_from_the_renewal() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        let (_dir, store) = temp_store();
         store.ingest(new_event("a")).await.unwrap();
         // Claimed with a lease already over, as when a claimed row waited too long.
         let first = store.claim("d", 10, Duration::ZERO).await.unwrap();
