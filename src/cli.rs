@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use crate::config::{self, DestinationKind, Settings, SourceKind};
+use crate::config::{self, Settings, SourceKind};
 use crate::destinations::Request;
 use crate::relay::Relay;
 use crate::startup::{http_client, Application};
@@ -171,19 +171,7 @@ fn check(path: &Path) -> i32 {
     }
     out!("destinations ({}):", s.destinations.len());
     for (name, d) in &s.destinations {
-        let detail = match &d.kind {
-            DestinationKind::Slack(x) if x.token.is_some() || x.channel.is_some() => {
-                format!(
-                    "chat.postMessage to {}",
-                    x.channel.as_deref().unwrap_or("?")
-                )
-            }
-            DestinationKind::Slack(_) => "incoming webhook".into(),
-            DestinationKind::Teams(t) => format!("{:?} webhook", t.format).to_lowercase(),
-            DestinationKind::Email(e) => format!("to {}", e.to.join(", ")),
-            DestinationKind::Webhook(_) => "POST JSON".into(),
-            DestinationKind::Console(_) => "standard output".into(),
-        };
+        let detail = d.kind.describe();
         let rate = d
             .rate_limit()
             .map(|r| {

@@ -107,6 +107,8 @@ impl OneOrMany {
     }
 }
 
+pub use crate::destinations::{DestinationCommon, DestinationConfig};
+
 /// The whole of `relay.yaml`, typed.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -250,133 +252,6 @@ pub struct SourceConfig {
 fn default_dedup() -> Duration {
     Duration::from_secs(600)
 }
-
-/// Keys every destination type takes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DestinationCommon {
-    #[serde(default = "yes", deserialize_with = "de_bool")]
-    pub enabled: bool,
-    /// `N/s`, `N/min` or `N/h`; absent: the type's default.
-    #[serde(default)]
-    pub rate_limit: Option<RateLimit>,
-    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
-    pub timeout: Duration,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-#[derive(Debug, Clone)]
-pub struct DestinationConfig {
-    pub common: DestinationCommon,
-    pub kind: DestinationKind,
-}
-
-impl DestinationConfig {
-    /// The effective rate limit: the configured one, else 1/s for Slack incoming
-    /// webhooks (Slack's own documented limit), else none.
-    pub fn rate_limit(&self) -> Option<RateLimit> {
-        self.common.rate_limit.or(match &self.kind {
-            DestinationKind::Slack(s) if s.webhook_url.is_some() => Some(RateLimit {
-                count: 1,
-                per: Duration::from_secs(1),
-            }),
-            _ => None,
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum DestinationKind {
-    Slack(SlackConfig),
-    Teams(TeamsConfig),
-    Email(EmailConfig),
-    Webhook(WebhookConfig),
-    Console(ConsoleConfig),
-}
-
-/// The `type:` values, for error messages.
-pub const DESTINATION_TYPES: &[&str] = &["slack", "teams", "email", "webhook", "console"];
-
-impl DestinationKind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            DestinationKind::Slack(_) => "slack",
-            DestinationKind::Teams(_) => "teams",
-            DestinationKind::Email(_) => "email",
-            DestinationKind::Webhook(_) => "webhook",
-            DestinationKind::Console(_) => "console",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    /// Incoming webhook URL.
-    #[serde(default, deserialize_with = "de_opt_secret")]
-    pub webhook_url: Option<Secret>,
-    /// Bot token for `chat.postMessage`.
-    #[serde(default, deserialize_with = "de_opt_secret")]
-    pub token: Option<Secret>,
-    /// Channel (a template, e.g. `#backups-{{stack}}`), with a bot token.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// Slack's Web API base; changed only to point at a stand-in.
-    #[serde(default = "default_slack_api")]
-    pub api_url: String,
-}
-
-fn default_slack_api() -> String {
-    "https://slack.com/api".into()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TeamsFormat {
-    #[default]
-    Adaptivecard,
-    Messagecard,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamsConfig {
-    pub webhook_url: Secret,
-    #[serde(default)]
-    pub format: TeamsFormat,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailConfig {
-    /// `smtp://[user:pass@]host[:port][?tls=required|none]` or `smtps://…`.
-    pub smtp: Secret,
-    pub from: String,
-    #[serde(deserialize_with = "de_string_list")]
-    pub to: Vec<String>,
-    /// A template; default `[{{upper status}}] {{provider}} {{event}} …`.
-    #[serde(default)]
-    pub subject: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub url: Secret,
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsoleConfig {}
 
 /// `N/s`, `N/min`, `N/h`: at most `count` sends in any window of `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -562,7 +437,7 @@ fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settin
     if let Some(v) = top.remove("destinations") {
         for (name, item) in mapping_at("destinations", v, errors) {
             let place = format!("destinations.{name}");
-            if let Some(d) = parse_destination(&place, item, errors) {
+            if let Some(d) = crate::destinations::parse_config(&place, item, errors) {
                 s.destinations.insert(name, d);
             }
         }
@@ -594,7 +469,7 @@ fn mapping_at(place: &str, v: Value, errors: &mut Vec<ConfigError>) -> Vec<(Stri
 }
 
 /// Deserializes `v` as `T`, naming the exact key of any error below `place`.
-fn parse_at<T: DeserializeOwned>(
+pub(crate) fn parse_at<T: DeserializeOwned>(
     place: &str,
     v: Value,
     errors: &mut Vec<ConfigError>,
@@ -630,59 +505,6 @@ fn tidy_serde_message(msg: &str) -> String {
         None => msg,
     };
     msg.replace("unknown field", "unknown key")
-}
-
-const COMMON_KEYS: &[&str] = &["enabled", "rate_limit", "timeout"];
-
-fn parse_destination(
-    place: &str,
-    v: Value,
-    errors: &mut Vec<ConfigError>,
-) -> Option<DestinationConfig> {
-    let Value::Object(mut m) = v else {
-        errors.push(ConfigError::new(place, "expected a mapping with a `type`"));
-        return None;
-    };
-    let ty = match m.remove("type") {
-        Some(Value::String(t)) => t,
-        Some(_) | None => {
-            errors.push(ConfigError::new(
-                format!("{place}.type"),
-                format!("missing; expected one of {}", DESTINATION_TYPES.join(", ")),
-            ));
-            return None;
-        }
-    };
-    let mut common = Map::new();
-    for k in COMMON_KEYS {
-        if let Some(v) = m.remove(*k) {
-            common.insert((*k).to_string(), v);
-        }
-    }
-    let common: Option<DestinationCommon> = parse_at(place, Value::Object(common), errors);
-    let rest = Value::Object(m);
-    let kind = match ty.as_str() {
-        "slack" => parse_at::<SlackConfig>(place, rest, errors).map(DestinationKind::Slack),
-        "teams" => parse_at(place, rest, errors).map(DestinationKind::Teams),
-        "email" => parse_at(place, rest, errors).map(DestinationKind::Email),
-        "webhook" => parse_at(place, rest, errors).map(DestinationKind::Webhook),
-        "console" => parse_at(place, rest, errors).map(DestinationKind::Console),
-        other => {
-            errors.push(ConfigError::new(
-                format!("{place}.type"),
-                format!(
-                    "unknown type {other:?}; expected one of {}",
-                    DESTINATION_TYPES.join(", ")
-                ),
-            ));
-            None
-        }
-    }?;
-    let common = common?;
-    if common.enabled {
-        check_destination(place, &kind, errors);
-    }
-    Some(DestinationConfig { common, kind })
 }
 
 fn check_source(place: &str, s: &SourceConfig, errors: &mut Vec<ConfigError>) {
@@ -748,100 +570,6 @@ fn check_source(place: &str, s: &SourceConfig, errors: &mut Vec<ConfigError>) {
                 format!("{:?} is not a valid header name", h.header),
             ));
         }
-    }
-}
-
-fn check_url(place: String, url: &str, errors: &mut Vec<ConfigError>) {
-    match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-        // Never echo the URL: webhook URLs are credentials.
-        Ok(_) => errors.push(ConfigError::new(
-            place,
-            "must be an http:// or https:// URL",
-        )),
-        Err(e) if url.is_empty() => {
-            let _ = e;
-            errors.push(ConfigError::new(place, "is empty"))
-        }
-        Err(e) => errors.push(ConfigError::new(place, format!("is not a valid URL ({e})"))),
-    }
-}
-
-fn check_destination(place: &str, kind: &DestinationKind, errors: &mut Vec<ConfigError>) {
-    match kind {
-        DestinationKind::Slack(s) => match (&s.webhook_url, &s.token) {
-            (Some(u), None) => {
-                check_url(format!("{place}.webhook_url"), u.expose(), errors);
-                if s.channel.is_some() {
-                    errors.push(ConfigError::new(
-                        format!("{place}.channel"),
-                        "needs a bot `token`; an incoming webhook posts to its own channel",
-                    ));
-                }
-            }
-            (None, Some(t)) => {
-                if t.expose().is_empty() {
-                    errors.push(ConfigError::new(format!("{place}.token"), "is empty"));
-                }
-                if s.channel.is_none() {
-                    errors.push(ConfigError::new(
-                        format!("{place}.channel"),
-                        "is required with a bot `token`",
-                    ));
-                }
-                check_url(format!("{place}.api_url"), &s.api_url, errors);
-            }
-            (Some(_), Some(_)) => errors.push(ConfigError::new(
-                place,
-                "give either `webhook_url` or `token`, not both",
-            )),
-            (None, None) => errors.push(ConfigError::new(
-                place,
-                "needs `webhook_url` (incoming webhook) or `token` (bot, chat.postMessage)",
-            )),
-        },
-        DestinationKind::Teams(t) => check_url(
-            format!("{place}.webhook_url"),
-            t.webhook_url.expose(),
-            errors,
-        ),
-        DestinationKind::Webhook(w) => {
-            check_url(format!("{place}.url"), w.url.expose(), errors);
-            for name in w.headers.keys() {
-                if actix_web::http::header::HeaderName::try_from(name.as_str()).is_err() {
-                    errors.push(ConfigError::new(
-                        format!("{place}.headers.{name}"),
-                        "is not a valid header name",
-                    ));
-                }
-            }
-        }
-        DestinationKind::Email(e) => {
-            if let Err(msg) = crate::destinations::email::SmtpUrl::parse(e.smtp.expose()) {
-                errors.push(ConfigError::new(format!("{place}.smtp"), msg));
-            }
-            if e.to.is_empty() {
-                errors.push(ConfigError::new(
-                    format!("{place}.to"),
-                    "needs at least one address",
-                ));
-            }
-            for (i, addr) in e.to.iter().enumerate() {
-                if addr.parse::<lettre::message::Mailbox>().is_err() {
-                    errors.push(ConfigError::new(
-                        format!("{place}.to[{i}]"),
-                        format!("{addr:?} is not an email address"),
-                    ));
-                }
-            }
-            if e.from.parse::<lettre::message::Mailbox>().is_err() {
-                errors.push(ConfigError::new(
-                    format!("{place}.from"),
-                    format!("{:?} is not an email address", e.from),
-                ));
-            }
-        }
-        DestinationKind::Console(_) => {}
     }
 }
 
@@ -951,7 +679,7 @@ fn de_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
-fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(crate) fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     match Value::deserialize(d)? {
         Value::Bool(b) => Ok(b),
         Value::Null => Ok(false),
@@ -978,7 +706,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 10m, 2h"))
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => parse_duration(&s).map_err(serde::de::Error::custom),
         Value::Number(n) if n.as_u64().is_some() => {
@@ -1021,13 +749,13 @@ fn de_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Err
         .collect()
 }
 
-fn de_opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+pub(crate) fn de_opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     Ok(Option::<String>::deserialize(d)?
         .filter(|s| !s.is_empty())
         .map(Secret))
 }
 
-fn de_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn de_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => Ok(vec![s]),
         Value::Array(a) => a

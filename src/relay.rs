@@ -9,12 +9,12 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Verifier;
-use crate::config::{ConfigError, DestinationConfig, DestinationKind, Settings, SourceConfig};
+use crate::config::{ConfigError, DestinationConfig, Settings, SourceConfig};
 use crate::destinations::{self, Destination, Message, Request};
 use crate::event::Event;
 use crate::routing::{self, Route};
 use crate::store::NewDelivery;
-use crate::templates::{Templates, DEFAULT_SUBJECT};
+use crate::templates::Templates;
 
 pub struct Source {
     pub cfg: SourceConfig,
@@ -65,23 +65,17 @@ impl Relay {
         let mut destinations = BTreeMap::new();
         for (name, cfg) in &settings.destinations {
             if let Some(t) = templates.as_mut() {
-                match &cfg.kind {
-                    DestinationKind::Email(e) => {
-                        let text = e.subject.as_deref().unwrap_or(DEFAULT_SUBJECT);
-                        let place = format!("destinations.{name}.subject");
-                        if let Err(err) = t.add_inline(&subject_key(name), text, &place) {
+                let inline = [
+                    (subject_key(name), cfg.kind.subject()),
+                    (dest_channel_key(name), cfg.kind.channel()),
+                ];
+                for (key, template) in inline {
+                    if let Some((config_key, text)) = template {
+                        let place = format!("destinations.{name}.{config_key}");
+                        if let Err(err) = t.add_inline(&key, text, &place) {
                             errors.push(err);
                         }
                     }
-                    DestinationKind::Slack(s) => {
-                        if let Some(ch) = &s.channel {
-                            let place = format!("destinations.{name}.channel");
-                            if let Err(err) = t.add_inline(&dest_channel_key(name), ch, &place) {
-                                errors.push(err);
-                            }
-                        }
-                    }
-                    _ => {}
                 }
             }
             destinations.insert(
@@ -99,15 +93,13 @@ impl Relay {
                     errors.push(err);
                 }
                 for (j, d) in r.to.iter().enumerate() {
-                    let is_bot = matches!(
-                        settings.destinations.get(d).map(|x| &x.kind),
-                        Some(DestinationKind::Slack(s)) if s.token.is_some()
-                    );
-                    if settings.destinations.contains_key(d) && !is_bot {
-                        errors.push(ConfigError::new(
-                            format!("routes[{i}].to[{j}]"),
-                            format!("{d:?} does not take `channel`: only a Slack destination with a bot token does"),
-                        ));
+                    if let Some(dest) = settings.destinations.get(d) {
+                        if !dest.kind.takes_channel() {
+                            errors.push(ConfigError::new(
+                                format!("routes[{i}].to[{j}]"),
+                                format!("{d:?} does not take `channel`: only a Slack destination with a bot token does"),
+                            ));
+                        }
                     }
                 }
             }
@@ -158,13 +150,12 @@ impl Relay {
     /// channels are rendered here so a queued delivery keeps its channel.
     pub fn plan(&self, e: &Event) -> (bool, Vec<NewDelivery>) {
         let (routed, planned) = routing::plan(&self.routes, e, |d| self.enabled(d));
-        // Only Slack bot channels are rendered here; skip building the context (a
-        // copy of the whole payload) on the ingest path when none is involved.
+        // Only channels are rendered here; skip building the context (a copy of the
+        // whole payload) on the ingest path when no destination takes one.
         let needs_ctx = planned.iter().any(|p| {
-            matches!(
-                self.destinations.get(&p.destination).map(|d| &d.cfg.kind),
-                Some(DestinationKind::Slack(s)) if s.token.is_some()
-            )
+            self.destinations
+                .get(&p.destination)
+                .is_some_and(|d| d.cfg.kind.takes_channel())
         });
         let ctx = if needs_ctx {
             e.template_context()
@@ -187,21 +178,23 @@ impl Relay {
 
     fn channel_for(&self, dest: &str, route: usize, ctx: &serde_json::Value) -> Option<String> {
         let d = self.destinations.get(dest)?;
-        let DestinationKind::Slack(s) = &d.cfg.kind else {
+        if !d.cfg.kind.takes_channel() {
             return None;
-        };
-        s.token.as_ref()?;
+        }
+        let configured = d.cfg.kind.channel().map(|(_, c)| c.to_string());
         let key = if self.routes.get(route).is_some_and(|r| r.channel.is_some()) {
             route_channel_key(route)
-        } else {
+        } else if configured.is_some() {
             dest_channel_key(dest)
+        } else {
+            return None;
         };
         match self.templates.render_inline(&key, ctx) {
             Ok(c) if !c.trim().is_empty() => Some(c.trim().to_string()),
-            Ok(_) => s.channel.clone(),
+            Ok(_) => configured,
             Err(e) => {
                 log::warn!("channel for {dest}: {e}; using the configured channel");
-                s.channel.clone()
+                configured
             }
         }
     }
@@ -223,19 +216,20 @@ impl Relay {
             .templates
             .render_body(template, ty, ctx)
             .map_err(|x| x.to_string())?;
-        let (html, subject) = if ty == "email" {
-            (
-                self.templates
-                    .render_email_html(template, ctx)
-                    .map_err(|x| x.to_string())?,
-                Some(
-                    self.templates
-                        .render_inline(&subject_key(dest_name), ctx)
-                        .map_err(|x| x.to_string())?,
-                ),
-            )
+        let html = if destinations::kind(ty).is_some_and(|k| k.html_part) {
+            self.templates
+                .render_html(template, ty, ctx)
+                .map_err(|x| x.to_string())?
         } else {
-            (None, None)
+            None
+        };
+        let subject = match dest.cfg.kind.subject() {
+            Some(_) => Some(
+                self.templates
+                    .render_inline(&subject_key(dest_name), ctx)
+                    .map_err(|x| x.to_string())?,
+            ),
+            None => None,
         };
         let msg = Message {
             body,

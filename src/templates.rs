@@ -25,6 +25,7 @@ use handlebars::{
 use serde_json::{json, Value};
 
 use crate::config::ConfigError;
+use crate::destinations::TextEscape;
 use crate::event::{Event, Status, FIELDS};
 
 /// What a body template produced.
@@ -45,42 +46,17 @@ pub struct RenderError(pub String);
 pub const DEFAULT_SUBJECT: &str =
     "[{{upper status}}] {{provider}} {{event}}: {{default backup server}}";
 
-/// The destination types a template file may be written for.
-pub const TYPES: &[&str] = &["slack", "teams", "email", "webhook", "console"];
-
 /// What `{{date x}}` uses when no format is given.
 pub const DEFAULT_DATE_FORMAT: &str = "%Y-%m-%d %H:%M UTC";
 
 /// The template name a route without `template:` uses, and the fallback for every type.
 pub const DEFAULT_NAME: &str = "default";
 
-/// The default templates, compiled into the binary so it runs with no templates folder.
-const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "default.slack.json.hbs",
-        include_str!("../templates/default.slack.json.hbs"),
-    ),
-    (
-        "default.teams.json.hbs",
-        include_str!("../templates/default.teams.json.hbs"),
-    ),
-    (
-        "default.webhook.json.hbs",
-        include_str!("../templates/default.webhook.json.hbs"),
-    ),
-    (
-        "default.email.hbs",
-        include_str!("../templates/default.email.hbs"),
-    ),
-    (
-        "default.email.html.hbs",
-        include_str!("../templates/default.email.html.hbs"),
-    ),
-    (
-        "default.console.hbs",
-        include_str!("../templates/default.console.hbs"),
-    ),
-];
+/// The default templates, compiled into the binary so it runs with no templates
+/// folder: each destination type registers its own ([`crate::destinations::Kind`]).
+fn embedded() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    crate::destinations::KINDS.iter().flat_map(|k| k.templates)
+}
 
 /// Where embedded defaults say they come from in errors.
 const EMBEDDED_DIR: &str = "templates";
@@ -136,16 +112,21 @@ fn parse_file_name(file: &str) -> Option<FileName> {
         (key, None)
     };
     let (name, ty) = rest.rsplit_once('.')?;
-    if name.is_empty() || !TYPES.contains(&ty) {
+    let kind = crate::destinations::kind(ty)?;
+    if name.is_empty() {
         return None;
     }
-    let mode = match (ty, variant) {
-        ("email", Some("json")) => return None,
-        ("email", Some("html")) => Mode::Html,
-        (_, Some("html")) => return None,
-        (_, Some(_)) => Mode::Json,
-        ("slack", None) => Mode::Slack,
-        _ => Mode::Plain,
+    // A type with an HTML part takes text and HTML templates; any other type a
+    // JSON body or text.
+    let mode = match (variant, kind.html_part) {
+        (Some("html"), true) => Mode::Html,
+        (Some(_), true) | (Some("html"), false) => return None,
+        (Some(_), false) => Mode::Json,
+        (None, _) => match kind.text_escape {
+            TextEscape::Plain => Mode::Plain,
+            TextEscape::Slack => Mode::Slack,
+            TextEscape::Html => Mode::Html,
+        },
     };
     Some(FileName {
         name: name.to_string(),
@@ -206,8 +187,7 @@ impl Templates {
         let mut errors = Vec::new();
         // File name -> (place prefix, text, embedded). Files from `dir` replace
         // embedded ones.
-        let mut sources: BTreeMap<String, (String, String, bool)> = EMBEDDED
-            .iter()
+        let mut sources: BTreeMap<String, (String, String, bool)> = embedded()
             .map(|(file, text)| {
                 (
                     file.to_string(),
@@ -291,7 +271,7 @@ impl Templates {
                 format!(
                     "\"{file}\" is not a template name: expected <name>.<type>.hbs, \
                      <name>.<type>.json.hbs or <name>.email.html.hbs, with type one of {}",
-                    TYPES.join(", ")
+                    crate::destinations::type_names().join(", ")
                 ),
             )]);
         };
@@ -379,19 +359,20 @@ impl Templates {
             .find(|k| self.files.contains_key(k))
     }
 
-    /// The optional HTML part of an email: `<name>.email.html.hbs` when `name` has an
-    /// email template, else `default.email.html.hbs`.
-    pub fn render_email_html(
+    /// The optional HTML part of a type with one (email): `<name>.<ty>.html.hbs`
+    /// when `name` has a body template for `ty`, else `default.<ty>.html.hbs`.
+    pub fn render_html(
         &self,
         name: &str,
+        ty: &str,
         ctx: &Value,
     ) -> Result<Option<String>, RenderError> {
-        let owner = if self.body_key(name, "email").is_some() {
+        let owner = if self.body_key(name, ty).is_some() {
             name
         } else {
             DEFAULT_NAME
         };
-        let key = format!("{owner}.email.html");
+        let key = format!("{owner}.{ty}.html");
         if !self.files.contains_key(&key) {
             return Ok(None);
         }
@@ -1435,7 +1416,7 @@ mod tests {
         assert_eq!(render_text(&t, "x", "email", &ctx), "a & <b> \"q\" 'x'");
         assert_eq!(render_text(&t, "x", "console", &ctx), "a & <b> \"q\" 'x'");
         assert_eq!(render_text(&t, "x", "teams", &ctx), "a & <b> \"q\" 'x'");
-        let html = t.render_email_html("x", &ctx).unwrap().unwrap();
+        let html = t.render_html("x", "email", &ctx).unwrap().unwrap();
         assert!(
             html.starts_with("<p>a &amp; &lt;b&gt; &quot;q&quot;"),
             "{html}"
@@ -1453,7 +1434,7 @@ mod tests {
         let dir = dir_with(&[("x.email.hbs", "t"), ("x.email.html.hbs", "{{json raw}}")]);
         let t = Templates::load(dir.path()).unwrap();
         let html = t
-            .render_email_html("x", &json!({"raw": {"a": "<b>"}}))
+            .render_html("x", "email", &json!({"raw": {"a": "<b>"}}))
             .unwrap();
         assert_eq!(
             html.as_deref(),
@@ -1602,7 +1583,7 @@ mod tests {
         assert!(!t.has_name("nope"));
         // Email: backup_failed has no email text, so default's HTML part.
         assert!(t
-            .render_email_html("backup_failed", &ctx)
+            .render_html("backup_failed", "email", &ctx)
             .unwrap()
             .is_some());
         assert!(t.render_body("x", "pager", &ctx).is_err());
@@ -1627,7 +1608,7 @@ mod tests {
         let t = Templates::load(dir.path()).unwrap();
         let ctx = sample("cloud66");
         assert_eq!(render_text(&t, "plain", "email", &ctx), "just text");
-        assert_eq!(t.render_email_html("plain", &ctx).unwrap(), None);
+        assert_eq!(t.render_html("plain", "email", &ctx).unwrap(), None);
     }
 
     // ---- the defaults read well ----
@@ -1636,11 +1617,11 @@ mod tests {
     fn defaults_render_for_every_sample() {
         let t = defaults();
         for (what, ctx) in sample_contexts() {
-            for ty in TYPES {
+            for ty in crate::destinations::type_names() {
                 t.render_body("default", ty, &ctx)
                     .unwrap_or_else(|e| panic!("{ty} for {what}: {e}"));
             }
-            t.render_email_html("default", &ctx).unwrap().unwrap();
+            t.render_html("default", "email", &ctx).unwrap().unwrap();
         }
     }
 
@@ -1694,7 +1675,7 @@ mod tests {
         let t = defaults();
         for (what, ctx) in sample_contexts() {
             println!("==================== {what}");
-            for ty in TYPES {
+            for ty in crate::destinations::type_names() {
                 match t.render_body("default", ty, &ctx).unwrap() {
                     Body::Json(v) => println!("--- {ty}\n{v:#}"),
                     Body::Text(s) => println!("--- {ty}\n{s}"),
@@ -1702,7 +1683,7 @@ mod tests {
             }
             println!(
                 "--- html\n{}",
-                t.render_email_html("default", &ctx).unwrap().unwrap()
+                t.render_html("default", "email", &ctx).unwrap().unwrap()
             );
         }
     }

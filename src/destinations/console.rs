@@ -5,8 +5,47 @@ use std::io::Write;
 
 use async_trait::async_trait;
 
-use super::{Destination, Message, Request, SendError, Sent};
+use serde::Deserialize;
+
+use super::TextEscape;
+use super::{Destination, DestinationSettings, Kind, Message, Request, SendError, Sent};
+use crate::config::ConfigError;
 use crate::templates::Body;
+
+pub const KIND: Kind = Kind {
+    name: "console",
+    parse: super::parse_as::<ConsoleConfig>,
+    templates: &[(
+        "default.console.hbs",
+        include_str!("../../templates/default.console.hbs"),
+    )],
+    text_escape: TextEscape::Plain,
+    html_part: false,
+};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {}
+
+impl DestinationSettings for ConsoleConfig {
+    fn type_name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn check(&self, _place: &str, _errors: &mut Vec<ConfigError>) {}
+
+    fn describe(&self) -> String {
+        "standard output".into()
+    }
+
+    fn build(
+        &self,
+        _http: &reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> std::sync::Arc<dyn Destination> {
+        std::sync::Arc::new(Console::default())
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Console {}

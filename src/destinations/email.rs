@@ -24,8 +24,89 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{excerpt, scrub, Destination, Message, Request, SendError, Sent};
-use crate::config::{EmailConfig, Secret};
+use serde::Deserialize;
+
+use super::{excerpt, scrub, Destination, DestinationSettings, Kind, Message, Request};
+use super::{SendError, Sent, TextEscape};
+use crate::config::{de_string_list, ConfigError, Secret};
+use crate::templates::DEFAULT_SUBJECT;
+
+pub const KIND: Kind = Kind {
+    name: "email",
+    parse: super::parse_as::<EmailConfig>,
+    templates: &[
+        (
+            "default.email.hbs",
+            include_str!("../../templates/default.email.hbs"),
+        ),
+        (
+            "default.email.html.hbs",
+            include_str!("../../templates/default.email.html.hbs"),
+        ),
+    ],
+    text_escape: TextEscape::Plain,
+    html_part: true,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://[user:pass@]host[:port][?tls=required|none]` or `smtps://…`.
+    pub smtp: Secret,
+    pub from: String,
+    #[serde(deserialize_with = "de_string_list")]
+    pub to: Vec<String>,
+    /// A template; default `[{{upper status}}] {{provider}} {{event}} …`.
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+impl DestinationSettings for EmailConfig {
+    fn type_name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
+        if let Err(msg) = SmtpUrl::parse(self.smtp.expose()) {
+            errors.push(ConfigError::new(format!("{place}.smtp"), msg));
+        }
+        if self.to.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{place}.to"),
+                "needs at least one address",
+            ));
+        }
+        for (i, addr) in self.to.iter().enumerate() {
+            if addr.parse::<Mailbox>().is_err() {
+                errors.push(ConfigError::new(
+                    format!("{place}.to[{i}]"),
+                    format!("{addr:?} is not an email address"),
+                ));
+            }
+        }
+        if self.from.parse::<Mailbox>().is_err() {
+            errors.push(ConfigError::new(
+                format!("{place}.from"),
+                format!("{:?} is not an email address", self.from),
+            ));
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("to {}", self.to.join(", "))
+    }
+
+    fn build(&self, _http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+        std::sync::Arc::new(Email::new(self, timeout))
+    }
+
+    fn subject(&self) -> Option<(&'static str, &str)> {
+        Some((
+            "subject",
+            self.subject.as_deref().unwrap_or(DEFAULT_SUBJECT),
+        ))
+    }
+}
 
 /// The subject when the caller rendered none.
 pub const FALLBACK_SUBJECT: &str = "hookrelay alert";

@@ -1,12 +1,15 @@
-//! Destinations: one file per kind behind one trait. Each turns a rendered
+//! Destinations: one file per type behind two traits. [`DestinationSettings`] is
+//! a type's parsed `destinations.<name>` keys (it checks them, describes them for
+//! `hookrelay check` and builds the sender); [`Destination`] turns a rendered
 //! [`Message`] into the exact request it sends ([`Destination::prepare`], also what
 //! `hookrelay render` prints) and sends it ([`Destination::send`]).
 //!
 //! Whether a failure is worth retrying is decided once, in [`classify_status`] and
 //! [`classify_reqwest`], never per destination.
 //!
-//! Adding a destination: one file here, one `DestinationKind` variant in
-//! `config.rs`, one arm in [`build`], and a test.
+//! Adding a destination: one file here (its config type, validation, request and
+//! [`Kind`]), one line in [`KINDS`], its default templates in `templates/`, and a
+//! test against a local server.
 
 pub mod console;
 pub mod email;
@@ -17,13 +20,216 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
-use crate::config::{DestinationConfig, DestinationKind};
+use crate::config::{ConfigError, RateLimit};
 use crate::templates::Body;
+
+/// Every destination type: its registration line.
+pub const KINDS: &[Kind] = &[
+    slack::KIND,
+    teams::KIND,
+    email::KIND,
+    webhook::KIND,
+    console::KIND,
+];
+
+/// The registration of one destination type.
+pub struct Kind {
+    /// The `type:` value.
+    pub name: &'static str,
+    /// Parses the type's own keys (the common ones already taken out), naming
+    /// every error's key below the given place.
+    pub parse: ParseFn,
+    /// Its default templates, embedded in the binary: (file name, text).
+    pub templates: &'static [(&'static str, &'static str)],
+    /// How `{{x}}` is escaped in its text templates (`<name>.<type>.hbs`).
+    pub text_escape: TextEscape,
+    /// Text and an HTML part (`<name>.<type>.html.hbs`) instead of a JSON body.
+    pub html_part: bool,
+}
+
+pub type ParseFn = fn(&str, Value, &mut Vec<ConfigError>) -> Option<Arc<dyn DestinationSettings>>;
+
+/// The escaping of a destination's text templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEscape {
+    /// No escaping: the destination shows text as it is.
+    Plain,
+    /// Slack mrkdwn: `&`, `<`, `>`.
+    Slack,
+    /// HTML.
+    Html,
+}
+
+/// The registration of `type: name`, if there is one.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The `type:` values, for error messages.
+pub fn type_names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.name).collect()
+}
+
+/// A type's [`ParseFn`]: its config type deserialized strictly.
+pub fn parse_as<T: DestinationSettings + DeserializeOwned + 'static>(
+    place: &str,
+    v: Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<dyn DestinationSettings>> {
+    crate::config::parse_at::<T>(place, v, errors)
+        .map(|x| Arc::new(x) as Arc<dyn DestinationSettings>)
+}
+
+/// A destination type's own keys, parsed. `Debug` never shows a secret.
+pub trait DestinationSettings: std::fmt::Debug + Send + Sync {
+    /// The `type:` value.
+    fn type_name(&self) -> &'static str;
+    /// What deserializing cannot check (URLs, addresses, combinations of keys);
+    /// each error names its key below `place`, and never quotes a secret. Only
+    /// called for an enabled destination.
+    fn check(&self, place: &str, errors: &mut Vec<ConfigError>);
+    /// Where it sends, in a few words, for `hookrelay check`; never a secret.
+    fn describe(&self) -> String;
+    /// Builds the sender; `timeout` bounds each send.
+    fn build(&self, http: &reqwest::Client, timeout: Duration) -> Arc<dyn Destination>;
+    /// The rate limit when `rate_limit` is not set (the service's own limit).
+    fn default_rate_limit(&self) -> Option<RateLimit> {
+        None
+    }
+    /// A one-line template rendered into [`Message::subject`] for every message:
+    /// (its config key, its text).
+    fn subject(&self) -> Option<(&'static str, &str)> {
+        None
+    }
+    /// A channel template rendered into [`Message::channel`] when the delivery is
+    /// planned: (its config key, its text). Only when [`Self::takes_channel`].
+    fn channel(&self) -> Option<(&'static str, &str)> {
+        None
+    }
+    /// Whether a route's `channel` applies to this destination.
+    fn takes_channel(&self) -> bool {
+        false
+    }
+}
+
+/// Keys every destination type takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationCommon {
+    #[serde(default = "yes", deserialize_with = "crate::config::de_bool")]
+    pub enabled: bool,
+    /// `N/s`, `N/min` or `N/h`; absent: the type's default.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::config::de_duration"
+    )]
+    pub timeout: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// One `destinations.<name>` entry.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    pub common: DestinationCommon,
+    pub kind: Arc<dyn DestinationSettings>,
+}
+
+impl DestinationConfig {
+    /// The effective rate limit: the configured one, else the type's default.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.common
+            .rate_limit
+            .or_else(|| self.kind.default_rate_limit())
+    }
+}
+
+const COMMON_KEYS: &[&str] = &["enabled", "rate_limit", "timeout"];
+
+/// Parses one `destinations.<name>` mapping at `place`, collecting every error.
+pub fn parse_config(
+    place: &str,
+    v: Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<DestinationConfig> {
+    let Value::Object(mut m) = v else {
+        errors.push(ConfigError::new(place, "expected a mapping with a `type`"));
+        return None;
+    };
+    let names = type_names().join(", ");
+    let kind = match m.remove("type") {
+        Some(Value::String(t)) => match kind(&t) {
+            Some(k) => k,
+            None => {
+                errors.push(ConfigError::new(
+                    format!("{place}.type"),
+                    format!("unknown type {t:?}; expected one of {names}"),
+                ));
+                return None;
+            }
+        },
+        Some(_) | None => {
+            errors.push(ConfigError::new(
+                format!("{place}.type"),
+                format!("missing; expected one of {names}"),
+            ));
+            return None;
+        }
+    };
+    let mut common = Map::new();
+    for k in COMMON_KEYS {
+        if let Some(v) = m.remove(*k) {
+            common.insert((*k).to_string(), v);
+        }
+    }
+    let common: Option<DestinationCommon> =
+        crate::config::parse_at(place, Value::Object(common), errors);
+    let settings = (kind.parse)(place, Value::Object(m), errors)?;
+    let common = common?;
+    if common.enabled {
+        settings.check(place, errors);
+    }
+    Some(DestinationConfig {
+        common,
+        kind: settings,
+    })
+}
+
+/// Checks that `url` is an http(s) URL; the error never quotes it (webhook URLs
+/// are credentials).
+pub fn check_url(place: String, url: &str, errors: &mut Vec<ConfigError>) {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        Ok(_) => errors.push(ConfigError::new(
+            place,
+            "must be an http:// or https:// URL",
+        )),
+        Err(_) if url.is_empty() => errors.push(ConfigError::new(place, "is empty")),
+        Err(e) => errors.push(ConfigError::new(place, format!("is not a valid URL ({e})"))),
+    }
+}
+
+/// Checks that a header name is valid.
+pub fn check_header_name(place: String, name: &str, errors: &mut Vec<ConfigError>) {
+    if HeaderName::try_from(name).is_err() {
+        errors.push(ConfigError::new(place, "is not a valid header name"));
+    }
+}
 
 /// A rendered message, before a destination wraps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,14 +323,7 @@ const EXCERPT_CHARS: usize = 200;
 /// Builds the destination for `cfg`. `http` is the shared client; `cfg.common.timeout`
 /// bounds each send.
 pub fn build(cfg: &DestinationConfig, http: &reqwest::Client) -> Arc<dyn Destination> {
-    let timeout = cfg.common.timeout;
-    match &cfg.kind {
-        DestinationKind::Slack(c) => Arc::new(slack::Slack::new(c, http.clone(), timeout)),
-        DestinationKind::Teams(c) => Arc::new(teams::Teams::new(c, http.clone(), timeout)),
-        DestinationKind::Email(c) => Arc::new(email::Email::new(c, timeout)),
-        DestinationKind::Webhook(c) => Arc::new(webhook::Webhook::new(c, http.clone(), timeout)),
-        DestinationKind::Console(_) => Arc::new(console::Console::default()),
-    }
+    cfg.kind.build(http, cfg.common.timeout)
 }
 
 /// The one place an HTTP answer is judged: 2xx is success; 5xx, 408 and 429 are
@@ -439,20 +638,17 @@ mod tests {
         assert!(!format!("{se:?}").contains("SECRETTOKEN"));
     }
 
-    fn config(kind: DestinationKind, timeout: Duration) -> DestinationConfig {
-        DestinationConfig {
-            common: crate::config::DestinationCommon {
-                enabled: true,
-                rate_limit: None,
-                timeout,
-            },
-            kind,
-        }
+    /// A destination parsed from its config keys, exactly as `relay.yaml` gives them.
+    fn config(v: Value) -> DestinationConfig {
+        let mut errors = Vec::new();
+        let c = parse_config("destinations.x", v, &mut errors);
+        assert_eq!(errors, vec![]);
+        c.unwrap()
     }
 
     #[tokio::test]
     async fn build_wires_every_kind_with_its_timeout() {
-        use crate::config::*;
+        use serde_json::json;
         use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
 
         let server = MockServer::start().await;
@@ -467,47 +663,60 @@ mod tests {
             subject: None,
             channel: None,
         };
-        let kinds = vec![
-            DestinationKind::Slack(SlackConfig {
-                webhook_url: Some(Secret::new(server.uri())),
-                token: None,
-                channel: None,
-                api_url: "https://slack.com/api".into(),
-            }),
-            DestinationKind::Teams(TeamsConfig {
-                webhook_url: Secret::new(server.uri()),
-                format: TeamsFormat::Adaptivecard,
-            }),
-            DestinationKind::Webhook(WebhookConfig {
-                url: Secret::new(server.uri()),
-                headers: Default::default(),
-            }),
-        ];
-        for kind in kinds {
-            let d = build(&config(kind, Duration::from_millis(200)), &http);
+        let url = server.uri();
+        for v in [
+            json!({"type": "slack", "webhook_url": url, "timeout": "200ms"}),
+            json!({"type": "teams", "webhook_url": url, "timeout": "200ms"}),
+            json!({"type": "webhook", "url": url, "timeout": "200ms"}),
+        ] {
+            let d = build(&config(v), &http);
             let req = d.prepare(&msg).unwrap();
             assert!(matches!(req, Request::Json(_)));
             let e = d.send(&req).await.unwrap_err();
             assert!(e.is_transient(), "{e:?}");
         }
         let email = build(
-            &config(
-                DestinationKind::Email(EmailConfig {
-                    smtp: Secret::new("smtp://127.0.0.1:2525"),
-                    from: "a@b.test".into(),
-                    to: vec!["c@d.test".into()],
-                    subject: None,
-                }),
-                Duration::from_secs(1),
-            ),
+            &config(json!({"type": "email", "smtp": "smtp://127.0.0.1:2525",
+                "from": "a@b.test", "to": "c@d.test", "timeout": "1s"})),
             &http,
         );
         assert!(matches!(email.prepare(&msg), Ok(Request::Email { .. })));
-        let console = build(
-            &config(DestinationKind::Console(ConsoleConfig {}), Duration::ZERO),
-            &http,
-        );
+        let console = build(&config(json!({"type": "console"})), &http);
         assert_eq!(console.prepare(&msg), Ok(Request::Console("hi".into())));
+    }
+
+    #[test]
+    fn every_type_is_registered_once_with_its_templates() {
+        let names = type_names();
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for k in KINDS {
+            assert!(
+                k.templates
+                    .iter()
+                    .any(|(f, _)| f.starts_with(&format!("default.{}.", k.name))),
+                "{} has no default template",
+                k.name
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_missing_types_name_the_known_ones() {
+        let mut errors = Vec::new();
+        assert!(parse_config("d", serde_json::json!({"type": "slak"}), &mut errors).is_none());
+        assert!(parse_config("e", serde_json::json!({"url": "x"}), &mut errors).is_none());
+        let all = type_names().join(", ");
+        assert_eq!(
+            errors,
+            vec![
+                ConfigError::new(
+                    "d.type",
+                    format!("unknown type \"slak\"; expected one of {all}")
+                ),
+                ConfigError::new("e.type", format!("missing; expected one of {all}")),
+            ]
+        );
     }
 
     #[tokio::test]

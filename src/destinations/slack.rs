@@ -12,10 +12,120 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Map, Value};
 
+use serde::Deserialize;
+
 use super::{classify_status, excerpt, post_json, shorten, Destination, Message, Request};
-use super::{SendError, Sent};
-use crate::config::{Secret, SlackConfig};
+use super::{DestinationSettings, Kind, SendError, Sent, TextEscape};
+use crate::config::{de_opt_secret, ConfigError, RateLimit, Secret};
 use crate::templates::Body;
+
+pub const KIND: Kind = Kind {
+    name: "slack",
+    parse: super::parse_as::<SlackConfig>,
+    templates: &[(
+        "default.slack.json.hbs",
+        include_str!("../../templates/default.slack.json.hbs"),
+    )],
+    text_escape: TextEscape::Slack,
+    html_part: false,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// Incoming webhook URL.
+    #[serde(default, deserialize_with = "de_opt_secret")]
+    pub webhook_url: Option<Secret>,
+    /// Bot token for `chat.postMessage`.
+    #[serde(default, deserialize_with = "de_opt_secret")]
+    pub token: Option<Secret>,
+    /// Channel (a template, e.g. `#backups-{{stack}}`), with a bot token.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Slack's Web API base; changed only to point at a stand-in.
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".into()
+}
+
+impl DestinationSettings for SlackConfig {
+    fn type_name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
+        match (&self.webhook_url, &self.token) {
+            (Some(u), None) => {
+                super::check_url(format!("{place}.webhook_url"), u.expose(), errors);
+                if self.channel.is_some() {
+                    errors.push(ConfigError::new(
+                        format!("{place}.channel"),
+                        "needs a bot `token`; an incoming webhook posts to its own channel",
+                    ));
+                }
+            }
+            (None, Some(t)) => {
+                if t.expose().is_empty() {
+                    errors.push(ConfigError::new(format!("{place}.token"), "is empty"));
+                }
+                if self.channel.is_none() {
+                    errors.push(ConfigError::new(
+                        format!("{place}.channel"),
+                        "is required with a bot `token`",
+                    ));
+                }
+                super::check_url(format!("{place}.api_url"), &self.api_url, errors);
+            }
+            (Some(_), Some(_)) => errors.push(ConfigError::new(
+                place,
+                "give either `webhook_url` or `token`, not both",
+            )),
+            (None, None) => errors.push(ConfigError::new(
+                place,
+                "needs `webhook_url` (incoming webhook) or `token` (bot, chat.postMessage)",
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.token.is_some() || self.channel.is_some() {
+            format!(
+                "chat.postMessage to {}",
+                self.channel.as_deref().unwrap_or("?")
+            )
+        } else {
+            "incoming webhook".into()
+        }
+    }
+
+    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+        std::sync::Arc::new(Slack::new(self, http.clone(), timeout))
+    }
+
+    /// Slack's documented limit for incoming webhooks: one message a second.
+    fn default_rate_limit(&self) -> Option<RateLimit> {
+        self.webhook_url.as_ref().map(|_| RateLimit {
+            count: 1,
+            per: Duration::from_secs(1),
+        })
+    }
+
+    fn channel(&self) -> Option<(&'static str, &str)> {
+        if self.takes_channel() {
+            self.channel.as_deref().map(|c| ("channel", c))
+        } else {
+            None
+        }
+    }
+
+    /// Only a bot token chooses its channel; a webhook posts to its own.
+    fn takes_channel(&self) -> bool {
+        self.token.is_some()
+    }
+}
 
 /// Slack's limits, in characters.
 pub const MAX_TEXT: usize = 40_000;

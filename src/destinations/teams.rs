@@ -12,9 +12,61 @@ use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use super::{post_and_classify, Destination, Message, Request, SendError, Sent};
-use crate::config::{Secret, TeamsConfig, TeamsFormat};
+use serde::Deserialize;
+
+use super::{post_and_classify, Destination, DestinationSettings, Kind, Message, Request};
+use super::{SendError, Sent, TextEscape};
+use crate::config::{ConfigError, Secret};
 use crate::templates::Body;
+
+pub const KIND: Kind = Kind {
+    name: "teams",
+    parse: super::parse_as::<TeamsConfig>,
+    templates: &[(
+        "default.teams.json.hbs",
+        include_str!("../../templates/default.teams.json.hbs"),
+    )],
+    text_escape: TextEscape::Plain,
+    html_part: false,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TeamsFormat {
+    #[default]
+    Adaptivecard,
+    Messagecard,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsConfig {
+    pub webhook_url: Secret,
+    #[serde(default)]
+    pub format: TeamsFormat,
+}
+
+impl DestinationSettings for TeamsConfig {
+    fn type_name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
+        super::check_url(
+            format!("{place}.webhook_url"),
+            self.webhook_url.expose(),
+            errors,
+        );
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?} webhook", self.format).to_lowercase()
+    }
+
+    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+        std::sync::Arc::new(Teams::new(self, http.clone(), timeout))
+    }
+}
 
 /// The largest serialized payload sent, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 28_000;

@@ -7,9 +7,54 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
-use super::{post_and_classify, Destination, Message, Request, SendError, Sent};
-use crate::config::{Secret, WebhookConfig};
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{post_and_classify, Destination, DestinationSettings, Kind, Message, Request};
+use super::{SendError, Sent, TextEscape};
+use crate::config::{ConfigError, Secret};
 use crate::templates::Body;
+
+pub const KIND: Kind = Kind {
+    name: "webhook",
+    parse: super::parse_as::<WebhookConfig>,
+    templates: &[(
+        "default.webhook.json.hbs",
+        include_str!("../../templates/default.webhook.json.hbs"),
+    )],
+    text_escape: TextEscape::Plain,
+    html_part: false,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: Secret,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+impl DestinationSettings for WebhookConfig {
+    fn type_name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
+        super::check_url(format!("{place}.url"), self.url.expose(), errors);
+        for name in self.headers.keys() {
+            super::check_header_name(format!("{place}.headers.{name}"), name, errors);
+        }
+    }
+
+    fn describe(&self) -> String {
+        "POST JSON".into()
+    }
+
+    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+        std::sync::Arc::new(Webhook::new(self, http.clone(), timeout))
+    }
+}
 
 pub struct Webhook {
     url: Secret,
@@ -87,7 +132,6 @@ mod tests {
     use super::super::test_support::{client, refused_addr, text, TIMEOUT};
     use super::*;
     use serde_json::Value;
-    use std::collections::BTreeMap;
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
