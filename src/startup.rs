@@ -86,13 +86,25 @@ pub struct Application {
     server: actix_web::dev::Server,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    worker: tokio::task::JoinHandle<()>,
+    /// The delivery loops; `None` when built without them.
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
     /// Opens storage, builds the relay, binds `server.listen` and starts the
     /// delivery workers. Call from within a Tokio runtime.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(settings, true).await
+    }
+
+    /// [`build`](Self::build) without the delivery loops: deliveries stay queued
+    /// until [`worker::drain`](crate::worker::drain) sends them. Tests use this to
+    /// decide when delivery happens instead of waiting on the schedule.
+    pub async fn build_without_workers(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(settings, false).await
+    }
+
+    async fn build_with(settings: Settings, workers: bool) -> anyhow::Result<Application> {
         let http = http_client();
         let path = settings.file.clone();
         let listen = settings.server.listen.clone();
@@ -120,7 +132,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = crate::http::server(listener, shared.clone(), max_body)?;
         let (stop, stop_rx) = watch::channel(false);
-        let worker = tokio::spawn(crate::worker::run(shared.clone(), stop_rx));
+        let worker = workers.then(|| tokio::spawn(crate::worker::run(shared.clone(), stop_rx)));
         Ok(Application {
             port,
             server,
@@ -146,7 +158,9 @@ impl Application {
         let served = self.server.await;
         hup.abort();
         let _ = self.stop.send(true);
-        let _ = self.worker.await;
+        if let Some(w) = self.worker {
+            let _ = w.await;
+        }
         served.context("server error")
     }
 }

@@ -291,6 +291,55 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, sem.acquire_many(workers as u32)).await;
 }
 
+/// Deliveries [`drain`] claims per destination and pass.
+const DRAIN_BATCH: usize = 1000;
+
+/// Sends every delivery that is due now, one at a time and in queue order, each
+/// attempt recorded exactly as the loops record it; repeats while a pass found
+/// something due (a retry scheduled `0s` ahead is due at once), at most `passes`
+/// times. Rate limits are not applied. Returns the number of attempts made.
+///
+/// For an application built without its delivery loops
+/// ([`Application::build_without_workers`](crate::startup::Application::build_without_workers)):
+/// tests drain the queue at a point they choose instead of waiting on a schedule.
+pub async fn drain(shared: &Arc<Shared>, passes: usize) -> usize {
+    let mut attempts = 0;
+    for _ in 0..passes {
+        let relay = shared.relay.load_full();
+        let mut names: BTreeSet<String> = relay.destinations.keys().cloned().collect();
+        if let Ok(p) = shared.store.pending_destinations().await {
+            names.extend(p);
+        }
+        let before = attempts;
+        for name in names {
+            let Some(dest) = relay.destinations.get(&name) else {
+                continue;
+            };
+            let lease = dest.cfg.common.timeout + LEASE_MARGIN;
+            let claimed = match shared.store.claim(&name, DRAIN_BATCH, lease).await {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("drain {name}: cannot claim: {e}");
+                    continue;
+                }
+            };
+            let limiter = Arc::new(Mutex::new(Limiter::new(None)));
+            let sem = Arc::new(Semaphore::new(1));
+            for c in claimed {
+                let Ok(permit) = sem.clone().acquire_owned().await else {
+                    break;
+                };
+                attempt(shared.clone(), relay.clone(), limiter.clone(), c, permit).await;
+                attempts += 1;
+            }
+        }
+        if attempts == before {
+            break;
+        }
+    }
+    attempts
+}
+
 fn start_attempt(
     shared: &Arc<Shared>,
     relay: &Arc<Relay>,

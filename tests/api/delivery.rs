@@ -41,13 +41,16 @@ async fn transient_failures_are_retried_until_the_destination_takes_it() {
         .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
         .mount(&slack)
         .await;
-    let app = spawn_app(&format!(
-        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  s: {{ type: slack, webhook_url: \"{}/hook\", rate_limit: 100/s }}\nroutes:\n  - to: [s]\n",
+    // Retries due at once, sent when the test drains the queue: no schedule to wait on.
+    let app = spawn_app_drained(&format!(
+        "{C66}admin: {{ token: {ADMIN} }}\ndelivery: {{ retry_schedule: [0s, 0s, 0s], max_age: 1h }}\ndestinations:\n  s: {{ type: slack, webhook_url: \"{}/hook\", rate_limit: 100/s }}\nroutes:\n  - to: [s]\n",
         slack.uri()
     ))
     .await;
     let v = post_c66(&app, &fixture("cloud66/backup.verification.failed.json")).await;
-    app.wait_settled(Duration::from_secs(10)).await;
+    assert!(slack.received_requests().await.unwrap().is_empty());
+    assert_eq!(app.drain(10).await, 3);
+    assert_eq!(app.drain(10).await, 0, "nothing left to send");
     let e = event(&app, &v["event_id"]).await;
     let d = &e["deliveries"][0];
     assert_eq!(d["state"], "delivered", "{e}");
@@ -169,7 +172,7 @@ async fn a_burst_to_a_slack_webhook_is_paced_and_a_dead_destination_delays_no_ot
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole = black_hole.local_addr().unwrap();
     let app = spawn_app(&format!(
-        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  slow: {{ type: webhook, url: \"http://{hole}/x\", timeout: 30s }}\n  s: {{ type: slack, webhook_url: \"{}/h\", rate_limit: 5/s }}\n  fast: {{ type: webhook, url: \"{}/h\" }}\nroutes:\n  - to: [slow, s, fast]\n",
+        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  slow: {{ type: webhook, url: \"http://{hole}/x\", timeout: 1h }}\n  s: {{ type: slack, webhook_url: \"{}/h\", rate_limit: 5/s }}\n  fast: {{ type: webhook, url: \"{}/h\" }}\nroutes:\n  - to: [slow, s, fast]\n",
         slack.uri(),
         fast.uri()
     ))
@@ -179,21 +182,27 @@ async fn a_burst_to_a_slack_webhook_is_paced_and_a_dead_destination_delays_no_ot
         let body = c66_with(|v| v["timestamp"] = json!(1_700_000_000 + i));
         post_c66(&app, &body).await;
     }
-    // The fast destination gets everything while the slow one hangs.
-    wait_received(&fast, 10, Duration::from_secs(5)).await;
-    let fast_done = started.elapsed();
+    // The fast destination gets everything while the slow one still hangs on its
+    // first sends (its timeout is an hour): nothing of the slow one has ended.
+    wait_received(&fast, 10, Duration::from_secs(10)).await;
+    let pending = app.api("/api/deliveries?state=pending").await;
+    let slow_pending = pending["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["destination"] == "slow")
+        .count();
+    assert_eq!(slow_pending, 10, "{pending}");
     // 10 sends at 5/s: the first 5 at once, the next 5 a second later — never more.
     wait_received(&slack, 10, Duration::from_secs(10)).await;
     let slack_done = started.elapsed();
-    assert!(
-        fast_done < Duration::from_secs(3),
-        "fast destination waited {fast_done:?}"
-    );
     assert!(
         slack_done >= Duration::from_millis(950),
         "10 sends at 5/s took only {slack_done:?}"
     );
     assert_eq!(slack.received_requests().await.unwrap().len(), 10);
+    let fast_got = fast.received_requests().await.unwrap().len();
+    assert_eq!(fast_got, 10);
     drop(black_hole);
 }
 

@@ -50,6 +50,16 @@ pub async fn spawn_app(yaml: &str) -> TestApp {
 }
 
 pub async fn spawn_app_env(yaml: &str, env: &[(&str, &str)]) -> TestApp {
+    spawn(yaml, env, true).await
+}
+
+/// [`spawn_app`] without the delivery loops: nothing is sent until the test
+/// calls [`TestApp::drain`], so what was sent, and when, is the test's decision.
+pub async fn spawn_app_drained(yaml: &str) -> TestApp {
+    spawn(yaml, &[], false).await
+}
+
+async fn spawn(yaml: &str, env: &[(&str, &str)], workers: bool) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.yaml");
@@ -71,7 +81,12 @@ pub async fn spawn_app_env(yaml: &str, env: &[(&str, &str)]) -> TestApp {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let settings = config::load_with_env(&path, &env).unwrap_or_else(|e| panic!("{e}"));
-    let app = Application::build(settings).await.expect("app builds");
+    let app = if workers {
+        Application::build(settings).await
+    } else {
+        Application::build_without_workers(settings).await
+    }
+    .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shared = app.shared();
     tokio::spawn(app.run_until_stopped());
@@ -113,6 +128,13 @@ impl TestApp {
         let r = self.get(path, Some(ADMIN)).await;
         assert_eq!(r.status(), 200, "{path}");
         r.json().await.expect("json")
+    }
+
+    /// Sends every delivery that is due, and again while retries come due at once
+    /// (`retry_schedule: [0s]`), at most `passes` rounds; returns the attempts made.
+    /// Only for apps from [`spawn_app_drained`].
+    pub async fn drain(&self, passes: usize) -> usize {
+        hookrelay::worker::drain(&self.shared, passes).await
     }
 
     /// Polls the admin API until every delivery of every event has left
