@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use crate::config::{self, Settings, SourceKind};
+use crate::config::{self, SourceKind};
 use crate::destinations::Request;
 use crate::relay::Relay;
 use crate::startup::{http_client, Application};
@@ -71,31 +71,25 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-fn load(path: &Path) -> Result<(Settings, Relay), i32> {
-    let settings = config::load(path).map_err(|e| {
+/// Loads the config and builds the relay, printing every error of every section.
+fn load(path: &Path) -> Result<Relay, i32> {
+    let env = std::env::vars().collect();
+    Relay::load(path, &env, &http_client()).map_err(|e| {
         eprintln!("{e}");
         EXIT_INVALID
-    })?;
-    let relay = Relay::build(settings.clone(), &http_client()).map_err(|errs| {
-        eprintln!(
-            "{}: {} error{}",
-            path.display(),
-            errs.len(),
-            if errs.len() == 1 { "" } else { "s" }
-        );
-        for e in errs {
-            eprintln!("  {e}");
-        }
-        EXIT_INVALID
-    })?;
-    Ok((settings, relay))
+    })
 }
 
 async fn serve(path: &Path) -> i32 {
-    let settings = match config::load(path) {
+    let env = std::env::vars().collect();
+    let settings = match config::load_with_env(path, &env) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            // Every error, those of routes and templates included, as `check` lists them.
+            match Relay::load(path, &env, &http_client()) {
+                Err(all) => eprintln!("{all}"),
+                Ok(_) => eprintln!("{e}"),
+            }
             return EXIT_INVALID;
         }
     };
@@ -126,10 +120,11 @@ async fn serve(path: &Path) -> i32 {
 }
 
 fn check(path: &Path) -> i32 {
-    let (s, relay) = match load(path) {
+    let relay = match load(path) {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let s = &relay.settings;
     out!("{}: ok", path.display());
     out!("sources ({}):", s.sources.len());
     for (name, src) in &s.sources {
@@ -214,7 +209,6 @@ fn check(path: &Path) -> i32 {
     } else {
         out!("templates: embedded defaults ({} not found)", dir.display());
     }
-    let _ = relay;
     0
 }
 
@@ -230,7 +224,7 @@ fn compact(v: &Value) -> String {
 }
 
 async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
-    let (_, relay) = match load(path) {
+    let relay = match load(path) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -263,21 +257,53 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
     let event = crate::providers::normalize(&a.source, &source.cfg, raw, chrono::Utc::now());
     out!("event:");
     out!("{}", pretty(&Value::Object(event.fields_json())));
-    let (routed, deliveries) = relay.plan(&event);
-    let matched: Vec<String> = relay
-        .routes
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.matches(&event))
-        .map(|(i, r)| format!("routes[{i}] -> {}", r.to.join(", ")))
-        .collect();
-    if routed {
-        out!("\nmatching routes:");
-        for m in &matched {
-            out!("  {m}");
-        }
-    } else {
+    let (_, deliveries) = relay.plan(&event);
+    // Only the routes the walk reaches: a later route that also matches gets
+    // nothing once a matching route without `continue` has ended the walk.
+    let walked = crate::routing::walk(&relay.routes, &event);
+    if walked.is_empty() {
         out!("\nmatching routes: none (the event would be stored as unrouted)");
+    } else {
+        out!("\nmatching routes:");
+        for &i in &walked {
+            let to: Vec<String> = relay.routes[i]
+                .to
+                .iter()
+                .map(|d| {
+                    let first = walked
+                        .iter()
+                        .copied()
+                        .find(|&j| relay.routes[j].to.contains(d));
+                    if !relay
+                        .destinations
+                        .get(d)
+                        .is_some_and(|x| x.cfg.common.enabled)
+                    {
+                        format!("{d} (disabled)")
+                    } else if first != Some(i) {
+                        format!("{d} (already from routes[{}])", first.unwrap_or(i))
+                    } else {
+                        d.clone()
+                    }
+                })
+                .collect();
+            out!("  routes[{i}] -> {}", to.join(", "));
+        }
+        let last = walked[walked.len() - 1];
+        let unreached: Vec<String> = relay
+            .routes
+            .iter()
+            .enumerate()
+            .skip(last + 1)
+            .filter(|(_, r)| r.matches(&event))
+            .map(|(i, _)| format!("routes[{i}]"))
+            .collect();
+        if !unreached.is_empty() {
+            out!(
+                "  (also matching but not reached: {}; routes[{last}] ends the walk without `continue: true`)",
+                unreached.join(", ")
+            );
+        }
     }
     let mut failed = false;
     let ctx = event.template_context();

@@ -7,7 +7,7 @@
 //! (`routes[2].to[0]: …`). Values that came from the environment are wrapped in
 //! [`Secret`] where they may hold credentials, so no `Debug` print or error shows them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -120,9 +120,50 @@ pub struct Settings {
     pub sources: BTreeMap<String, SourceConfig>,
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub routes: Vec<RouteConfig>,
-    /// The folder relative paths (templates dir, sqlite file) are resolved against:
-    /// the current directory, like every other tool run from a project folder.
+    /// The config file. Relative paths in it (`templates.dir`, the SQLite file of
+    /// `storage.url`) are resolved against its folder, not the current directory,
+    /// so `hookrelay -c /etc/hookrelay/relay.yaml` works from anywhere.
     pub file: PathBuf,
+    /// Destinations the file declares but that could not be parsed: routes naming
+    /// them are not also reported as naming an unknown destination.
+    pub invalid_destinations: BTreeSet<String>,
+}
+
+impl Settings {
+    /// The folder relative paths are resolved against: the config file's, absolute.
+    pub fn base_dir(&self) -> PathBuf {
+        base_dir(&self.file)
+    }
+}
+
+/// The absolute folder of `file` (the current directory for a bare file name).
+fn base_dir(file: &Path) -> PathBuf {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// `p` itself when absolute, else `p` under `base`.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Resolves the relative paths of `s` against the config file's folder: the
+/// templates folder and a `sqlite://` file. Other URLs are left as they are.
+fn resolve_paths(s: &mut Settings) {
+    let base = s.base_dir();
+    s.templates.dir = resolve(&base, &s.templates.dir);
+    let url = s.storage.url.expose();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if !path.is_empty() && path != ":memory:" && !Path::new(path).is_absolute() {
+            let abs = resolve(&base, Path::new(path));
+            s.storage.url = Secret::new(format!("sqlite://{}", abs.display()));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +253,10 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Every kind, as `kind:` and the `provider` field spell them.
+    pub const NAMES: &'static [&'static str] =
+        &["cloud66", "simplebackups", "centurylink", "generic"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Cloud66 => "cloud66",
@@ -318,6 +363,26 @@ pub fn load_with_env(
     path: &Path,
     env: &BTreeMap<String, String>,
 ) -> Result<Settings, ConfigErrors> {
+    let (settings, errors) = load_partial(path, env)?;
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigErrors {
+            file: path.display().to_string(),
+            errors,
+        })
+    }
+}
+
+/// Everything that could be read from `path`, and every error found on the way.
+/// The settings are partial when there are errors (a destination that does not
+/// parse is left out and named in `invalid_destinations`), so the later checks
+/// (routes, templates) can still run and report theirs in the same pass.
+/// `Err` only when the file cannot be read or is not YAML at all.
+pub fn load_partial(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(Settings, Vec<ConfigError>), ConfigErrors> {
     let file = path.display().to_string();
     let fail = |errors: Vec<ConfigError>| ConfigErrors {
         file: file.clone(),
@@ -345,12 +410,15 @@ pub fn load_with_env(
         .map_err(|e| fail(vec![ConfigError::new("", clean_config_error(&e))]))?;
     let mut errors = Vec::new();
     expand_tree(&mut tree, "", env, &mut errors);
-    let settings = parse_tree(tree, path, &mut errors);
-    if errors.is_empty() {
-        Ok(settings)
-    } else {
-        Err(fail(errors))
-    }
+    // A value whose `${VAR}` could not be expanded is reported once, as that: not
+    // again as, say, "is not a valid URL" for the unexpanded text.
+    let unexpanded: BTreeSet<String> = errors.iter().map(|e| e.place.clone()).collect();
+    let first = errors.len();
+    let mut settings = parse_tree(tree, path, &mut errors);
+    let later = errors.split_off(first);
+    errors.extend(later.into_iter().filter(|e| !unexpanded.contains(&e.place)));
+    resolve_paths(&mut settings);
+    Ok((settings, errors))
 }
 
 fn clean_config_error(e: &config::ConfigError) -> String {
@@ -437,8 +505,13 @@ fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settin
     if let Some(v) = top.remove("destinations") {
         for (name, item) in mapping_at("destinations", v, errors) {
             let place = format!("destinations.{name}");
-            if let Some(d) = crate::destinations::parse_config(&place, item, errors) {
-                s.destinations.insert(name, d);
+            match crate::destinations::parse_config(&place, item, errors) {
+                Some(d) => {
+                    s.destinations.insert(name, d);
+                }
+                None => {
+                    s.invalid_destinations.insert(name);
+                }
             }
         }
     }
@@ -447,14 +520,39 @@ fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settin
         Some(Value::Array(items)) => {
             for (i, item) in items.into_iter().enumerate() {
                 let place = format!("routes[{i}]");
-                if let Some(r) = parse_at::<RouteConfig>(&place, item, errors) {
-                    s.routes.push(r);
-                }
+                let lenient = lenient_route(&item);
+                // A route that does not parse is kept from its readable parts, so
+                // its destinations and template are still checked and the routes
+                // after it keep their numbers.
+                s.routes
+                    .push(parse_at::<RouteConfig>(&place, item, errors).unwrap_or(lenient));
             }
         }
         Some(_) => errors.push(ConfigError::new("routes", "expected a list of routes")),
     }
     s
+}
+
+/// The parts of a route that have the right shape, for a route that as a whole
+/// does not parse (its errors are already reported).
+fn lenient_route(v: &Value) -> RouteConfig {
+    let get = |k: &str| v.get(k);
+    let text = |k: &str| get(k).and_then(Value::as_str).map(str::to_string);
+    RouteConfig {
+        matches: get("match").and_then(Value::as_object).cloned(),
+        to: match get("to") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            // Not reported again as "needs at least one destination".
+            _ => Vec::new(),
+        },
+        template: text("template"),
+        channel: text("channel"),
+        continue_: false,
+    }
 }
 
 fn mapping_at(place: &str, v: Value, errors: &mut Vec<ConfigError>) -> Vec<(String, Value)> {
@@ -881,5 +979,39 @@ destinations:
         let on = load_str(yaml, &[("SLACK_URL", "https://hooks.example/x")]).unwrap();
         assert!(on.destinations["s"].common.enabled);
         assert_eq!(on.destinations["s"].rate_limit().unwrap().count, 1);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("relay.yaml");
+        std::fs::write(
+            &p,
+            "storage: { url: \"sqlite://data/h.db\" }\ntemplates: { dir: tpl }\n",
+        )
+        .unwrap();
+        let s = load_with_env(&p, &env(&[])).unwrap();
+        assert_eq!(s.templates.dir, dir.path().join("tpl"));
+        assert_eq!(
+            s.storage.url.expose(),
+            format!("sqlite://{}", dir.path().join("data/h.db").display())
+        );
+        std::fs::write(
+            &p,
+            "storage: { url: \"sqlite:///var/lib/h.db\" }\ntemplates: { dir: /srv/tpl }\n",
+        )
+        .unwrap();
+        let s = load_with_env(&p, &env(&[])).unwrap();
+        assert_eq!(s.templates.dir, Path::new("/srv/tpl"));
+        assert_eq!(s.storage.url.expose(), "sqlite:///var/lib/h.db");
+        // The defaults are relative too.
+        std::fs::write(&p, "").unwrap();
+        let s = load_with_env(&p, &env(&[])).unwrap();
+        assert_eq!(s.templates.dir, dir.path().join("templates"));
+        assert!(s
+            .storage
+            .url
+            .expose()
+            .ends_with(&format!("{}/data/hookrelay.db", dir.path().display())));
     }
 }

@@ -37,6 +37,10 @@ impl Status {
         }
     }
 
+    /// Every status, as routes and templates spell them.
+    pub const NAMES: &'static [&'static str] =
+        &["success", "failure", "partial", "missing", "unknown"];
+
     pub fn parse(s: &str) -> Option<Status> {
         Some(match s {
             "success" => Status::Success,
@@ -48,6 +52,9 @@ impl Status {
         })
     }
 }
+
+/// Every severity, as routes and templates spell them.
+pub const SEVERITIES: &[&str] = &["critical", "warning", "info"];
 
 /// One webhook, normalized. Fields a provider does not have stay `None` and render
 /// as empty strings in templates.

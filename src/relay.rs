@@ -4,12 +4,13 @@
 //! same code, so what `check` accepts is exactly what `serve` runs.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::auth::Verifier;
-use crate::config::{ConfigError, DestinationConfig, Settings, SourceConfig};
+use crate::config::{self, ConfigError, ConfigErrors, DestinationConfig, Settings, SourceConfig};
 use crate::destinations::{self, Destination, Message, Request};
 use crate::event::Event;
 use crate::routing::{self, Route};
@@ -51,9 +52,31 @@ fn route_channel_key(i: usize) -> String {
 }
 
 impl Relay {
+    /// Reads the config file and builds the relay from it, reporting every error
+    /// of every section at once: those of the file (keys, `${VAR}`, sources,
+    /// destinations) and those found building (routes, templates), even when the
+    /// file already had some.
+    pub fn load(
+        path: &Path,
+        env: &BTreeMap<String, String>,
+        http: &reqwest::Client,
+    ) -> Result<Relay, ConfigErrors> {
+        let (settings, mut errors) = config::load_partial(path, env)?;
+        let built = Relay::build(settings, http);
+        match built {
+            Ok(relay) if errors.is_empty() => return Ok(relay),
+            Ok(_) => {}
+            Err(e) => errors.extend(e.errors),
+        }
+        Err(ConfigErrors {
+            file: path.display().to_string(),
+            errors,
+        })
+    }
+
     /// Validates everything the settings name and builds the relay, or returns
     /// every error found.
-    pub fn build(settings: Settings, http: &reqwest::Client) -> Result<Relay, Vec<ConfigError>> {
+    pub fn build(settings: Settings, http: &reqwest::Client) -> Result<Relay, ConfigErrors> {
         let mut errors = Vec::new();
         let mut templates = match Templates::load(&settings.templates.dir) {
             Ok(t) => Some(t),
@@ -106,7 +129,7 @@ impl Relay {
         }
         let routes = match routing::compile(
             &settings.routes,
-            |d| settings.destinations.contains_key(d),
+            |d| settings.destinations.contains_key(d) || settings.invalid_destinations.contains(d),
             |t| templates.as_ref().is_none_or(|x| x.has_name(t)),
         ) {
             Ok(r) => r,
@@ -136,7 +159,10 @@ impl Relay {
                 routes,
                 templates,
             }),
-            _ => Err(errors),
+            _ => Err(ConfigErrors {
+                file: settings.file.display().to_string(),
+                errors,
+            }),
         }
     }
 

@@ -4,8 +4,8 @@
 use regex::Regex;
 use serde_json::Value;
 
-use crate::config::{ConfigError, RouteConfig};
-use crate::event::{scalar_string, Event, FIELDS};
+use crate::config::{ConfigError, RouteConfig, SourceKind};
+use crate::event::{scalar_string, Event, Status, FIELDS, SEVERITIES};
 
 /// One condition on one field.
 #[derive(Debug, Clone)]
@@ -139,6 +139,9 @@ pub fn compile(
                 continue;
             }
             if let Some(c) = Cond::compile(&fplace, v, &mut errors) {
+                if let Some(allowed) = enumerated(field) {
+                    check_values(&fplace, field, allowed, &c, &mut errors);
+                }
                 conditions.push((field.clone(), c));
             }
         }
@@ -179,17 +182,107 @@ pub fn compile(
     }
 }
 
+/// The values a field can take, for the fields that have a fixed set: a route
+/// comparing one of them with anything else can never match.
+fn enumerated(field: &str) -> Option<&'static [&'static str]> {
+    match field {
+        "status" => Some(Status::NAMES),
+        "severity" => Some(SEVERITIES),
+        "provider" => Some(SourceKind::NAMES),
+        _ => None,
+    }
+}
+
+/// Reports each value of `cond` (also under `not`) that `field` never takes.
+fn check_values(
+    place: &str,
+    field: &str,
+    allowed: &[&str],
+    cond: &Cond,
+    errors: &mut Vec<ConfigError>,
+) {
+    match cond {
+        Cond::AnyOf(values) => {
+            for v in values.iter().filter(|v| !allowed.contains(&v.as_str())) {
+                let hint = suggest(v, allowed)
+                    .map(|s| format!("did you mean {s}? "))
+                    .unwrap_or_default();
+                errors.push(ConfigError::new(
+                    place,
+                    format!(
+                        "{field} is never {v:?}, so this can never match; {hint}{field} is one of {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Cond::Not(inner) => check_values(place, field, allowed, inner, errors),
+        // A regex may well be meant to match several values; it is not second-guessed.
+        Cond::Regex(_) => {}
+    }
+}
+
+/// The allowed value `v` was most likely meant to be: one that starts the same
+/// way (`crit` -> `critical`, `failed` -> `failure`) or is a small typo away.
+pub fn suggest<'a>(v: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    let v = v.trim().to_lowercase();
+    if v.is_empty() {
+        return None;
+    }
+    let prefix = |a: &str| v.chars().zip(a.chars()).take_while(|(x, y)| x == y).count();
+    allowed
+        .iter()
+        .map(|a| (*a, prefix(a), edit_distance(&v, a)))
+        .filter(|(a, p, d)| {
+            *p >= 4.min(v.chars().count()).max(3).min(a.len()) || *d <= 1.max(a.len() / 3)
+        })
+        .min_by_key(|(_, p, d)| (std::cmp::Reverse(*p), *d))
+        .map(|(a, _, _)| a)
+}
+
+/// Levenshtein distance, on characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The routes an event reaches and matches, in order: the walk stops after the
+/// first matching route without `continue`.
+pub fn walk(routes: &[Route], e: &Event) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        if r.matches(e) {
+            out.push(i);
+            if !r.continue_ {
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// Walks the routes in order. Each destination gets at most one delivery (from
 /// the first route naming it); the first matching route without `continue` ends
 /// the walk. `enabled(name)` filters out switched-off destinations.
 pub fn plan(routes: &[Route], e: &Event, enabled: impl Fn(&str) -> bool) -> (bool, Vec<Planned>) {
-    let mut routed = false;
+    let walked = walk(routes, e);
     let mut out: Vec<Planned> = Vec::new();
-    for (i, r) in routes.iter().enumerate() {
-        if !r.matches(e) {
-            continue;
-        }
-        routed = true;
+    for &i in &walked {
+        let r = &routes[i];
         for d in &r.to {
             if enabled(d) && !out.iter().any(|p| &p.destination == d) {
                 out.push(Planned {
@@ -199,17 +292,13 @@ pub fn plan(routes: &[Route], e: &Event, enabled: impl Fn(&str) -> bool) -> (boo
                 });
             }
         }
-        if !r.continue_ {
-            break;
-        }
     }
-    (routed, out)
+    (!walked.is_empty(), out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Status;
     use serde_json::json;
 
     fn routes(yaml: Value) -> Vec<Route> {
@@ -317,5 +406,68 @@ mod tests {
                 "{want} not in {lines:#?}"
             );
         }
+    }
+
+    #[test]
+    fn values_a_field_never_takes_are_errors_with_a_suggestion() {
+        let cfgs: Vec<RouteConfig> = serde_json::from_value(json!([
+            {"match": {"status": "failed"}, "to": ["a"]},
+            {"match": {"severity": ["critical", "crit"]}, "to": ["a"]},
+            {"match": {"provider": {"not": "cloud-66"}, "status": ["failure", "missing"]}, "to": ["a"]},
+            {"match": {"status": "xyzzy", "stack": "failed", "severity": {"regex": "^crit"}}, "to": ["a"]},
+        ]))
+        .unwrap();
+        let errs = compile(&cfgs, |_| true, |_| true).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[0].starts_with("routes[0].match.status: status is never \"failed\", so this can never match; did you mean failure? status is one of success, failure, partial, missing, unknown"), "{lines:#?}");
+        assert!(
+            lines[1].starts_with("routes[1].match.severity: severity is never \"crit\""),
+            "{lines:#?}"
+        );
+        assert!(lines[1].contains("did you mean critical?"), "{lines:#?}");
+        assert!(
+            lines[2].starts_with("routes[2].match.provider: provider is never \"cloud-66\""),
+            "{lines:#?}"
+        );
+        assert!(lines[2].contains("did you mean cloud66?"), "{lines:#?}");
+        assert!(
+            lines[3].starts_with("routes[3].match.status: status is never \"xyzzy\""),
+            "{lines:#?}"
+        );
+        assert!(!lines[3].contains("did you mean"), "{lines:#?}");
+    }
+
+    #[test]
+    fn suggestions() {
+        let st = Status::NAMES;
+        assert_eq!(suggest("failed", st), Some("failure"));
+        assert_eq!(suggest("FAIL", st), Some("failure"));
+        assert_eq!(suggest("sucess", st), Some("success"));
+        assert_eq!(suggest("missed", st), Some("missing"));
+        assert_eq!(suggest("partial_success", st), Some("partial"));
+        assert_eq!(suggest("ok", st), None);
+        assert_eq!(suggest("warn", SEVERITIES), Some("warning"));
+        assert_eq!(
+            suggest("simplebackup", SourceKind::NAMES),
+            Some("simplebackups")
+        );
+        assert_eq!(suggest("", st), None);
+    }
+
+    #[test]
+    fn the_walk_stops_at_a_matching_route_without_continue() {
+        let r = routes(json!([
+            {"match": {"status": "success"}, "to": ["a"]},
+            {"match": {"status": "failure"}, "to": ["b"], "continue": true},
+            {"match": {"status": "failure"}, "to": ["c"]},
+            {"match": {"status": "failure"}, "to": ["d"]},
+        ]));
+        let e = Event {
+            status: Status::Failure,
+            ..Default::default()
+        };
+        assert_eq!(walk(&r, &e), [1, 2]);
+        assert_eq!(dests(&plan(&r, &e, |_| true).1), ["b", "c"]);
     }
 }

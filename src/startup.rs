@@ -10,7 +10,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 
-use crate::config::{self, Settings};
+use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::store::{self, Store};
@@ -49,14 +49,8 @@ impl Shared {
     /// Re-reads the config file and templates. On any error the old relay keeps
     /// serving and the errors are returned.
     pub fn reload(&self) -> Result<(), String> {
-        let settings = config::load(&self.config_path).map_err(|e| e.to_string())?;
-        let relay = Relay::build(settings, &self.http).map_err(|errs| {
-            let mut s = format!("{}: {} errors", self.config_path.display(), errs.len());
-            for e in errs {
-                s.push_str(&format!("\n  {e}"));
-            }
-            s
-        })?;
+        let env = std::env::vars().collect();
+        let relay = Relay::load(&self.config_path, &env, &self.http).map_err(|e| e.to_string())?;
         self.relay.store(Arc::new(relay));
         self.reloaded.notify_waiters();
         self.notify.notify_waiters();
@@ -110,13 +104,7 @@ impl Application {
         let listen = settings.server.listen.clone();
         let max_body = settings.server.max_body_bytes;
         let store = store::open(settings.storage.url.expose()).context("cannot open storage")?;
-        let relay = Relay::build(settings, &http).map_err(|errs| {
-            let mut s = format!("{}: {} errors", path.display(), errs.len());
-            for e in errs {
-                s.push_str(&format!("\n  {e}"));
-            }
-            anyhow::anyhow!(s)
-        })?;
+        let relay = Relay::build(settings, &http).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = Arc::new(Shared {
             relay: ArcSwap::from_pointee(relay),
             store,

@@ -132,6 +132,16 @@ pub struct SqliteStore {
     leases: Arc<Mutex<HashMap<i64, i64>>>,
 }
 
+/// An I/O error as a reason a person can act on.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (the user running hookrelay may not write there)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn connect(path: &str) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -154,15 +164,44 @@ impl SqliteStore {
             // Two connections (writer, reader) must see one database: a file.
             return Err(StoreError::Url("sqlite:// needs a file path".into()));
         }
-        if let Some(dir) = Path::new(path).parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
-            }
+        // Errors name the file by its absolute path and say plainly when the cause
+        // is permissions: the usual mistake (a volume owned by another user).
+        let shown = std::path::absolute(path).unwrap_or_else(|_| Path::new(path).to_path_buf());
+        if let Some(dir) = shown.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Db(format!(
+                    "cannot create the folder {} for the SQLite database: {}",
+                    dir.display(),
+                    io_reason(&e)
+                ))
+            })?;
         }
-        let writer_conn = connect(path)?;
-        writer_conn.execute_batch(SCHEMA)?;
-        let reader_conn = connect(path)?;
+        let cannot_open = |e: StoreError| {
+            // SQLite says only "unable to open database file"; the file system
+            // knows why.
+            let why = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&shown)
+            {
+                Err(io) => io_reason(&io),
+                Ok(_) => match e {
+                    StoreError::Db(m) => m,
+                    other => other.to_string(),
+                },
+            };
+            StoreError::Db(format!(
+                "cannot open the SQLite database {}: {why}",
+                shown.display()
+            ))
+        };
+        let writer_conn = connect(path).map_err(cannot_open)?;
+        writer_conn
+            .execute_batch(SCHEMA)
+            .map_err(|e| cannot_open(e.into()))?;
+        let reader_conn = connect(path).map_err(cannot_open)?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("hookrelay-sqlite-writer".into())
@@ -738,6 +777,38 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    #[test]
+    fn open_errors_name_the_absolute_path_and_permission_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a-file"), "x").unwrap();
+        let path = dir.path().join("a-file/sub/hookrelay.db");
+        let err = SqliteStore::open(path.to_str().unwrap())
+            .err()
+            .expect("a file where a folder should be")
+            .to_string();
+        assert!(
+            err.contains(&dir.path().join("a-file/sub").display().to_string()),
+            "{err}"
+        );
+        // A folder where the database file should be.
+        std::fs::create_dir(dir.path().join("db-dir")).unwrap();
+        let err = SqliteStore::open(dir.path().join("db-dir").to_str().unwrap())
+            .err()
+            .expect("a folder is not a database")
+            .to_string();
+        assert!(
+            err.starts_with("storage error: cannot open the SQLite database /"),
+            "{err}"
+        );
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(io_reason(&denied).starts_with("permission denied"));
     }
 }
 

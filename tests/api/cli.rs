@@ -69,31 +69,105 @@ routes:
 "#,
     )
     .unwrap();
+    // Every error of every section in one run: the environment's, the routes' and
+    // the templates', even though the file itself already has errors.
     let out = run(dir.path(), &["check"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     for want in [
         "sources.a.token: environment variable MISSING_TOKEN is not set",
         "destinations.pager.url: environment variable PAGER_URL is not set",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
-    }
-    assert!(!err.contains("TOPSECRET"), "{err}");
-
-    // With the environment fixed, the next layer of errors: routes and templates.
-    let out = run(
-        dir.path(),
-        &["check"],
-        &[("MISSING_TOKEN", "t"), ("PAGER_URL", "http://x")],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    for want in [
         "routes[2].to[0]: unknown destination \"prod-slak\"",
         "templates/failed.slack.hbs:4: unknown field \"stak\"",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+    assert!(!err.contains("TOPSECRET"), "{err}");
+    // The unset variable is reported once, not again as a bad URL.
+    assert!(!err.contains("destinations.pager.url: is not"), "{err}");
+    assert!(err.contains(": 4 errors"), "{err}");
+}
+
+#[test]
+fn check_reports_a_broken_destination_an_unknown_key_and_the_routes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        r#"
+colour: blue
+destinations:
+  prod-slack: { type: slack, webhook_url: "${SLACK_URL}" }
+  teams: { type: teams, webhook_url: "https://example.com/x", colour: red }
+routes:
+  - match: { status: failed }
+    to: [prod-slack]
+  - match: { severity: crit }
+    to: [teams]
+    continue: maybe
+  - to: [prod-slak]
+"#,
+    )
+    .unwrap();
+    let out = run(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "colour: unknown key",
+        "destinations.prod-slack.webhook_url: environment variable SLACK_URL is not set",
+        "destinations.teams.colour: unknown key",
+        "routes[0].match.status: status is never \"failed\", so this can never match; did you mean failure?",
+        "routes[1].continue: expected true or false",
+        "routes[1].match.severity: severity is never \"crit\", so this can never match; did you mean critical?",
+        "routes[2].to[0]: unknown destination \"prod-slak\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // Destinations that exist but are broken are not also "unknown".
+    assert!(!err.contains("unknown destination \"prod-slack\""), "{err}");
+    assert!(!err.contains("unknown destination \"teams\""), "{err}");
+    assert!(err.contains(": 7 errors"), "{err}");
+    // `serve` refuses the same file with the same list.
+    let out = run(dir.path(), &["serve"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("routes[2].to[0]: unknown destination"));
+}
+
+#[test]
+fn relative_paths_follow_the_config_file_not_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("tpl")).unwrap();
+    std::fs::write(conf.join("tpl/default.console.hbs"), "{{stak}}\n").unwrap();
+    std::fs::write(
+        conf.join("relay.yaml"),
+        "templates: { dir: tpl }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
+    )
+    .unwrap();
+    // Run from elsewhere: the templates are still found, and the error names them
+    // by their full path.
+    let out = run(dir.path(), &["check", "-c", "conf/relay.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    let want = format!(
+        "{}:1: unknown field \"stak\"",
+        conf.canonicalize()
+            .unwrap()
+            .join("tpl/default.console.hbs")
+            .display()
+    );
+    assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+
+    std::fs::write(conf.join("tpl/default.console.hbs"), "{{stack}}\n").unwrap();
+    let out = run(dir.path(), &["check", "-c", "conf/relay.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains(&format!(
+            "overridden by {}",
+            conf.canonicalize().unwrap().join("tpl").display()
+        )),
+        "{s}"
+    );
 }
 
 #[test]
@@ -111,12 +185,29 @@ fn render_prints_the_event_routes_and_exact_bodies_and_sends_nothing() {
         "{s}"
     );
     assert!(s.contains("\"status\": \"failure\""), "{s}");
-    assert!(s.contains("routes[3] -> ops-slack, teams, email"), "{s}");
+    assert!(
+        s.contains("routes[3] -> ops-slack (disabled), teams, email (disabled)"),
+        "{s}"
+    );
     assert!(
         s.contains("delivery to teams (teams, template default)"),
         "{s}"
     );
     assert!(s.contains("\"version\": \"1.4\""), "{s}");
+
+    // A production failure: routes[2] has no `continue`, so routes[3], which also
+    // matches, delivers nothing and is not listed as a matching route.
+    let c66 = format!("{FIXTURES}/cloud66/managed_backup.fail.json");
+    let out = run(REPO.as_ref(), &["render", "--source", "cloud66", &c66], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("  routes[0] -> stdout\n"), "{s}");
+    assert!(s.contains("  routes[2] -> prod-slack (disabled)"), "{s}");
+    assert!(!s.contains("routes[3] ->"), "{s}");
+    assert!(
+        s.contains("also matching but not reached: routes[3]; routes[2] ends the walk"),
+        "{s}"
+    );
 
     let out = run(REPO.as_ref(), &["render", "--source", "nosuch", &path], &[]);
     assert_eq!(out.status.code(), Some(1));
