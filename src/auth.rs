@@ -87,28 +87,37 @@ impl Verifier {
     }
 
     /// The token check, which needs no body: done before the body is read.
-    /// `bearer` is the `Authorization` header's value, `query` the `token` parameter.
-    pub fn check_token(&self, bearer: Option<&str>, query: Option<&str>) -> Result<(), AuthError> {
+    /// `bearer` holds the `Authorization` headers' values, `query` the `token`
+    /// parameters. Every token presented must be valid: a wrong one next to a right
+    /// one is refused, so a guess cannot ride along with a leaked URL (or the
+    /// reverse). An `Authorization` header of another scheme is not a token.
+    pub fn check_token<'a>(
+        &self,
+        bearer: impl IntoIterator<Item = &'a str>,
+        query: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), AuthError> {
         if self.tokens.is_empty() {
             return Ok(());
         }
-        let from_header = bearer.and_then(|h| {
+        let from_header = bearer.into_iter().filter_map(|h| {
             let (scheme, rest) = h.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-        let given: Vec<&str> = from_header.into_iter().chain(query).collect();
-        if given.is_empty() {
-            return Err(AuthError::MissingToken);
-        }
-        // Check every candidate against every token so timing does not tell which
-        // one matched.
-        let mut ok = subtle::Choice::from(0u8);
-        for g in &given {
+        let mut presented = 0usize;
+        // Every candidate is compared with every token, so timing does not tell
+        // which one matched or failed.
+        let mut all_ok = subtle::Choice::from(1u8);
+        for g in from_header.chain(query) {
+            presented += 1;
+            let mut ok = subtle::Choice::from(0u8);
             for t in &self.tokens {
                 ok |= g.as_bytes().ct_eq(t.expose().as_bytes());
             }
+            all_ok &= ok;
         }
-        if bool::from(ok) {
+        if presented == 0 {
+            Err(AuthError::MissingToken)
+        } else if bool::from(all_ok) {
             Ok(())
         } else {
             Err(AuthError::WrongToken)
@@ -188,18 +197,45 @@ mod tests {
             Secret::new("new"),
         ]));
         let v = Verifier::new(&s);
-        assert_eq!(v.check_token(Some("Bearer new"), None), Ok(()));
-        assert_eq!(v.check_token(Some("bearer old"), None), Ok(()));
-        assert_eq!(v.check_token(None, Some("old")), Ok(()));
-        assert_eq!(v.check_token(None, None), Err(AuthError::MissingToken));
+        let none: [&str; 0] = [];
+        assert_eq!(v.check_token(["Bearer new"], none), Ok(()));
+        assert_eq!(v.check_token(["bearer old"], none), Ok(()));
+        assert_eq!(v.check_token(none, ["old"]), Ok(()));
+        assert_eq!(v.check_token(["Bearer new"], ["old"]), Ok(()));
+        assert_eq!(v.check_token(none, none), Err(AuthError::MissingToken));
         assert_eq!(
-            v.check_token(Some("Bearer nope"), None),
+            v.check_token(["Bearer nope"], none),
             Err(AuthError::WrongToken)
         );
         assert_eq!(
-            v.check_token(Some("Basic old"), None),
+            v.check_token(["Basic old"], none),
             Err(AuthError::MissingToken)
         );
+        assert_eq!(v.check_token(["Basic x"], ["new"]), Ok(()));
+    }
+
+    #[test]
+    fn a_wrong_token_next_to_a_right_one_is_refused() {
+        let mut s = source(SourceKind::Cloud66);
+        s.token = Some(OneOrMany::Many(vec![
+            Secret::new("old"),
+            Secret::new("new"),
+        ]));
+        let v = Verifier::new(&s);
+        for (bearer, query) in [
+            (vec!["Bearer nope"], vec!["new"]),
+            (vec!["Bearer new"], vec!["nope"]),
+            (vec![], vec!["new", "nope"]),
+            (vec!["Bearer old", "Bearer nope"], vec![]),
+            (vec!["Bearer new"], vec!["old", ""]),
+        ] {
+            assert_eq!(
+                v.check_token(bearer.clone(), query.clone()),
+                Err(AuthError::WrongToken),
+                "{bearer:?} {query:?}"
+            );
+        }
+        assert_eq!(v.check_token(["Bearer old"], ["new", "old"]), Ok(()));
     }
 
     #[test]

@@ -172,6 +172,18 @@ pub struct ServerSettings {
     pub listen: String,
     #[serde(deserialize_with = "de_usize")]
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers, and again its body; a
+    /// slower one gets 408 and the connection is closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
+    /// Bytes of bodies not yet authenticated (signature not yet checked, or an
+    /// open source) held at once, all connections together; past it, 503.
+    #[serde(deserialize_with = "de_usize")]
+    pub max_unauthenticated_bytes: usize,
+    /// Open connections at once; more wait to be accepted. Also capped below the
+    /// process's file-descriptor limit, so storage and deliveries keep theirs.
+    #[serde(deserialize_with = "de_usize")]
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -179,6 +191,9 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: "0.0.0.0:8080".into(),
             max_body_bytes: 1024 * 1024,
+            read_timeout: Duration::from_secs(10),
+            max_unauthenticated_bytes: 16 * 1024 * 1024,
+            max_connections: 4096,
         }
     }
 }

@@ -102,7 +102,7 @@ impl Application {
         let http = http_client();
         let path = settings.file.clone();
         let listen = settings.server.listen.clone();
-        let max_body = settings.server.max_body_bytes;
+        let server_cfg = settings.server.clone();
         let store = store::open(settings.storage.url.expose()).context("cannot open storage")?;
         let relay = Relay::build(settings, &http).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = Arc::new(Shared {
@@ -118,7 +118,7 @@ impl Application {
         let listener =
             TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
         let port = listener.local_addr()?.port();
-        let server = crate::http::server(listener, shared.clone(), max_body)?;
+        let server = crate::http::server(listener, shared.clone(), &server_cfg)?;
         let (stop, stop_rx) = watch::channel(false);
         let worker = workers.then(|| tokio::spawn(crate::worker::run(shared.clone(), stop_rx)));
         Ok(Application {

@@ -1,14 +1,22 @@
-//! `POST /hooks/{source}`: check the sender, read the body within the limit,
-//! verify its signature on the raw bytes, parse, normalize, route, and store the
-//! event with its deliveries in one transaction before answering 202. This path
-//! never calls a destination.
+//! `POST /hooks/{source}`: check the sender's token before reading anything
+//! more, read the body within the size and time limits (and, while it is not yet
+//! authenticated, within a budget shared by all connections), verify its signature
+//! on the raw bytes, parse, normalize, route, and store the event with its
+//! deliveries in one transaction before answering 202. This path never calls a
+//! destination.
 
-use actix_web::http::{Method, StatusCode};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{ConnectionType, Method, StatusCode};
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::ApiError;
+use crate::auth::AuthError;
+use crate::config::ServerSettings;
 use crate::relay::dedup_key;
 use crate::startup::Shared;
 use crate::store::{Ingested, NewEvent};
@@ -21,20 +29,148 @@ struct Answer<'a> {
     duplicate: bool,
 }
 
-/// `server.max_body_bytes`, fixed at start.
-pub struct BodyLimit(pub usize);
+/// Why a webhook was refused. The text is the one sentence the sender reads.
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error("unknown source {0:?}")]
+    UnknownSource(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body did not arrive within {0:?}")]
+    Timeout(Duration),
+    #[error("too many webhooks are arriving at once; try again")]
+    Busy,
+    #[error("cannot read the body: {0}")]
+    BadBody(String),
+    #[error("body is not valid UTF-8")]
+    NotUtf8,
+    #[error("body is not valid JSON: {0}")]
+    BadJson(serde_json::Error),
+    #[error("body must be a JSON object")]
+    NotObject,
+    #[error("body is nested more than {MAX_DEPTH} levels deep")]
+    TooDeep,
+    #[error("the event could not be stored; try again")]
+    Storage,
+}
 
-fn reject(
-    shared: &Shared,
-    source: &str,
-    reason: &str,
-    status: StatusCode,
-    msg: impl Into<String>,
-) -> ApiError {
-    shared.metrics.rejected(source, reason);
-    let msg = msg.into();
-    log::warn!("rejected webhook for source {source}: {msg}");
-    ApiError::new(status, msg)
+impl IngestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            IngestError::UnknownSource(_) => StatusCode::NOT_FOUND,
+            IngestError::Auth(_) => StatusCode::UNAUTHORIZED,
+            IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            IngestError::Busy | IngestError::Storage => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::BadBody(_)
+            | IngestError::NotUtf8
+            | IngestError::BadJson(_)
+            | IngestError::NotObject
+            | IngestError::TooDeep => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The `reason` label of `hookrelay_events_rejected_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            IngestError::UnknownSource(_) => "unknown_source",
+            IngestError::Auth(e) => e.reason(),
+            IngestError::TooLarge(_) => "too_large",
+            IngestError::Timeout(_) => "timeout",
+            IngestError::Busy => "busy",
+            IngestError::BadBody(_) => "bad_body",
+            IngestError::NotUtf8
+            | IngestError::BadJson(_)
+            | IngestError::NotObject
+            | IngestError::TooDeep => "bad_json",
+            IngestError::Storage => "storage",
+        }
+    }
+
+    /// Refused before the whole body was read: the connection is closed after the
+    /// answer rather than kept to read (or drain) the rest.
+    fn body_unread(&self) -> bool {
+        matches!(
+            self,
+            IngestError::UnknownSource(_)
+                | IngestError::Auth(AuthError::MissingToken | AuthError::WrongToken)
+                | IngestError::TooLarge(_)
+                | IngestError::Timeout(_)
+                | IngestError::Busy
+                | IngestError::BadBody(_)
+        )
+    }
+}
+
+/// Longest source name echoed in an error or a log line; anything may be posted
+/// as a name, and a 40 KB one must not come back whole.
+const MAX_NAME_ECHO: usize = 64;
+
+fn shorten(name: &str) -> String {
+    match name.char_indices().nth(MAX_NAME_ECHO) {
+        Some((at, _)) => format!("{}… ({} bytes)", &name[..at], name.len()),
+        None => name.to_string(),
+    }
+}
+
+/// Limits fixed at start: body size, read deadline, and the memory bodies not
+/// yet authenticated may hold between them.
+pub struct Limits {
+    max_body: usize,
+    read_timeout: Duration,
+    unauthenticated: ByteBudget,
+}
+
+impl Limits {
+    pub fn new(cfg: &ServerSettings) -> Limits {
+        Limits {
+            max_body: cfg.max_body_bytes,
+            read_timeout: cfg.read_timeout,
+            unauthenticated: ByteBudget(AtomicUsize::new(cfg.max_unauthenticated_bytes)),
+        }
+    }
+
+    /// `Retry-After` for a 503 past the budget: by then every body holding it now
+    /// has arrived or been cut off.
+    fn retry_after(&self) -> u64 {
+        self.read_timeout.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+/// Bytes still free for unauthenticated bodies. Taken as bytes arrive (never
+/// from a declared `Content-Length`), given back when the body is authenticated
+/// or the request ends.
+struct ByteBudget(AtomicUsize);
+
+/// One request's share of the [`ByteBudget`], returned on drop.
+struct Held<'a> {
+    budget: &'a ByteBudget,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Takes `n` more bytes, or refuses without taking any.
+    fn grow(&mut self, n: usize) -> bool {
+        let taken = self
+            .budget
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += n;
+        }
+        taken
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.0.fetch_add(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Deeper bodies are refused: stored inside its event, a body must still parse
@@ -53,10 +189,16 @@ fn too_deep(body: &[u8], raw: &Value) -> bool {
     body.iter().filter(|&&b| b == b'{' || b == b'[').count() > MAX_DEPTH && depth(raw) > MAX_DEPTH
 }
 
-fn query_token(req: &HttpRequest) -> Option<String> {
-    url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "token")
+/// Every `token` parameter of the query (each one is checked).
+fn query_tokens(req: &HttpRequest) -> Vec<String> {
+    let q = req.query_string();
+    if q.is_empty() {
+        return Vec::new();
+    }
+    url::form_urlencoded::parse(q.as_bytes())
+        .filter(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
+        .collect()
 }
 
 /// The `{source}` of `/hooks/{source}`: one non-empty path segment.
@@ -65,130 +207,150 @@ fn source_name(req: &HttpRequest) -> Option<&str> {
     (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
+/// Reads the body: at most `max_body` bytes, all of it within `read_timeout`,
+/// each chunk counted against the budget when `held` is given. Memory follows
+/// what arrives: a body that came in one piece is used as it is, a longer one
+/// grows as it comes.
+async fn read_body(
+    payload: &mut web::Payload,
+    limits: &Limits,
+    mut held: Option<&mut Held<'_>>,
+) -> Result<Bytes, IngestError> {
+    let deadline = tokio::time::Instant::now() + limits.read_timeout;
+    let mut first = Bytes::new();
+    let mut rest: Option<BytesMut> = None;
+    let mut len = 0usize;
+    loop {
+        let next = tokio::time::timeout_at(deadline, payload.next())
+            .await
+            .map_err(|_| IngestError::Timeout(limits.read_timeout))?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| IngestError::BadBody(e.to_string()))?;
+        len += chunk.len();
+        if len > limits.max_body {
+            return Err(IngestError::TooLarge(limits.max_body));
+        }
+        if let Some(held) = held.as_deref_mut() {
+            if !held.grow(chunk.len()) {
+                return Err(IngestError::Busy);
+            }
+        }
+        if let Some(buf) = rest.as_mut() {
+            buf.extend_from_slice(&chunk);
+        } else if first.is_empty() {
+            first = chunk;
+        } else {
+            let mut buf = BytesMut::with_capacity(len);
+            buf.extend_from_slice(&first);
+            buf.extend_from_slice(&chunk);
+            first = Bytes::new();
+            rest = Some(buf);
+        }
+    }
+    Ok(rest.map_or(first, BytesMut::freeze))
+}
+
 pub async fn ingest(
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     shared: web::Data<Shared>,
-    limit: web::Data<BodyLimit>,
-) -> Result<HttpResponse, ApiError> {
+    limits: web::Data<Limits>,
+) -> HttpResponse {
     let Some(name) = source_name(&req) else {
-        return Ok(super::not_found().await);
+        return super::not_found().await;
     };
     if req.method() != Method::POST {
-        return Ok(super::method_not_allowed().await);
+        return super::method_not_allowed().await;
     }
-    let name = name.to_string();
+    match accept(&req, name, payload, &shared, &limits).await {
+        Ok(answer) => answer,
+        Err(e) => refuse(&shared, &limits, name, e),
+    }
+}
+
+/// The one place a refusal is counted, logged and answered.
+fn refuse(shared: &Shared, limits: &Limits, name: &str, e: IngestError) -> HttpResponse {
+    let known = !matches!(e, IngestError::UnknownSource(_));
+    // Unknown names are not labels: anyone could mint unbounded label values.
+    shared
+        .metrics
+        .rejected(if known { name } else { "(unknown)" }, e.reason());
+    log::warn!("rejected webhook for source {}: {e}", shorten(name));
+    let mut res = super::error_json(e.status(), &e.to_string());
+    if matches!(e, IngestError::Busy) {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(limits.retry_after()));
+    }
+    if e.body_unread() {
+        res.head_mut().set_connection_type(ConnectionType::Close);
+    }
+    res
+}
+
+async fn accept(
+    req: &HttpRequest,
+    name: &str,
+    mut payload: web::Payload,
+    shared: &Shared,
+    limits: &Limits,
+) -> Result<HttpResponse, IngestError> {
     let relay = shared.relay.load_full();
-    let Some(source) = relay.sources.get(&name) else {
-        // Not labelled with the name: anyone could mint unbounded label values.
-        return Err(reject(
-            &shared,
-            "(unknown)",
-            "unknown_source",
-            StatusCode::NOT_FOUND,
-            format!("unknown source {name:?}"),
-        ));
+    let Some(source) = relay.sources.get(name) else {
+        return Err(IngestError::UnknownSource(shorten(name)));
     };
 
-    let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok());
-    if let Err(e) = source
+    let headers = req.headers();
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .filter_map(|v| v.to_str().ok());
+    let query = query_tokens(req);
+    source
         .verifier
-        .check_token(header("authorization"), query_token(&req).as_deref())
-    {
-        return Err(reject(
-            &shared,
-            &name,
-            e.reason(),
-            StatusCode::UNAUTHORIZED,
-            e.to_string(),
-        ));
-    }
+        .check_token(bearer, query.iter().map(String::as_str))?;
 
-    let max = limit.0;
-    let too_large = || {
-        reject(
-            &shared,
-            &name,
-            "too_large",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is larger than {max} bytes"),
-        )
-    };
-    let declared = header("content-length").and_then(|v| v.parse::<usize>().ok());
+    let max = limits.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > max) {
-        return Err(too_large());
+        return Err(IngestError::TooLarge(max));
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(max));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            reject(
-                &shared,
-                &name,
-                "bad_body",
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the body: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > max {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
+    // A token proves the sender before the body is read; otherwise (a signature
+    // to check on the body, or an open source) the body is read unauthenticated
+    // and counts against the shared budget until it is proven.
+    let verifier = &source.verifier;
+    let proven_by_token = verifier.signature_header().is_none() && !verifier.is_open();
+    let mut held = (!proven_by_token).then_some(Held {
+        budget: &limits.unauthenticated,
+        bytes: 0,
+    });
+    let body = read_body(&mut payload, limits, held.as_mut()).await?;
+
+    let sig_value = verifier
+        .signature_header()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok());
+    verifier.check_signature(sig_value, &body)?;
+    if !verifier.is_open() {
+        // Authenticated: this body no longer counts against the budget.
+        drop(held.take());
     }
 
-    let sig_header = source.verifier.signature_header().map(str::to_string);
-    if let Err(e) = source
-        .verifier
-        .check_signature(sig_header.as_deref().and_then(header), &body)
-    {
-        return Err(reject(
-            &shared,
-            &name,
-            e.reason(),
-            StatusCode::UNAUTHORIZED,
-            e.to_string(),
-        ));
-    }
-
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return Err(reject(
-            &shared,
-            &name,
-            "bad_json",
-            StatusCode::BAD_REQUEST,
-            "body is not valid UTF-8",
-        ));
-    };
-    let raw: Value = serde_json::from_str(text).map_err(|e| {
-        reject(
-            &shared,
-            &name,
-            "bad_json",
-            StatusCode::BAD_REQUEST,
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
+    let text = std::str::from_utf8(&body).map_err(|_| IngestError::NotUtf8)?;
+    // Some senders put a UTF-8 byte order mark before the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let raw: Value = serde_json::from_str(text).map_err(IngestError::BadJson)?;
     if !raw.is_object() {
-        return Err(reject(
-            &shared,
-            &name,
-            "bad_json",
-            StatusCode::BAD_REQUEST,
-            "body must be a JSON object",
-        ));
+        return Err(IngestError::NotObject);
     }
-    if too_deep(&body, &raw) {
-        return Err(reject(
-            &shared,
-            &name,
-            "bad_json",
-            StatusCode::BAD_REQUEST,
-            format!("body is nested more than {MAX_DEPTH} levels deep"),
-        ));
+    if too_deep(text.as_bytes(), &raw) {
+        return Err(IngestError::TooDeep);
     }
 
-    let mut event = crate::providers::normalize(&name, &source.cfg, raw, chrono::Utc::now());
+    let mut event = crate::providers::normalize(name, &source.cfg, raw, chrono::Utc::now());
     let (routed, deliveries) = relay.plan(&event);
-    let key = dedup_key(&event, &body);
+    let key = dedup_key(&event, text.as_bytes());
     let status = event.status.as_str();
     let summary = format!(
         "{} {} {}",
@@ -215,22 +377,16 @@ pub async fn ingest(
     };
     let stored = stored.map_err(|e| {
         log::error!("source {name}: cannot store the event: {e}");
-        reject(
-            &shared,
-            &name,
-            "storage",
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the event could not be stored; try again",
-        )
+        IngestError::Storage
     })?;
     match stored {
         Ingested::Stored {
             event_id,
             deliveries,
         } => {
-            shared.metrics.received(&name, status);
+            shared.metrics.received(name, status);
             if !routed {
-                shared.metrics.unrouted(&name);
+                shared.metrics.unrouted(name);
             }
             if deliveries > 0 {
                 shared.notify.notify_waiters();
@@ -253,5 +409,22 @@ pub async fn ingest(
                 duplicate: true,
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_shortened_on_a_character_boundary() {
+        assert_eq!(shorten("cloud66"), "cloud66");
+        let exact = "é".repeat(MAX_NAME_ECHO);
+        assert_eq!(shorten(&exact), exact);
+        let long = "é".repeat(20_000);
+        assert_eq!(
+            shorten(&long),
+            format!("{}… (40000 bytes)", "é".repeat(MAX_NAME_ECHO))
+        );
     }
 }

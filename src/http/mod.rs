@@ -12,6 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
+use crate::config::ServerSettings;
 use crate::startup::Shared;
 use crate::worker::SHUTDOWN_GRACE;
 
@@ -58,17 +59,45 @@ pub(crate) async fn method_not_allowed() -> HttpResponse {
     error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
+/// File descriptors kept free for everything that is not an HTTP client: the
+/// database, outgoing deliveries, logs.
+const FD_RESERVE: usize = 512;
+
+/// Open connections allowed at once: `server.max_connections`, and never so many
+/// that idle clients could take the descriptors storage and deliveries need.
+fn connection_cap(configured: usize) -> usize {
+    let room = open_files_limit().map_or(usize::MAX, |n| n.saturating_sub(FD_RESERVE));
+    configured.min(room).max(1)
+}
+
+/// The soft `RLIMIT_NOFILE` (raised to the hard limit by `main`), read from
+/// `/proc` so the library needs no unsafe call; `None` where there is no `/proc`.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Builds the server on an already bound listener.
 pub fn server(
     listener: TcpListener,
     shared: Arc<Shared>,
-    max_body: usize,
+    cfg: &ServerSettings,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::from(shared);
+    let limits = web::Data::new(ingest::Limits::new(cfg));
+    // actix counts connections per worker thread; set the count so the total is
+    // what the cap says.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_worker = connection_cap(cfg.max_connections).div_ceil(workers);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::Data::new(ingest::BodyLimit(max_body)))
+            .app_data(limits.clone())
             // `/hooks/{source}` as a plain prefix: a path parameter would cost a
             // regex match per webhook; the handler reads the name itself.
             .service(web::scope("/hooks").default_service(web::to(ingest::ingest)))
@@ -78,8 +107,17 @@ pub fn server(
             .service(admin::scope())
             .default_service(web::to(not_found))
     })
+    .workers(workers)
+    .max_connections(per_worker)
+    // The first request's headers must arrive within this (408 otherwise); the
+    // body has its own deadline in `ingest`. Idle connections close after 5 s.
+    .client_request_timeout(cfg.read_timeout)
+    .keep_alive(IDLE_KEEP_ALIVE)
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
     .listen(listener)?
     .run();
     Ok(server)
 }
+
+/// How long a connection may sit idle between requests.
+const IDLE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -7,4 +7,5 @@ mod delivery;
 mod email;
 mod helpers;
 mod ingest;
+mod limits;
 mod process;
