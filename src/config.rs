@@ -202,12 +202,16 @@ impl Default for ServerSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
     pub url: Secret,
+    /// Finished events older than this are deleted; zero keeps everything.
+    #[serde(deserialize_with = "de_duration")]
+    pub retention: Duration,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         StorageSettings {
             url: Secret::new("sqlite://data/hookrelay.db"),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -243,6 +247,10 @@ pub struct DeliverySettings {
     /// Concurrent sends per destination.
     #[serde(deserialize_with = "de_usize")]
     pub workers: usize,
+    /// How long a claimed delivery is this process's to send; after that another
+    /// process (or this one) sends it again.
+    #[serde(deserialize_with = "de_duration")]
+    pub lease: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -254,6 +262,7 @@ impl Default for DeliverySettings {
                 .collect(),
             max_age: Duration::from_secs(24 * 3600),
             workers: 8,
+            lease: Duration::from_secs(30),
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -20,32 +20,16 @@ pub struct Shared {
     pub relay: ArcSwap<Relay>,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
-    /// Woken when new deliveries are stored.
-    pub notify: Notify,
+    /// Woken when deliveries become due (new ones stored, here or by another
+    /// process on the same store).
+    pub notify: Arc<Notify>,
     /// Woken after a reload.
     pub reloaded: Notify,
     pub http: reqwest::Client,
     pub config_path: PathBuf,
-    /// Webhooks accepted for storage and not yet committed: how busy ingest is.
-    storing: AtomicUsize,
 }
 
-/// At or above this many webhooks waiting for their commit, ingest is in a burst:
-/// each destination then sends one alert at a time (see `worker`).
-pub const BURST: usize = 8;
-
 impl Shared {
-    /// Whether webhooks are arriving faster than they are committed one by one.
-    pub fn in_burst(&self) -> bool {
-        self.storing.load(Ordering::Relaxed) >= BURST
-    }
-
-    /// Counts one webhook as being stored until the guard is dropped.
-    pub fn storing(&self) -> StoringGuard<'_> {
-        self.storing.fetch_add(1, Ordering::Relaxed);
-        StoringGuard(&self.storing)
-    }
-
     /// Re-reads the config file and templates. On any error the old relay keeps
     /// serving and the errors are returned.
     pub fn reload(&self) -> Result<(), String> {
@@ -55,15 +39,6 @@ impl Shared {
         self.reloaded.notify_waiters();
         self.notify.notify_waiters();
         Ok(())
-    }
-}
-
-/// See [`Shared::storing`]; also released if the request is dropped mid-way.
-pub struct StoringGuard<'a>(&'a AtomicUsize);
-
-impl Drop for StoringGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -103,23 +78,29 @@ impl Application {
         let path = settings.file.clone();
         let listen = settings.server.listen.clone();
         let server_cfg = settings.server.clone();
-        let store = store::open(settings.storage.url.expose()).context("cannot open storage")?;
+        let notify = Arc::new(Notify::new());
+        let opts = store::Options {
+            wake: notify.clone(),
+        };
+        let store = store::open(settings.storage.url.expose(), opts)
+            .await
+            .context("cannot open storage")?;
         let relay = Relay::build(settings, &http).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = Arc::new(Shared {
             relay: ArcSwap::from_pointee(relay),
             store,
             metrics: Metrics::new(),
-            notify: Notify::new(),
+            notify,
             reloaded: Notify::new(),
             http,
             config_path: path,
-            storing: AtomicUsize::new(0),
         });
         let listener =
             TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
         let port = listener.local_addr()?.port();
         let server = crate::http::server(listener, shared.clone(), &server_cfg)?;
         let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(retention(shared.clone(), stop_rx.clone()));
         let worker = workers.then(|| tokio::spawn(crate::worker::run(shared.clone(), stop_rx)));
         Ok(Application {
             port,
@@ -150,6 +131,36 @@ impl Application {
             let _ = w.await;
         }
         served.context("server error")
+    }
+}
+
+/// Events deleted per batch: a short write, so ingest never waits long for it.
+const PURGE_BATCH: usize = 200;
+
+/// Deletes finished events older than `storage.retention`, a small batch at a
+/// time, until stopped.
+async fn retention(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let keep = shared.relay.load().settings.storage.retention;
+        let mut pause = Duration::from_secs(60);
+        if !keep.is_zero() {
+            // A short retention is checked more often (it is seconds in tests).
+            pause = (keep / 10).clamp(Duration::from_millis(100), pause);
+            match shared.store.purge(keep, PURGE_BATCH).await {
+                Ok(n) if n == PURGE_BATCH => {
+                    log::debug!("retention: deleted {n} events; more to delete");
+                    // More to delete: the next batch soon, after ingest had a turn.
+                    pause = Duration::from_millis(50);
+                }
+                Ok(n) if n > 0 => log::debug!("retention: deleted {n} events"),
+                Ok(_) => {}
+                Err(e) => log::error!("retention: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -8,19 +8,21 @@
 //! never lost.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::RateLimit;
 use crate::destinations::SendError;
 use crate::relay::Relay;
 use crate::startup::Shared;
-use crate::store::{now_ms, Attempt, Claimed, Outcome};
+use crate::store::{Attempt, Claimed, Outcome};
 
-/// How long a claimed delivery is ours beyond its send timeout.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// The hard bound on one send beyond the destination's own timeout (DNS, a stuck
+/// TLS handshake): see `attempt`.
+const SEND_SLACK: Duration = Duration::from_secs(5);
+/// A lease never ends closer than this to the end of the send it covers.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// Longest a loop sleeps before looking at the queue again.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// `Retry-After` is honoured up to this.
@@ -30,73 +32,15 @@ const AFTER_SCHEDULE: Duration = Duration::from_secs(3600);
 /// In-flight sends get this long to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// "At most N sends in any window", with pauses a destination asked for.
-#[derive(Debug)]
-pub struct Limiter {
-    limit: Option<RateLimit>,
-    sent: VecDeque<Instant>,
-    paused_until: Option<Instant>,
+/// The longest one send to a destination with `timeout` can take.
+fn send_bound(timeout: Duration) -> Duration {
+    timeout + SEND_SLACK
 }
 
-impl Limiter {
-    pub fn new(limit: Option<RateLimit>) -> Limiter {
-        Limiter {
-            limit,
-            sent: VecDeque::new(),
-            paused_until: None,
-        }
-    }
-
-    fn prune(&mut self, now: Instant) {
-        if let Some(l) = self.limit {
-            while self
-                .sent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= l.per)
-            {
-                self.sent.pop_front();
-            }
-        }
-        if self.paused_until.is_some_and(|p| p <= now) {
-            self.paused_until = None;
-        }
-    }
-
-    /// How long until one more send is allowed (zero: now).
-    pub fn wait(&mut self, now: Instant) -> Duration {
-        self.prune(now);
-        let pause = self.paused_until.map(|p| p - now).unwrap_or_default();
-        let window = match (self.limit, self.sent.front()) {
-            (Some(l), Some(first)) if self.sent.len() >= l.count as usize => (*first + l.per) - now,
-            _ => Duration::ZERO,
-        };
-        pause.max(window)
-    }
-
-    /// How many sends are allowed right now.
-    pub fn free(&mut self, now: Instant) -> usize {
-        self.prune(now);
-        if self.paused_until.is_some() {
-            return 0;
-        }
-        match self.limit {
-            Some(l) => (l.count as usize).saturating_sub(self.sent.len()),
-            None => usize::MAX,
-        }
-    }
-
-    pub fn take(&mut self, now: Instant) {
-        if self.limit.is_some() {
-            self.sent.push_back(now);
-        }
-    }
-
-    /// The destination asked for a pause (`Retry-After`).
-    pub fn pause(&mut self, until: Instant) {
-        if self.paused_until.is_none_or(|p| p < until) {
-            self.paused_until = Some(until);
-        }
-    }
+/// The lease a delivery is claimed with: `delivery.lease`, or longer if the
+/// destination's send could outlast it.
+fn lease_for(configured: Duration, timeout: Duration) -> Duration {
+    configured.max(send_bound(timeout) + LEASE_MARGIN)
 }
 
 /// The delay before attempt `attempt + 1`, after `attempt` failed attempts:
@@ -169,19 +113,21 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     };
     let workers = first.settings.delivery.workers.max(1);
     let sem = Arc::new(Semaphore::new(workers));
-    let limiter = Arc::new(Mutex::new(Limiter::new(
-        first
-            .destinations
-            .get(&name)
-            .and_then(|d| d.cfg.rate_limit()),
-    )));
-    let mut configured = first.destinations.get(&name).map(|d| d.cfg.rate_limit());
     drop(first);
     // Claimed ahead, waiting for a permit: under load a claim takes up to
     // `workers` rows instead of the one or two permits a finished send frees.
-    // A row's lease is renewed when its send starts (`start_attempt`), however
-    // long it waited here.
+    // A row's lease is renewed when its send starts if it waited long (`attempt`).
     let mut ahead: VecDeque<Claimed> = VecDeque::new();
+
+    // Waits, unless asked to stop (then the loop ends).
+    macro_rules! sleep_or_stop {
+        ($d:expr) => {
+            tokio::select! {
+                _ = tokio::time::sleep($d) => {}
+                _ = stop.changed() => break,
+            }
+        };
+    }
 
     while !*stop.borrow() {
         let Some(relay) = snapshot(&shared, &name, &mut last) else {
@@ -190,31 +136,29 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
         let Some(dest) = relay.destinations.get(&name) else {
             break;
         };
-        // A reload may change the rate limit.
+        // Read each round: a reload may change them.
         let rl = dest.cfg.rate_limit();
-        if configured != Some(rl) {
-            configured = Some(rl);
-            if let Ok(mut l) = limiter.lock() {
-                l.limit = rl;
-            }
-        }
         let timeout = dest.cfg.common.timeout;
+        let lease = lease_for(relay.settings.delivery.lease, timeout);
 
-        let wait = limiter
-            .lock()
-            .map(|mut l| l.wait(Instant::now()))
-            .unwrap_or_default();
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => break,
+        // A pause a destination asked for (`Retry-After`) holds every process's
+        // sends to it.
+        match shared.store.paused_for(&name).await {
+            Ok(p) if !p.is_zero() => {
+                sleep_or_stop!(p);
+                continue;
             }
-            continue;
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("delivery to {name}: cannot read its pause: {e}");
+                sleep_or_stop!(Duration::from_secs(1));
+                continue;
+            }
         }
-        // In a burst of webhooks (see `Shared::in_burst`), one send at a time: an
+        // In a burst of webhooks (see `IngestGauge`), one send at a time: an
         // attempt then holds every permit. Accepting goes first; the queue is on
         // disk and drains at full concurrency once the burst is over.
-        let burst = shared.in_burst();
+        let burst = shared.store.ingest_gauge().is_some_and(|g| g.in_burst());
         let first_permit = tokio::select! {
             p = sem.clone().acquire_many_owned(if burst { workers as u32 } else { 1 }) => match p {
                 Ok(p) => p,
@@ -223,14 +167,11 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             _ = stop.changed() => break,
         };
         let mut permits = vec![first_permit];
-        let free = if burst {
-            1
-        } else {
-            limiter
-                .lock()
-                .map(|mut l| l.free(Instant::now()))
-                .unwrap_or(1)
-                .clamp(1, workers)
+        let free = match rl {
+            _ if burst => 1,
+            // No more claimed than the limit can let through soon.
+            Some(l) => (l.count as usize).clamp(1, workers),
+            None => workers,
         };
         while permits.len() < free {
             match sem.clone().try_acquire_owned() {
@@ -244,19 +185,12 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let claimed = match shared
-                .store
-                .claim(&name, free, timeout + LEASE_MARGIN)
-                .await
-            {
+            let claimed = match shared.store.claim(&name, permits.len(), lease).await {
                 Ok(c) => c,
                 Err(e) => {
                     log::error!("delivery to {name}: cannot claim: {e}");
                     drop(permits);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => break,
-                    }
+                    sleep_or_stop!(Duration::from_secs(1));
                     continue;
                 }
             };
@@ -265,9 +199,7 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
                 // A destination a reload removed lives on until its queue is empty.
                 let removed = !shared.relay.load().destinations.contains_key(&name);
                 let idle = match shared.store.next_due(&name).await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis((at - now_ms()).max(1) as u64).min(IDLE_POLL)
-                    }
+                    Ok(Some(due)) => due.clamp(Duration::from_millis(1), IDLE_POLL),
                     Ok(None) if removed => break,
                     Ok(None) | Err(_) => IDLE_POLL,
                 };
@@ -281,10 +213,30 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             ahead.extend(claimed);
         }
         permits.truncate(ahead.len());
+        let mut wait = Duration::ZERO;
         for permit in permits {
-            if let Some(c) = ahead.pop_front() {
-                start_attempt(&shared, &relay, &limiter, c, permit, timeout + LEASE_MARGIN);
+            if rl.is_some() {
+                // The rate limit is shared by every process on the store: a send
+                // is taken from it just before it starts.
+                match shared.store.take_send(&name, rl).await {
+                    Ok(w) if w.is_zero() => {}
+                    Ok(w) => {
+                        wait = w;
+                        break;
+                    }
+                    Err(e) => {
+                        log::error!("delivery to {name}: cannot read its rate limit: {e}");
+                        wait = Duration::from_secs(1);
+                        break;
+                    }
+                }
             }
+            if let Some(c) = ahead.pop_front() {
+                tokio::spawn(attempt(shared.clone(), relay.clone(), c, permit, lease));
+            }
+        }
+        if !wait.is_zero() {
+            sleep_or_stop!(wait);
         }
     }
     // Let in-flight sends finish, bounded.
@@ -315,7 +267,7 @@ pub async fn drain(shared: &Arc<Shared>, passes: usize) -> usize {
             let Some(dest) = relay.destinations.get(&name) else {
                 continue;
             };
-            let lease = dest.cfg.common.timeout + LEASE_MARGIN;
+            let lease = lease_for(relay.settings.delivery.lease, dest.cfg.common.timeout);
             let claimed = match shared.store.claim(&name, DRAIN_BATCH, lease).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -323,13 +275,12 @@ pub async fn drain(shared: &Arc<Shared>, passes: usize) -> usize {
                     continue;
                 }
             };
-            let limiter = Arc::new(Mutex::new(Limiter::new(None)));
             let sem = Arc::new(Semaphore::new(1));
             for c in claimed {
                 let Ok(permit) = sem.clone().acquire_owned().await else {
                     break;
                 };
-                attempt(shared.clone(), relay.clone(), limiter.clone(), c, permit).await;
+                attempt(shared.clone(), relay.clone(), c, permit, lease).await;
                 attempts += 1;
             }
         }
@@ -340,51 +291,43 @@ pub async fn drain(shared: &Arc<Shared>, passes: usize) -> usize {
     attempts
 }
 
-fn start_attempt(
-    shared: &Arc<Shared>,
-    relay: &Arc<Relay>,
-    limiter: &Arc<Mutex<Limiter>>,
-    c: Claimed,
-    permit: OwnedSemaphorePermit,
-    lease: Duration,
-) {
-    if let Ok(mut l) = limiter.lock() {
-        l.take(Instant::now());
-    }
-    // A row claimed ahead may have waited for its permit (a burst serializes
-    // sends; a Retry-After pause holds them all): its lease counts from here, so it
-    // cannot run out mid-send and let the row be claimed and sent a second time.
-    shared.store.renew_lease(c.id, lease);
-    tokio::spawn(attempt(
-        shared.clone(),
-        relay.clone(),
-        limiter.clone(),
-        c,
-        permit,
-    ));
-}
-
 /// One attempt of one delivery, recorded whatever happens.
 async fn attempt(
     shared: Arc<Shared>,
     relay: Arc<Relay>,
-    limiter: Arc<Mutex<Limiter>>,
     mut c: Claimed,
     _permit: OwnedSemaphorePermit,
+    lease: Duration,
 ) {
-    let at_ms = now_ms();
-    let started = Instant::now();
     let timeout = relay
         .destinations
         .get(&c.destination)
         .map(|d| d.cfg.common.timeout)
         .unwrap_or(Duration::from_secs(10));
+    // A row claimed ahead may have waited for its permit (a burst serializes
+    // sends; a rate limit spaces them): if what is left of its lease could run out
+    // mid-send, it is renewed first, so the row cannot be claimed and sent twice.
+    let left = lease.saturating_sub(c.claimed_at.elapsed());
+    if left < send_bound(timeout) + LEASE_MARGIN {
+        if let Err(e) = shared.store.renew(c.lease(), lease).await {
+            // Not sent: another process has it, or its lease runs out and it is
+            // claimed again.
+            log::warn!(
+                "delivery {} (event {}) to {}: not sent now: {e}",
+                c.id,
+                c.event_id,
+                c.destination
+            );
+            return;
+        }
+    }
+    let started = Instant::now();
     let ctx = std::mem::take(&mut c.event).into_template_context();
     let result = match relay.prepare(&c.destination, &c.template, c.channel.as_deref(), &ctx) {
         Ok((sender, req)) => {
             // The destination bounds its own requests; this bounds everything else
             // (DNS, a stuck TLS handshake) so a lease is never held forever.
-            match tokio::time::timeout(timeout + Duration::from_secs(5), sender.send(&req)).await {
+            match tokio::time::timeout(send_bound(timeout), sender.send(&req)).await {
                 Ok(r) => r,
                 Err(_) => Err(SendError::transient(format!(
                     "timed out after {}s",
@@ -403,18 +346,25 @@ async fn attempt(
         Ok(sent) => (Outcome::Delivered, sent.status, None),
         Err(e) => {
             if let Some(ra) = e.retry_after {
-                if let Ok(mut l) = limiter.lock() {
-                    l.pause(Instant::now() + ra.min(MAX_RETRY_AFTER));
+                if let Err(err) = shared
+                    .store
+                    .pause(&c.destination, ra.min(MAX_RETRY_AFTER))
+                    .await
+                {
+                    log::error!(
+                        "delivery to {}: cannot record its pause: {err}",
+                        c.destination
+                    );
                 }
             }
             let outcome = if e.is_transient() {
-                let next = now_ms()
-                    + retry_delay(attempt_no, &delivery.retry_schedule, e.retry_after).as_millis()
-                        as i64;
-                if next - c.window_start_ms > delivery.max_age.as_millis() as i64 {
+                let after = retry_delay(attempt_no, &delivery.retry_schedule, e.retry_after);
+                // The window's age by the store's clock at the claim, plus the
+                // time since on this process's monotonic clock.
+                if c.age + c.claimed_at.elapsed() + after > delivery.max_age {
                     Outcome::Dead
                 } else {
-                    Outcome::RetryAt { at_ms: next }
+                    Outcome::Retry { after }
                 }
             } else {
                 Outcome::Dead
@@ -431,7 +381,7 @@ async fn attempt(
     };
     let label = match &outcome {
         Outcome::Delivered => "delivered",
-        Outcome::RetryAt { .. } => "retry",
+        Outcome::Retry { .. } => "retry",
         Outcome::Dead => "dead",
     };
     let status_text = status.map(|s| format!("status {s}, ")).unwrap_or_default();
@@ -440,9 +390,10 @@ async fn attempt(
             "delivery {} (event {}) to {}: delivered ({status_text}{} ms, attempt {attempt_no})",
             c.id, c.event_id, c.destination, elapsed.as_millis()
         ),
-        (Outcome::RetryAt { at_ms }, Some(err)) => log::warn!(
+        (Outcome::Retry { after }, Some(err)) => log::warn!(
             "delivery {} (event {}) to {}: failed ({status_text}{} ms, attempt {attempt_no}): {err}; retry at {}",
-            c.id, c.event_id, c.destination, elapsed.as_millis(), crate::store::ms_to_rfc3339(*at_ms)
+            c.id, c.event_id, c.destination, elapsed.as_millis(),
+            crate::providers::rfc3339(chrono::Utc::now() + *after)
         ),
         (_, err) => log::error!(
             "delivery {} (event {}) to {}: dead ({status_text}{} ms, attempt {attempt_no}): {}",
@@ -453,15 +404,22 @@ async fn attempt(
         .metrics
         .delivery(&c.destination, label, elapsed.as_secs_f64());
     let record = Attempt {
-        at_ms,
         status,
         error,
         duration_ms: elapsed.as_millis() as i64,
     };
-    let retry = matches!(outcome, Outcome::RetryAt { .. });
-    if let Err(e) = shared.store.complete(c.id, record, outcome).await {
+    let retry = matches!(outcome, Outcome::Retry { .. });
+    match shared.store.complete(c.lease(), record, outcome).await {
+        Ok(true) => {}
+        Ok(false) => log::warn!(
+            "delivery {} (event {}) to {}: this result is not recorded: the lease ran out \
+             and another claim has the delivery",
+            c.id,
+            c.event_id,
+            c.destination
+        ),
         // The lease runs out and the delivery is tried again: at-least-once.
-        log::error!("delivery {}: cannot record the attempt: {e}", c.id);
+        Err(e) => log::error!("delivery {}: cannot record the attempt: {e}", c.id),
     }
     if retry {
         // The loop may be asleep until the lease would have run out; its next
@@ -483,36 +441,6 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limiter_allows_n_per_window_without_burst() {
-        let mut l = Limiter::new(Some(RateLimit {
-            count: 2,
-            per: Duration::from_secs(1),
-        }));
-        let t0 = Instant::now();
-        assert_eq!(l.free(t0), 2);
-        l.take(t0);
-        l.take(t0 + Duration::from_millis(100));
-        assert_eq!(l.free(t0 + Duration::from_millis(200)), 0);
-        assert_eq!(
-            l.wait(t0 + Duration::from_millis(200)),
-            Duration::from_millis(800)
-        );
-        assert_eq!(l.free(t0 + Duration::from_millis(1000)), 1);
-        assert_eq!(l.wait(t0 + Duration::from_millis(1000)), Duration::ZERO);
-    }
-
-    #[test]
-    fn limiter_pauses_when_asked() {
-        let mut l = Limiter::new(None);
-        let t0 = Instant::now();
-        assert_eq!(l.free(t0), usize::MAX);
-        l.pause(t0 + Duration::from_secs(7));
-        assert_eq!(l.free(t0), 0);
-        assert_eq!(l.wait(t0), Duration::from_secs(7));
-        assert_eq!(l.free(t0 + Duration::from_secs(7)), usize::MAX);
-    }
 
     #[test]
     fn retry_delays_follow_the_schedule_with_jitter() {

@@ -369,10 +369,7 @@ async fn accept(
     );
     drop(event);
     let stored = match new {
-        Ok(new) => {
-            let _storing = shared.storing();
-            shared.store.ingest(new).await
-        }
+        Ok(new) => shared.store.ingest(new).await,
         Err(e) => Err(e),
     };
     let stored = stored.map_err(|e| {
@@ -387,9 +384,6 @@ async fn accept(
             shared.metrics.received(name, status);
             if !routed {
                 shared.metrics.unrouted(name);
-            }
-            if deliveries > 0 {
-                shared.notify.notify_waiters();
             }
             log::info!(
                 "accepted event {event_id} from {name}: {summary}, {deliveries} deliveries{}",

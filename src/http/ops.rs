@@ -11,9 +11,10 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready when storage answers a real query (the config is loaded by then).
+/// Ready when a webhook would be stored now: storage commits a real write (to
+/// the file the config names, for SQLite). The config is loaded by then.
 pub async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
-    match shared.store.ping().await {
+    match shared.store.ready().await {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(e) => {
             log::error!("readyz: {e}");

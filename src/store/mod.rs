@@ -1,25 +1,45 @@
-//! Storage: events, their deliveries and every attempt, behind one trait so a
-//! PostgreSQL backend can sit beside SQLite. The backend is chosen from the URL
+//! Storage: events, their deliveries and every attempt, behind one trait so each
+//! backend is one module: [`sqlite`] (embedded, one process) and [`postgres`]
+//! (several replicas sharing one queue). The backend is chosen from the URL
 //! scheme of `storage.url`.
 //!
-//! The contract every backend keeps: [`Store::ingest`] returns only after the event
-//! and all its delivery rows are committed in one transaction; a delivery is
-//! claimed with a lease, so one that was being sent when the process died is sent
-//! again once the lease runs out (at-least-once), never dropped.
+//! The contract every backend keeps (and `tests/store_contract.rs` checks on each):
+//! - [`Store::ingest`] returns only after the event and all its delivery rows are
+//!   committed in one transaction;
+//! - a claim is a write that hands out a lease with a token; the attempt's result
+//!   ([`Store::complete`]) and a renewal carry the token and are ignored when it
+//!   is stale, so a process that was paused past its lease cannot overwrite a newer
+//!   attempt; a delivery whose lease runs out is claimed again (at-least-once);
+//! - every time that decides something (due times, leases, dedup windows, age)
+//!   comes from the backend's clock, so processes with skewed clocks agree;
+//!   callers hand over durations, never instants of their own clock.
+//!
+//! Backend-specific tuning (SQLite's group-commit writer thread, its lazy attempt
+//! records, its in-memory leases) stays inside the backend.
 
+pub mod limits;
+pub mod postgres;
 pub mod sqlite;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::Notify;
 
+use crate::config::RateLimit;
 use crate::event::{Event, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached or written right now (connection lost,
+    /// disk full, file read-only or gone); the same call may succeed later.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the database refused (a constraint, a bad statement).
     #[error("storage error: {0}")]
     Db(String),
     #[error("storage is shut down")]
@@ -28,16 +48,20 @@ pub enum StoreError {
     Commit,
     #[error("not found")]
     NotFound,
-    #[error("unsupported storage url: {0}")]
-    Url(String),
+    /// Another claim holds the delivery now: this lease is stale.
+    #[error("the lease on delivery {0} is no longer held")]
+    LeaseLost(i64),
+    /// `storage.url` names no usable backend, or its database refused us. Never
+    /// carries the URL's password.
+    #[error("storage.url: {0}")]
+    Config(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e {
-            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
-            e => StoreError::Db(e.to_string()),
-        }
+impl StoreError {
+    /// Whether trying again later may succeed (the caller answers 503 and the
+    /// sender retries), rather than the request itself being at fault.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Commit)
     }
 }
 
@@ -130,25 +154,48 @@ pub enum Ingested {
     Duplicate { event_id: String },
 }
 
+/// A claim on one delivery: its id and the token the claim handed out. A newer
+/// claim of the same delivery gets another token, and then this one is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub token: i64,
+}
+
 /// A delivery leased to this process for one attempt.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
+    /// The claim's token: [`Store::renew`] and [`Store::complete`] carry it.
+    pub token: i64,
     pub event_id: String,
     pub destination: String,
     pub template: String,
     pub channel: Option<String>,
     /// Attempts made before this one.
     pub attempts: u32,
-    /// When the delivery's retry window began (creation, or a manual retry), ms.
-    pub window_start_ms: i64,
+    /// How long the delivery's retry window had been running when it was claimed
+    /// (since creation, or a manual retry), by the store's clock.
+    pub age: Duration,
+    /// When it was claimed, by this process's monotonic clock (to add the time
+    /// since to `age`).
+    pub claimed_at: std::time::Instant,
     pub event: Event,
 }
 
-/// What one attempt did.
+impl Claimed {
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.token,
+        }
+    }
+}
+
+/// What one attempt did. It started `duration_ms` before it is recorded (the
+/// store dates it by its own clock).
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    pub at_ms: i64,
     pub status: Option<u16>,
     pub error: Option<String>,
     pub duration_ms: i64,
@@ -157,7 +204,10 @@ pub struct Attempt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Delivered,
-    RetryAt { at_ms: i64 },
+    /// Pending again, due this long after the record (by the store's clock).
+    Retry {
+        after: Duration,
+    },
     Dead,
 }
 
@@ -230,23 +280,60 @@ pub struct EventRecord {
     pub deliveries: Vec<DeliveryView>,
 }
 
+/// How busy a backend's ingest is, for backends that gather many webhooks into one
+/// commit (SQLite): while [`BURST`] or more wait for their commit, each destination
+/// sends one alert at a time so accepting goes first (see `worker`).
+#[derive(Debug, Default)]
+pub struct IngestGauge(AtomicUsize);
+
+/// See [`IngestGauge`].
+pub const BURST: usize = 8;
+
+impl IngestGauge {
+    /// Counts one webhook as being stored until the guard is dropped (also when the
+    /// request is dropped mid-way).
+    pub fn storing(&self) -> StoringGuard<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        StoringGuard(&self.0)
+    }
+
+    /// Whether webhooks are arriving faster than they are committed one by one.
+    pub fn in_burst(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= BURST
+    }
+}
+
+/// See [`IngestGauge::storing`].
+pub struct StoringGuard<'a>(&'a AtomicUsize);
+
+impl Drop for StoringGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores the event and its deliveries in one transaction, or finds the
-    /// duplicate it repeats. Returns only after commit.
+    /// duplicate it repeats. Returns only after commit; new deliveries wake the
+    /// delivery loops of every process sharing the store.
     async fn ingest(&self, e: NewEvent) -> Result<Ingested>;
-    /// Leases up to `limit` due pending deliveries of `destination` for `lease`.
+    /// Leases up to `limit` due pending deliveries of `destination` for `lease`,
+    /// each with a fresh token.
     async fn claim(&self, destination: &str, limit: usize, lease: Duration)
         -> Result<Vec<Claimed>>;
-    /// Restarts a claimed delivery's lease: its send starts now, however long it
-    /// waited after its claim.
-    fn renew_lease(&self, delivery_id: i64, lease: Duration);
-    /// When the next pending delivery of `destination` is due (ms), if any.
-    async fn next_due(&self, destination: &str) -> Result<Option<i64>>;
+    /// Restarts a lease from now (its send starts now, however long it waited
+    /// after its claim). [`StoreError::LeaseLost`] if another claim took it.
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<()>;
+    /// Records an attempt and its outcome (`error` is kept as the last error).
+    /// Returns false, changing nothing, when the lease is stale: another claim
+    /// has taken the delivery since.
+    async fn complete(&self, lease: Lease, attempt: Attempt, outcome: Outcome) -> Result<bool>;
+    /// How long until the next pending delivery of `destination` is due (zero:
+    /// now), if any. A lease running out counts as due.
+    async fn next_due(&self, destination: &str) -> Result<Option<Duration>>;
     /// Destinations that have pending deliveries.
     async fn pending_destinations(&self) -> Result<Vec<String>>;
-    /// Records an attempt and its outcome; `error` is kept as the last error.
-    async fn complete(&self, delivery_id: i64, attempt: Attempt, outcome: Outcome) -> Result<()>;
     /// Marks every pending delivery of `destination` dead with `error` (a
     /// destination that is no longer configured).
     async fn bury(&self, destination: &str, error: &str) -> Result<usize>;
@@ -257,27 +344,55 @@ pub trait Store: Send + Sync {
         state: Option<State>,
         limit: usize,
     ) -> Result<Vec<DeliveryView>>;
-    /// Makes a delivery pending and due now, with a fresh retry window.
+    /// Makes a delivery pending and due now, with a fresh retry window (and a new
+    /// token: a send still in flight cannot overwrite it).
     async fn retry_delivery(&self, id: i64) -> Result<()>;
     /// Adds deliveries to an existing event (replay).
     async fn add_deliveries(&self, event_id: &str, d: Vec<NewDelivery>) -> Result<usize>;
     /// Pending deliveries per destination.
     async fn queue_depth(&self) -> Result<Vec<(String, i64)>>;
-    /// A real round-trip to the database.
-    async fn ping(&self) -> Result<()>;
+    /// Whether a webhook would be stored now: a real write, committed, to the
+    /// database `storage.url` names (not just a read on a connection).
+    async fn ready(&self) -> Result<()>;
+    /// Deletes up to `batch` events older than `retention` whose deliveries have
+    /// all ended, with their deliveries and attempts; returns how many.
+    async fn purge(&self, retention: Duration, batch: usize) -> Result<usize>;
+    /// Takes one send of `destination` if its rate limit and any pause allow one
+    /// now (returns zero), else returns how long to wait. Shared by every process
+    /// on the store.
+    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Duration>;
+    /// How long `destination` is paused for (zero: not paused).
+    async fn paused_for(&self, destination: &str) -> Result<Duration>;
+    /// Pauses `destination` for `duration` (a `Retry-After`), on every process.
+    async fn pause(&self, destination: &str, duration: Duration) -> Result<()>;
+    /// Backends that gather webhooks into one commit say how busy that is.
+    fn ingest_gauge(&self) -> Option<&IngestGauge> {
+        None
+    }
 }
 
-/// Opens the backend `url` names: `sqlite://PATH`.
-pub fn open(url: &str) -> Result<Arc<dyn Store>> {
+/// What opening a store needs besides the URL.
+pub struct Options {
+    /// Woken when deliveries become due (stored here, or by another process).
+    pub wake: Arc<Notify>,
+}
+
+/// Opens the backend `url` names: `sqlite://PATH` or `postgres://…`
+/// (`postgresql://…`), creating or migrating its schema.
+pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
+        let path = path.to_string();
+        let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path, opts))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Url(
-            "postgres:// is not supported yet; use sqlite://PATH".into(),
-        ));
+        return postgres::open(url, opts).await;
     }
-    Err(StoreError::Url("expected sqlite://PATH".into()))
+    Err(StoreError::Config(
+        "expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE".into(),
+    ))
 }
 
 pub fn now_ms() -> i64 {

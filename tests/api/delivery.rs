@@ -453,17 +453,22 @@ async fn in_a_burst_of_webhooks_each_destination_sends_one_alert_at_a_time() {
     };
 
     // Webhooks waiting for their commit, as in a burst: one send at a time.
-    let burst: Vec<_> = (0..hookrelay::startup::BURST)
-        .map(|_| app.shared.storing())
+    let gauge = app
+        .shared
+        .store
+        .ingest_gauge()
+        .expect("SQLite gathers commits");
+    let burst: Vec<_> = (0..hookrelay::store::BURST)
+        .map(|_| gauge.storing())
         .collect();
-    assert!(app.shared.in_burst());
+    assert!(gauge.in_burst());
     post_many(0).await;
     assert!(wait_for(Duration::from_secs(20), || async { sink.received() == 12 }).await);
     assert_eq!(sink.most_at_once(), 1);
 
     // The burst is over: `delivery.workers` sends at once again.
     drop(burst);
-    assert!(!app.shared.in_burst());
+    assert!(!gauge.in_burst());
     post_many(12).await;
     assert!(wait_for(Duration::from_secs(20), || async { sink.received() == 24 }).await);
     assert!(sink.most_at_once() > 1, "{}", sink.most_at_once());

@@ -64,7 +64,12 @@ async fn spawn(yaml: &str, env: &[(&str, &str)], workers: bool) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.yaml");
     let d = dir.path().display().to_string();
-    let mut full = format!("storage: {{ url: \"sqlite://{d}/hookrelay.db\" }}\n");
+    let mut full = String::new();
+    if !yaml.lines().any(|l| l.starts_with("storage:")) {
+        full.push_str(&format!(
+            "storage: {{ url: \"sqlite://{d}/hookrelay.db\" }}\n"
+        ));
+    }
     if !yaml.contains("server:") {
         full.push_str("server: { listen: \"127.0.0.1:0\" }\n");
     }

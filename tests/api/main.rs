@@ -9,3 +9,4 @@ mod helpers;
 mod ingest;
 mod limits;
 mod process;
+mod readiness;

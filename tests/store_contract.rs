@@ -1,0 +1,355 @@
+//! The storage contract, one test body run against every backend: SQLite always,
+//! PostgreSQL on a real server (see `support/pg.rs`). Whatever a backend does
+//! inside (SQLite keeps leases in memory, PostgreSQL in rows), these hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookrelay::config::RateLimit;
+use hookrelay::event::Status;
+use hookrelay::store::{
+    self, Attempt, Ingested, NewDelivery, NewEvent, Outcome, State, Store, StoreError,
+};
+
+/// A fresh store of one backend, and what keeps it alive.
+struct Fixture {
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+    url: String,
+    _keep: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/c.db", dir.path().display());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let opts = store::Options { wake: wake.clone() };
+    Fixture {
+        store: store::open(&url, opts).await.unwrap(),
+        wake,
+        url,
+        _keep: Some(dir),
+    }
+}
+
+fn new_event(key: &str, destinations: &[&str], window: Duration) -> NewEvent {
+    NewEvent {
+        source: "s".into(),
+        status: Status::Failure,
+        event_json: serde_json::json!({
+            "source": "s", "provider": "generic", "received_at": "2026-11-23T00:00:00Z",
+            "status": "failure", "raw": { "k": key }
+        })
+        .to_string(),
+        dedup_key: key.into(),
+        dedup_window: window,
+        routed: true,
+        deliveries: destinations
+            .iter()
+            .map(|d| NewDelivery {
+                destination: d.to_string(),
+                template: "default".into(),
+                channel: None,
+            })
+            .collect(),
+    }
+}
+
+fn attempt(status: u16) -> Attempt {
+    Attempt {
+        status: Some(status),
+        error: (status >= 400).then(|| format!("status {status}")),
+        duration_ms: 3,
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Polls `claim` until it hands out something (a lease running out), or 10 s.
+async fn claim_when_free(s: &dyn Store, dest: &str) -> Vec<store::Claimed> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = s.claim(dest, 10, LONG).await.unwrap();
+        if !c.is_empty() || Instant::now() > deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn a_claimed_delivery_is_leased_until_its_attempt_is_recorded(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let first = s.claim("d", 10, LONG).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempts, 0);
+    assert!(first[0].age < LONG, "{:?}", first[0].age);
+    assert_eq!(first[0].event.source, "s");
+    assert!(s.claim("d", 10, LONG).await.unwrap().is_empty());
+    // Due again only when the lease ends.
+    let due = s.next_due("d").await.unwrap().unwrap();
+    assert!(due > LONG - Duration::from_secs(10), "{due:?}");
+
+    let retry = Outcome::Retry {
+        after: Duration::ZERO,
+    };
+    assert!(s
+        .complete(first[0].lease(), attempt(503), retry)
+        .await
+        .unwrap());
+    let again = claim_when_free(s, "d").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (first[0].id, 1));
+    assert_ne!(again[0].token, first[0].token);
+    assert!(s
+        .complete(again[0].lease(), attempt(200), Outcome::Delivered)
+        .await
+        .unwrap());
+    let all = s.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(all[0].state, State::Delivered);
+    assert_eq!(all[0].attempts.len(), 2);
+    assert_eq!(all[0].last_error.as_deref(), Some("status 503"));
+    assert_eq!(s.next_due("d").await.unwrap(), None);
+}
+
+async fn a_late_result_from_a_stale_lease_changes_nothing(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    // A lease that runs out at once, as for a process paused past it.
+    let stale = s.claim("d", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(stale.len(), 1);
+    let fresh = claim_when_free(s, "d").await;
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].id, stale[0].id);
+
+    assert!(matches!(
+        s.renew(stale[0].lease(), LONG).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    s.renew(fresh[0].lease(), LONG).await.unwrap();
+    assert!(s
+        .complete(fresh[0].lease(), attempt(200), Outcome::Delivered)
+        .await
+        .unwrap());
+    // The paused one comes back with a failure: ignored.
+    let late = s
+        .complete(stale[0].lease(), attempt(500), Outcome::Dead)
+        .await
+        .unwrap();
+    assert!(!late, "a stale result is not recorded");
+    let d = &s.list_deliveries(None, 10).await.unwrap()[0];
+    assert_eq!(d.state, State::Delivered);
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.last_error, None);
+}
+
+async fn a_lease_that_runs_out_makes_the_delivery_claimable_again(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let first = s.claim("d", 10, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // No attempt recorded (a process killed mid-send).
+    let again = claim_when_free(s, "d").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, first[0].id);
+}
+
+async fn a_renewed_lease_runs_from_the_renewal(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let first = s.claim("d", 10, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    s.renew(first[0].lease(), LONG).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(s.claim("d", 10, LONG).await.unwrap().is_empty());
+}
+
+async fn a_manual_retry_makes_the_send_in_flight_stale(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let c = s.claim("d", 10, LONG).await.unwrap();
+    s.retry_delivery(c[0].id).await.unwrap();
+    assert!(!s
+        .complete(c[0].lease(), attempt(500), Outcome::Dead)
+        .await
+        .unwrap());
+    let again = s.claim("d", 10, LONG).await.unwrap();
+    assert_eq!(again.len(), 1);
+}
+
+async fn a_repeated_event_within_its_window_is_one_event(f: Fixture) {
+    let s = &*f.store;
+    let w = Duration::from_secs(3600);
+    let Ingested::Stored { event_id, .. } = s.ingest(new_event("k", &["d"], w)).await.unwrap()
+    else {
+        panic!("stored first")
+    };
+    // Many at once, as from several requests in one batch.
+    let repeats =
+        futures_util::future::join_all((0..5).map(|_| s.ingest(new_event("k", &["d"], w)))).await;
+    for r in repeats {
+        assert_eq!(
+            r.unwrap(),
+            Ingested::Duplicate {
+                event_id: event_id.clone()
+            }
+        );
+    }
+    let e = s.get_event(&event_id).await.unwrap();
+    assert_eq!(e.duplicates, 5);
+    assert_eq!(e.deliveries.len(), 1);
+    // Without a window, the same key is a new event.
+    assert!(matches!(
+        s.ingest(new_event("k", &["d"], Duration::ZERO))
+            .await
+            .unwrap(),
+        Ingested::Stored { .. }
+    ));
+}
+
+async fn many_webhooks_at_once_are_each_stored(f: Fixture) {
+    let s = &*f.store;
+    let all = futures_util::future::join_all(
+        (0..200).map(|i| s.ingest(new_event(&format!("m{i}"), &["d", "e"], Duration::ZERO))),
+    )
+    .await;
+    let mut ids: Vec<String> = all
+        .into_iter()
+        .map(|r| match r.unwrap() {
+            Ingested::Stored {
+                event_id,
+                deliveries,
+            } => {
+                assert_eq!(deliveries, 2);
+                event_id
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    let depth = s.queue_depth().await.unwrap();
+    let mut depth: Vec<_> = depth.into_iter().collect();
+    depth.sort();
+    assert_eq!(depth, [("d".to_string(), 200), ("e".to_string(), 200)]);
+    let mut dests = s.pending_destinations().await.unwrap();
+    dests.sort();
+    assert_eq!(dests, ["d", "e"]);
+}
+
+async fn new_deliveries_wake_the_delivery_loops(f: Fixture) {
+    let notified = f.wake.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    f.store
+        .ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), notified)
+        .await
+        .expect("woken");
+}
+
+async fn finished_events_past_retention_are_deleted_and_pending_ones_kept(f: Fixture) {
+    let s = &*f.store;
+    for i in 0..3 {
+        s.ingest(new_event(&format!("done{i}"), &["d"], Duration::ZERO))
+            .await
+            .unwrap();
+        let c = s.claim("d", 10, LONG).await.unwrap();
+        assert!(s
+            .complete(c[0].lease(), attempt(200), Outcome::Delivered)
+            .await
+            .unwrap());
+    }
+    s.ingest(new_event("pending", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    // Nothing is old enough yet.
+    assert_eq!(s.purge(Duration::from_secs(3600), 10).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // In small batches.
+    assert_eq!(s.purge(Duration::from_millis(1), 2).await.unwrap(), 2);
+    assert_eq!(s.purge(Duration::from_millis(1), 2).await.unwrap(), 1);
+    assert_eq!(s.purge(Duration::from_millis(1), 2).await.unwrap(), 0);
+    let left = s
+        .list_events(store::EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].deliveries[0].state, State::Pending);
+    assert_eq!(s.list_deliveries(None, 10).await.unwrap().len(), 1);
+}
+
+async fn a_rate_limit_and_a_pause_hold_for_the_store(f: Fixture) {
+    let s = &*f.store;
+    let rl = Some(RateLimit {
+        count: 1,
+        per: Duration::from_secs(2),
+    });
+    assert_eq!(s.take_send("slack", rl).await.unwrap(), Duration::ZERO);
+    let wait = s.take_send("slack", rl).await.unwrap();
+    assert!(
+        wait > Duration::from_millis(500) && wait <= Duration::from_secs(2),
+        "{wait:?}"
+    );
+    // Another destination is not held back.
+    assert_eq!(s.take_send("other", rl).await.unwrap(), Duration::ZERO);
+    assert_eq!(s.paused_for("other").await.unwrap(), Duration::ZERO);
+    s.pause("other", Duration::from_secs(30)).await.unwrap();
+    let p = s.paused_for("other").await.unwrap();
+    assert!(
+        p > Duration::from_secs(20) && p <= Duration::from_secs(30),
+        "{p:?}"
+    );
+    assert!(s.take_send("other", None).await.unwrap() > Duration::from_secs(20));
+    assert_eq!(s.take_send("third", None).await.unwrap(), Duration::ZERO);
+}
+
+async fn storage_that_works_is_ready(f: Fixture) {
+    f.store.ready().await.unwrap();
+    assert!(!f.url.is_empty());
+}
+
+/// Each contract test, once per backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_claimed_delivery_is_leased_until_its_attempt_is_recorded,
+    a_late_result_from_a_stale_lease_changes_nothing,
+    a_lease_that_runs_out_makes_the_delivery_claimable_again,
+    a_renewed_lease_runs_from_the_renewal,
+    a_manual_retry_makes_the_send_in_flight_stale,
+    a_repeated_event_within_its_window_is_one_event,
+    many_webhooks_at_once_are_each_stored,
+    new_deliveries_wake_the_delivery_loops,
+    finished_events_past_retention_are_deleted_and_pending_ones_kept,
+    a_rate_limit_and_a_pause_hold_for_the_store,
+    storage_that_works_is_ready,
+);
