@@ -726,7 +726,7 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         e.database = Some("postgresql".into());
         e.size_bytes = Some(1_024_000_000);
         e.occurred_at = Some("2025-09-04T18:37:59Z".into());
-        e.message = Some("Backup verified successfully".into());
+        e.message = Some("Cloud66 gave no reason for the failure. Verification result: \"Backup verified successfully\"; Backup result: \"Backup completed successfully\"".into());
         e.raw = json!({"timestamp": 1757011079, "event_type": "backup.verification.failed",
             "stack": {"name": "my-production-app", "environment": "production", "cloud": "aws"},
             "backup": {"db_type": "postgresql", "database_name": "myapp_production",
@@ -1632,10 +1632,10 @@ mod tests {
         let slack = render_json(&t, "default", "slack", &c66);
         assert_eq!(
             slack["text"],
-            "❌ Backup failed: myapp_production (postgresql) on my-production-app / production"
+            "❌ Backup verification failed: myapp_production (postgresql) on my-production-app / production"
         );
         let console = render_text(&t, "default", "console", &c66);
-        assert!(console.starts_with("❌ [CRITICAL] Backup failed: myapp_production (postgresql) on my-production-app / production: Backup verified successfully\n"), "{console}");
+        assert!(console.starts_with("❌ [CRITICAL] Backup verification failed: myapp_production (postgresql) on my-production-app / production: Cloud66 gave no reason for the failure. Verification result: \"Backup verified successfully\"; Backup result: \"Backup completed successfully\"\n"), "{console}");
         assert!(
             console.contains("976.6 MiB") && console.contains("2025-09-04 18:37 UTC"),
             "{console}"
@@ -1659,6 +1659,23 @@ mod tests {
             "⏰ Backup missed: TestAccountPolicyName20181228013921 on testServerId20181228013921"
         );
         assert_eq!(title["color"], "Attention");
+        // A missed backup's time is when it was expected.
+        let facts = teams["attachments"][0]["content"]["body"][1]["facts"].to_string();
+        assert!(
+            facts.contains(r#"{"title":"Expected at","value":"2019-02-01 20:00 UTC"}"#),
+            "{facts}"
+        );
+        assert!(!facts.contains(r#""When""#), "{facts}");
+        let console = render_text(&t, "default", "console", &missing);
+        assert!(
+            console.contains(" · expected at 2019-02-01 20:00 UTC"),
+            "{console}"
+        );
+        let email = render_text(&t, "default", "email", &missing);
+        assert!(
+            email.contains("\nExpected at:  2019-02-01 20:00 UTC\n"),
+            "{email}"
+        );
         assert_eq!(teams["attachments"][0]["content"]["version"], "1.4");
         assert_eq!(teams["attachments"][0]["contentUrl"], Value::Null);
     }

@@ -16,11 +16,17 @@ pub fn normalize(raw: &Value) -> Event {
     let is_verification = event
         .as_deref()
         .is_some_and(|e| e.to_ascii_lowercase().contains("verif"));
-    let message = if is_verification {
-        text_at(raw, "/backup/verify_result")
+    let verify = ("Verification result", text_at(raw, "/backup/verify_result"));
+    let backup = ("Backup result", text_at(raw, "/backup/backup_result"));
+    let parts: Vec<(&str, String)> = if is_verification {
+        vec![verify, backup]
     } else {
-        text_at(raw, "/backup/backup_result")
-    };
+        vec![backup]
+    }
+    .into_iter()
+    .filter_map(|(label, v)| v.map(|v| (label, v)))
+    .collect();
+    let message = explain(status, &parts);
     Event {
         event,
         status,
@@ -35,6 +41,64 @@ pub fn normalize(raw: &Value) -> Event {
         message,
         ..Event::default()
     }
+}
+
+/// The message: the field that speaks about the event (the verify result for a
+/// verification, else the backup result) as it is. On a failure, when there is more
+/// than one field or the text reads as a success (Cloud66 sends
+/// `backup.verification.failed` with "Backup verified successfully"), every field
+/// is labelled and quoted, the one about the event first, so an alert never seems
+/// to contradict itself; and when none of them gives a reason, that is said.
+fn explain(status: Status, parts: &[(&str, String)]) -> Option<String> {
+    let (_, first) = parts.first()?;
+    if status != Status::Failure || (parts.len() == 1 && !reads_as_success(first)) {
+        return Some(first.clone());
+    }
+    let labelled: Vec<String> = parts
+        .iter()
+        .map(|(label, v)| format!("{label}: \"{v}\""))
+        .collect();
+    let none_explains = parts.iter().all(|(_, v)| reads_as_success(v));
+    Some(format!(
+        "{}{}",
+        if none_explains {
+            "Cloud66 gave no reason for the failure. "
+        } else {
+            ""
+        },
+        labelled.join("; ")
+    ))
+}
+
+/// Whether a provider's text says things went well ("Backup completed
+/// successfully") rather than what went wrong.
+fn reads_as_success(text: &str) -> bool {
+    let t = text.to_lowercase();
+    let good = [
+        "success",
+        "succeeded",
+        "completed",
+        "verified",
+        "passed",
+        "ok",
+    ];
+    let bad = [
+        "fail",
+        "error",
+        "not ",
+        "unable",
+        "cannot",
+        "could not",
+        "invalid",
+        "corrupt",
+        "missing",
+        "abort",
+        "timed out",
+        "timeout",
+        "denied",
+        "mismatch",
+    ];
+    good.iter().any(|g| t.contains(g)) && !bad.iter().any(|b| t.contains(b))
 }
 
 /// Cloud66 names outcomes by the last segment of the event type; anything we do
@@ -79,7 +143,11 @@ mod tests {
         assert_eq!(e.size_bytes, Some(1_024_000_000));
         assert_eq!(e.occurred_at.as_deref(), Some("2025-09-04T18:37:59Z"));
         assert_eq!(e.id, None);
-        assert_eq!(e.message.as_deref(), Some("Backup completed successfully"));
+        // A failure whose only text reads as a success: labelled, and said to be no reason.
+        assert_eq!(
+            e.message.as_deref(),
+            Some("Cloud66 gave no reason for the failure. Backup result: \"Backup completed successfully\"")
+        );
     }
 
     #[test]
@@ -102,8 +170,13 @@ mod tests {
         assert_eq!(e.size_bytes, Some(1_024_000_000));
         assert_eq!(e.occurred_at.as_deref(), Some("2025-09-04T18:37:59Z"));
         assert_eq!(e.id, None);
-        // Verification events carry the verify result, not the backup result.
-        assert_eq!(e.message.as_deref(), Some("Backup verified successfully"));
+        // Verification events lead with the verify result; on a failure whose
+        // fields read as successes, each is labelled so the alert does not
+        // contradict itself.
+        assert_eq!(
+            e.message.as_deref(),
+            Some("Cloud66 gave no reason for the failure. Verification result: \"Backup verified successfully\"; Backup result: \"Backup completed successfully\"")
+        );
     }
 
     #[test]
@@ -175,5 +248,35 @@ mod tests {
                 assert_eq!(e.occurred_at, None);
             }
         }
+    }
+
+    #[test]
+    fn failure_messages_lead_with_the_field_that_explains_them() {
+        let e = normalize(&json!({
+            "event_type": "backup.verification.failed",
+            "backup": {"verify_result": "Checksum mismatch in table users", "backup_result": "Backup completed successfully"}
+        }));
+        assert_eq!(
+            e.message.as_deref(),
+            Some("Verification result: \"Checksum mismatch in table users\"; Backup result: \"Backup completed successfully\"")
+        );
+        // One field that explains the failure: as it is.
+        let e = normalize(&json!({
+            "event_type": "managed_backup.fail",
+            "backup": {"backup_result": "pg_dump: error: connection refused"}
+        }));
+        assert_eq!(
+            e.message.as_deref(),
+            Some("pg_dump: error: connection refused")
+        );
+        // Successes keep the provider's text as it is.
+        let e = normalize(&json!({
+            "event_type": "backup.verification.verified",
+            "backup": {"verify_result": "Backup verified successfully", "backup_result": "Backup completed successfully"}
+        }));
+        assert_eq!(e.message.as_deref(), Some("Backup verified successfully"));
+        assert!(reads_as_success("Backup completed successfully"));
+        assert!(!reads_as_success("Backup failed: not enough space"));
+        assert!(!reads_as_success("Nothing"));
     }
 }

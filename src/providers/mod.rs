@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use serde_json::Value;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::event::{scalar_string, Event};
+use crate::event::{scalar_string, Event, Status};
 
 /// Normalized fields a `kind: generic` source may map with JSON Pointers.
 pub const GENERIC_FIELDS: &[&str] = &[
@@ -49,8 +49,27 @@ pub fn normalize(
     e.source = source.to_string();
     e.provider = cfg.kind.as_str().to_string();
     e.received_at = rfc3339(received_at);
+    if e.status == Status::Unknown && e.message.is_none() {
+        // Nothing recognised and nothing to say: a short excerpt of what came,
+        // so on-call has something to act on. Templates escape it like any value.
+        e.message = Some(format!("Payload: {}", excerpt(&raw, EXCERPT_CHARS)));
+    }
     e.raw = raw;
     e
+}
+
+/// How much of an unrecognised payload its message quotes.
+pub const EXCERPT_CHARS: usize = 300;
+
+/// `v` as compact JSON, cut to `max` characters with a visible "…".
+pub fn excerpt(v: &Value, max: usize) -> String {
+    let s = serde_json::to_string(v).unwrap_or_default();
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// RFC 3339 in UTC with a `Z`, whole seconds unless the input had fractions.
@@ -229,7 +248,6 @@ fn unix_float(f: f64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Status;
     use chrono::TimeZone;
     use serde_json::json;
     use std::collections::BTreeMap;
@@ -397,5 +415,28 @@ mod tests {
         // Out of RFC 3339's year range: no panic, still a readable string.
         let far = DateTime::from_timestamp(253_402_300_800, 0).unwrap();
         assert_eq!(rfc3339(far), "+10000-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn an_unrecognised_payload_says_what_came() {
+        let raw = json!({"event": "backup.started", "note": "<!channel> & *bold*"});
+        let e = normalize("c66", &cfg(SourceKind::Cloud66, &[]), raw, at());
+        assert_eq!(e.status, Status::Unknown);
+        assert_eq!(
+            e.message.as_deref(),
+            Some(r#"Payload: {"event":"backup.started","note":"<!channel> & *bold*"}"#)
+        );
+        let big = json!({"x": "y".repeat(1000)});
+        let e = normalize("c66", &cfg(SourceKind::Cloud66, &[]), big, at());
+        let m = e.message.unwrap();
+        assert_eq!(m.chars().count(), "Payload: ".len() + EXCERPT_CHARS);
+        assert!(m.ends_with('…'));
+        // A recognised event keeps its own message.
+        let sb: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/simplebackups/success.json"
+        ))
+        .unwrap();
+        let e = normalize("sb", &cfg(SourceKind::Simplebackups, &[]), sb, at());
+        assert!(!e.message.unwrap().starts_with("Payload"));
     }
 }

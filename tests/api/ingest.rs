@@ -55,7 +55,9 @@ fn expected_words(file: &str) -> Vec<&'static str> {
                 "my-production-app",
                 "myapp_production",
                 "server-abc123",
-                "Backup verified successfully",
+                "Backup verification failed",
+                "Cloud66 gave no reason for the failure",
+                "Verification result: \"Backup verified successfully\"",
                 "❌",
             ]
         }
@@ -170,6 +172,33 @@ routes:
     let items = all["items"].as_array().unwrap();
     assert_eq!(items.len(), 3 * n);
     assert!(items.iter().all(|d| d["state"] == "delivered"), "{all}");
+}
+
+#[tokio::test]
+async fn an_unrecognised_payload_reaches_slack_with_its_source_and_an_escaped_excerpt() {
+    let slack = ok_server(200).await;
+    let app = spawn_app_drained(&format!(
+        "{SOURCES}destinations:\n  slack: {{ type: slack, webhook_url: \"{}/s\" }}\nroutes:\n  - match: {{ status: unknown }}\n    to: [slack]\n",
+        slack.uri()
+    ))
+    .await;
+    let body = json!({"event": "backup.started", "host": "<db-1> & co", "note": "<!channel>"});
+    let r = app
+        .post("/hooks/cloud66?token=c66-token", body.to_string(), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(app.drain(3).await, 1);
+    let got = received_json(&slack).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["text"], "❓ Unrecognised payload on source cloud66");
+    let text = all_text(&got[0]);
+    // What came, escaped for Slack: no @channel ping, no forged link.
+    assert!(
+        text.contains(r#"Payload: {"event":"backup.started","host":"&lt;db-1&gt; &amp; co","note":"&lt;!channel&gt;"}"#),
+        "{text}"
+    );
+    assert!(!text.contains("<!channel>"), "{text}");
+    assert!(text.contains("source `cloud66`"), "{text}");
 }
 
 #[tokio::test]
