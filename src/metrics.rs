@@ -1,4 +1,5 @@
-//! Prometheus metrics (SPEC §8), exposed in the text format at `/metrics`.
+//! Prometheus metrics (SPEC §8), exposed at `/metrics` in the Prometheus text
+//! format, or OpenMetrics when the scraper's `Accept` asks for it.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -115,9 +116,21 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Replaces the queue depth gauges with a fresh reading from storage.
-    pub fn set_queue_depth(&self, depths: &[(String, i64)]) {
+    /// Replaces the queue depth gauges with a fresh reading from storage: every
+    /// configured destination (0 when nothing is pending, so a dashboard or an
+    /// alert rule sees the series instead of a gap), and any other destination
+    /// that still has deliveries queued.
+    pub fn set_queue_depth<'a>(
+        &self,
+        configured: impl IntoIterator<Item = &'a str>,
+        depths: &[(String, i64)],
+    ) {
         self.queue_depth.clear();
+        for d in configured {
+            self.queue_depth
+                .get_or_create(&labels(&[("destination", d)]))
+                .set(0);
+        }
         for (d, n) in depths {
             self.queue_depth
                 .get_or_create(&labels(&[("destination", d)]))
@@ -125,10 +138,169 @@ impl Metrics {
         }
     }
 
+    /// The OpenMetrics text format (`application/openmetrics-text`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// The Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), what
+    /// scrapers read unless they ask for OpenMetrics.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode())
+    }
+}
+
+/// The content type of the OpenMetrics text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header prefers OpenMetrics to the Prometheus text format:
+/// it lists `application/openmetrics-text` with a quality above zero and at least
+/// that of `text/plain` (Prometheus itself sends both, OpenMetrics first).
+pub fn wants_openmetrics(accept: &str) -> bool {
+    let mut om: Option<f32> = None;
+    let mut text: Option<f32> = None;
+    for part in accept.split(',') {
+        let mut fields = part.split(';').map(str::trim);
+        let media = fields.next().unwrap_or("").to_ascii_lowercase();
+        let q = fields
+            .filter_map(|f| f.strip_prefix("q="))
+            .find_map(|v| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "application/openmetrics-text" => &mut om,
+            "text/plain" | "text/*" | "*/*" => &mut text,
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(q, |x: f32| x.max(q)));
+    }
+    match (om, text) {
+        (Some(o), Some(t)) => o > 0.0 && o >= t,
+        (Some(o), None) => o > 0.0,
+        _ => false,
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: a counter's `# HELP` and
+/// `# TYPE` name its samples' `_total` name, and the `# UNIT` and `# EOF` lines,
+/// which 0.0.4 does not have, are left out. Gauges and histograms read the same
+/// in both.
+fn to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            (counters.contains(name) && !name.ends_with("_total"))
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configured_destination_has_a_queue_depth() {
+        let m = Metrics::new();
+        m.set_queue_depth(["a", "b"], &[("b".into(), 3), ("gone".into(), 1)]);
+        let text = m.encode_prometheus();
+        for want in [
+            r#"hookrelay_queue_depth{destination="a"} 0"#,
+            r#"hookrelay_queue_depth{destination="b"} 3"#,
+            r#"hookrelay_queue_depth{destination="gone"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want} not in {text}");
+        }
+        // A destination removed from the config and drained disappears.
+        m.set_queue_depth(["a"], &[]);
+        assert!(!m.encode().contains("gone"));
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_by_their_samples() {
+        let m = Metrics::new();
+        m.received("c66", "failure");
+        m.delivery("slack", "delivered", 0.2);
+        let text = m.encode_prometheus();
+        assert!(
+            text.contains("# HELP hookrelay_events_received_total Webhooks accepted"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE hookrelay_events_received_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hookrelay_events_received_total{source="c66",status="failure"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE hookrelay_delivery_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("# UNIT"), "{text}");
+        // Every sample line names a metric declared by a TYPE line.
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        for sample in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            assert!(
+                declared.iter().any(|d| name == *d
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(d))),
+                "{name} not declared in {text}"
+            );
+        }
+        let om = m.encode();
+        assert!(
+            om.contains("# TYPE hookrelay_events_received counter"),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"), "{om}");
+    }
+
+    #[test]
+    fn accept_decides_the_format() {
+        assert!(!wants_openmetrics(""));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(wants_openmetrics("application/openmetrics-text"));
+        // What Prometheus sends.
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        ));
+        assert!(!wants_openmetrics(
+            "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5"
+        ));
+        assert!(!wants_openmetrics("application/openmetrics-text;q=0"));
     }
 }

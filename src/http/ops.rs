@@ -23,12 +23,27 @@ pub async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
     }
 }
 
-pub async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
+/// Metrics in the Prometheus text format, or OpenMetrics when `Accept` asks for it.
+pub async fn metrics(req: actix_web::HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    use crate::metrics::{wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+    let relay = shared.relay.load();
+    let configured = relay.destinations.keys().map(String::as_str);
     match shared.store.queue_depth().await {
-        Ok(d) => shared.metrics.set_queue_depth(&d),
+        Ok(d) => shared.metrics.set_queue_depth(configured, &d),
         Err(e) => log::error!("metrics: cannot read queue depth: {e}"),
     }
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(shared.metrics.encode())
+    let accept = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if wants_openmetrics(accept) {
+        HttpResponse::Ok()
+            .content_type(OPENMETRICS_CONTENT_TYPE)
+            .body(shared.metrics.encode())
+    } else {
+        HttpResponse::Ok()
+            .content_type(PROMETHEUS_CONTENT_TYPE)
+            .body(shared.metrics.encode_prometheus())
+    }
 }

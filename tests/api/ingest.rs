@@ -583,3 +583,69 @@ async fn when_storage_fails_readiness_and_webhooks_say_so_and_recover() {
     let events = app.api("/api/events").await;
     assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_unless_openmetrics_is_asked_for_and_list_every_queue() {
+    let slack = ok_server(200).await;
+    let app = spawn_app_drained(&format!(
+        "{SOURCES}destinations:\n  idle: {{ type: webhook, url: \"{0}/i\" }}\n  busy: {{ type: webhook, url: \"{0}/b\" }}\nroutes:\n  - match: {{ provider: cloud66 }}\n    to: [busy]\n",
+        slack.uri()
+    ))
+    .await;
+    let r = post_fixture(&app, "cloud66", "cloud66/managed_backup.fail.json").await;
+    assert_eq!(r.status(), 202);
+
+    let r = app.get("/metrics", None).await;
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(r#"hookrelay_queue_depth{destination="idle"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hookrelay_queue_depth{destination="busy"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE hookrelay_events_received_total counter"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+
+    // Prometheus' own Accept header prefers OpenMetrics.
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = r.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(
+        om.contains(r#"hookrelay_queue_depth{destination="idle"} 0"#),
+        "{om}"
+    );
+
+    // Drained: both at 0, both still listed.
+    assert_eq!(app.drain(3).await, 1);
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        text.contains(r#"hookrelay_queue_depth{destination="busy"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hookrelay_queue_depth{destination="idle"} 0"#),
+        "{text}"
+    );
+}
