@@ -100,12 +100,34 @@ pub const FIELDS: &[&str] = &[
     "occurred_at",
     "id",
     "message",
+    "subject",
     "received_at",
 ];
 
 impl Event {
     pub fn severity(&self) -> &'static str {
         self.status.severity()
+    }
+
+    /// The backup job this event is about (SPEC §9): the non-empty values of
+    /// `source`, `stack`, `server` and `backup` joined by `/`, e.g.
+    /// `c66/my-production-app/server-abc123/myapp_production`. PagerDuty uses it as
+    /// the `dedup_key`, so a success resolves the incident its failure opened.
+    /// These are the default `watch.by` fields; the backup watch replaces this
+    /// with its configured ones.
+    pub fn subject(&self) -> String {
+        [
+            Some(&self.source),
+            self.stack.as_ref(),
+            self.server.as_ref(),
+            self.backup.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
     }
 
     /// A normalized field as a string, for routing. `None` when the provider did not
@@ -131,6 +153,7 @@ impl Event {
             "occurred_at" => opt(&self.occurred_at),
             "id" => opt(&self.id),
             "message" => opt(&self.message),
+            "subject" => Some(self.subject()),
             "received_at" => Some(self.received_at.clone()),
             _ => None,
         }
@@ -159,6 +182,7 @@ impl Event {
         m.insert("occurred_at".into(), s(&self.occurred_at));
         m.insert("id".into(), s(&self.id));
         m.insert("message".into(), s(&self.message));
+        m.insert("subject".into(), Value::String(self.subject()));
         m.insert(
             "received_at".into(),
             Value::String(self.received_at.clone()),
@@ -223,6 +247,31 @@ mod tests {
         assert_eq!(e.field("raw.stack.n").as_deref(), Some("3"));
         assert_eq!(e.field("raw.stack.missing"), None);
         assert_eq!(e.field("raw.stack"), None);
+    }
+
+    #[test]
+    fn subject_joins_the_non_empty_watch_fields() {
+        let e = Event {
+            source: "c66".into(),
+            stack: Some("my-production-app".into()),
+            server: Some("server-abc123".into()),
+            backup: Some("myapp_production".into()),
+            account: Some("not part of it".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            e.subject(),
+            "c66/my-production-app/server-abc123/myapp_production"
+        );
+        assert_eq!(e.field("subject").as_deref(), Some(e.subject().as_str()));
+        let e = Event {
+            source: "sb".into(),
+            stack: Some(" ".into()),
+            server: None,
+            backup: Some("Acme Project".into()),
+            ..Default::default()
+        };
+        assert_eq!(e.subject(), "sb/Acme Project");
     }
 
     #[test]

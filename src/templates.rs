@@ -1097,7 +1097,7 @@ fn from_unix(secs: f64) -> Option<DateTime<Utc>> {
 /// `PARTIAL_SUCCESS`, …), so `{{emoji raw.status}}` works too.
 pub fn emoji(status: &str) -> &'static str {
     match status.trim().to_ascii_lowercase().as_str() {
-        "success" | "succeeded" | "ok" | "verified" => "✅",
+        "success" | "succeeded" | "ok" | "verified" | "recovered" => "✅",
         "failure" | "failed" | "fail" | "error" => "❌",
         "partial" | "partial_success" | "warning" => "⚠️",
         "missing" | "missed" => "⏰",

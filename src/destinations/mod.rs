@@ -13,6 +13,7 @@
 
 pub mod console;
 pub mod email;
+pub mod pagerduty;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
@@ -37,6 +38,7 @@ pub const KINDS: &[Kind] = &[
     email::KIND,
     webhook::KIND,
     console::KIND,
+    pagerduty::KIND,
 ];
 
 /// The registration of one destination type.

@@ -8,5 +8,6 @@ mod email;
 mod helpers;
 mod ingest;
 mod limits;
+mod pagerduty;
 mod process;
 mod readiness;
