@@ -16,6 +16,7 @@ pub mod email;
 pub mod pagerduty;
 pub mod slack;
 pub mod teams;
+pub mod telegram;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub const KINDS: &[Kind] = &[
     webhook::KIND,
     console::KIND,
     pagerduty::KIND,
+    telegram::KIND,
 ];
 
 /// The registration of one destination type.

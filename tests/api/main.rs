@@ -11,3 +11,4 @@ mod limits;
 mod pagerduty;
 mod process;
 mod readiness;
+mod telegram;
