@@ -306,7 +306,10 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
         }
     }
     let mut failed = false;
-    let ctx = event.template_context();
+    let mut ctx = event.template_context();
+    // Not stored: an id of its own, so a receiver never takes it for a repeat.
+    let delivery_id = crate::relay::delivery_id(&uuid::Uuid::now_v7().to_string(), 0);
+    crate::relay::set_delivery_id(&mut ctx, &delivery_id);
     for d in &deliveries {
         let ty = relay
             .destinations
@@ -322,7 +325,7 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
             Ok((sender, req)) => {
                 print_request(&req);
                 if send {
-                    match sender.send(&req).await {
+                    match sender.send(&req, &delivery_id).await {
                         Ok(s) => out!(
                             "=> delivered{}",
                             s.status

@@ -268,6 +268,20 @@ impl Relay {
     }
 }
 
+/// The id of one delivery, the same on every attempt (and across restarts and
+/// replicas): its event's id and its row. Sent as `Hookrelay-Delivery-Id` and
+/// seen by templates as `delivery_id`, so a receiver can drop a repeat.
+pub fn delivery_id(event_id: &str, delivery: i64) -> String {
+    format!("{event_id}-{delivery}")
+}
+
+/// Makes `delivery_id` visible to templates (`{{delivery_id}}`).
+pub fn set_delivery_id(ctx: &mut serde_json::Value, delivery_id: &str) {
+    if let Some(m) = ctx.as_object_mut() {
+        m.insert("delivery_id".into(), delivery_id.into());
+    }
+}
+
 /// The duplicate key: the provider's own event id where it has one, else SHA-256
 /// of the raw body.
 pub fn dedup_key(e: &Event, body: &[u8]) -> String {

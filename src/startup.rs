@@ -42,12 +42,10 @@ impl Shared {
     }
 }
 
-/// The HTTP client every destination shares.
+/// The HTTP client every destination shares (redirects never followed; see
+/// [`crate::destinations::http_client`]).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
+    crate::destinations::http_client()
 }
 
 pub struct Application {

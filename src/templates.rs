@@ -46,6 +46,10 @@ pub struct RenderError(pub String);
 pub const DEFAULT_SUBJECT: &str =
     "[{{upper status}}] {{provider}} {{event}}: {{default backup server}}";
 
+/// What templates see besides the event's fields: `delivery_id`, the same on every
+/// attempt of one delivery (also sent as the `Hookrelay-Delivery-Id` header).
+pub const DELIVERY_FIELDS: &[&str] = &["delivery_id"];
+
 /// What `{{date x}}` uses when no format is given.
 pub const DEFAULT_DATE_FORMAT: &str = "%Y-%m-%d %H:%M UTC";
 
@@ -654,7 +658,7 @@ fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut Found) {
     if first == "raw" {
         return;
     }
-    if FIELDS.contains(&first) {
+    if FIELDS.contains(&first) || DELIVERY_FIELDS.contains(&first) {
         if !rest.is_empty() {
             found.push((
                 line,
@@ -666,8 +670,9 @@ fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut Found) {
     let message = match suggest(first) {
         Some(known) => format!("unknown field \"{first}\" (did you mean \"{known}\"?)"),
         None => format!(
-            "unknown field \"{first}\" (known fields: {}; the provider's payload is under raw.)",
-            FIELDS.join(", ")
+            "unknown field \"{first}\" (known fields: {}, {}; the provider's payload is under raw.)",
+            FIELDS.join(", "),
+            DELIVERY_FIELDS.join(", ")
         ),
     };
     found.push((line, message));
@@ -677,6 +682,7 @@ fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut Found) {
 fn suggest(name: &str) -> Option<&'static str> {
     FIELDS
         .iter()
+        .chain(DELIVERY_FIELDS)
         .chain(std::iter::once(&"raw"))
         .map(|f| (edit_distance(name, f), *f))
         .filter(|(d, f)| *d <= 2 && *d < f.len())
@@ -711,7 +717,9 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
             ..Default::default()
         };
         f(&mut e);
-        e.template_context()
+        let mut ctx = e.template_context();
+        crate::relay::set_delivery_id(&mut ctx, "0190f3c2-7a1b-7cc3-9a4e-2b5d1e6f7a80-1");
+        ctx
     };
     let cloud66 = event(&|e| {
         e.source = "c66".into();
@@ -818,6 +826,7 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         all_null.insert((*f).to_string(), Value::Null);
     }
     all_null.insert("raw".into(), Value::Null);
+    all_null.insert("delivery_id".into(), Value::Null);
 
     vec![
         ("a cloud66 backup.verification.failed event", cloud66),

@@ -322,12 +322,14 @@ async fn attempt(
         }
     }
     let started = Instant::now();
-    let ctx = std::mem::take(&mut c.event).into_template_context();
+    let delivery_id = crate::relay::delivery_id(&c.event_id, c.id);
+    let mut ctx = std::mem::take(&mut c.event).into_template_context();
+    crate::relay::set_delivery_id(&mut ctx, &delivery_id);
     let result = match relay.prepare(&c.destination, &c.template, c.channel.as_deref(), &ctx) {
         Ok((sender, req)) => {
             // The destination bounds its own requests; this bounds everything else
             // (DNS, a stuck TLS handshake) so a lease is never held forever.
-            match tokio::time::timeout(send_bound(timeout), sender.send(&req)).await {
+            match tokio::time::timeout(send_bound(timeout), sender.send(&req, &delivery_id)).await {
                 Ok(r) => r,
                 Err(_) => Err(SendError::transient(format!(
                     "timed out after {}s",

@@ -65,7 +65,7 @@ impl Destination for Console {
         Ok(Request::Console(body_text(&msg.body)))
     }
 
-    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, _delivery_id: &str) -> Result<Sent, SendError> {
         let text = match req {
             Request::Console(t) => t.clone(),
             Request::Json(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
@@ -83,6 +83,7 @@ impl Destination for Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::test_support::ID;
     use serde_json::json;
 
     fn msg(body: Body) -> Message {
@@ -99,13 +100,13 @@ mod tests {
         let c = Console::default();
         let req = c.prepare(&msg(Body::Text("hello\nworld".into()))).unwrap();
         assert_eq!(req, Request::Console("hello\nworld".into()));
-        assert_eq!(c.send(&req).await.unwrap(), Sent { status: None });
+        assert_eq!(c.send(&req, ID).await.unwrap(), Sent { status: None });
 
         let req = c.prepare(&msg(Body::Json(json!({"a": [1, 2]})))).unwrap();
         assert_eq!(
             req,
             Request::Console("{\n  \"a\": [\n    1,\n    2\n  ]\n}".into())
         );
-        assert!(c.send(&req).await.is_ok());
+        assert!(c.send(&req, ID).await.is_ok());
     }
 }

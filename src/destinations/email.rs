@@ -368,7 +368,7 @@ impl Destination for Email {
         })
     }
 
-    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, _delivery_id: &str) -> Result<Sent, SendError> {
         let Request::Email {
             from,
             to,
@@ -404,6 +404,7 @@ impl Destination for Email {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::destinations::test_support::ID;
     use crate::templates::Body;
     use serde_json::Value;
     use std::io::{BufRead, BufReader, Lines};
@@ -584,7 +585,7 @@ pub(crate) mod tests {
         let req = d
             .prepare(&msg(text, Some(html), Some("[FAILED] db-1 backup ✅")))
             .unwrap();
-        let sent = d.send(&req).await.unwrap();
+        let sent = d.send(&req, ID).await.unwrap();
         assert_eq!(sent.status, Some(250));
 
         let got = sink.next_message();
@@ -617,7 +618,7 @@ pub(crate) mod tests {
             Duration::from_secs(10),
         );
         let req = d.prepare(&msg("just text", None, None)).unwrap();
-        d.send(&req).await.unwrap();
+        d.send(&req, ID).await.unwrap();
         let got = sink.next_message();
         assert_eq!(got["subject"], FALLBACK_SUBJECT);
         let parts = got["parts"].as_array().unwrap();
@@ -638,7 +639,7 @@ pub(crate) mod tests {
             Duration::from_secs(10),
         );
         let req = d.prepare(&msg("x", None, None)).unwrap();
-        let e = d.send(&req).await.unwrap_err();
+        let e = d.send(&req, ID).await.unwrap_err();
         assert!(e.is_permanent(), "{e:?}");
         assert_eq!(e.status, Some(535));
         assert_eq!(
@@ -657,7 +658,7 @@ pub(crate) mod tests {
             Duration::from_secs(10),
         );
         let req = d.prepare(&msg("x", None, None)).unwrap();
-        let e = d.send(&req).await.unwrap_err();
+        let e = d.send(&req, ID).await.unwrap_err();
         assert!(e.is_permanent(), "{e:?}");
     }
 
@@ -666,7 +667,7 @@ pub(crate) mod tests {
         let addr = super::super::test_support::refused_addr();
         let d = email_dest(&format!("smtp://relay:pw@{addr}"), Duration::from_secs(5));
         let req = d.prepare(&msg("x", None, None)).unwrap();
-        let e = d.send(&req).await.unwrap_err();
+        let e = d.send(&req, ID).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
         assert_eq!(e.status, None);
     }
@@ -685,7 +686,7 @@ pub(crate) mod tests {
             Duration::from_millis(300),
         );
         let req = d.prepare(&msg("x", None, None)).unwrap();
-        let e = d.send(&req).await.unwrap_err();
+        let e = d.send(&req, ID).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
         hold.abort();
     }
@@ -700,11 +701,11 @@ pub(crate) mod tests {
         };
         let d = Email::new(&cfg, Duration::from_secs(1));
         let req = d.prepare(&msg("x", None, None)).unwrap();
-        assert!(d.send(&req).await.unwrap_err().is_permanent());
+        assert!(d.send(&req, ID).await.unwrap_err().is_permanent());
 
         let d = email_dest("ftp://u:hunter2@h", Duration::from_secs(1));
         let req = d.prepare(&msg("x", None, None)).unwrap();
-        let e = d.send(&req).await.unwrap_err();
+        let e = d.send(&req, ID).await.unwrap_err();
         assert!(e.is_permanent());
         assert!(!e.message.contains("hunter2"));
     }

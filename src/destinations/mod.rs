@@ -311,12 +311,34 @@ pub struct Sent {
 pub trait Destination: Send + Sync {
     /// The exact request body for `msg`, shortened to the destination's limits.
     fn prepare(&self, msg: &Message) -> Result<Request, SendError>;
-    /// Sends a prepared request once.
-    async fn send(&self, req: &Request) -> Result<Sent, SendError>;
+    /// Sends a prepared request once. `delivery_id` is the same on every attempt
+    /// of one delivery; HTTP destinations send it as [`DELIVERY_ID_HEADER`] so a
+    /// receiver can drop a repeat (delivery is at-least-once).
+    async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError>;
 }
 
 /// `User-Agent` of every HTTP request hookrelay sends.
 pub const USER_AGENT: &str = concat!("hookrelay/", env!("CARGO_PKG_VERSION"));
+
+/// The header carrying the delivery id on every HTTP request hookrelay sends.
+pub const DELIVERY_ID_HEADER: &str = "Hookrelay-Delivery-Id";
+
+/// The most of any response body hookrelay reads (SPEC §6): enough for an error
+/// excerpt or a small JSON answer; a destination answering more cannot make a
+/// worker hold it.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The HTTP client every destination shares. Redirects are never followed: a
+/// 301/302/303 would be followed as a GET without the body (the alert silently
+/// lost, recorded delivered) and a 307/308 would carry the body and API keys to
+/// any host; [`classify_status`] reports a 3xx with its `Location` instead.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
 
 /// The longest wait a destination may ask for with `Retry-After`.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -337,6 +359,28 @@ pub fn classify_status(status: u16, headers: &HeaderMap, body: &str) -> Result<S
     if (200..300).contains(&status) {
         return Ok(Sent {
             status: Some(status),
+        });
+    }
+    if (300..400).contains(&status) {
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .map(|l| excerpt(&String::from_utf8_lossy(l.as_bytes())))
+            .filter(|l| !l.is_empty());
+        let message = match location {
+            Some(l) => format!(
+                "HTTP {status} from destination: redirected to {l}; hookrelay does not \
+                 follow redirects, set the destination's URL to where it points"
+            ),
+            None => format!(
+                "HTTP {status} from destination: a redirect without a Location; \
+                 hookrelay does not follow redirects"
+            ),
+        };
+        return Err(SendError {
+            transient: false,
+            status: Some(status),
+            retry_after: None,
+            message,
         });
     }
     let transient = status >= 500 || status == 408 || status == 429;
@@ -460,35 +504,61 @@ pub(crate) fn scrub(message: &str, secret: &str) -> String {
     }
 }
 
-/// POSTs `body` as JSON with the destination's timeout and hookrelay's
-/// `User-Agent`, plus `headers`; returns the status, headers and body text of the
-/// answer, or the classified transport error.
+/// POSTs `body` as JSON with the destination's timeout, hookrelay's `User-Agent`
+/// and the delivery id, plus `headers`; returns the status, headers and (at most
+/// [`MAX_RESPONSE_BYTES`] of the) body text of the answer, or the classified
+/// transport error.
 pub(crate) async fn post_json(
     http: &reqwest::Client,
     url: &str,
     headers: HeaderMap,
     body: &Value,
     timeout: Duration,
+    delivery_id: &str,
 ) -> Result<(u16, HeaderMap, String), SendError> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| SendError::permanent(format!("could not serialize the body: {e}")))?;
-    let resp = http
+    let req = http
         .post(url)
         .headers(headers)
-        .header(reqwest::header::USER_AGENT, USER_AGENT)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/json; charset=utf-8",
         )
+        .body(bytes);
+    send_request(req, timeout, delivery_id).await
+}
+
+/// Sends `req` with the timeout, `User-Agent` and delivery id every HTTP
+/// destination uses, and reads at most [`MAX_RESPONSE_BYTES`] of the answer.
+pub(crate) async fn send_request(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    delivery_id: &str,
+) -> Result<(u16, HeaderMap, String), SendError> {
+    let mut resp = req
+        .header(reqwest::header::USER_AGENT, USER_AGENT)
+        .header(DELIVERY_ID_HEADER, delivery_id)
         .timeout(timeout)
-        .body(bytes)
         .send()
         .await
         .map_err(|e| classify_reqwest(&e))?;
     let status = resp.status().as_u16();
     let resp_headers = resp.headers().clone();
-    let text = resp.text().await.map_err(|e| classify_reqwest(&e))?;
-    Ok((status, resp_headers, text))
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify_reqwest(&e))? {
+        let room = MAX_RESPONSE_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_RESPONSE_BYTES {
+            // The rest is never read: dropping the response closes the connection.
+            break;
+        }
+    }
+    Ok((
+        status,
+        resp_headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 /// A POST of `body` judged by [`classify_status`].
@@ -498,9 +568,42 @@ pub(crate) async fn post_and_classify(
     headers: HeaderMap,
     body: &Value,
     timeout: Duration,
+    delivery_id: &str,
 ) -> Result<Sent, SendError> {
-    let (status, headers, text) = post_json(http, url, headers, body, timeout).await?;
+    let (status, headers, text) = post_json(http, url, headers, body, timeout, delivery_id).await?;
     classify_status(status, &headers, &text)
+}
+
+/// Whether `c` is a bidirectional embedding, override or isolate control
+/// (U+202A–U+202E, U+2066–U+2069): in a chat message a payload holding one can
+/// make text display in another order than it is written (a server name that reads
+/// as "succeeded").
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` without bidi controls ([`is_bidi_control`]).
+pub fn strip_bidi(s: &str) -> String {
+    s.chars().filter(|c| !is_bidi_control(*c)).collect()
+}
+
+/// Removes bidi controls from every string (and key) of a chat request body.
+pub fn strip_bidi_json(v: &mut Value) {
+    match v {
+        Value::String(s) if s.chars().any(is_bidi_control) => *s = strip_bidi(s),
+        Value::Array(a) => a.iter_mut().for_each(strip_bidi_json),
+        Value::Object(o) if o.keys().any(|k| k.chars().any(is_bidi_control)) => {
+            *o = std::mem::take(o)
+                .into_iter()
+                .map(|(k, mut x)| {
+                    strip_bidi_json(&mut x);
+                    (strip_bidi(&k), x)
+                })
+                .collect();
+        }
+        Value::Object(o) => o.values_mut().for_each(strip_bidi_json),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -518,8 +621,11 @@ pub(crate) mod test_support {
     }
 
     pub fn client() -> reqwest::Client {
-        reqwest::Client::new()
+        super::http_client()
     }
+
+    /// The delivery id the destinations' tests send with.
+    pub const ID: &str = "0193-test-delivery-7";
 
     pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -676,7 +782,7 @@ mod tests {
             let d = build(&config(v), &http);
             let req = d.prepare(&msg).unwrap();
             assert!(matches!(req, Request::Json(_)));
-            let e = d.send(&req).await.unwrap_err();
+            let e = d.send(&req, test_support::ID).await.unwrap_err();
             assert!(e.is_transient(), "{e:?}");
         }
         let email = build(
@@ -721,6 +827,158 @@ mod tests {
                 ConfigError::new("e.type", format!("missing; expected one of {all}")),
             ]
         );
+    }
+
+    #[test]
+    fn a_redirect_is_permanent_and_names_its_location() {
+        for status in [301, 302, 303, 307, 308] {
+            let e = classify_status(
+                status,
+                &headers(&[("location", "https://hooks.example/new")]),
+                "",
+            )
+            .unwrap_err();
+            assert!(e.is_permanent());
+            assert_eq!(e.status, Some(status));
+            assert!(
+                e.message
+                    .contains("redirected to https://hooks.example/new"),
+                "{}",
+                e.message
+            );
+        }
+        let e = classify_status(302, &HeaderMap::new(), "").unwrap_err();
+        assert!(e.message.contains("without a Location"), "{}", e.message);
+    }
+
+    /// A server answering `status` with a body of `total` bytes; returns its
+    /// address and how many bytes it managed to write before the client left.
+    async fn endless_server(status: u16, total: usize) -> (String, tokio::task::JoinHandle<usize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {total}\r\n\r\n"
+            );
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return 0;
+            }
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut written = 0;
+            while written < total {
+                match s.write(&chunk[..chunk.len().min(total - written)]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => written += n,
+                }
+            }
+            written
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn at_most_64_kib_of_an_answer_is_read() {
+        const HUNDRED_MB: usize = 100 * 1024 * 1024;
+        for status in [200, 500] {
+            let (addr, written) = endless_server(status, HUNDRED_MB).await;
+            let (got, _, body) = post_json(
+                &test_support::client(),
+                &format!("http://{addr}/"),
+                HeaderMap::new(),
+                &serde_json::json!({}),
+                Duration::from_secs(30),
+                test_support::ID,
+            )
+            .await
+            .unwrap();
+            assert_eq!(got, status);
+            assert_eq!(body.len(), MAX_RESPONSE_BYTES);
+            // The client stopped reading and closed: the server could not write it all.
+            let written = written.await.unwrap();
+            assert!(written < HUNDRED_MB / 2, "the server wrote {written} bytes");
+        }
+    }
+
+    #[test]
+    fn bidi_controls_are_removed_everywhere_in_a_body() {
+        let mut v = serde_json::json!({
+            "text": "a\u{202E}b\u{2066}c\u{2069}",
+            "blocks": [{"k\u{202D}": ["\u{202A}x\u{202B}\u{202C}"]}],
+            "n": 1,
+            "keep": "עברית \u{200F} ✅"
+        });
+        strip_bidi_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"text": "abc", "blocks": [{"k": ["x"]}], "n": 1, "keep": "עברית \u{200F} ✅"})
+        );
+    }
+
+    /// A config of every type whose secrets all hold "SECRET", sending to `base`
+    /// (`http://host:port`). A type missing here fails the test below.
+    fn configs_with_secrets(base: &str) -> Vec<Value> {
+        use serde_json::json;
+        let hostport = base.trim_start_matches("http://");
+        vec![
+            json!({"type": "slack", "webhook_url": format!("{base}/services/T/B/SECRET")}),
+            json!({"type": "slack", "token": "xoxb-SECRET", "channel": "#c", "api_url": base}),
+            json!({"type": "teams", "webhook_url": format!("{base}/workflows/SECRET?sig=SECRET")}),
+            json!({"type": "email", "smtp": format!("smtp://u:SECRET@{hostport}?tls=none"),
+                   "from": "a@b.test", "to": ["c@d.test"]}),
+            json!({"type": "webhook", "url": format!("{base}/in?key=SECRET"),
+                   "headers": {"X-Api-Key": "SECRET"}}),
+            json!({"type": "console"}),
+            json!({"type": "pagerduty", "routing_key": "SECRETabcdefabcdefabcdefabcdefab",
+                   "url": format!("{base}/v2/enqueue")}),
+            json!({"type": "telegram", "token": "123456:SECRET", "chat_id": "-100123",
+                   "api_url": base}),
+        ]
+    }
+
+    #[tokio::test]
+    async fn secrets_stay_out_of_debug_check_and_errors_for_every_type() {
+        let refused = format!("http://{}", test_support::refused_addr());
+        let configs = configs_with_secrets(&refused);
+        for k in KINDS {
+            assert!(
+                configs.iter().any(|c| c["type"] == k.name),
+                "add a {} config to configs_with_secrets",
+                k.name
+            );
+        }
+        let http = test_support::client();
+        let msg = test_support::text("hi");
+        for v in configs {
+            let cfg = config(v.clone());
+            let shown = format!("{cfg:?} {}", cfg.kind.describe());
+            assert!(!shown.contains("SECRET"), "{shown}");
+            let d = build(&cfg, &http);
+            let json_msg = Message {
+                body: Body::Json(serde_json::json!({"event_action": "trigger",
+                    "payload": {"summary": "s", "source": "x", "severity": "critical"}})),
+                ..msg.clone()
+            };
+            let req = d.prepare(&msg).or_else(|_| d.prepare(&json_msg)).unwrap();
+            if let Err(e) = d.send(&req, test_support::ID).await {
+                let shown = format!("{e:?} {e}");
+                assert!(!shown.contains("SECRET"), "{v}: {shown}");
+            }
+            // A broken value is named by its key, never quoted.
+            let mut broken = v.clone();
+            for key in ["webhook_url", "url", "smtp", "token", "routing_key"] {
+                if let Some(x) = broken.get_mut(key) {
+                    *x = serde_json::json!(format!("SECRET {}", x.as_str().unwrap()));
+                }
+            }
+            let mut errors = Vec::new();
+            parse_config("destinations.x", broken, &mut errors);
+            let shown = format!("{errors:?}");
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
     }
 
     #[tokio::test]

@@ -274,7 +274,7 @@ impl Destination for PagerDuty {
         }
     }
 
-    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
         let Request::Json(Value::Object(event)) = req else {
             return Err(SendError::permanent("PagerDuty takes JSON objects only"));
         };
@@ -296,6 +296,7 @@ impl Destination for PagerDuty {
             HeaderMap::new(),
             &Value::Object(body),
             self.timeout,
+            delivery_id,
         )
         .await
         {
@@ -445,7 +446,13 @@ mod tests {
             .await;
         let d = pd(format!("{}/v2/enqueue", server.uri()));
         let req = d.prepare(&json_msg(trigger())).unwrap();
-        assert_eq!(d.send(&req).await.unwrap().status, Some(202));
+        assert_eq!(
+            d.send(&req, crate::destinations::test_support::ID)
+                .await
+                .unwrap()
+                .status,
+            Some(202)
+        );
         let got: Value =
             serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
         let mut want = trigger();
@@ -466,7 +473,10 @@ mod tests {
             .await;
         let d = pd(server.uri());
         let req = d.prepare(&json_msg(trigger())).unwrap();
-        let e = d.send(&req).await.unwrap_err();
+        let e = d
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err();
         assert!(e.is_permanent());
         assert_eq!(e.status, Some(400));
         assert_eq!(
@@ -481,7 +491,10 @@ mod tests {
                 "message": "Requests for this service are arriving too quickly. Please retry later."})))
             .mount(&server)
             .await;
-        let e = pd(server.uri()).send(&req).await.unwrap_err();
+        let e = pd(server.uri())
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err();
         assert!(e.is_transient());
         assert_eq!(e.status, Some(429));
         assert!(e.message.contains("arriving too quickly"), "{}", e.message);
@@ -491,12 +504,18 @@ mod tests {
             .respond_with(ResponseTemplate::new(503))
             .mount(&server)
             .await;
-        let e = pd(server.uri()).send(&req).await.unwrap_err();
+        let e = pd(server.uri())
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err();
         assert!(e.is_transient());
         assert_eq!(e.message, "HTTP 503 from PagerDuty (empty body)");
 
         let d = pd(format!("http://{}/v2/enqueue", refused_addr()));
-        let e = d.send(&req).await.unwrap_err();
+        let e = d
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err();
         assert!(e.is_transient());
         assert!(!format!("{e:?}").contains(KEY));
     }

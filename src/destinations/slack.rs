@@ -331,11 +331,12 @@ impl Destination for Slack {
                 *obj = with_channel;
             }
         }
+        super::strip_bidi_json(&mut body);
         fit_limits(&mut body);
         Ok(Request::Json(body))
     }
 
-    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
         let Request::Json(body) = req else {
             return Err(SendError::permanent("Slack takes JSON requests only"));
         };
@@ -347,6 +348,7 @@ impl Destination for Slack {
                     HeaderMap::new(),
                     body,
                     self.timeout,
+                    delivery_id,
                 )
                 .await?;
                 classify_status(status, &headers, &text)
@@ -359,7 +361,7 @@ impl Destination for Slack {
                 headers.insert(AUTHORIZATION, auth);
                 let url = format!("{api_url}/chat.postMessage");
                 let (status, headers, text) =
-                    post_json(&self.http, &url, headers, body, self.timeout).await?;
+                    post_json(&self.http, &url, headers, body, self.timeout, delivery_id).await?;
                 classify_api(status, &headers, &text).map_err(|mut e| {
                     e.message = super::scrub(&e.message, token.expose());
                     e
@@ -376,6 +378,7 @@ impl Destination for Slack {
 mod tests {
     use super::super::test_support::{client, refused_addr, TIMEOUT};
     use super::*;
+    use crate::destinations::test_support::ID;
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -429,7 +432,7 @@ mod tests {
         let t = "Backup *failed* on \"db-1\" <b>&</b>\nsecond line 🔥 \u{1}";
         let req = s.prepare(&msg(Body::Text(t.into()))).unwrap();
         assert_eq!(req, Request::Json(json!({ "text": t })));
-        assert_eq!(s.send(&req).await.unwrap().status, Some(200));
+        assert_eq!(s.send(&req, ID).await.unwrap().status, Some(200));
         assert_eq!(received(&server).await, json!({ "text": t }));
         let reqs = server.received_requests().await.unwrap();
         assert_eq!(reqs[0].url.path(), "/services/T/B/X");
@@ -444,7 +447,7 @@ mod tests {
             {"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}
         ]});
         let req = s.prepare(&msg(Body::Json(v.clone()))).unwrap();
-        s.send(&req).await.unwrap();
+        s.send(&req, ID).await.unwrap();
         assert_eq!(received(&server).await, v);
     }
 
@@ -452,7 +455,7 @@ mod tests {
     async fn webhook_errors_are_classified() {
         let server = server_answering(404, "no_service").await;
         let e = webhook(server.uri(), TIMEOUT)
-            .send(&Request::Json(json!({"text": "x"})))
+            .send(&Request::Json(json!({"text": "x"})), ID)
             .await
             .unwrap_err();
         assert!(e.is_permanent());
@@ -461,7 +464,7 @@ mod tests {
 
         let server = server_answering(400, "invalid_payload").await;
         let e = webhook(server.uri(), TIMEOUT)
-            .send(&Request::Json(json!({"text": "x"})))
+            .send(&Request::Json(json!({"text": "x"})), ID)
             .await
             .unwrap_err();
         assert!(e.is_permanent());
@@ -470,7 +473,7 @@ mod tests {
         for status in [500, 503] {
             let server = server_answering(status, "").await;
             let e = webhook(server.uri(), TIMEOUT)
-                .send(&Request::Json(json!({"text": "x"})))
+                .send(&Request::Json(json!({"text": "x"})), ID)
                 .await
                 .unwrap_err();
             assert!(e.is_transient());
@@ -484,7 +487,7 @@ mod tests {
                 .mount(&server)
                 .await;
             let e = webhook(server.uri(), TIMEOUT)
-                .send(&Request::Json(json!({"text": "x"})))
+                .send(&Request::Json(json!({"text": "x"})), ID)
                 .await
                 .unwrap_err();
             assert!(e.is_transient());
@@ -499,7 +502,7 @@ mod tests {
             TIMEOUT,
         );
         let e = s
-            .send(&Request::Json(json!({"text": "x"})))
+            .send(&Request::Json(json!({"text": "x"})), ID)
             .await
             .unwrap_err();
         assert!(e.is_transient());
@@ -513,7 +516,7 @@ mod tests {
             .await;
         let s = webhook(server.uri(), Duration::from_millis(200));
         let e = s
-            .send(&Request::Json(json!({"text": "x"})))
+            .send(&Request::Json(json!({"text": "x"})), ID)
             .await
             .unwrap_err();
         assert!(e.is_transient(), "{e:?}");
@@ -538,7 +541,7 @@ mod tests {
             req,
             Request::Json(json!({"channel": "#backups-prod", "text": "hello & <you>"}))
         );
-        assert_eq!(s.send(&req).await.unwrap().status, Some(200));
+        assert_eq!(s.send(&req, ID).await.unwrap().status, Some(200));
         assert_eq!(
             received(&server).await,
             json!({"channel": "#backups-prod", "text": "hello & <you>"})
@@ -547,7 +550,7 @@ mod tests {
         // A Json body gets the (fallback) channel merged in, overriding its own.
         let v = json!({"channel": "#ignored", "text": "t", "blocks": []});
         let req = s.prepare(&msg(Body::Json(v))).unwrap();
-        s.send(&req).await.unwrap();
+        s.send(&req, ID).await.unwrap();
         assert_eq!(
             received(&server).await,
             json!({"channel": "#fallback", "text": "t", "blocks": []})
@@ -560,12 +563,12 @@ mod tests {
         let server = server_answering(200, r#"{"ok":false,"error":"channel_not_found"}"#).await;
         let s = bot(server.uri());
         let req = s.prepare(&msg(Body::Text("x".into()))).unwrap();
-        let e = s.send(&req).await.unwrap_err();
+        let e = s.send(&req, ID).await.unwrap_err();
         assert!(e.is_permanent());
         assert_eq!(e.message, "Slack refused the message: channel_not_found");
 
         let server = server_answering(200, r#"{"ok":false,"error":"ratelimited"}"#).await;
-        let e = bot(server.uri()).send(&req).await.unwrap_err();
+        let e = bot(server.uri()).send(&req, ID).await.unwrap_err();
         assert!(e.is_transient());
 
         let server = MockServer::start().await;
@@ -577,12 +580,12 @@ mod tests {
             )
             .mount(&server)
             .await;
-        let e = bot(server.uri()).send(&req).await.unwrap_err();
+        let e = bot(server.uri()).send(&req, ID).await.unwrap_err();
         assert!(e.is_transient());
         assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
 
         let server = server_answering(200, "<html>proxy</html>").await;
-        let e = bot(server.uri()).send(&req).await.unwrap_err();
+        let e = bot(server.uri()).send(&req, ID).await.unwrap_err();
         assert!(e.is_transient());
     }
 
@@ -590,7 +593,7 @@ mod tests {
     async fn bot_refused_is_transient_and_token_free() {
         let s = bot(format!("http://{}", refused_addr()));
         let req = s.prepare(&msg(Body::Text("x".into()))).unwrap();
-        let e = s.send(&req).await.unwrap_err();
+        let e = s.send(&req, ID).await.unwrap_err();
         assert!(e.is_transient());
         assert!(!e.message.contains("SECRET"));
     }

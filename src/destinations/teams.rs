@@ -146,6 +146,103 @@ pub fn message_card(text: &str) -> Value {
     })
 }
 
+/// `v` as a MessageCard: a MessageCard as it is; an Adaptive Card (alone or in
+/// the Workflows envelope) with its first TextBlock as the title (its `color` as
+/// the theme colour), its FactSets as facts and its other TextBlocks as text; any
+/// other JSON by its `text`, else as JSON text.
+pub fn to_message_card(v: &Value) -> Value {
+    if v.get("@type").and_then(Value::as_str) == Some("MessageCard") {
+        return v.clone();
+    }
+    let card = if v.get("type").and_then(Value::as_str) == Some("AdaptiveCard") {
+        Some(v)
+    } else {
+        v.pointer("/attachments/0/content")
+            .filter(|c| c.get("type").and_then(Value::as_str) == Some("AdaptiveCard"))
+    };
+    let Some(card) = card else {
+        return match v.get("text").and_then(Value::as_str) {
+            Some(t) => message_card(t),
+            None => message_card(&v.to_string()),
+        };
+    };
+    let mut texts: Vec<(String, Option<String>)> = Vec::new();
+    let mut facts = Vec::new();
+    collect_card(
+        card.get("body").unwrap_or(&Value::Null),
+        &mut texts,
+        &mut facts,
+    );
+    let mut texts = texts.into_iter();
+    let (title, color) = texts
+        .next()
+        .unwrap_or_else(|| ("hookrelay alert".into(), None));
+    let rest: Vec<String> = texts.map(|(t, _)| t).collect();
+    let mut section = serde_json::Map::new();
+    if !facts.is_empty() {
+        section.insert("facts".into(), Value::Array(facts));
+    }
+    if !rest.is_empty() {
+        section.insert("text".into(), Value::String(rest.join("\n\n")));
+    }
+    let mut out = json!({
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "summary": super::shorten(&title, 200),
+        "title": title,
+    });
+    let theme = match color.as_deref() {
+        Some("Attention") => Some("B42318"),
+        Some("Good") => Some("067647"),
+        Some("Warning") => Some("B54708"),
+        _ => None,
+    };
+    if let Some(t) = theme {
+        out["themeColor"] = json!(t);
+    }
+    if !section.is_empty() {
+        out["sections"] = json!([section]);
+    }
+    out
+}
+
+/// Gathers TextBlocks (text, color) and FactSet facts of an Adaptive Card body,
+/// in order, looking inside containers and columns.
+fn collect_card(v: &Value, texts: &mut Vec<(String, Option<String>)>, facts: &mut Vec<Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| collect_card(i, texts, facts)),
+        Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+            Some("TextBlock") => {
+                if let Some(t) = o.get("text").and_then(Value::as_str) {
+                    let color = o.get("color").and_then(Value::as_str).map(str::to_string);
+                    texts.push((t.to_string(), color));
+                }
+            }
+            Some("FactSet") => {
+                for f in o
+                    .get("facts")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    facts.push(json!({
+                        "name": f.get("title").cloned().unwrap_or(Value::Null),
+                        "value": f.get("value").cloned().unwrap_or(Value::Null),
+                    }));
+                }
+            }
+            _ => {
+                for key in ["items", "columns", "body"] {
+                    if let Some(x) = o.get(key) {
+                        collect_card(x, texts, facts);
+                    }
+                }
+            }
+        },
+        _ => {}
+    }
+}
+
 /// The length of `s` once serialized as a JSON string, without the quotes.
 fn escaped_len(c: char) -> usize {
     match c {
@@ -218,10 +315,14 @@ pub fn fit_payload(v: &mut Value, max_bytes: usize) -> bool {
 impl Destination for Teams {
     fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
         let mut body = match (&msg.body, self.format) {
-            (Body::Json(v), _) => v.clone(),
+            (Body::Json(v), TeamsFormat::Adaptivecard) => v.clone(),
+            // A legacy connector shows only MessageCards: any other body (the
+            // default template's Adaptive Card included) is turned into one.
+            (Body::Json(v), TeamsFormat::Messagecard) => to_message_card(v),
             (Body::Text(t), TeamsFormat::Adaptivecard) => adaptive_card(t),
             (Body::Text(t), TeamsFormat::Messagecard) => message_card(t),
         };
+        super::strip_bidi_json(&mut body);
         if !fit_payload(&mut body, MAX_PAYLOAD_BYTES) {
             return Err(SendError::permanent(format!(
                 "the Teams payload is {} bytes even with every text shortened; Teams takes at most {MAX_PAYLOAD_BYTES}",
@@ -231,7 +332,7 @@ impl Destination for Teams {
         Ok(Request::Json(body))
     }
 
-    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
         let Request::Json(body) = req else {
             return Err(SendError::permanent("Teams takes JSON requests only"));
         };
@@ -241,6 +342,7 @@ impl Destination for Teams {
             HeaderMap::new(),
             body,
             self.timeout,
+            delivery_id,
         )
         .await
     }
@@ -250,6 +352,7 @@ impl Destination for Teams {
 mod tests {
     use super::super::test_support::{client, refused_addr, text, TIMEOUT};
     use super::*;
+    use crate::destinations::test_support::ID;
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -287,7 +390,7 @@ mod tests {
             TIMEOUT,
         );
         let req = tm.prepare(&text(t)).unwrap();
-        assert_eq!(tm.send(&req).await.unwrap().status, Some(202));
+        assert_eq!(tm.send(&req, ID).await.unwrap().status, Some(202));
         let got = &server.received_requests().await.unwrap()[0];
         let body: Value = serde_json::from_slice(&got.body).unwrap();
         assert_eq!(
@@ -301,21 +404,52 @@ mod tests {
         let server = answering(200).await;
         let tm = teams(server.uri(), TeamsFormat::Messagecard, TIMEOUT);
         let req = tm.prepare(&text("\nFirst line\nsecond")).unwrap();
-        tm.send(&req).await.unwrap();
+        tm.send(&req, ID).await.unwrap();
         let got = &server.received_requests().await.unwrap()[0];
         assert_eq!(
             serde_json::from_slice::<Value>(&got.body).unwrap(),
             json!({"@type":"MessageCard","@context":"https://schema.org/extensions","summary":"First line","text":"\nFirst line\nsecond"})
         );
 
-        let v = json!({"type": "message", "attachments": []});
-        let req = tm
-            .prepare(&Message {
-                body: Body::Json(v.clone()),
-                ..text("")
-            })
-            .unwrap();
-        assert_eq!(req, Request::Json(v));
+        // A template's own MessageCard is sent as it is.
+        let json_msg = |v: &Value| Message {
+            body: Body::Json(v.clone()),
+            ..text("")
+        };
+        let own = json!({"@type": "MessageCard", "text": "mine", "sections": []});
+        assert_eq!(tm.prepare(&json_msg(&own)).unwrap(), Request::Json(own));
+
+        // An Adaptive Card (what the default template renders) becomes a MessageCard.
+        let card = json!({"type": "message", "attachments": [{"contentType": "x", "content": {
+            "type": "AdaptiveCard", "version": "1.4", "body": [
+                {"type": "TextBlock", "text": "❌ Backup failed", "color": "Attention"},
+                {"type": "Container", "items": [{"type": "FactSet", "facts": [
+                    {"title": "Server", "value": "db-1"}]}]},
+                {"type": "TextBlock", "text": "disk full"},
+                {"type": "TextBlock", "text": "via hookrelay"}]}}]});
+        assert_eq!(
+            tm.prepare(&json_msg(&card)).unwrap(),
+            Request::Json(json!({
+                "@type": "MessageCard",
+                "@context": "https://schema.org/extensions",
+                "summary": "❌ Backup failed",
+                "title": "❌ Backup failed",
+                "themeColor": "B42318",
+                "sections": [{"facts": [{"name": "Server", "value": "db-1"}],
+                              "text": "disk full\n\nvia hookrelay"}],
+            }))
+        );
+
+        // Any other JSON: its `text`, else the JSON itself, never lost.
+        let Request::Json(other) = tm.prepare(&json_msg(&json!({"a": 1}))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(other["@type"], "MessageCard");
+        assert_eq!(other["text"], r#"{"a":1}"#);
+
+        // The adaptive card format sends JSON bodies as they are.
+        let ac = teams(server.uri(), TeamsFormat::Adaptivecard, TIMEOUT);
+        assert_eq!(ac.prepare(&json_msg(&card)).unwrap(), Request::Json(card));
     }
 
     #[tokio::test]
@@ -323,7 +457,7 @@ mod tests {
         for (status, transient) in [(500, true), (503, true), (400, false), (404, false)] {
             let server = answering(status).await;
             let e = teams(server.uri(), TeamsFormat::Adaptivecard, TIMEOUT)
-                .send(&Request::Json(json!({})))
+                .send(&Request::Json(json!({})), ID)
                 .await
                 .unwrap_err();
             assert_eq!(e.is_transient(), transient, "{status}");
@@ -334,7 +468,7 @@ mod tests {
             .mount(&server)
             .await;
         let e = teams(server.uri(), TeamsFormat::Adaptivecard, TIMEOUT)
-            .send(&Request::Json(json!({})))
+            .send(&Request::Json(json!({})), ID)
             .await
             .unwrap_err();
         assert!(e.is_transient());
@@ -345,7 +479,7 @@ mod tests {
             TeamsFormat::Adaptivecard,
             TIMEOUT,
         );
-        let e = tm.send(&Request::Json(json!({}))).await.unwrap_err();
+        let e = tm.send(&Request::Json(json!({})), ID).await.unwrap_err();
         assert!(e.is_transient());
         assert!(!e.message.contains("SECRET"));
         assert!(!format!("{tm:?}").contains("SECRET"));
@@ -360,7 +494,7 @@ mod tests {
             TeamsFormat::Adaptivecard,
             Duration::from_millis(200),
         )
-        .send(&Request::Json(json!({})))
+        .send(&Request::Json(json!({})), ID)
         .await
         .unwrap_err();
         assert!(e.is_transient());

@@ -379,13 +379,22 @@ impl Destination for Telegram {
         Ok(Request::Json(Value::Object(body)))
     }
 
-    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
         let Request::Json(body) = req else {
             return Err(SendError::permanent("Telegram takes JSON requests only"));
         };
         let token = self.token.expose();
         let url = format!("{}/bot{token}/sendMessage", self.api_url);
-        let result = match post_json(&self.http, &url, HeaderMap::new(), body, self.timeout).await {
+        let result = match post_json(
+            &self.http,
+            &url,
+            HeaderMap::new(),
+            body,
+            self.timeout,
+            delivery_id,
+        )
+        .await
+        {
             Ok((status, headers, text)) => classify(status, &headers, &text, &self.chat_id),
             Err(e) => Err(e),
         };
@@ -523,7 +532,13 @@ mod tests {
             .await;
         let d = tg(format!("{}/", server.uri()));
         let req = d.prepare(&text("hello")).unwrap();
-        assert_eq!(d.send(&req).await.unwrap().status, Some(200));
+        assert_eq!(
+            d.send(&req, crate::destinations::test_support::ID)
+                .await
+                .unwrap()
+                .status,
+            Some(200)
+        );
         let got: Value =
             serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
         let Request::Json(sent) = req else { panic!() };
@@ -542,7 +557,10 @@ mod tests {
             "parameters": {"retry_after": 17}}),
         )
         .await;
-        let e = tg(s.uri()).send(&req).await.unwrap_err();
+        let e = tg(s.uri())
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err();
         assert!(e.is_transient());
         assert_eq!(e.retry_after, Some(Duration::from_secs(17)));
         assert_eq!(
@@ -557,7 +575,10 @@ mod tests {
             "parameters": {"migrate_to_chat_id": -1009876543210_i64}}),
         )
         .await;
-        let e = tg(s.uri()).send(&req).await.unwrap_err();
+        let e = tg(s.uri())
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err();
         assert!(e.is_permanent());
         assert_eq!(
             e.message,
@@ -579,7 +600,10 @@ mod tests {
                 "description": description}),
             )
             .await;
-            let e = tg(s.uri()).send(&req).await.unwrap_err();
+            let e = tg(s.uri())
+                .send(&req, crate::destinations::test_support::ID)
+                .await
+                .unwrap_err();
             assert!(e.is_permanent(), "{status}");
             assert_eq!(
                 e.message,
@@ -593,7 +617,11 @@ mod tests {
             "description": "Bad Gateway"}),
         )
         .await;
-        assert!(tg(s.uri()).send(&req).await.unwrap_err().is_transient());
+        assert!(tg(s.uri())
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err()
+            .is_transient());
 
         // A proxy answering 200 with its own page: not delivered, try again.
         let s = MockServer::start().await;
@@ -601,7 +629,11 @@ mod tests {
             .respond_with(ResponseTemplate::new(200).set_body_string("<html>captive</html>"))
             .mount(&s)
             .await;
-        assert!(tg(s.uri()).send(&req).await.unwrap_err().is_transient());
+        assert!(tg(s.uri())
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err()
+            .is_transient());
 
         // A server echoing the path it was asked for, and one nobody answers.
         let s = MockServer::start().await;
@@ -612,11 +644,14 @@ mod tests {
             )
             .mount(&s)
             .await;
-        let e = tg(s.uri()).send(&req).await.unwrap_err();
+        let e = tg(s.uri())
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap_err();
         assert!(e.is_permanent());
         assert!(!format!("{e:?}").contains("AAHsecret"), "{e:?}");
         let e = tg(format!("http://{}", refused_addr()))
-            .send(&req)
+            .send(&req, crate::destinations::test_support::ID)
             .await
             .unwrap_err();
         assert!(e.is_transient());

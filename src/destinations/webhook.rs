@@ -116,14 +116,22 @@ impl Destination for Webhook {
         }))
     }
 
-    async fn send(&self, req: &Request) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
         let Request::Json(body) = req else {
             return Err(SendError::permanent(
                 "a webhook destination sends JSON requests only",
             ));
         };
         let headers = self.header_map()?;
-        post_and_classify(&self.http, self.url.expose(), headers, body, self.timeout).await
+        post_and_classify(
+            &self.http,
+            self.url.expose(),
+            headers,
+            body,
+            self.timeout,
+            delivery_id,
+        )
+        .await
     }
 }
 
@@ -131,6 +139,7 @@ impl Destination for Webhook {
 mod tests {
     use super::super::test_support::{client, refused_addr, text, TIMEOUT};
     use super::*;
+    use crate::destinations::test_support::ID;
     use serde_json::Value;
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -165,7 +174,7 @@ mod tests {
         let t = "He said \"hi\" <b>bold</b> & co\nline 2 🎉\t\\";
         let req = w.prepare(&text(t)).unwrap();
         assert_eq!(req, Request::Json(json!({ "text": t })));
-        assert_eq!(w.send(&req).await.unwrap().status, Some(200));
+        assert_eq!(w.send(&req, ID).await.unwrap().status, Some(200));
 
         let got = &server.received_requests().await.unwrap()[0];
         let body: Value = serde_json::from_slice(&got.body).unwrap();
@@ -190,7 +199,7 @@ mod tests {
                 ..text("")
             })
             .unwrap();
-        assert_eq!(w.send(&req).await.unwrap().status, Some(204));
+        assert_eq!(w.send(&req, ID).await.unwrap().status, Some(204));
         let got = &server.received_requests().await.unwrap()[0];
         assert_eq!(serde_json::from_slice::<Value>(&got.body).unwrap(), v);
     }
@@ -212,18 +221,18 @@ mod tests {
             .await;
         let req = Request::Json(json!({}));
         let e = hook(format!("{}/500", server.uri()), &[], TIMEOUT)
-            .send(&req)
+            .send(&req, ID)
             .await
             .unwrap_err();
         assert!(e.is_transient());
         let e = hook(format!("{}/429", server.uri()), &[], TIMEOUT)
-            .send(&req)
+            .send(&req, ID)
             .await
             .unwrap_err();
         assert!(e.is_transient());
         assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
         let e = hook(format!("{}/401", server.uri()), &[], TIMEOUT)
-            .send(&req)
+            .send(&req, ID)
             .await
             .unwrap_err();
         assert!(e.is_permanent());
@@ -233,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn refused_and_slow_are_transient() {
         let w = hook(format!("http://{}/x/SECRET", refused_addr()), &[], TIMEOUT);
-        let e = w.send(&Request::Json(json!({}))).await.unwrap_err();
+        let e = w.send(&Request::Json(json!({})), ID).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
         assert!(!e.message.contains("SECRET"));
 
@@ -243,7 +252,7 @@ mod tests {
             .mount(&server)
             .await;
         let w = hook(server.uri(), &[], Duration::from_millis(200));
-        let e = w.send(&Request::Json(json!({}))).await.unwrap_err();
+        let e = w.send(&Request::Json(json!({})), ID).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
         assert!(e.message.contains("timed out"), "{}", e.message);
     }
@@ -255,7 +264,7 @@ mod tests {
             &[("X-Token", "sec\nret")],
             TIMEOUT,
         );
-        let e = w.send(&Request::Json(json!({}))).await.unwrap_err();
+        let e = w.send(&Request::Json(json!({})), ID).await.unwrap_err();
         assert!(e.is_permanent());
         assert!(!e.message.contains("sec"), "{}", e.message);
         assert!(!format!("{w:?}").contains("sec"));

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod delivery;
+mod destinations;
 mod email;
 mod helpers;
 mod ingest;
