@@ -5,6 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/pg.rs"]
+mod pg;
+
 use hookrelay::config::RateLimit;
 use hookrelay::event::Status;
 use hookrelay::store::{
@@ -29,6 +32,18 @@ async fn sqlite() -> Fixture {
         wake,
         url,
         _keep: Some(dir),
+    }
+}
+
+async fn postgres() -> Fixture {
+    let url = pg::fresh_database().await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let opts = store::Options { wake: wake.clone() };
+    Fixture {
+        store: store::open(&url, opts).await.unwrap(),
+        wake,
+        url,
+        _keep: None,
     }
 }
 
@@ -337,6 +352,15 @@ macro_rules! contract {
                 }
             )*
         }
+        mod on_postgres {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(postgres().await).await;
+                }
+            )*
+        }
     };
 }
 
@@ -353,3 +377,166 @@ contract!(
     a_rate_limit_and_a_pause_hold_for_the_store,
     storage_that_works_is_ready,
 );
+
+// PostgreSQL only: what several replicas on one database rely on.
+
+async fn pg_store(url: &str) -> (Arc<dyn Store>, Arc<tokio::sync::Notify>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let opts = store::Options { wake: wake.clone() };
+    (store::open(url, opts).await.unwrap(), wake)
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error_naming_storage_url_but_not_its_password() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://hookrelay:s3cret-pw@127.0.0.1:{port}/relay");
+    let opts = store::Options {
+        wake: Arc::default(),
+    };
+    let err = store::open(&url, opts)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.starts_with("storage.url: "), "{err}");
+    assert!(
+        err.contains(&format!("postgres://hookrelay@127.0.0.1:{port}/relay")),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pw"), "{err}");
+
+    let opts = store::Options {
+        wake: Arc::default(),
+    };
+    let err = store::open("postgres://u:pw@[oops/db", opts)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.starts_with("storage.url: "), "{err}");
+    assert!(!err.contains("pw@"), "{err}");
+}
+
+#[tokio::test]
+async fn replicas_starting_together_on_an_empty_database_all_open() {
+    let url = pg::fresh_database().await;
+    let opened = futures_util::future::join_all((0..3).map(|_| {
+        let url = url.clone();
+        async move {
+            let opts = store::Options {
+                wake: Arc::default(),
+            };
+            store::open(&url, opts).await.map(|_| ())
+        }
+    }))
+    .await;
+    for r in opened {
+        r.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_commit_on_one_replica_wakes_the_loops_of_another() {
+    let url = pg::fresh_database().await;
+    let (a, _) = pg_store(&url).await;
+    let (b, wake_b) = pg_store(&url).await;
+    // B's LISTEN is up once B's ready; a notification may race its start, so
+    // each round arms the wait before A commits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        let notified = wake_b.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        a.ingest(new_event(&format!("w{i}"), &["d"], Duration::ZERO))
+            .await
+            .unwrap();
+        i += 1;
+        if tokio::time::timeout(Duration::from_millis(500), notified)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B was never woken by A's commit");
+    }
+    assert_eq!(b.claim("d", 100, LONG).await.unwrap().len(), i);
+}
+
+#[tokio::test]
+async fn the_same_event_on_two_replicas_at_once_is_one_event() {
+    let url = pg::fresh_database().await;
+    let (a, _) = pg_store(&url).await;
+    let (b, _) = pg_store(&url).await;
+    let w = Duration::from_secs(600);
+    for round in 0..20 {
+        let key = format!("sb-{round}");
+        let (ra, rb) = tokio::join!(
+            a.ingest(new_event(&key, &["d"], w)),
+            b.ingest(new_event(&key, &["d"], w))
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let ids: Vec<&String> = [&ra, &rb]
+            .iter()
+            .map(|r| match r {
+                Ingested::Stored { event_id, .. } | Ingested::Duplicate { event_id } => event_id,
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1], "{ra:?} {rb:?}");
+        let stored = [&ra, &rb]
+            .iter()
+            .filter(|r| matches!(r, Ingested::Stored { .. }))
+            .count();
+        assert_eq!(stored, 1, "{ra:?} {rb:?}");
+    }
+    let depth = a.queue_depth().await.unwrap();
+    assert_eq!(depth, [("d".to_string(), 20)]);
+}
+
+#[tokio::test]
+async fn a_database_that_goes_away_is_unavailable_and_comes_back_by_itself() {
+    let server = pg::Server::start_new();
+    let url = pg::fresh_database_on(&server.url).await;
+    let (s, _) = pg_store(&url).await;
+    s.ready().await.unwrap();
+    s.ingest(new_event("before", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+
+    server.stop();
+    let e = s.ready().await.expect_err("not ready without a database");
+    assert!(e.is_transient(), "{e}");
+    let e = s
+        .ingest(new_event("during", &["d"], Duration::ZERO))
+        .await
+        .expect_err("not stored");
+    assert!(e.is_transient(), "{e}");
+
+    server.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.ready().await.is_err() {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.ingest(new_event("after", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    // What was acknowledged is there; what was refused is not.
+    let mut keys: Vec<String> = s
+        .list_events(store::EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.raw["k"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["after", "before"]);
+}

@@ -1,9 +1,990 @@
 //! The PostgreSQL backend: several replicas sharing one queue.
+//!
+//! - Ingest: webhooks are gathered into one transaction (multi-row
+//!   `INSERT … SELECT unnest(…)`), each answered only after its commit; dedup is a
+//!   unique key in `dedup` with `ON CONFLICT`, so two replicas receiving the same
+//!   event store it once. One `NOTIFY` per committed batch with new deliveries.
+//! - Claims: `FOR UPDATE SKIP LOCKED` in a `MATERIALIZED` CTE that moves the row's
+//!   `visible_at` to `now() + lease` and bumps its `lease_token`: the token is the
+//!   lease. `complete`/`renew` match on it, so a replica paused past its lease
+//!   changes nothing when it comes back. A killed replica's rows become visible
+//!   again when `visible_at` passes.
+//! - Every time that decides something is the database's `now()`; callers pass
+//!   durations. No transaction is held open across an HTTP send: a claim, a
+//!   renewal and a result are each one short statement.
+//! - Each replica keeps one `LISTEN` connection; while it is down the loops are
+//!   woken every second instead (polling).
+//! - Rate limits and `Retry-After` pauses live in `destination_limits`, one row per
+//!   destination updated atomically, so they hold for all replicas together.
+//! - The schema is migrated under an advisory lock: replicas starting at the same
+//!   moment migrate once.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::*;
 
-pub async fn open(_url: &str, _opts: Options) -> Result<Arc<dyn Store>> {
-    Err(StoreError::Config(
-        "postgres:// is not supported yet".into(),
-    ))
+/// The channel new deliveries are announced on.
+const CHANNEL: &str = "hookrelay_due";
+/// Webhooks in one ingest transaction at most.
+const MAX_BATCH: usize = 256;
+/// Ingest transactions in flight at once per replica.
+const BATCHERS: usize = 4;
+/// Connections per replica.
+const POOL_SIZE: usize = 16;
+/// Taken by the replica that migrates; the others wait for it.
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_7265_6c61; // "hookrela"
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    seq         bigserial PRIMARY KEY,
+    id          text NOT NULL UNIQUE,
+    source      text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    dedup_key   text NOT NULL,
+    status      text NOT NULL,
+    routed      boolean NOT NULL,
+    duplicates  integer NOT NULL DEFAULT 0,
+    event       text NOT NULL
+);
+CREATE INDEX events_received ON events (received_at);
+-- One row per (source, key) while its window runs: the unique key that makes a
+-- repeat a duplicate whichever replica receives it.
+CREATE TABLE dedup (
+    source     text NOT NULL,
+    dedup_key  text NOT NULL,
+    event_id   text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (source, dedup_key)
+);
+CREATE INDEX dedup_event ON dedup (event_id);
+CREATE TABLE deliveries (
+    id           bigserial PRIMARY KEY,
+    event_id     text NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    destination  text NOT NULL,
+    template     text NOT NULL,
+    channel      text,
+    state        text NOT NULL DEFAULT 'pending',
+    attempts     integer NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    window_start timestamptz NOT NULL DEFAULT now(),
+    -- When it may be claimed: its next attempt, or the end of its lease.
+    visible_at   timestamptz NOT NULL DEFAULT now(),
+    lease_token  bigint NOT NULL DEFAULT 0,
+    last_error   text
+);
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_due ON deliveries (destination, visible_at) WHERE state = 'pending';
+CREATE TABLE attempts (
+    seq         bigserial PRIMARY KEY,
+    delivery_id bigint NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    at          timestamptz NOT NULL,
+    status      integer,
+    error       text,
+    duration_ms bigint NOT NULL
+);
+CREATE INDEX attempts_delivery ON attempts (delivery_id);
+-- Shared limits: the next time a send is allowed (rate limit) and a pause.
+CREATE TABLE destination_limits (
+    destination  text PRIMARY KEY,
+    next_send    timestamptz NOT NULL DEFAULT 'epoch',
+    paused_until timestamptz NOT NULL DEFAULT 'epoch'
+);
+-- The readiness probe's row: /readyz commits a write here.
+CREATE TABLE probe (
+    id integer PRIMARY KEY,
+    at timestamptz NOT NULL
+);
+"#];
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let transient = match e.as_db_error() {
+            // Connection lost, server shutting down, out of resources, a
+            // serialization failure or deadlock: the same call may succeed later.
+            Some(db) => {
+                let code = db.code().code();
+                ["08", "53", "57", "40", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }
+            // No answer from the server at all (I/O, closed connection); not a
+            // value that could not be sent (a bug, not an outage).
+            None => {
+                e.is_closed()
+                    || std::error::Error::source(&e)
+                        .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+            }
+        };
+        if transient {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Db(e.to_string())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            e => StoreError::Unavailable(format!("no database connection: {e}")),
+        }
+    }
+}
+
+/// The URL without its password, to name the database in errors.
+fn describe(cfg: &tokio_postgres::Config) -> String {
+    let user = cfg.get_user().unwrap_or("");
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let db = cfg.get_dbname().unwrap_or(user);
+    format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+struct IngestJob {
+    event: NewEvent,
+    tx: oneshot::Sender<Result<Ingested>>,
+}
+
+pub struct PgStore {
+    pool: Pool,
+    ingest: mpsc::Sender<IngestJob>,
+    /// Destinations whose `destination_limits` row exists.
+    limit_rows: Mutex<HashSet<String>>,
+}
+
+/// Connects, migrates and starts the replica's LISTEN connection and ingest
+/// batchers.
+pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
+    // The parser's message never repeats the URL (nor its password).
+    let cfg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Config(format!("not a valid PostgreSQL URL: {e}")))?;
+    let name = describe(&cfg);
+    let mut pool_cfg = cfg.clone();
+    if pool_cfg.get_connect_timeout().is_none() {
+        pool_cfg.connect_timeout(Duration::from_secs(5));
+    }
+    let manager = Manager::from_config(
+        pool_cfg.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_secs(10)))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| StoreError::Config(format!("{name}: {e}")))?;
+    let unusable = |e: StoreError| StoreError::Config(format!("cannot use {name}: {e}"));
+    {
+        let mut client = pool.get().await.map_err(|e| unusable(e.into()))?;
+        migrate(&mut client).await.map_err(unusable)?;
+    }
+    tokio::spawn(listen(pool_cfg, opts.wake.clone()));
+    let (tx, rx) = mpsc::channel::<IngestJob>(4096);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..BATCHERS {
+        tokio::spawn(batcher(pool.clone(), rx.clone()));
+    }
+    Ok(Arc::new(PgStore {
+        pool,
+        ingest: tx,
+        limit_rows: Mutex::default(),
+    }))
+}
+
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()> {
+    let tx = client.transaction().await?;
+    // Replicas starting together: one migrates, the others wait here and then
+    // find the schema current. DDL is transactional, so a failure leaves nothing.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        .await?;
+    let current: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+        .await?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The replica's LISTEN connection: wakes the delivery loops on each NOTIFY.
+/// While it is down, they are woken every second instead (polling), and once
+/// more when it is back (anything announced meanwhile).
+async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>) {
+    let mut logged = false;
+    loop {
+        match cfg.connect(NoTls).await {
+            Ok((client, mut conn)) => {
+                let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                let sql = format!("LISTEN {CHANNEL}");
+                let subscribe = client.batch_execute(&sql);
+                tokio::pin!(subscribe);
+                let mut subscribed = false;
+                loop {
+                    tokio::select! {
+                        r = &mut subscribe, if !subscribed => match r {
+                            Ok(()) => {
+                                subscribed = true;
+                                if logged {
+                                    log::info!("storage: listening for new deliveries again");
+                                    logged = false;
+                                }
+                                wake.notify_waiters();
+                            }
+                            Err(e) => {
+                                log::warn!("storage: LISTEN failed: {e}");
+                                break;
+                            }
+                        },
+                        m = messages.next() => match m {
+                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_waiters(),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                log::warn!("storage: LISTEN connection lost: {e}; polling until it is back");
+                                logged = true;
+                                break;
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            }
+            Err(e) => {
+                if !logged {
+                    log::warn!("storage: cannot LISTEN ({e}); polling until it can");
+                    logged = true;
+                }
+            }
+        }
+        wake.notify_waiters();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Takes queued webhooks, up to [`MAX_BATCH`], into one transaction; answers each
+/// after the commit.
+async fn batcher(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestJob>>>) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(j) => jobs.push(j),
+                None => return,
+            }
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+        }
+        let events: Vec<&NewEvent> = jobs.iter().map(|j| &j.event).collect();
+        let results = match ingest_batch(&pool, &events).await {
+            Ok(r) => r,
+            Err(e) if e.is_transient() || jobs.len() == 1 => {
+                let msg = e.to_string();
+                events
+                    .iter()
+                    .map(|_| Err(StoreError::Unavailable(msg.clone())))
+                    .collect()
+            }
+            // One bad webhook must not fail the others: each alone.
+            Err(_) => {
+                let mut out = Vec::with_capacity(events.len());
+                for e in &events {
+                    out.push(
+                        ingest_batch(&pool, &[*e])
+                            .await
+                            .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Commit))),
+                    );
+                }
+                out
+            }
+        };
+        drop(events);
+        for (job, r) in jobs.into_iter().zip(results) {
+            let _ = job.tx.send(r);
+        }
+    }
+}
+
+/// Stores `events` in one transaction; one result per event, valid once it
+/// commits (an error here means nothing was stored).
+async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<Ingested>>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let ids: Vec<String> = events
+        .iter()
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    // Who stores what: `owner[i]` is the event id event i ends up as.
+    let mut owner: Vec<Option<String>> = vec![None; events.len()];
+    let mut duplicate = vec![false; events.len()];
+
+    // Dedup: the first of each (source, key) in the batch claims the key; the
+    // rest of the batch repeats it.
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let (mut d_src, mut d_key, mut d_id, mut d_win) = (vec![], vec![], vec![], vec![]);
+    for (i, e) in events.iter().enumerate() {
+        if e.dedup_window.is_zero() {
+            owner[i] = Some(ids[i].clone());
+            continue;
+        }
+        match first_of.get(&(e.source.as_str(), e.dedup_key.as_str())) {
+            Some(_) => duplicate[i] = true,
+            None => {
+                first_of.insert((&e.source, &e.dedup_key), i);
+                d_src.push(e.source.as_str());
+                d_key.push(e.dedup_key.as_str());
+                d_id.push(ids[i].as_str());
+                d_win.push(secs(e.dedup_window));
+            }
+        }
+    }
+    if !d_src.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO dedup (source, dedup_key, event_id, expires_at)
+                 SELECT s, k, i, now() + w * interval '1 second'
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) AS t (s, k, i, w)
+                 ON CONFLICT (source, dedup_key) DO UPDATE
+                     SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+                     WHERE dedup.expires_at <= now()
+                 RETURNING source, dedup_key, event_id",
+            )
+            .await?;
+        let won = tx.query(&stmt, &[&d_src, &d_key, &d_id, &d_win]).await?;
+        let won: HashSet<(String, String)> = won
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get(1)))
+            .collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT d.source, d.dedup_key, d.event_id
+                 FROM dedup d JOIN unnest($1::text[], $2::text[]) AS t (s, k)
+                   ON d.source = t.s AND d.dedup_key = t.k",
+            )
+            .await?;
+        let holders: HashMap<(String, String), String> = tx
+            .query(&stmt, &[&d_src, &d_key])
+            .await?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect();
+        for (i, e) in events.iter().enumerate() {
+            if e.dedup_window.is_zero() {
+                continue;
+            }
+            let key = (e.source.clone(), e.dedup_key.clone());
+            let leader = first_of[&(e.source.as_str(), e.dedup_key.as_str())] == i;
+            if leader && won.contains(&key) {
+                owner[i] = Some(ids[i].clone());
+            } else {
+                duplicate[i] = true;
+                owner[i] = holders.get(&key).cloned();
+            }
+        }
+    }
+
+    // The events stored, then their deliveries.
+    let (mut e_id, mut e_src, mut e_key, mut e_status, mut e_routed, mut e_json) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut l_event, mut l_dest, mut l_tpl, mut l_chan) = (vec![], vec![], vec![], vec![]);
+    for (i, e) in events.iter().enumerate() {
+        if duplicate[i] {
+            continue;
+        }
+        e_id.push(ids[i].as_str());
+        e_src.push(e.source.as_str());
+        e_key.push(e.dedup_key.as_str());
+        e_status.push(e.status.as_str());
+        e_routed.push(e.routed);
+        e_json.push(e.event_json.as_str());
+        for d in &e.deliveries {
+            l_event.push(ids[i].as_str());
+            l_dest.push(d.destination.as_str());
+            l_tpl.push(d.template.as_str());
+            l_chan.push(d.channel.as_deref());
+        }
+    }
+    if !e_id.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (id, source, dedup_key, status, routed, event)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[&e_id, &e_src, &e_key, &e_status, &e_routed, &e_json],
+        )
+        .await?;
+    }
+    if !l_event.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO deliveries (event_id, destination, template, channel)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+            )
+            .await?;
+        tx.execute(&stmt, &[&l_event, &l_dest, &l_tpl, &l_chan])
+            .await?;
+    }
+    // Repeats counted on the event they repeat.
+    let mut repeats: HashMap<&str, i32> = HashMap::new();
+    for (i, o) in owner.iter().enumerate() {
+        if let (true, Some(o)) = (duplicate[i], o) {
+            *repeats.entry(o.as_str()).or_default() += 1;
+        }
+    }
+    if !repeats.is_empty() {
+        let (r_id, r_n): (Vec<&str>, Vec<i32>) = repeats.into_iter().unzip();
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE events e SET duplicates = e.duplicates + t.n
+                 FROM unnest($1::text[], $2::int4[]) AS t (id, n) WHERE e.id = t.id",
+            )
+            .await?;
+        tx.execute(&stmt, &[&r_id, &r_n]).await?;
+    }
+    if !l_event.is_empty() {
+        // Delivered to listeners on commit, once however many rows.
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    tx.commit().await?;
+    Ok(events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match (&owner[i], duplicate[i]) {
+            (Some(id), false) => Ok(Ingested::Stored {
+                event_id: id.clone(),
+                deliveries: e.deliveries.len(),
+            }),
+            (Some(id), true) => Ok(Ingested::Duplicate {
+                event_id: id.clone(),
+            }),
+            (None, _) => Err(StoreError::Commit),
+        })
+        .collect())
+}
+
+fn parse_event(json: &str) -> Result<Event> {
+    serde_json::from_str(json).map_err(|e| StoreError::Db(format!("stored event unreadable: {e}")))
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_id, destination, template, state, last_error,
+    (extract(epoch FROM visible_at) * 1000)::int8, (extract(epoch FROM created_at) * 1000)::int8";
+
+fn delivery_row(r: &tokio_postgres::Row) -> DeliveryView {
+    let state = State::parse(r.get(4)).unwrap_or(State::Pending);
+    DeliveryView {
+        id: r.get(0),
+        event_id: r.get(1),
+        destination: r.get(2),
+        template: r.get(3),
+        state,
+        attempts: Vec::new(),
+        last_error: r.get(5),
+        next_attempt_at: (state == State::Pending).then(|| ms_to_rfc3339(r.get(6))),
+        created_at: ms_to_rfc3339(r.get(7)),
+    }
+}
+
+impl PgStore {
+    /// Fills in the attempts of `deliveries`.
+    async fn with_attempts(
+        client: &deadpool_postgres::Object,
+        mut deliveries: Vec<DeliveryView>,
+    ) -> Result<Vec<DeliveryView>> {
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
+        let rows = client
+            .query(
+                "SELECT delivery_id, (extract(epoch FROM at) * 1000)::int8, status, error, duration_ms
+                 FROM attempts WHERE delivery_id = ANY($1) ORDER BY seq",
+                &[&ids],
+            )
+            .await?;
+        let mut by: HashMap<i64, Vec<AttemptView>> = HashMap::new();
+        for r in rows {
+            by.entry(r.get(0)).or_default().push(AttemptView {
+                at: ms_to_rfc3339(r.get(1)),
+                status: r.get::<_, Option<i32>>(2).map(|s| s as u16),
+                error: r.get(3),
+                duration_ms: r.get(4),
+            });
+        }
+        for d in &mut deliveries {
+            d.attempts = by.remove(&d.id).unwrap_or_default();
+        }
+        Ok(deliveries)
+    }
+
+    async fn records(
+        client: &deadpool_postgres::Object,
+        rows: Vec<tokio_postgres::Row>,
+    ) -> Result<Vec<EventRecord>> {
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let ds = client
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ANY($1) ORDER BY id"
+                ),
+                &[&ids],
+            )
+            .await?;
+        let ds = Self::with_attempts(client, ds.iter().map(delivery_row).collect()).await?;
+        let mut by: HashMap<String, Vec<DeliveryView>> = HashMap::new();
+        for d in ds {
+            by.entry(d.event_id.clone()).or_default().push(d);
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                Ok(EventRecord {
+                    deliveries: by.remove(&id).unwrap_or_default(),
+                    event: parse_event(r.get(3))?,
+                    routed: r.get(1),
+                    duplicates: r.get::<_, i32>(2) as u32,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn limit_row(&self, client: &deadpool_postgres::Object, destination: &str) -> Result<()> {
+        if self
+            .limit_rows
+            .lock()
+            .is_ok_and(|s| s.contains(destination))
+        {
+            return Ok(());
+        }
+        client
+            .execute(
+                "INSERT INTO destination_limits (destination) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&destination],
+            )
+            .await?;
+        if let Ok(mut s) = self.limit_rows.lock() {
+            s.insert(destination.to_string());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ingest(&self, e: NewEvent) -> Result<Ingested> {
+        let (tx, rx) = oneshot::channel();
+        self.ingest
+            .send(IngestJob { event: e, tx })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn claim(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH picked AS MATERIALIZED (
+                     SELECT id FROM deliveries
+                     WHERE destination = $1 AND state = 'pending' AND visible_at <= now()
+                     ORDER BY visible_at, id
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE deliveries d
+                 SET visible_at = now() + $3 * interval '1 second', lease_token = d.lease_token + 1
+                 FROM picked WHERE d.id = picked.id
+                 RETURNING d.id, d.lease_token, d.event_id, d.template, d.channel, d.attempts,
+                     (extract(epoch FROM now() - d.window_start) * 1000)::int8,
+                     (SELECT e.event FROM events e WHERE e.id = d.event_id)",
+            )
+            .await?;
+        let mut rows = client
+            .query(&stmt, &[&destination, &(limit as i64), &secs(lease)])
+            .await?;
+        drop(client);
+        rows.sort_by_key(|r| r.get::<_, i64>(0));
+        let claimed_at = std::time::Instant::now();
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let lease = Lease {
+                id: r.get(0),
+                token: r.get(1),
+            };
+            let event_id: String = r.get(2);
+            let event = match r.get::<_, Option<&str>>(7).map(parse_event) {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => {
+                    // Nothing can send it, and it must not stop the deliveries
+                    // behind it: it ends dead, with the reason.
+                    let attempt = Attempt {
+                        status: None,
+                        error: Some(e.to_string()),
+                        duration_ms: 0,
+                    };
+                    log::error!(
+                        "delivery {} (event {event_id}) to {destination}: dead: {e}",
+                        lease.id
+                    );
+                    self.complete(lease, attempt, Outcome::Dead).await?;
+                    continue;
+                }
+                None => continue,
+            };
+            claimed.push(Claimed {
+                id: lease.id,
+                token: lease.token,
+                event_id,
+                destination: destination.to_string(),
+                template: r.get(3),
+                channel: r.get(4),
+                attempts: r.get::<_, i32>(5) as u32,
+                age: millis(r.get(6)),
+                claimed_at,
+                event,
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<()> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE deliveries SET visible_at = now() + $3 * interval '1 second'
+                 WHERE id = $1 AND lease_token = $2 AND state = 'pending'",
+            )
+            .await?;
+        let n = client
+            .execute(&stmt, &[&lease.id, &lease.token, &secs(duration)])
+            .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(lease.id));
+        }
+        Ok(())
+    }
+
+    async fn complete(&self, lease: Lease, attempt: Attempt, outcome: Outcome) -> Result<bool> {
+        let (state, after) = match outcome {
+            Outcome::Delivered => ("delivered", Duration::ZERO),
+            Outcome::Retry { after } => ("pending", after),
+            Outcome::Dead => ("dead", Duration::ZERO),
+        };
+        let client = self.pool.get().await?;
+        // One statement: the row changes only if the token is still ours, and the
+        // attempt is recorded only if it did.
+        let stmt = client
+            .prepare_cached(
+                "WITH d AS (
+                     UPDATE deliveries SET state = $3, attempts = attempts + 1,
+                         visible_at = now() + $4 * interval '1 second',
+                         last_error = COALESCE($5, last_error)
+                     WHERE id = $1 AND lease_token = $2 AND state = 'pending'
+                     RETURNING id)
+                 INSERT INTO attempts (delivery_id, at, status, error, duration_ms)
+                 SELECT id, now() - make_interval(secs => $6::int8 / 1000.0), $7, $5, $6::int8 FROM d",
+            )
+            .await?;
+        let n = client
+            .execute(
+                &stmt,
+                &[
+                    &lease.id,
+                    &lease.token,
+                    &state,
+                    &secs(after),
+                    &attempt.error,
+                    &attempt.duration_ms,
+                    &attempt.status.map(i32::from),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn next_due(&self, destination: &str) -> Result<Option<Duration>> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT (extract(epoch FROM MIN(visible_at) - now()) * 1000)::int8
+                 FROM deliveries WHERE destination = $1 AND state = 'pending'",
+            )
+            .await?;
+        let row = client.query_one(&stmt, &[&destination]).await?;
+        Ok(row.get::<_, Option<i64>>(0).map(millis))
+    }
+
+    async fn pending_destinations(&self) -> Result<Vec<String>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT destination FROM deliveries WHERE state = 'pending'",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn bury(&self, destination: &str, error: &str) -> Result<usize> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE deliveries SET state = 'dead', last_error = $2
+                 WHERE destination = $1 AND state = 'pending'",
+                &[&destination, &error],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
+    async fn list_events(&self, q: EventQuery) -> Result<Vec<EventRecord>> {
+        let client = self.pool.get().await?;
+        let before: Option<i64> = match &q.before {
+            Some(id) => client
+                .query_opt("SELECT seq FROM events WHERE id = $1", &[id])
+                .await?
+                .map(|r| r.get(0)),
+            None => None,
+        };
+        let rows = client
+            .query(
+                "SELECT id, routed, duplicates, event FROM events
+                 WHERE ($1::int8 IS NULL OR seq < $1) AND ($2::text IS NULL OR status = $2)
+                   AND ($3::text IS NULL OR source = $3)
+                 ORDER BY seq DESC LIMIT $4",
+                &[&before, &q.status, &q.source, &(q.limit as i64)],
+            )
+            .await?;
+        Self::records(&client, rows).await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<EventRecord> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, routed, duplicates, event FROM events WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Self::records(&client, rows)
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn list_deliveries(
+        &self,
+        state: Option<State>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryView>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE ($1::text IS NULL OR state = $1) ORDER BY id DESC LIMIT $2"
+                ),
+                &[&state.map(State::as_str), &(limit as i64)],
+            )
+            .await?;
+        Self::with_attempts(&client, rows.iter().map(delivery_row).collect()).await
+    }
+
+    async fn retry_delivery(&self, id: i64) -> Result<()> {
+        let client = self.pool.get().await?;
+        // A new token: a send still in flight can no longer record its result.
+        let n = client
+            .execute(
+                "UPDATE deliveries SET state = 'pending', visible_at = now(), window_start = now(),
+                     lease_token = lease_token + 1
+                 WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        client.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
+        Ok(())
+    }
+
+    async fn add_deliveries(&self, event_id: &str, d: Vec<NewDelivery>) -> Result<usize> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if tx
+            .query_opt("SELECT 1 FROM events WHERE id = $1", &[&event_id])
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
+        for x in &d {
+            tx.execute(
+                "INSERT INTO deliveries (event_id, destination, template, channel) VALUES ($1, $2, $3, $4)",
+                &[&event_id, &x.destination, &x.template, &x.channel],
+            )
+            .await?;
+        }
+        if !d.is_empty() {
+            tx.execute(
+                "UPDATE events SET routed = true WHERE id = $1",
+                &[&event_id],
+            )
+            .await?;
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
+        }
+        tx.commit().await?;
+        Ok(d.len())
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(String, i64)>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT destination, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY destination",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO probe (id, at) VALUES (1, now())
+                 ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn purge(&self, retention: Duration, batch: usize) -> Result<usize> {
+        let client = self.pool.get().await?;
+        // Deliveries and attempts go with their event (ON DELETE CASCADE). Rows
+        // another replica is purging are skipped, not waited for.
+        let n = client
+            .execute(
+                "WITH doomed AS (
+                     SELECT e.id FROM events e
+                     WHERE e.received_at < now() - $1 * interval '1 second'
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                       WHERE d.event_id = e.id AND d.state = 'pending')
+                     ORDER BY e.received_at LIMIT $2
+                     FOR UPDATE SKIP LOCKED),
+                 keys AS (DELETE FROM dedup WHERE event_id IN (SELECT id FROM doomed))
+                 DELETE FROM events WHERE id IN (SELECT id FROM doomed)",
+                &[&secs(retention), &(batch as i64)],
+            )
+            .await?;
+        // Windows that ran out.
+        client
+            .execute(
+                "DELETE FROM dedup WHERE ctid IN (
+                     SELECT ctid FROM dedup WHERE expires_at < now() LIMIT $1)",
+                &[&(batch as i64)],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
+    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Duration> {
+        let client = self.pool.get().await?;
+        self.limit_row(&client, destination).await?;
+        // Sends spaced `per / count` apart for every replica together: never more
+        // than `count` in any window of `per`. Atomic: one row, one UPDATE.
+        let spacing = limit
+            .map(|l| l.per.as_secs_f64() / f64::from(l.count.max(1)))
+            .unwrap_or(0.0);
+        let took = client
+            .query_opt(
+                "UPDATE destination_limits SET next_send = now() + $2 * interval '1 second'
+                 WHERE destination = $1 AND next_send <= now() AND paused_until <= now()
+                 RETURNING 1",
+                &[&destination, &spacing],
+            )
+            .await?;
+        if took.is_some() {
+            return Ok(Duration::ZERO);
+        }
+        let row = client
+            .query_one(
+                "SELECT (GREATEST(extract(epoch FROM next_send - now()),
+                                  extract(epoch FROM paused_until - now()), 0) * 1000)::int8
+                 FROM destination_limits WHERE destination = $1",
+                &[&destination],
+            )
+            .await?;
+        // Free again by now: a turn soon, not a spin.
+        Ok(millis(row.get(0)).max(Duration::from_millis(1)))
+    }
+
+    async fn paused_for(&self, destination: &str) -> Result<Duration> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT (GREATEST(extract(epoch FROM paused_until - now()), 0) * 1000)::int8
+                 FROM destination_limits WHERE destination = $1",
+            )
+            .await?;
+        let row = client.query_opt(&stmt, &[&destination]).await?;
+        Ok(row.map(|r| millis(r.get(0))).unwrap_or_default())
+    }
+
+    async fn pause(&self, destination: &str, duration: Duration) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO destination_limits (destination, paused_until)
+                 VALUES ($1, now() + $2 * interval '1 second')
+                 ON CONFLICT (destination) DO UPDATE
+                     SET paused_until = GREATEST(destination_limits.paused_until, EXCLUDED.paused_until)",
+                &[&destination, &secs(duration)],
+            )
+            .await?;
+        Ok(())
+    }
 }
