@@ -39,7 +39,7 @@ SECRET = b"probe-secret"
 TOKEN = "probe-token"
 
 CONFIG = f"""
-server: {{ listen: "127.0.0.1:{PORT}" }}
+server: {{ listen: "127.0.0.1:{PORT}"{{server_extra}} }}
 storage: {{ url: "sqlite://{{dir}}/probe.db" }}
 templates: {{ dir: "{{dir}}/templates" }}
 sources:
@@ -150,6 +150,33 @@ async def case_memory(pid):
     )
 
 
+async def case_parse(pid):
+    """40 valid signed bodies of ~900 KB made of many small values, at once:
+    accepted and stored; their parse trees are many small allocations."""
+    before = rss_mb(pid)
+    seq = time.time_ns()
+
+    def body(i):
+        items = [{"k": f"v{j}", "n": j} for j in range(30_000)]
+        return json.dumps({"id": seq + i, "status": "error", "items": items}).encode()
+
+    bodies = [body(i) for i in range(40)]
+    results = await asyncio.gather(
+        *(request(post("/hooks/sb", b, [("SB-Signature", sign(b))]), timeout=120) for b in bodies)
+    )
+    peak = rss_mb(pid)
+    await asyncio.sleep(15)
+    after = rss_mb(pid)
+    tally = {}
+    for status, _, _ in results:
+        key = " ".join(status.split()[:2])
+        tally[key] = tally.get(key, 0) + 1
+    return (
+        f"RSS {before:.1f} MB before, {peak:.1f} MB after 40 x {len(bodies[0]) // 1000} KB "
+        f"signed bodies at once, {after:.1f} MB 15 s later; answers {tally}"
+    )
+
+
 async def case_fds(pid, conns):
     held, failed = [], 0
     head = f"POST /hooks/sb HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\nSB-Signature: {'0' * 64}\r\n\r\n{{"
@@ -222,6 +249,8 @@ async def main():
     ap.add_argument("--bin", default="target/release/hookrelay")
     ap.add_argument("--nofile", type=int, default=4096)
     ap.add_argument("--conns", type=int, default=6000)
+    ap.add_argument("--server", default="", help="more server keys, e.g. 'max_unauthenticated_bytes: 0'")
+    ap.add_argument("--log", help="keep the server's log in this file")
     ap.add_argument("--linger", type=float, default=0, help="seconds to keep the server up after the cases")
     ap.add_argument("--cases", default="memory,fds,slow-body,slow-head,wrong-token-huge,token-mix,long-name,bom")
     args = ap.parse_args()
@@ -230,8 +259,9 @@ async def main():
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "relay.yaml")
         with open(cfg, "w") as f:
-            f.write(CONFIG.replace("{dir}", d))
-        log = open(os.path.join(d, "server.log"), "w")
+            f.write(CONFIG.replace("{dir}", d).replace("{server_extra}", f", {args.server}" if args.server else ""))
+        log_path = args.log or os.path.join(d, "server.log")
+        log = open(log_path, "w")
 
         def limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, hard))
@@ -249,6 +279,8 @@ async def main():
             for case in args.cases.split(","):
                 if case == "memory":
                     out = await case_memory(server.pid)
+                elif case == "parse":
+                    out = await case_parse(server.pid)
                 elif case == "fds":
                     out = await case_fds(server.pid, args.conns)
                     await asyncio.sleep(12)  # let the server shed them before the next case
@@ -276,7 +308,7 @@ async def main():
                 server.kill()
             log.close()
             longest = 0
-            with open(os.path.join(d, "server.log"), errors="replace") as f:
+            with open(log_path, errors="replace") as f:
                 for line in f:
                     longest = max(longest, len(line))
             print(f"longest server log line: {longest} characters")

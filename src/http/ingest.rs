@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{ConnectionType, Method, StatusCode};
+use actix_web::http::{Method, StatusCode};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -252,19 +252,27 @@ async fn read_body(
 
 pub async fn ingest(
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     shared: web::Data<Shared>,
     limits: web::Data<Limits>,
 ) -> HttpResponse {
     let Some(name) = source_name(&req) else {
-        return super::not_found().await;
+        return super::not_found(payload).await;
     };
     if req.method() != Method::POST {
-        return super::method_not_allowed().await;
+        return super::method_not_allowed(payload).await;
     }
-    match accept(&req, name, payload, &shared, &limits).await {
+    match accept(&req, name, &mut payload, &shared, &limits).await {
         Ok(answer) => answer,
-        Err(e) => refuse(&shared, &limits, name, e),
+        Err(e) => {
+            let unread = e.body_unread();
+            let res = refuse(&shared, &limits, name, e);
+            if unread {
+                super::closing(res, payload)
+            } else {
+                res
+            }
+        }
     }
 }
 
@@ -281,16 +289,13 @@ fn refuse(shared: &Shared, limits: &Limits, name: &str, e: IngestError) -> HttpR
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(limits.retry_after()));
     }
-    if e.body_unread() {
-        res.head_mut().set_connection_type(ConnectionType::Close);
-    }
     res
 }
 
 async fn accept(
     req: &HttpRequest,
     name: &str,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     shared: &Shared,
     limits: &Limits,
 ) -> Result<HttpResponse, IngestError> {
@@ -325,7 +330,7 @@ async fn accept(
         budget: &limits.unauthenticated,
         bytes: 0,
     });
-    let body = read_body(&mut payload, limits, held.as_mut()).await?;
+    let body = read_body(payload, limits, held.as_mut()).await?;
 
     let sig_value = verifier
         .signature_header()

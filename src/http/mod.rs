@@ -6,9 +6,13 @@ mod ingest;
 mod ops;
 
 use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use actix_web::http::StatusCode;
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::{ConnectionType, StatusCode};
+use actix_web::web::Bytes;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
@@ -51,12 +55,54 @@ pub fn error_json(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message }))
 }
 
-pub(crate) async fn not_found() -> HttpResponse {
-    error_json(StatusCode::NOT_FOUND, "no such endpoint")
+/// Answers a request whose body was not read and closes the connection after
+/// it. The unread body travels inside the answer's own body until that is sent:
+/// the server then sees it unread and closes, where a dropped chunked body would
+/// otherwise be drained for as long as the client cares to trickle it.
+pub(crate) fn closing(mut res: HttpResponse, unread: web::Payload) -> HttpResponse {
+    res.head_mut().set_connection_type(ConnectionType::Close);
+    res.map_body(|_, body| {
+        let json = body.try_into_bytes().unwrap_or_default();
+        WithUnreadBody {
+            len: json.len() as u64,
+            json: Some(json),
+            _unread: unread,
+        }
+    })
+    .map_into_boxed_body()
 }
 
-pub(crate) async fn method_not_allowed() -> HttpResponse {
-    error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+/// See [`closing`].
+struct WithUnreadBody {
+    len: u64,
+    json: Option<Bytes>,
+    _unread: web::Payload,
+}
+
+impl MessageBody for WithUnreadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.len)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(self.get_mut().json.take().map(Ok))
+    }
+}
+
+pub(crate) async fn not_found(body: web::Payload) -> HttpResponse {
+    closing(error_json(StatusCode::NOT_FOUND, "no such endpoint"), body)
+}
+
+pub(crate) async fn method_not_allowed(body: web::Payload) -> HttpResponse {
+    closing(
+        error_json(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        body,
+    )
 }
 
 /// File descriptors kept free for everything that is not an HTTP client: the
@@ -111,13 +157,17 @@ pub fn server(
     .max_connections(per_worker)
     // The first request's headers must arrive within this (408 otherwise); the
     // body has its own deadline in `ingest`. Idle connections close after 5 s.
-    .client_request_timeout(cfg.read_timeout)
+    // actix measures this deadline from a clock it refreshes every 500 ms, and a
+    // deadline already past when set is never woken: hence at least 1 s.
+    .client_request_timeout(cfg.read_timeout.max(MIN_HEADER_TIMEOUT))
     .keep_alive(IDLE_KEEP_ALIVE)
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
     .listen(listener)?
     .run();
     Ok(server)
 }
+
+const MIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a connection may sit idle between requests.
 const IDLE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);

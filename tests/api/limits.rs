@@ -102,10 +102,10 @@ async fn headers_that_arrive_too_slowly_are_cut_off() {
     let mut c = open(&app, b"POST /hooks/sb HTTP/1.1\r\nHost: x\r\n").await;
     let got = answer(&mut c).await;
     assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
-    // A connection that sends nothing at all is closed too.
+    // A connection that sends nothing at all is answered and closed too.
     let mut c = open(&app, b"").await;
     let got = answer(&mut c).await;
-    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got:?}");
+    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
 }
 
 #[tokio::test]
@@ -302,4 +302,27 @@ async fn a_utf8_byte_order_mark_before_the_json_is_accepted() {
         )
         .await;
     assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn requests_nobody_reads_are_answered_and_their_connection_closed() {
+    let app = spawn_app(SOURCES).await;
+    // A chunked body that never ends, to a path that does not exist and to a hook
+    // with the wrong method: the answer comes at once, and the connection closes
+    // instead of draining the body for as long as the client trickles it.
+    for line in ["POST /nowhere", "PUT /hooks/sb", "POST /hooks/nosuch"] {
+        let mut c = open(
+            &app,
+            format!("{line} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{{\r\n")
+                .as_bytes(),
+        )
+        .await;
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(60), c.read_to_end(&mut out))
+            .await
+            .is_ok();
+        let got = String::from_utf8_lossy(&out);
+        assert!(got.starts_with("HTTP/1.1 40"), "{line}: {got:?}");
+        assert!(closed, "{line}: connection kept open after {got:?}");
+    }
 }
