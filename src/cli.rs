@@ -209,6 +209,14 @@ fn check(path: &Path) -> i32 {
     } else {
         out!("templates: embedded defaults ({} not found)", dir.display());
     }
+    // Only a SQLite file is shown: another URL may carry a password.
+    if let Some(file) = s.storage.url.expose().strip_prefix("sqlite://") {
+        out!("storage: SQLite {file}");
+    }
+    out!(
+        "relative paths are resolved against {} (the config file's folder)",
+        s.base_dir().display()
+    );
     0
 }
 

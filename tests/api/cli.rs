@@ -168,6 +168,21 @@ fn relative_paths_follow_the_config_file_not_the_current_directory() {
         )),
         "{s}"
     );
+    let base = conf.canonicalize().unwrap();
+    assert!(
+        s.contains(&format!(
+            "storage: SQLite {}/data/hookrelay.db\n",
+            base.display()
+        )),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!(
+            "relative paths are resolved against {} (the config file's folder)",
+            base.display()
+        )),
+        "{s}"
+    );
 }
 
 #[test]
@@ -279,4 +294,58 @@ async fn send_delivers_once_and_exits_3_when_a_delivery_fails() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// Runs the binary as a user who may not write to `dir`: as root, the binary runs
+/// as `nobody` (setpriv); otherwise `dir` is made read-only for us.
+fn run_unprivileged(dir: &std::path::Path, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| text(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root {
+        // `nobody` must reach the binary: a copy in the (world-readable) folder.
+        let bin = dir.join("hookrelay");
+        std::fs::copy(BIN, &bin).unwrap();
+        for p in [dir, bin.as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .current_dir("/")
+            .env_remove("HOOKRELAY_CONFIG")
+            .output()
+            .expect("setpriv runs")
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir("/")
+            .env_remove("HOOKRELAY_CONFIG")
+            .output()
+            .expect("binary runs");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        out
+    }
+}
+
+#[test]
+fn a_storage_folder_hookrelay_may_not_write_is_named_with_permission_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("relay.yaml");
+    std::fs::write(&conf, "server: { listen: \"127.0.0.1:0\" }\n").unwrap();
+    let out = run_unprivileged(dir.path(), &["serve", "-c", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    // The relative default (data/hookrelay.db) resolved against the config folder,
+    // named in full, and the cause said plainly.
+    let want = format!(
+        "cannot create the folder {} for the SQLite database: permission denied",
+        dir.path().join("data").display()
+    );
+    assert!(err.contains(&want), "missing {want:?} in:\n{err}");
 }
