@@ -30,5 +30,7 @@ pub mod startup;
 pub mod store;
 /// Handlebars templates, helpers and per-destination escaping.
 pub mod templates;
+/// The web page (`/ui`): backups board, delivery log, event page; sign-in.
+pub mod ui;
 /// Delivery loops: claim, render, send, retry or bury.
 pub mod worker;

@@ -150,40 +150,46 @@ async fn retry(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such delivery"))?;
-    shared
-        .store
-        .retry_delivery(id)
+    retry_delivery(&shared, id, "the admin API")
         .await
         .map_err(|e| store_error(e, "delivery"))?;
-    shared.notify.notify_waiters();
-    log::info!("delivery {id}: retry requested through the admin API");
     Ok(HttpResponse::Accepted().json(json!({ "delivery_id": id, "state": "pending" })))
 }
 
-/// Routes the stored event again with the current config and queues new
-/// deliveries (the old ones stay as they are).
+/// Makes a delivery pending and due now, and wakes the workers. `by` names who
+/// asked, for the log (the admin API, the web page).
+pub(crate) async fn retry_delivery(shared: &Shared, id: i64, by: &str) -> Result<(), StoreError> {
+    shared.store.retry_delivery(id).await?;
+    shared.notify.notify_waiters();
+    log::info!("delivery {id}: retry requested through {by}");
+    Ok(())
+}
+
 async fn replay(
     req: HttpRequest,
     shared: web::Data<Shared>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &shared)?;
-    let r = shared
-        .store
-        .get_event(&id)
+    let (id, n) = replay_event(&shared, &id, "the admin API")
         .await
         .map_err(|e| store_error(e, "event"))?;
+    Ok(HttpResponse::Accepted().json(json!({ "event_id": id, "deliveries": n })))
+}
+
+/// Routes the stored event again with the current config and queues new
+/// deliveries (the old ones stay as they are). Returns the event id and how many
+/// deliveries were queued.
+pub(crate) async fn replay_event(
+    shared: &Shared,
+    id: &str,
+    by: &str,
+) -> Result<(String, usize), StoreError> {
+    let r = shared.store.get_event(id).await?;
     let relay = shared.relay.load_full();
     let (_, deliveries) = relay.plan(&r.event);
-    let n = shared
-        .store
-        .add_deliveries(&r.id, deliveries)
-        .await
-        .map_err(|e| store_error(e, "event"))?;
+    let n = shared.store.add_deliveries(&r.id, deliveries).await?;
     shared.notify.notify_waiters();
-    log::info!(
-        "event {}: replayed through the admin API, {n} deliveries",
-        r.id
-    );
-    Ok(HttpResponse::Accepted().json(json!({ "event_id": r.id, "deliveries": n })))
+    log::info!("event {}: replayed through {by}, {n} deliveries", r.id);
+    Ok((r.id, n))
 }

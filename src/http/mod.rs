@@ -1,7 +1,7 @@
 //! HTTP: every route registered here, and the one place errors become status
 //! codes with a JSON `{"error": …}` body.
 
-mod admin;
+pub(crate) mod admin;
 mod ingest;
 mod ops;
 
@@ -151,6 +151,7 @@ pub fn server(
             .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
             .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
             .service(admin::scope())
+            .service(crate::ui::scope())
             .default_service(web::to(not_found))
     })
     .workers(workers)

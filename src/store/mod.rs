@@ -369,6 +369,117 @@ pub trait Store: Send + Sync {
     fn ingest_gauge(&self) -> Option<&IngestGauge> {
         None
     }
+
+    // Read queries of the web page (`ui`). Their defaults are correct on any
+    // backend, built from the calls above; a backend overrides them with one query.
+
+    /// [`list_events`](Store::list_events) limited to events that have at least one
+    /// delivery in `state` (the delivery log's filter).
+    async fn list_events_with_delivery(
+        &self,
+        q: EventQuery,
+        state: State,
+    ) -> Result<Vec<EventRecord>> {
+        let mut out = Vec::new();
+        let mut page = EventQuery {
+            limit: 200,
+            ..q.clone()
+        };
+        loop {
+            let batch = self.list_events(page.clone()).await?;
+            let done = batch.len() < page.limit;
+            page.before = batch.last().map(|r| r.id.clone());
+            for r in batch {
+                if r.deliveries.iter().any(|d| d.state == state) {
+                    out.push(r);
+                    if out.len() == q.limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The outcome of every event received at or after `since_ms`, oldest first,
+    /// with its subject (the board's 14-day strip).
+    async fn outcomes_since(&self, since_ms: i64) -> Result<Vec<SubjectOutcome>> {
+        let mut out = Vec::new();
+        let mut page = EventQuery {
+            limit: 200,
+            ..EventQuery::default()
+        };
+        'pages: loop {
+            let batch = self.list_events(page.clone()).await?;
+            let done = batch.len() < page.limit;
+            page.before = batch.last().map(|r| r.id.clone());
+            for r in batch {
+                let at = chrono::DateTime::parse_from_rfc3339(&r.event.received_at)
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(0);
+                if at < since_ms {
+                    break 'pages;
+                }
+                let e = r.event;
+                out.push(SubjectOutcome {
+                    subject: subject_key(
+                        e.field("subject"),
+                        &e.source,
+                        e.stack.as_deref(),
+                        e.server.as_deref(),
+                        e.backup.as_deref(),
+                    ),
+                    event_id: r.id,
+                    status: e.status.as_str().to_string(),
+                    source: e.source,
+                    stack: e.stack,
+                    server: e.server,
+                    backup: e.backup,
+                    received_ms: at,
+                });
+            }
+            if done {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+/// One event's outcome for the board: whose it is, what it said, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectOutcome {
+    pub event_id: String,
+    pub subject: String,
+    pub source: String,
+    pub stack: Option<String>,
+    pub server: Option<String>,
+    pub backup: Option<String>,
+    /// The event's `status`.
+    pub status: String,
+    pub received_ms: i64,
+}
+
+/// `subject` as stored with the event; for events stored without one, the
+/// default key (`source/stack/server/backup`, empty values left out).
+pub fn subject_key(
+    subject: Option<String>,
+    source: &str,
+    stack: Option<&str>,
+    server: Option<&str>,
+    backup: Option<&str>,
+) -> String {
+    subject.filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        [Some(source), stack, server, backup]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("/")
+    })
 }
 
 /// What opening a store needs besides the URL.

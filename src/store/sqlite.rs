@@ -33,6 +33,8 @@ use tokio::sync::oneshot;
 use super::limits::Limits;
 use super::*;
 
+mod ui;
+
 /// Jobs the writer takes into one transaction at most.
 const MAX_BATCH: usize = 512;
 /// How long a lazy write may wait for an urgent one to commit with (see `gather`).
@@ -1053,6 +1055,18 @@ impl Store for SqliteStore {
             Ok(v)
         })
         .await
+    }
+
+    async fn list_events_with_delivery(
+        &self,
+        q: EventQuery,
+        state: State,
+    ) -> Result<Vec<EventRecord>> {
+        self.ui_events_with_delivery(q, state).await
+    }
+
+    async fn outcomes_since(&self, since_ms: i64) -> Result<Vec<SubjectOutcome>> {
+        self.ui_outcomes_since(since_ms).await
     }
 
     async fn ready(&self) -> Result<()> {

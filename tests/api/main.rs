@@ -13,3 +13,6 @@ mod pagerduty;
 mod process;
 mod readiness;
 mod telegram;
+mod ui;
+mod ui_browser;
+mod ui_webdriver;
