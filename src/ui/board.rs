@@ -246,7 +246,8 @@ mod tests {
         ];
         let mut subjects = subjects_from_outcomes(&outcomes);
         sort_worst_first(&mut subjects);
-        let view: Vec<(&str, &str, u32, Option<i64>, Option<i64>)> = subjects
+        type Row<'a> = (&'a str, &'a str, u32, Option<i64>, Option<i64>);
+        let view: Vec<Row> = subjects
             .iter()
             .map(|s| {
                 (

@@ -368,6 +368,7 @@ async fn pages_carry_a_strict_csp_and_show_payload_values_as_text() {
         .unwrap()
         .to_string();
     let cookie = sign_in(&app).await;
+    let links = regex::Regex::new(r#"(?:href|src)="([^"]*)""#).unwrap();
     for path in [
         "/ui".to_string(),
         "/ui/events".to_string(),
@@ -391,10 +392,7 @@ async fn pages_carry_a_strict_csp_and_show_payload_values_as_text() {
             assert!(!html.contains(raw), "{path} holds {raw}");
         }
         // Only this site's own stylesheet and icon are referenced.
-        for link in regex::Regex::new(r#"(?:href|src)="([^"]*)""#)
-            .unwrap()
-            .captures_iter(&html)
-        {
+        for link in links.captures_iter(&html) {
             let url = &link[1];
             assert!(
                 url.starts_with('/') && !url.starts_with("//"),
