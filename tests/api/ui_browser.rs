@@ -166,7 +166,22 @@ async fn sign_in(b: &Browser, app: &TestApp, page: &str) {
     let token = b.find("#token").await;
     b.type_into(&token, ADMIN).await;
     b.click(&b.find("form.login button").await).await;
-    assert_eq!(b.current_url().await, format!("{}{page}", app.address));
+    wait_url(b, &format!("{}{page}", app.address)).await;
+}
+
+/// Waits until the browser is at `url` (or, with a `*` at its end, at a URL
+/// starting with what comes before): a click may return before the page it
+/// leads to (or the redirect answering a form) is in.
+async fn wait_url(b: &Browser, url: &str) {
+    let there = wait_for(Duration::from_secs(10), || async {
+        let at = b.current_url().await;
+        match url.strip_suffix('*') {
+            Some(prefix) => at.starts_with(prefix),
+            None => at == url,
+        }
+    })
+    .await;
+    assert!(there, "not at {url}: {}", b.current_url().await);
 }
 
 /// Reloads until `css` matches, or fails after `within`.
@@ -254,7 +269,7 @@ async fn in_a_real_browser_the_board_tells_what_fails_and_retry_delivers() {
     // Open the failing backup's event.
     b.click(&b.find("tr.st-failing a.name").await).await;
     let event_url = format!("{}/ui/events/{}", app.address, s.failing_event);
-    assert_eq!(b.current_url().await, event_url);
+    wait_url(&b, &event_url).await;
     let dead = b.find("section.delivery.dead").await;
     let text = b.text(&dead).await;
     assert!(text.contains("ops-hook") && text.contains("400"), "{text}");
@@ -273,17 +288,7 @@ async fn in_a_real_browser_the_board_tells_what_fails_and_retry_delivers() {
     b.click(&b.find("section.delivery.dead button.primary").await)
         .await;
     // The form's answer is a redirect back here with a note.
-    let back = wait_for(Duration::from_secs(10), || async {
-        b.current_url()
-            .await
-            .starts_with(&format!("{event_url}?retried="))
-    })
-    .await;
-    assert!(
-        back,
-        "not back on the event page: {}",
-        b.current_url().await
-    );
+    wait_url(&b, &format!("{event_url}?retried=*")).await;
     assert!(b
         .text(&b.find(".flash").await)
         .await
