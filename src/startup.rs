@@ -80,10 +80,13 @@ impl Application {
         let opts = store::Options {
             wake: notify.clone(),
         };
-        let store = store::open(settings.storage.url.expose(), opts)
+        // The config's own mistakes first: a broken template is reported as such,
+        // without creating or opening a database for a relay that cannot run.
+        let url = settings.storage.url.clone();
+        let relay = Relay::build(settings, &http).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store = store::open(url.expose(), opts)
             .await
             .context("cannot open storage")?;
-        let relay = Relay::build(settings, &http).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = Arc::new(Shared {
             relay: ArcSwap::from_pointee(relay),
             store,
