@@ -340,6 +340,69 @@ async fn storage_that_works_is_ready(f: Fixture) {
     assert!(!f.url.is_empty());
 }
 
+/// The web page's queries: the delivery log's filter by delivery state, and the
+/// outcomes behind the board's 14-day strip.
+async fn the_web_page_finds_events_by_delivery_state_and_lists_outcomes(f: Fixture) {
+    let s = &*f.store;
+    let mut ids = Vec::new();
+    for (key, dests) in [("dead", &["d"][..]), ("pending", &["d"]), ("unrouted", &[])] {
+        match s
+            .ingest(new_event(key, dests, Duration::ZERO))
+            .await
+            .unwrap()
+        {
+            Ingested::Stored { event_id, .. } => ids.push(event_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let c = claim_when_free(s, "d").await;
+    let first = c.iter().find(|c| c.event_id == ids[0]).expect("claimed");
+    assert!(s
+        .complete(first.lease(), attempt(400), Outcome::Dead)
+        .await
+        .unwrap());
+    let q = |limit| store::EventQuery {
+        limit,
+        ..Default::default()
+    };
+    let with = |r: Vec<store::EventRecord>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        with(
+            s.list_events_with_delivery(q(10), State::Dead)
+                .await
+                .unwrap()
+        ),
+        [ids[0].clone()]
+    );
+    assert_eq!(
+        with(
+            s.list_events_with_delivery(q(10), State::Pending)
+                .await
+                .unwrap()
+        ),
+        [ids[1].clone()]
+    );
+    assert!(s
+        .list_events_with_delivery(q(10), State::Delivered)
+        .await
+        .unwrap()
+        .is_empty());
+    let outcomes = s.outcomes_since(0).await.unwrap();
+    let got: Vec<(&str, &str, &str)> = outcomes
+        .iter()
+        .map(|o| (o.event_id.as_str(), o.subject.as_str(), o.status.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        ids.iter()
+            .map(|id| (id.as_str(), "s", "failure"))
+            .collect::<Vec<_>>(),
+        "oldest first"
+    );
+    let later = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    assert!(s.outcomes_since(later).await.unwrap().is_empty());
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -376,6 +439,7 @@ contract!(
     finished_events_past_retention_are_deleted_and_pending_ones_kept,
     a_rate_limit_and_a_pause_hold_for_the_store,
     storage_that_works_is_ready,
+    the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.

@@ -370,8 +370,7 @@ pub trait Store: Send + Sync {
         None
     }
 
-    // Read queries of the web page (`ui`). Their defaults are correct on any
-    // backend, built from the calls above; a backend overrides them with one query.
+    // Read queries of the web page (`ui`); each backend's are in its `ui` module.
 
     /// [`list_events`](Store::list_events) limited to events that have at least one
     /// delivery in `state` (the delivery log's filter).
@@ -379,74 +378,11 @@ pub trait Store: Send + Sync {
         &self,
         q: EventQuery,
         state: State,
-    ) -> Result<Vec<EventRecord>> {
-        let mut out = Vec::new();
-        let mut page = EventQuery {
-            limit: 200,
-            ..q.clone()
-        };
-        loop {
-            let batch = self.list_events(page.clone()).await?;
-            let done = batch.len() < page.limit;
-            page.before = batch.last().map(|r| r.id.clone());
-            for r in batch {
-                if r.deliveries.iter().any(|d| d.state == state) {
-                    out.push(r);
-                    if out.len() == q.limit {
-                        return Ok(out);
-                    }
-                }
-            }
-            if done {
-                return Ok(out);
-            }
-        }
-    }
+    ) -> Result<Vec<EventRecord>>;
 
-    /// The outcome of every event received at or after `since_ms`, oldest first,
-    /// with its subject (the board's 14-day strip).
-    async fn outcomes_since(&self, since_ms: i64) -> Result<Vec<SubjectOutcome>> {
-        let mut out = Vec::new();
-        let mut page = EventQuery {
-            limit: 200,
-            ..EventQuery::default()
-        };
-        'pages: loop {
-            let batch = self.list_events(page.clone()).await?;
-            let done = batch.len() < page.limit;
-            page.before = batch.last().map(|r| r.id.clone());
-            for r in batch {
-                let at = chrono::DateTime::parse_from_rfc3339(&r.event.received_at)
-                    .map(|t| t.timestamp_millis())
-                    .unwrap_or(0);
-                if at < since_ms {
-                    break 'pages;
-                }
-                let e = r.event;
-                out.push(SubjectOutcome {
-                    subject: subject_key(
-                        e.field("subject"),
-                        &e.source,
-                        e.stack.as_deref(),
-                        e.server.as_deref(),
-                        e.backup.as_deref(),
-                    ),
-                    event_id: r.id,
-                    status: e.status.as_str().to_string(),
-                    source: e.source,
-                    stack: e.stack,
-                    server: e.server,
-                    backup: e.backup,
-                    received_ms: at,
-                });
-            }
-            if done {
-                break;
-            }
-        }
-        out.reverse();
-        Ok(out)
-    }
+    /// The outcome of every event received at or after `since_ms` (the store's
+    /// clock), oldest first, with its subject (the board's 14-day strip).
+    async fn outcomes_since(&self, since_ms: i64) -> Result<Vec<SubjectOutcome>>;
 }
 
 /// One event's outcome for the board: whose it is, what it said, when.

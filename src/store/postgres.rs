@@ -32,6 +32,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::*;
 
+mod ui;
+
 /// The channel new deliveries are announced on.
 const CHANNEL: &str = "hookrelay_due";
 /// Webhooks in one ingest transaction at most.
@@ -888,6 +890,18 @@ impl Store for PgStore {
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn list_events_with_delivery(
+        &self,
+        q: EventQuery,
+        state: State,
+    ) -> Result<Vec<EventRecord>> {
+        self.ui_events_with_delivery(q, state).await
+    }
+
+    async fn outcomes_since(&self, since_ms: i64) -> Result<Vec<SubjectOutcome>> {
+        self.ui_outcomes_since(since_ms).await
     }
 
     async fn ready(&self) -> Result<()> {
