@@ -12,6 +12,7 @@
 //! test against a local server.
 
 pub mod console;
+pub mod discord;
 pub mod email;
 pub mod pagerduty;
 pub mod slack;
@@ -39,6 +40,7 @@ pub const KINDS: &[Kind] = &[
     email::KIND,
     webhook::KIND,
     console::KIND,
+    discord::KIND,
     pagerduty::KIND,
     telegram::KIND,
 ];
@@ -932,6 +934,7 @@ mod tests {
             json!({"type": "webhook", "url": format!("{base}/in?key=SECRET"),
                    "headers": {"X-Api-Key": "SECRET"}}),
             json!({"type": "console"}),
+            json!({"type": "discord", "webhook_url": format!("{base}/api/webhooks/1/SECRET")}),
             json!({"type": "pagerduty", "routing_key": "SECRETabcdefabcdefabcdefabcdefab",
                    "url": format!("{base}/v2/enqueue")}),
             json!({"type": "telegram", "token": "123456:SECRET", "chat_id": "-100123",
