@@ -12,6 +12,7 @@ mod limits;
 mod pagerduty;
 mod process;
 mod readiness;
+mod retention;
 mod telegram;
 mod ui;
 mod ui_browser;

@@ -167,7 +167,8 @@ async fn a_full_disk_is_not_ready_and_refuses_webhooks_until_there_is_room() {
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
+            // Lazily: the app may still hold its files open when this runs.
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
     let _unmount = Unmount(mnt.clone());
