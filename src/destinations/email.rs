@@ -1,4 +1,5 @@
-//! `type: email`: SMTP via lettre.
+//! `type: email`: SMTP via lettre, or a provider's HTTP API (`api:`, see
+//! [`api`]). Exactly one transport: `smtp` or `api`.
 //!
 //! `smtp` is `smtp://[user:pass@]host[:port][?tls=opportunistic|required|none]` or
 //! `smtps://[user:pass@]host[:port]`:
@@ -10,25 +11,30 @@
 //! * `smtps://` (port 465 unless given) speaks TLS from the first byte.
 //!
 //! User and password are percent-decoded; AUTH is used when they are given.
+//! `tls_ca_file` (PEM) adds the CA of an internal mail relay to the public roots
+//! for STARTTLS and `smtps://`; it is read when the config is loaded.
 //!
 //! Each send opens its own connection (alerts are rare; no connection outlives the
 //! send or the runtime that made it) and is bounded as a whole by the destination
 //! `timeout`. A `Body::Json` is sent as its pretty-printed JSON text rather than
 //! refused: an alert with an odd body beats a lost alert.
 
+pub mod api;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::{header::ContentType, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use serde::Deserialize;
 
 use super::{excerpt, scrub, Destination, DestinationSettings, Kind, Message, Request};
 use super::{SendError, Sent, TextEscape};
-use crate::config::{de_string_list, ConfigError, Secret};
+use crate::config::{de_opt_secret, de_string_list, ConfigError, Secret};
 use crate::templates::DEFAULT_SUBJECT;
 
 pub const KIND: Kind = Kind {
@@ -52,7 +58,15 @@ pub const KIND: Kind = Kind {
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// `smtp://[user:pass@]host[:port][?tls=required|none]` or `smtps://…`.
-    pub smtp: Secret,
+    #[serde(default, deserialize_with = "de_opt_secret")]
+    pub smtp: Option<Secret>,
+    /// A provider's HTTP API instead of SMTP.
+    #[serde(default)]
+    pub api: Option<api::ApiConfig>,
+    /// A PEM file with the CA (or CAs) of an internal mail relay, trusted in
+    /// addition to the public roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     pub from: String,
     #[serde(deserialize_with = "de_string_list")]
     pub to: Vec<String>,
@@ -67,8 +81,40 @@ impl DestinationSettings for EmailConfig {
     }
 
     fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
-        if let Err(msg) = SmtpUrl::parse(self.smtp.expose()) {
-            errors.push(ConfigError::new(format!("{place}.smtp"), msg));
+        match (&self.smtp, &self.api) {
+            (Some(smtp), None) => match SmtpUrl::parse(smtp.expose()) {
+                Err(msg) => errors.push(ConfigError::new(format!("{place}.smtp"), msg)),
+                Ok(url) => {
+                    if let Some(path) = &self.tls_ca_file {
+                        let at = format!("{place}.tls_ca_file");
+                        if url.tls == SmtpTls::None {
+                            errors.push(ConfigError::new(
+                                at,
+                                "has no effect with ?tls=none (no TLS is spoken)",
+                            ));
+                        } else if let Err(msg) = load_ca(path) {
+                            errors.push(ConfigError::new(at, msg));
+                        }
+                    }
+                }
+            },
+            (None, Some(api)) => {
+                api.check(&format!("{place}.api"), errors);
+                if self.tls_ca_file.is_some() {
+                    errors.push(ConfigError::new(
+                        format!("{place}.tls_ca_file"),
+                        "applies to `smtp` only; the email APIs use public certificates",
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => errors.push(ConfigError::new(
+                place,
+                "give either `smtp` or `api`, not both",
+            )),
+            (None, None) => errors.push(ConfigError::new(
+                place,
+                "needs `smtp` (a mail server URL) or `api` (provider sendgrid, mailgun or postmark)",
+            )),
         }
         if self.to.is_empty() {
             errors.push(ConfigError::new(
@@ -93,11 +139,18 @@ impl DestinationSettings for EmailConfig {
     }
 
     fn describe(&self) -> String {
-        format!("to {}", self.to.join(", "))
+        match &self.api {
+            Some(api) => format!(
+                "to {} via the {} API",
+                self.to.join(", "),
+                api.provider.name()
+            ),
+            None => format!("to {}", self.to.join(", ")),
+        }
     }
 
-    fn build(&self, _http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
-        std::sync::Arc::new(Email::new(self, timeout))
+    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+        std::sync::Arc::new(Email::with_http(self, http.clone(), timeout))
     }
 
     fn subject(&self) -> Option<(&'static str, &str)> {
@@ -211,13 +264,22 @@ impl SmtpUrl {
         })
     }
 
-    /// A transport for one send, bounded per command by `timeout`.
+    /// A transport for one send, bounded per command by `timeout`; `ca` (PEM) is
+    /// trusted besides the public roots.
     fn transport(
         &self,
         timeout: Duration,
+        ca: Option<&[u8]>,
     ) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
         let params = || {
-            TlsParameters::new(self.host.clone())
+            let mut b = TlsParameters::builder(self.host.clone());
+            if let Some(pem) = ca {
+                let cert = Certificate::from_pem(pem).map_err(|e| {
+                    SendError::permanent(format!("could not read tls_ca_file: {e}"))
+                })?;
+                b = b.add_root_certificate(cert);
+            }
+            b.build()
                 .map_err(|e| SendError::permanent(format!("could not set up TLS: {e}")))
         };
         let tls = match self.tls {
@@ -235,6 +297,23 @@ impl SmtpUrl {
         }
         Ok(b.build())
     }
+}
+
+/// Reads a PEM file of CA certificates; the error says what is wrong with it.
+pub fn load_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = String::from_utf8_lossy(&pem)
+        .matches("-----BEGIN CERTIFICATE-----")
+        .count();
+    if certs == 0 {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Certificate::from_pem(&pem)
+        .map_err(|e| format!("{} is not a readable PEM certificate: {e}", path.display()))?;
+    Ok(pem)
 }
 
 /// `%XX` decoding of a URL's user or password (which must then be UTF-8).
@@ -290,8 +369,19 @@ pub fn classify_smtp(e: &lettre::transport::smtp::Error, password: Option<&str>)
     }
 }
 
+/// How an [`Email`] leaves: a mail server or a provider's API.
+#[derive(Debug)]
+enum Transport {
+    Smtp {
+        url: Result<SmtpUrl, String>,
+        /// `tls_ca_file`, read when built.
+        ca: Option<Result<Vec<u8>, String>>,
+    },
+    Api(api::ApiSender),
+}
+
 pub struct Email {
-    smtp: Result<SmtpUrl, String>,
+    transport: Transport,
     from: String,
     to: Vec<String>,
     timeout: Duration,
@@ -300,7 +390,7 @@ pub struct Email {
 impl std::fmt::Debug for Email {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Email")
-            .field("smtp", &self.smtp)
+            .field("transport", &self.transport)
             .field("from", &self.from)
             .field("to", &self.to)
             .field("timeout", &self.timeout)
@@ -309,9 +399,26 @@ impl std::fmt::Debug for Email {
 }
 
 impl Email {
-    pub fn new(cfg: &EmailConfig, timeout: Duration) -> Email {
+    /// An email destination with its own HTTP client (tests).
+    #[cfg(test)]
+    pub(crate) fn new(cfg: &EmailConfig, timeout: Duration) -> Email {
+        Email::with_http(cfg, reqwest::Client::new(), timeout)
+    }
+
+    /// `http` sends API requests (SMTP does not use it).
+    pub fn with_http(cfg: &EmailConfig, http: reqwest::Client, timeout: Duration) -> Email {
+        let transport = match (&cfg.api, &cfg.smtp) {
+            (Some(a), _) => Transport::Api(api::ApiSender::new(a, http, timeout)),
+            (None, smtp) => Transport::Smtp {
+                url: smtp.as_ref().map_or_else(
+                    || Err("is not set".to_string()),
+                    |s| SmtpUrl::parse(s.expose()),
+                ),
+                ca: cfg.tls_ca_file.as_deref().map(load_ca),
+            },
+        };
         Email {
-            smtp: SmtpUrl::parse(cfg.smtp.expose()),
+            transport,
             from: cfg.from.clone(),
             to: cfg.to.clone(),
             timeout,
@@ -368,7 +475,7 @@ impl Destination for Email {
         })
     }
 
-    async fn send(&self, req: &Request, _delivery_id: &str) -> Result<Sent, SendError> {
+    async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
         let Request::Email {
             from,
             to,
@@ -381,12 +488,24 @@ impl Destination for Email {
                 "an email destination sends emails only",
             ));
         };
-        let smtp = self
-            .smtp
+        let (smtp, ca) = match &self.transport {
+            Transport::Api(sender) => {
+                return sender
+                    .send(from, to, subject, text, html.as_deref(), delivery_id)
+                    .await
+            }
+            Transport::Smtp { url, ca } => (url, ca),
+        };
+        let smtp = smtp
             .as_ref()
             .map_err(|e| SendError::permanent(format!("the smtp URL {e}")))?;
+        let ca = match ca {
+            None => None,
+            Some(Ok(pem)) => Some(pem.as_slice()),
+            Some(Err(e)) => return Err(SendError::permanent(format!("tls_ca_file: {e}"))),
+        };
         let email = Email::message(from, to, subject, text, html.as_deref())?;
-        let transport = smtp.transport(self.timeout)?;
+        let transport = smtp.transport(self.timeout, ca)?;
         let password = smtp.password.as_ref().map(Secret::expose);
         match tokio::time::timeout(self.timeout, transport.send(email)).await {
             Ok(Ok(resp)) => Ok(Sent {
@@ -464,7 +583,9 @@ pub(crate) mod tests {
 
     fn email_dest(smtp: &str, timeout: Duration) -> Email {
         let cfg = EmailConfig {
-            smtp: Secret::new(smtp),
+            smtp: Some(Secret::new(smtp)),
+            api: None,
+            tls_ca_file: None,
             from: "Hookrelay <relay@example.test>".into(),
             to: vec![
                 "ops@example.test".into(),
@@ -691,10 +812,113 @@ pub(crate) mod tests {
         hold.abort();
     }
 
+    /// `destinations.m` parsed and checked as `relay.yaml` gives it.
+    fn check(v: Value) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        super::super::parse_config("destinations.m", v, &mut errors);
+        errors
+    }
+
+    #[test]
+    fn exactly_one_transport_and_tls_ca_file_only_where_it_applies() {
+        let base = |extra: Value| {
+            let mut v = serde_json::json!({"type": "email", "from": "a@b.test", "to": "c@d.test"});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let api = serde_json::json!({"provider": "postmark", "key": "pm-SECRET"});
+        assert_eq!(
+            check(base(
+                serde_json::json!({"smtp": "smtp://u:hunter2@h", "api": api})
+            )),
+            vec![ConfigError::new(
+                "destinations.m",
+                "give either `smtp` or `api`, not both"
+            )]
+        );
+        assert_eq!(
+            check(base(serde_json::json!({"smtp": ""}))),
+            vec![ConfigError::new(
+                "destinations.m",
+                "needs `smtp` (a mail server URL) or `api` (provider sendgrid, mailgun or postmark)"
+            )]
+        );
+        assert_eq!(check(base(serde_json::json!({"api": api}))), vec![]);
+        assert_eq!(
+            check(base(
+                serde_json::json!({"api": api, "tls_ca_file": "/x.pem"})
+            )),
+            vec![ConfigError::new(
+                "destinations.m.tls_ca_file",
+                "applies to `smtp` only; the email APIs use public certificates"
+            )]
+        );
+        let errors = check(base(
+            serde_json::json!({"api": {"provider": "sendmail", "key": "k"}}),
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("sendgrid"), "{errors:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let errors = check(base(
+            serde_json::json!({"smtp": "smtps://h", "tls_ca_file": missing}),
+        ));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].place, "destinations.m.tls_ca_file");
+        assert!(errors[0].message.starts_with("cannot read "), "{errors:?}");
+        let not_pem = dir.path().join("ca.der");
+        std::fs::write(&not_pem, b"\x30\x82garbage").unwrap();
+        let errors = check(base(
+            serde_json::json!({"smtp": "smtps://h", "tls_ca_file": not_pem}),
+        ));
+        assert!(
+            errors[0]
+                .message
+                .ends_with("holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            check(base(
+                serde_json::json!({"smtp": "smtp://h?tls=none", "tls_ca_file": not_pem})
+            )),
+            vec![ConfigError::new(
+                "destinations.m.tls_ca_file",
+                "has no effect with ?tls=none (no TLS is spoken)"
+            )]
+        );
+    }
+
+    #[test]
+    fn api_keys_stay_out_of_debug_describe_and_errors() {
+        let mut errors = Vec::new();
+        let c = super::super::parse_config(
+            "destinations.m",
+            serde_json::json!({"type": "email", "from": "a@b.test", "to": ["c@d.test"],
+                "api": {"provider": "mailgun", "key": "key-SECRET", "domain": "mg.b.test"}}),
+            &mut errors,
+        )
+        .unwrap();
+        assert_eq!(errors, vec![]);
+        assert_eq!(c.kind.describe(), "to c@d.test via the Mailgun API");
+        let email = Email::with_http(
+            &serde_json::from_value(serde_json::json!({"from": "a@b.test", "to": ["c@d.test"],
+                "api": {"provider": "mailgun", "key": "key-SECRET", "domain": "mg.b.test"}}))
+            .unwrap(),
+            reqwest::Client::new(),
+            Duration::from_secs(1),
+        );
+        assert!(!format!("{c:?} {email:?}").contains("SECRET"));
+    }
+
     #[tokio::test]
     async fn bad_addresses_and_bad_url_are_permanent() {
         let cfg = EmailConfig {
-            smtp: Secret::new("smtp://u:pw@127.0.0.1:9"),
+            smtp: Some(Secret::new("smtp://u:pw@127.0.0.1:9")),
+            api: None,
+            tls_ca_file: None,
             from: "not an address".into(),
             to: vec!["x@y.test".into()],
             subject: None,

@@ -264,7 +264,12 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
 impl Destination for PagerDuty {
     fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
         match &msg.body {
-            Body::Json(v) => fit_event(v).map(Request::Json),
+            Body::Json(v) => {
+                let mut event = fit_event(v)?;
+                // The summary is read on phones; bidi controls could reorder it.
+                super::strip_bidi_json(&mut event);
+                Ok(Request::Json(event))
+            }
             // Text cannot say whether to trigger or resolve, nor for which job; a
             // success sent as a trigger would page someone for a good backup.
             Body::Text(_) => Err(template_error(

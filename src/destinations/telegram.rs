@@ -376,7 +376,10 @@ impl Destination for Telegram {
                 ))
             }
         }
-        Ok(Request::Json(Value::Object(body)))
+        // A payload's bidi controls could make a line read as something else.
+        let mut body = Value::Object(body);
+        super::strip_bidi_json(&mut body);
+        Ok(Request::Json(body))
     }
 
     async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
@@ -437,7 +440,9 @@ mod tests {
     #[test]
     fn text_is_sent_as_html_to_the_chat() {
         let d = tg("https://api.telegram.org".into());
-        let req = d.prepare(&text("<b>hi</b> &amp; bye")).unwrap();
+        let req = d
+            .prepare(&text("<b>hi</b> &amp;\u{202E} bye\u{2066}"))
+            .unwrap();
         assert_eq!(
             req,
             Request::Json(json!({

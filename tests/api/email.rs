@@ -120,3 +120,177 @@ routes:
         "{down}"
     );
 }
+
+/// An internal mail relay whose certificate only its own CA vouches for: with
+/// `tls_ca_file` the email goes over STARTTLS or implicit TLS; without it the
+/// certificate is refused and nothing is sent in clear text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_ca_file_trusts_an_internal_relay_over_starttls_and_implicit_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca1 = dir.path().join("starttls-ca.pem");
+    let ca2 = dir.path().join("implicit-ca.pem");
+    let starttls = SmtpSink::start_with(&["--tls", "starttls", "--ca-out", ca1.to_str().unwrap()]);
+    let implicit = SmtpSink::start_with(&["--tls", "implicit", "--ca-out", ca2.to_str().unwrap()]);
+    let app = spawn_app(&format!(
+        r#"sources:
+  sb: {{ kind: simplebackups }}
+admin: {{ token: {ADMIN} }}
+delivery: {{ retry_schedule: [50ms], max_age: 500ms }}
+destinations:
+  relay: {{ type: email, smtp: "smtp://127.0.0.1:{p1}?tls=required", tls_ca_file: "{ca1}", from: a@example.com, to: [b@example.com] }}
+  relays: {{ type: email, smtp: "smtps://127.0.0.1:{p2}", tls_ca_file: "{ca2}", from: a@example.com, to: [c@example.com] }}
+  untrusted: {{ type: email, smtp: "smtps://127.0.0.1:{p2}", from: a@example.com, to: [d@example.com] }}
+routes:
+  - to: [relay, relays, untrusted]
+"#,
+        p1 = starttls.port,
+        p2 = implicit.port,
+        ca1 = ca1.display(),
+        ca2 = ca2.display(),
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+
+    let m = starttls.next_message(Duration::from_secs(20));
+    assert_eq!(m["tls"], true, "{m}");
+    assert_eq!(m["rcpt_tos"], json!(["b@example.com"]));
+    let m = implicit.next_message(Duration::from_secs(20));
+    assert_eq!(m["tls"], true, "{m}");
+    assert_eq!(m["rcpt_tos"], json!(["c@example.com"]));
+
+    let all = app.wait_settled(Duration::from_secs(15)).await;
+    let by = |n: &str| {
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["destination"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("relay")["state"], "delivered", "{all}");
+    assert_eq!(by("relays")["state"], "delivered", "{all}");
+    let untrusted = by("untrusted");
+    assert_eq!(untrusted["state"], "dead", "{untrusted}");
+    let err = untrusted["attempts"][0]["error"].as_str().unwrap();
+    assert!(err.contains("certificate"), "{err}");
+}
+
+/// The same email through each provider's HTTP API, in that provider's own
+/// request shape; Postmark's 422 is permanent with its ErrorCode and Message.
+#[tokio::test]
+async fn the_email_apis_get_their_own_request_shapes_and_postmark_422_is_permanent() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .and(header("authorization", "Bearer SG.sendgrid-KEY"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&api)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mg.example.com/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "<20261130.1@mg.example.com>", "message": "Queued. Thank you."})))
+        .mount(&api)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/email"))
+        .and(header("x-postmark-server-token", "pm-good-KEY"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "To": "dba@example.com", "SubmittedAt": "2026-11-30T06:00:00Z",
+            "MessageID": "0a129aee-e1cd-480d-b08d-4f48548ff48d", "ErrorCode": 0, "Message": "OK"})))
+        .mount(&api)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/email"))
+        .and(header("x-postmark-server-token", "pm-inactive-KEY"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({
+            "ErrorCode": 406,
+            "Message": "You tried to send to recipient(s) that have been marked as inactive."})))
+        .mount(&api)
+        .await;
+    let url = api.uri();
+    let app = spawn_app(&format!(
+        r#"sources:
+  sb: {{ kind: simplebackups }}
+admin: {{ token: {ADMIN} }}
+destinations:
+  sg: {{ type: email, api: {{ provider: sendgrid, key: SG.sendgrid-KEY, url: "{url}" }}, from: "hookrelay <relay@example.com>", to: [dba@example.com] }}
+  mg: {{ type: email, api: {{ provider: mailgun, key: mailgun-KEY, domain: mg.example.com, url: "{url}" }}, from: "hookrelay <relay@example.com>", to: [dba@example.com] }}
+  pm: {{ type: email, api: {{ provider: postmark, key: pm-good-KEY, url: "{url}" }}, from: "hookrelay <relay@example.com>", to: [dba@example.com] }}
+  gone: {{ type: email, api: {{ provider: postmark, key: pm-inactive-KEY, url: "{url}" }}, from: relay@example.com, to: [left@example.com] }}
+routes:
+  - to: [sg, mg, pm, gone]
+"#
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let all = app.wait_settled(Duration::from_secs(15)).await;
+    let by = |n: &str| {
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["destination"] == n)
+            .unwrap()
+            .clone()
+    };
+    for n in ["sg", "mg", "pm"] {
+        assert_eq!(by(n)["state"], "delivered", "{n}: {all}");
+    }
+    let gone = by("gone");
+    assert_eq!(gone["state"], "dead");
+    assert_eq!(gone["attempts"].as_array().unwrap().len(), 1, "{gone}");
+    assert_eq!(
+        gone["last_error"],
+        "HTTP 422 from Postmark: ErrorCode 406: You tried to send to recipient(s) that have been marked as inactive."
+    );
+    assert!(!all.to_string().contains("-KEY"), "a key leaked: {all}");
+
+    let reqs = api.received_requests().await.unwrap();
+    let at = |p: &str| reqs.iter().find(|r| r.url.path() == p).unwrap();
+    let subject = "[FAILURE] simplebackups error: Acme Project";
+    let sg: Value = serde_json::from_slice(&at("/v3/mail/send").body).unwrap();
+    assert_eq!(sg["subject"], subject);
+    assert_eq!(
+        sg["from"],
+        json!({"email": "relay@example.com", "name": "hookrelay"})
+    );
+    assert_eq!(
+        sg["personalizations"],
+        json!([{"to": [{"email": "dba@example.com"}]}])
+    );
+    assert_eq!(sg["content"][0]["type"], "text/plain");
+    assert_eq!(sg["content"][1]["type"], "text/html");
+    let text = sg["content"][0]["value"].as_str().unwrap();
+    assert!(text.contains("Backup Acme Project failed"), "{text}");
+    let form: std::collections::BTreeMap<String, String> =
+        url::form_urlencoded::parse(&at("/v3/mg.example.com/messages").body)
+            .into_owned()
+            .collect();
+    assert_eq!(form["subject"], subject);
+    assert_eq!(form["from"], "hookrelay <relay@example.com>");
+    assert_eq!(form["text"], text);
+    assert!(form["html"].contains("<!DOCTYPE html>"));
+    let pm = reqs
+        .iter()
+        .find(|r| {
+            r.url.path() == "/email"
+                && r.headers.get("x-postmark-server-token").unwrap() == "pm-good-KEY"
+        })
+        .unwrap();
+    let pm: Value = serde_json::from_slice(&pm.body).unwrap();
+    assert_eq!(pm["Subject"], subject);
+    assert_eq!(pm["To"], "dba@example.com");
+    assert_eq!(pm["TextBody"], text);
+    assert_eq!(pm["HtmlBody"], sg["content"][1]["value"]);
+}

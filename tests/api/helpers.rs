@@ -235,14 +235,21 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start(auth: Option<(&str, &str)>) -> SmtpSink {
+        match auth {
+            Some((u, p)) => SmtpSink::start_with(&["--user", u, "--password", p]),
+            None => SmtpSink::start_with(&[]),
+        }
+    }
+
+    /// Starts the sink with its command-line options (`--tls implicit --ca-out
+    /// FILE`, see tests/support/smtp_sink.py).
+    pub fn start_with(args: &[&str]) -> SmtpSink {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some((u, p)) = auth {
-            cmd.args(["--user", u, "--password", p]);
-        }
         let mut child = cmd
             .spawn()
             .expect("python3 runs the SMTP sink (pip install aiosmtpd)");

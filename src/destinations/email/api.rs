@@ -1,0 +1,721 @@
+//! `type: email` with `api: {provider, key, domain, url}`: the same email (from,
+//! to, subject, text, optional HTML) sent through a provider's HTTP API instead
+//! of SMTP, in each provider's own request shape:
+//!
+//! * `sendgrid`: `POST /v3/mail/send`, `Authorization: Bearer <key>`, JSON with
+//!   `personalizations`, `from`, `subject`, `content`; 202 is success, errors
+//!   answer `{"errors": [{"message", "field"}]}`.
+//! * `mailgun`: `POST /v3/<domain>/messages`, basic auth `api:<key>`, a form
+//!   (`from`, `to` once per recipient, `subject`, `text`, `html`); 200 is success
+//!   (`{"id", "message": "Queued. Thank you."}`), errors answer `{"message"}`.
+//!   `url: https://api.eu.mailgun.net` for an EU domain.
+//! * `postmark`: `POST /email`, `X-Postmark-Server-Token: <key>`, JSON with
+//!   `From`, `To`, `Subject`, `TextBody`, `HtmlBody`; 200 with `ErrorCode: 0` is
+//!   success; 422 (an invalid request: bad address, inactive recipient) is
+//!   permanent, with Postmark's `ErrorCode` and `Message` in the error.
+//!
+//! Retry rules are the shared ones ([`classify_status`]): 429 and 5xx are retried,
+//! other 4xx are permanent. The key never appears in an error or `Debug`.
+
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::super::{classify_status, excerpt, post_json, scrub, send_request, SendError, Sent};
+use crate::config::{ConfigError, Secret};
+
+/// The email APIs hookrelay speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Sendgrid,
+    Mailgun,
+    Postmark,
+}
+
+impl Provider {
+    /// How people write it (in `check` and errors).
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Sendgrid => "SendGrid",
+            Provider::Mailgun => "Mailgun",
+            Provider::Postmark => "Postmark",
+        }
+    }
+
+    /// The public API base address.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Provider::Sendgrid => "https://api.sendgrid.com",
+            Provider::Mailgun => "https://api.mailgun.net",
+            Provider::Postmark => "https://api.postmarkapp.com",
+        }
+    }
+}
+
+/// `api:` of an email destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub provider: Provider,
+    /// The API key (SendGrid, Mailgun) or server token (Postmark).
+    pub key: Secret,
+    /// Mailgun only: the sending domain (`mg.example.com`).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// The API's base address (an EU region, a proxy, a stand-in in tests).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl ApiConfig {
+    /// Checks the keys below `place` (`destinations.x.api`); never quotes the key.
+    pub fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
+        let key = self.key.expose();
+        if key.trim().is_empty() {
+            errors.push(ConfigError::new(format!("{place}.key"), "is empty"));
+        } else if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errors.push(ConfigError::new(
+                format!("{place}.key"),
+                "holds spaces or control characters",
+            ));
+        }
+        match (self.provider, self.domain.as_deref()) {
+            (Provider::Mailgun, None) => errors.push(ConfigError::new(
+                format!("{place}.domain"),
+                "is required with mailgun (the sending domain, e.g. mg.example.com)",
+            )),
+            (Provider::Mailgun, Some(d)) => {
+                let ok = !d.is_empty()
+                    && d.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                if !ok {
+                    errors.push(ConfigError::new(
+                        format!("{place}.domain"),
+                        format!("{:?} is not a domain name", excerpt(d)),
+                    ));
+                }
+            }
+            (p, Some(_)) => errors.push(ConfigError::new(
+                format!("{place}.domain"),
+                format!("only mailgun takes a domain, not {}", p.name()),
+            )),
+            (_, None) => {}
+        }
+        if let Some(url) = &self.url {
+            super::super::check_url(format!("{place}.url"), url, errors);
+        }
+    }
+}
+
+/// Sends emails through one provider's API.
+pub struct ApiSender {
+    provider: Provider,
+    key: Secret,
+    domain: String,
+    base: String,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSender")
+            .field("provider", &self.provider)
+            .field("key", &self.key)
+            .field("domain", &self.domain)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An address as the APIs take it: `(email, display name)`.
+fn split_address(a: &str, what: &str) -> Result<(String, Option<String>), SendError> {
+    let mb: Mailbox = a.parse().map_err(|_| {
+        SendError::permanent(format!("{what} {:?} is not an email address", excerpt(a)))
+    })?;
+    Ok((mb.email.to_string(), mb.name.filter(|n| !n.is_empty())))
+}
+
+impl ApiSender {
+    pub fn new(cfg: &ApiConfig, http: reqwest::Client, timeout: Duration) -> ApiSender {
+        ApiSender {
+            provider: cfg.provider,
+            key: cfg.key.clone(),
+            domain: cfg.domain.clone().unwrap_or_default(),
+            base: cfg
+                .url
+                .as_deref()
+                .unwrap_or(cfg.provider.default_url())
+                .trim_end_matches('/')
+                .to_string(),
+            http,
+            timeout,
+        }
+    }
+
+    fn secret_header(&self, value: &str) -> Result<HeaderValue, SendError> {
+        let mut v = HeaderValue::from_str(value).map_err(|_| {
+            SendError::permanent(format!(
+                "the {} key is not valid in a header",
+                self.provider.name()
+            ))
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
+    /// Sends one email; the key is scrubbed from any error. `delivery_id` goes
+    /// out as `Hookrelay-Delivery-Id`, as with every HTTP destination.
+    pub async fn send(
+        &self,
+        from: &str,
+        to: &[String],
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+        delivery_id: &str,
+    ) -> Result<Sent, SendError> {
+        let email = Email {
+            from,
+            to,
+            subject,
+            text,
+            html,
+            delivery_id,
+        };
+        if to.is_empty() {
+            return Err(SendError::permanent("the email has no recipients"));
+        }
+        let result = match self.provider {
+            Provider::Sendgrid => self.sendgrid(&email).await,
+            Provider::Mailgun => self.mailgun(&email).await,
+            Provider::Postmark => self.postmark(&email).await,
+        };
+        result.map_err(|mut e| {
+            e.message = scrub(&e.message, self.key.expose());
+            e
+        })
+    }
+
+    async fn sendgrid(&self, email: &Email<'_>) -> Result<Sent, SendError> {
+        let Email {
+            from,
+            to,
+            subject,
+            text,
+            html,
+            delivery_id,
+        } = *email;
+        let address = |(email, name): (String, Option<String>)| match name {
+            Some(n) => json!({"email": email, "name": n}),
+            None => json!({"email": email}),
+        };
+        let to: Vec<Value> = to
+            .iter()
+            .map(|t| split_address(t, "recipient").map(address))
+            .collect::<Result<_, _>>()?;
+        // text/plain must come first, then text/html.
+        let mut content = vec![json!({"type": "text/plain", "value": text})];
+        if let Some(h) = html {
+            content.push(json!({"type": "text/html", "value": h}));
+        }
+        let body = json!({
+            "personalizations": [{"to": to}],
+            "from": address(split_address(from, "sender")?),
+            "subject": subject,
+            "content": content,
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            self.secret_header(&format!("Bearer {}", self.key.expose()))?,
+        );
+        let url = format!("{}/v3/mail/send", self.base);
+        let (status, headers, text) =
+            post_json(&self.http, &url, headers, &body, self.timeout, delivery_id).await?;
+        classify_status(status, &headers, &text).map_err(|mut e| {
+            // {"errors": [{"message": "…", "field": "from"}]}
+            let said: Vec<String> = parse(&text)
+                .and_then(|v| v.get("errors").and_then(Value::as_array).cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|x| {
+                    let m = x.get("message").and_then(Value::as_str)?;
+                    Some(match x.get("field").and_then(Value::as_str) {
+                        Some(f) => format!("{m} ({f})"),
+                        None => m.to_string(),
+                    })
+                })
+                .collect();
+            e.message = self.error_message(status, &said.join("; "), &e.message);
+            e
+        })
+    }
+
+    async fn mailgun(&self, email: &Email<'_>) -> Result<Sent, SendError> {
+        let Email {
+            from,
+            to,
+            subject,
+            text,
+            html,
+            delivery_id,
+        } = *email;
+        // Mailgun reads RFC 5322 addresses itself; check them first so a bad
+        // one is our clear error rather than its 400.
+        split_address(from, "sender")?;
+        for t in to {
+            split_address(t, "recipient")?;
+        }
+        let body = {
+            // The serializer is not Send: finish it before the first await.
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("from", from);
+            for t in to {
+                form.append_pair("to", t);
+            }
+            form.append_pair("subject", subject);
+            form.append_pair("text", text);
+            if let Some(h) = html {
+                form.append_pair("html", h);
+            }
+            form.finish()
+        };
+        let auth = format!(
+            "Basic {}",
+            base64_encode(format!("api:{}", self.key.expose()).as_bytes())
+        );
+        let url = format!("{}/v3/{}/messages", self.base, self.domain);
+        let req = self
+            .http
+            .post(&url)
+            .header(AUTHORIZATION, self.secret_header(&auth)?)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(body);
+        let (status, headers, text) = send_request(req, self.timeout, delivery_id).await?;
+        classify_status(status, &headers, &text).map_err(|mut e| {
+            // {"message": "'from' parameter is not a valid address. …"}; 401 is
+            // the plain text "Forbidden".
+            let said = parse(&text)
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            e.message = self.error_message(status, &said, &e.message);
+            e
+        })
+    }
+
+    async fn postmark(&self, email: &Email<'_>) -> Result<Sent, SendError> {
+        let Email {
+            from,
+            to,
+            subject,
+            text,
+            html,
+            delivery_id,
+        } = *email;
+        split_address(from, "sender")?;
+        for t in to {
+            split_address(t, "recipient")?;
+        }
+        let mut body = json!({
+            "From": from,
+            "To": to.join(", "),
+            "Subject": subject,
+            "TextBody": text,
+        });
+        if let Some(h) = html {
+            body["HtmlBody"] = Value::String(h.to_string());
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "X-Postmark-Server-Token",
+            self.secret_header(self.key.expose())?,
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let url = format!("{}/email", self.base);
+        let (status, headers, text) =
+            post_json(&self.http, &url, headers, &body, self.timeout, delivery_id).await?;
+        let parsed = parse(&text);
+        let code = parsed
+            .as_ref()
+            .and_then(|v| v.get("ErrorCode"))
+            .and_then(Value::as_i64);
+        let said = parsed
+            .as_ref()
+            .and_then(|v| v.get("Message"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let postmark_said = match code {
+            Some(c) => format!("ErrorCode {c}: {said}"),
+            None => said.to_string(),
+        };
+        match classify_status(status, &headers, &text) {
+            // A 200 that still carries an error code did not send anything.
+            Ok(_) if code.is_some_and(|c| c != 0) => Err(SendError {
+                transient: false,
+                status: Some(status),
+                retry_after: None,
+                message: self.error_message(status, &postmark_said, ""),
+            }),
+            Ok(sent) => Ok(sent),
+            Err(mut e) => {
+                e.message = self.error_message(status, &postmark_said, &e.message);
+                Err(e)
+            }
+        }
+    }
+
+    /// "HTTP 422 from Postmark: ErrorCode 300: Invalid 'From' address", or the
+    /// generic message (with its excerpt) when the provider said nothing usable.
+    fn error_message(&self, status: u16, said: &str, generic: &str) -> String {
+        let name = self.provider.name();
+        if said.trim().is_empty() {
+            generic.replace("from destination", &format!("from {name}"))
+        } else {
+            format!("HTTP {status} from {name}: {}", excerpt(said))
+        }
+    }
+}
+
+/// One email, as every provider's request is built from it.
+struct Email<'a> {
+    from: &'a str,
+    to: &'a [String],
+    subject: &'a str,
+    text: &'a str,
+    html: Option<&'a str>,
+    delivery_id: &'a str,
+}
+
+fn parse(body: &str) -> Option<Value> {
+    serde_json::from_str(body).ok()
+}
+
+/// Standard base64 with padding (for Mailgun's basic auth).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::test_support::{client, refused_addr, TIMEOUT};
+    use super::*;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const KEY: &str = "SG.k3y-SECRET.value";
+
+    fn sender(provider: Provider, url: String) -> ApiSender {
+        let cfg = ApiConfig {
+            provider,
+            key: Secret::new(KEY),
+            domain: (provider == Provider::Mailgun).then(|| "mg.example.test".to_string()),
+            url: Some(url),
+        };
+        ApiSender::new(&cfg, client(), TIMEOUT)
+    }
+
+    const TO: [&str; 2] = ["ops@example.test", "Dev Team <dev@example.test>"];
+
+    async fn send(s: &ApiSender, html: Option<&str>) -> Result<Sent, SendError> {
+        let to: Vec<String> = TO.iter().map(|t| t.to_string()).collect();
+        s.send(
+            "Hookrelay <relay@example.test>",
+            &to,
+            "[FAILURE] Acme",
+            "text ✅",
+            html,
+            "d-1",
+        )
+        .await
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(i.as_bytes()), o);
+        }
+    }
+
+    #[tokio::test]
+    async fn sendgrid_gets_its_v3_shape_with_a_bearer_key() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v3/mail/send"))
+            .and(header("authorization", format!("Bearer {KEY}").as_str()))
+            .respond_with(ResponseTemplate::new(202))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let s = sender(Provider::Sendgrid, format!("{}/", server.uri()));
+        assert_eq!(send(&s, Some("<p>x</p>")).await.unwrap().status, Some(202));
+        let got: Value =
+            serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "personalizations": [{"to": [
+                    {"email": "ops@example.test"},
+                    {"email": "dev@example.test", "name": "Dev Team"}]}],
+                "from": {"email": "relay@example.test", "name": "Hookrelay"},
+                "subject": "[FAILURE] Acme",
+                "content": [{"type": "text/plain", "value": "text ✅"},
+                            {"type": "text/html", "value": "<p>x</p>"}]
+            })
+        );
+        assert!(!format!("{s:?}").contains("SECRET"));
+    }
+
+    #[tokio::test]
+    async fn sendgrid_errors_quote_its_messages() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(403).set_body_json(json!({"errors": [{
+                "message": "The from address does not match a verified Sender Identity.",
+                "field": "from", "help": null}]})))
+            .mount(&server)
+            .await;
+        let e = send(&sender(Provider::Sendgrid, server.uri()), None)
+            .await
+            .unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(
+            e.message,
+            "HTTP 403 from SendGrid: The from address does not match a verified Sender Identity. (from)"
+        );
+    }
+
+    #[tokio::test]
+    async fn mailgun_gets_a_form_with_basic_auth_on_its_domain() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v3/mg.example.test/messages"))
+            .and(header(
+                "authorization",
+                format!("Basic {}", base64_encode(format!("api:{KEY}").as_bytes())).as_str(),
+            ))
+            .and(header("content-type", "application/x-www-form-urlencoded"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": "<20261130.1@mg.example.test>", "message": "Queued. Thank you."})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let s = sender(Provider::Mailgun, server.uri());
+        assert_eq!(
+            send(&s, Some("<p>&amp;</p>")).await.unwrap().status,
+            Some(200)
+        );
+        let body = server.received_requests().await.unwrap()[0].body.clone();
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("from", "Hookrelay <relay@example.test>"),
+            ("to", "ops@example.test"),
+            ("to", "Dev Team <dev@example.test>"),
+            ("subject", "[FAILURE] Acme"),
+            ("text", "text ✅"),
+            ("html", "<p>&amp;</p>"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(pairs, want);
+    }
+
+    #[tokio::test]
+    async fn mailgun_errors_are_classified() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(401).set_body_string("Forbidden"))
+            .mount(&server)
+            .await;
+        let e = send(&sender(Provider::Mailgun, server.uri()), None)
+            .await
+            .unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(e.message, "HTTP 401 from Mailgun: Forbidden");
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+                "message": "Domain not found: mg.example.test"})))
+            .mount(&server)
+            .await;
+        let e = send(&sender(Provider::Mailgun, server.uri()), None)
+            .await
+            .unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(
+            e.message,
+            "HTTP 404 from Mailgun: Domain not found: mg.example.test"
+        );
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "30"))
+            .mount(&server)
+            .await;
+        let e = send(&sender(Provider::Mailgun, server.uri()), None)
+            .await
+            .unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn postmark_gets_its_shape_and_422_is_permanent_with_its_code() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/email"))
+            .and(header("x-postmark-server-token", KEY))
+            .and(header("accept", "application/json"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "To": "ops@example.test", "SubmittedAt": "2026-11-30T06:00:00Z",
+                "MessageID": "b7bc2f4a-e38e-4336-af7d-e6c392c2f817",
+                "ErrorCode": 0, "Message": "OK"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let s = sender(Provider::Postmark, server.uri());
+        assert_eq!(send(&s, Some("<p>x</p>")).await.unwrap().status, Some(200));
+        let got: Value =
+            serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+        assert_eq!(
+            got,
+            json!({"From": "Hookrelay <relay@example.test>",
+                   "To": "ops@example.test, Dev Team <dev@example.test>",
+                   "Subject": "[FAILURE] Acme", "TextBody": "text ✅", "HtmlBody": "<p>x</p>"})
+        );
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(422).set_body_json(json!({
+                "ErrorCode": 406,
+                "Message": "You tried to send to recipient(s) that have been marked as inactive."})))
+            .mount(&server)
+            .await;
+        let e = send(&sender(Provider::Postmark, server.uri()), None)
+            .await
+            .unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(e.status, Some(422));
+        assert_eq!(
+            e.message,
+            "HTTP 422 from Postmark: ErrorCode 406: You tried to send to recipient(s) that have been marked as inactive."
+        );
+
+        for (status, transient) in [(500, true), (503, true), (429, true), (401, false)] {
+            let server = MockServer::start().await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(status).set_body_json(json!({
+                    "ErrorCode": 10, "Message": format!("token {KEY} refused")})))
+                .mount(&server)
+                .await;
+            let e = send(&sender(Provider::Postmark, server.uri()), None)
+                .await
+                .unwrap_err();
+            assert_eq!(e.is_transient(), transient, "{status}");
+            assert!(!e.message.contains(KEY), "{}", e.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_addresses_and_a_down_api_are_told_apart() {
+        let s = sender(Provider::Postmark, format!("http://{}", refused_addr()));
+        let e = send(&s, None).await.unwrap_err();
+        assert!(e.is_transient());
+        assert!(!format!("{e:?}").contains("SECRET"));
+        for p in [Provider::Sendgrid, Provider::Mailgun, Provider::Postmark] {
+            let s = sender(p, format!("http://{}", refused_addr()));
+            let e = s
+                .send(
+                    "not an address",
+                    &["a@b.test".into()],
+                    "s",
+                    "t",
+                    None,
+                    "d-1",
+                )
+                .await
+                .unwrap_err();
+            assert!(e.is_permanent(), "{p:?}");
+            assert!(e.message.contains("sender"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn check_names_each_key() {
+        let check = |v: Value| {
+            let cfg: ApiConfig = serde_json::from_value(v).unwrap();
+            let mut errors = Vec::new();
+            cfg.check("destinations.m.api", &mut errors);
+            errors
+        };
+        assert_eq!(
+            check(json!({"provider": "mailgun", "key": "k"})),
+            vec![ConfigError::new(
+                "destinations.m.api.domain",
+                "is required with mailgun (the sending domain, e.g. mg.example.com)"
+            )]
+        );
+        assert_eq!(
+            check(
+                json!({"provider": "postmark", "key": "a SECRET", "domain": "x.test",
+                         "url": "nope"})
+            ),
+            vec![
+                ConfigError::new(
+                    "destinations.m.api.key",
+                    "holds spaces or control characters"
+                ),
+                ConfigError::new(
+                    "destinations.m.api.domain",
+                    "only mailgun takes a domain, not Postmark"
+                ),
+                ConfigError::new(
+                    "destinations.m.api.url",
+                    "is not a valid URL (relative URL without a base)"
+                ),
+            ]
+        );
+        assert_eq!(
+            check(json!({"provider": "mailgun", "key": "k", "domain": "mg/../x"})),
+            vec![ConfigError::new(
+                "destinations.m.api.domain",
+                "\"mg/../x\" is not a domain name"
+            )]
+        );
+        assert_eq!(check(json!({"provider": "sendgrid", "key": "k"})), vec![]);
+    }
+}
