@@ -262,7 +262,10 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
             return EXIT_INVALID;
         }
     };
-    let event = crate::providers::normalize(&a.source, &source.cfg, raw, chrono::Utc::now());
+    let mut event = crate::providers::normalize(&a.source, &source.cfg, raw, chrono::Utc::now());
+    // The backup-watch fields as for the subject's first event (render reads no
+    // database).
+    crate::watch::prepare(&relay.watch, &mut event, None, crate::store::now_ms());
     out!("event:");
     out!("{}", pretty(&Value::Object(event.fields_json())));
     let (_, deliveries) = relay.plan(&event);

@@ -120,6 +120,7 @@ pub struct Settings {
     pub sources: BTreeMap<String, SourceConfig>,
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub routes: Vec<RouteConfig>,
+    pub watch: WatchSettings,
     /// The config file. Relative paths in it (`templates.dir`, the SQLite file of
     /// `storage.url`) are resolved against its folder, not the current directory,
     /// so `hookrelay -c /etc/hookrelay/relay.yaml` works from anywhere.
@@ -372,6 +373,60 @@ pub struct RouteConfig {
     pub continue_: bool,
 }
 
+/// `watch` (SPEC §9): what a subject is and when a backup is overdue. The
+/// `expect` rules are compiled and checked by `watch`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchSettings {
+    /// The fields whose non-empty values, joined by `/`, name a subject.
+    #[serde(deserialize_with = "de_string_list")]
+    pub by: Vec<String>,
+    /// A `backup.recovered` event after the first success that ends a bad run.
+    #[serde(deserialize_with = "de_bool")]
+    pub recovered: bool,
+    pub expect: Vec<ExpectConfig>,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            by: ["source", "stack", "server", "backup"]
+                .map(String::from)
+                .to_vec(),
+            recovered: true,
+            expect: Vec::new(),
+        }
+    }
+}
+
+/// One `watch.expect` rule: `every` (+ `grace`) or `cron` (+ `tz`, `grace`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectConfig {
+    /// Which subjects, with the keys and values of a route's `match`.
+    #[serde(default, rename = "match")]
+    pub matches: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub every: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub grace: Duration,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub remind: Option<Duration>,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub tz: Option<String>,
+}
+
+pub(crate) fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v => de_duration(v).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Loading
 
@@ -460,6 +515,7 @@ const TOP_KEYS: &[&str] = &[
     "sources",
     "destinations",
     "routes",
+    "watch",
 ];
 
 fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settings {
@@ -553,6 +609,11 @@ fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settin
             }
         }
         Some(_) => errors.push(ConfigError::new("routes", "expected a list of routes")),
+    }
+    if let Some(v) = top.remove("watch") {
+        if let Some(x) = parse_at("watch", v, errors) {
+            s.watch = x;
+        }
     }
     s
 }

@@ -14,6 +14,8 @@ pub enum Status {
     Missing,
     #[default]
     Unknown,
+    /// hookrelay's own `backup.recovered` event (SPEC §9), never a provider's.
+    Recovered,
 }
 
 impl Status {
@@ -24,22 +26,23 @@ impl Status {
             Status::Partial => "partial",
             Status::Missing => "missing",
             Status::Unknown => "unknown",
+            Status::Recovered => "recovered",
         }
     }
 
     /// `critical` for failure and missing, `warning` for partial and unknown,
-    /// `info` for success.
+    /// `info` for success and recovered.
     pub fn severity(self) -> &'static str {
         match self {
             Status::Failure | Status::Missing => "critical",
             Status::Partial | Status::Unknown => "warning",
-            Status::Success => "info",
+            Status::Success | Status::Recovered => "info",
         }
     }
 
     /// Every status, as routes and templates spell them.
     pub const NAMES: &'static [&'static str] =
-        &["success", "failure", "partial", "missing", "unknown"];
+        &["success", "failure", "partial", "missing", "unknown", "recovered"];
 
     pub fn parse(s: &str) -> Option<Status> {
         Some(match s {
@@ -48,6 +51,7 @@ impl Status {
             "partial" => Status::Partial,
             "missing" => Status::Missing,
             "unknown" => Status::Unknown,
+            "recovered" => Status::Recovered,
             _ => return None,
         })
     }
@@ -78,6 +82,21 @@ pub struct Event {
     pub message: Option<String>,
     /// RFC 3339, UTC: when hookrelay accepted the webhook.
     pub received_at: String,
+    /// Backup watch (SPEC §9), computed at ingest: the subject's key (the
+    /// `watch.by` fields' non-empty values joined by `/`). Read it with
+    /// [`Event::subject`], which falls back to the default fields.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Consecutive failure/partial/missing outcomes of the subject, this event
+    /// included (0 for a success).
+    #[serde(default)]
+    pub failures: u32,
+    /// RFC 3339: the subject's previous success before this event.
+    #[serde(default)]
+    pub last_success_at: Option<String>,
+    /// RFC 3339: when the current run of failures began (none when ok).
+    #[serde(default)]
+    pub down_since: Option<String>,
     /// The whole original payload.
     pub raw: Value,
 }
@@ -102,6 +121,9 @@ pub const FIELDS: &[&str] = &[
     "message",
     "subject",
     "received_at",
+    "failures",
+    "last_success_at",
+    "down_since",
 ];
 
 impl Event {
@@ -113,9 +135,12 @@ impl Event {
     /// `source`, `stack`, `server` and `backup` joined by `/`, e.g.
     /// `c66/my-production-app/server-abc123/myapp_production`. PagerDuty uses it as
     /// the `dedup_key`, so a success resolves the incident its failure opened.
-    /// These are the default `watch.by` fields; the backup watch replaces this
-    /// with its configured ones.
+    /// These are the default `watch.by` fields: an event the backup watch has
+    /// seen carries the key of its configured ones, which wins.
     pub fn subject(&self) -> String {
+        if let Some(key) = self.subject.as_ref().filter(|k| !k.is_empty()) {
+            return key.clone();
+        }
         [
             Some(&self.source),
             self.stack.as_ref(),
@@ -155,6 +180,9 @@ impl Event {
             "message" => opt(&self.message),
             "subject" => Some(self.subject()),
             "received_at" => Some(self.received_at.clone()),
+            "failures" => Some(self.failures.to_string()),
+            "last_success_at" => opt(&self.last_success_at),
+            "down_since" => opt(&self.down_since),
             _ => None,
         }
     }
@@ -187,6 +215,9 @@ impl Event {
             "received_at".into(),
             Value::String(self.received_at.clone()),
         );
+        m.insert("failures".into(), Value::from(self.failures));
+        m.insert("last_success_at".into(), s(&self.last_success_at));
+        m.insert("down_since".into(), s(&self.down_since));
         m
     }
 
@@ -281,5 +312,6 @@ mod tests {
         assert_eq!(Status::Partial.severity(), "warning");
         assert_eq!(Status::Unknown.severity(), "warning");
         assert_eq!(Status::Success.severity(), "info");
+        assert_eq!(Status::Recovered.severity(), "info");
     }
 }

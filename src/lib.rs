@@ -32,5 +32,7 @@ pub mod store;
 pub mod templates;
 /// The web page (`/ui`): backups board, delivery log, event page; sign-in.
 pub mod ui;
+/// Backup watch: subjects, deadlines, missed and recovered backups.
+pub mod watch;
 /// Delivery loops: claim, render, send, retry or bury.
 pub mod worker;

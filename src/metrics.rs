@@ -22,6 +22,8 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     queue_depth: Family<Labels, Gauge>,
+    backups: Family<Labels, Gauge>,
+    last_success: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -75,8 +77,22 @@ impl Metrics {
             "Pending deliveries per destination",
             queue_depth.clone(),
         );
+        let backups = Family::<Labels, Gauge>::default();
+        let last_success = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "backups",
+            "Backup-watch subjects per state (ok, failing, missing, new)",
+            backups.clone(),
+        );
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of each subject's last successful backup",
+            last_success.clone(),
+        );
         Metrics {
             registry,
+            backups,
+            last_success,
             received,
             rejected,
             unrouted,
@@ -135,6 +151,27 @@ impl Metrics {
             self.queue_depth
                 .get_or_create(&labels(&[("destination", d)]))
                 .set(*n);
+        }
+    }
+
+    /// Replaces the backup-watch gauges with a fresh reading of the subjects:
+    /// every state is present (0 included); subjects that never succeeded have no
+    /// last-success sample.
+    pub fn set_subjects(&self, subjects: &[crate::watch::Subject]) {
+        self.backups.clear();
+        for state in crate::watch::SubjectState::ALL {
+            let n = subjects.iter().filter(|s| s.state == state).count();
+            self.backups
+                .get_or_create(&labels(&[("state", state.as_str())]))
+                .set(n as i64);
+        }
+        self.last_success.clear();
+        for s in subjects {
+            if let Some(ms) = s.last_success_at {
+                self.last_success
+                    .get_or_create(&labels(&[("subject", &s.key)]))
+                    .set(ms as f64 / 1000.0);
+            }
         }
     }
 

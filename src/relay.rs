@@ -16,6 +16,7 @@ use crate::event::Event;
 use crate::routing::{self, Route};
 use crate::store::NewDelivery;
 use crate::templates::Templates;
+use crate::watch::Watch;
 
 pub struct Source {
     pub cfg: SourceConfig,
@@ -39,6 +40,7 @@ pub struct Relay {
     pub destinations: BTreeMap<String, Dest>,
     pub routes: Vec<Route>,
     pub templates: Templates,
+    pub watch: Watch,
 }
 
 fn subject_key(dest: &str) -> String {
@@ -138,6 +140,13 @@ impl Relay {
                 Vec::new()
             }
         };
+        let watch = match Watch::compile(&settings.watch) {
+            Ok(w) => w,
+            Err(e) => {
+                errors.extend(e);
+                Watch::default()
+            }
+        };
         let sources = settings
             .sources
             .iter()
@@ -158,6 +167,7 @@ impl Relay {
                 destinations,
                 routes,
                 templates,
+                watch,
             }),
             _ => Err(ConfigErrors {
                 file: settings.file.display().to_string(),

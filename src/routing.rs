@@ -4,7 +4,7 @@
 use regex::Regex;
 use serde_json::Value;
 
-use crate::config::{ConfigError, RouteConfig, SourceKind};
+use crate::config::{ConfigError, RouteConfig};
 use crate::event::{scalar_string, Event, Status, FIELDS, SEVERITIES};
 
 /// One condition on one field.
@@ -14,18 +14,23 @@ pub enum Cond {
     AnyOf(Vec<String>),
     Regex(Regex),
     Not(Box<Cond>),
+    /// A number at least / at most this (a value that is not a number never holds).
+    Gte(f64),
+    Lte(f64),
 }
 
 impl Cond {
-    fn holds(&self, value: Option<&str>) -> bool {
+    pub(crate) fn holds(&self, value: Option<&str>) -> bool {
         match self {
             Cond::AnyOf(list) => value.is_some_and(|v| list.iter().any(|x| x == v)),
             Cond::Regex(re) => value.is_some_and(|v| re.is_match(v)),
             Cond::Not(inner) => !inner.holds(value),
+            Cond::Gte(n) => number(value).is_some_and(|v| v >= *n),
+            Cond::Lte(n) => number(value).is_some_and(|v| v <= *n),
         }
     }
 
-    fn compile(place: &str, v: &Value, errors: &mut Vec<ConfigError>) -> Option<Cond> {
+    pub(crate) fn compile(place: &str, v: &Value, errors: &mut Vec<ConfigError>) -> Option<Cond> {
         match v {
             Value::Array(items) => {
                 let mut out = Vec::new();
@@ -64,10 +69,21 @@ impl Cond {
                 Cond::compile(&format!("{place}.not"), inner, errors)
                     .map(|c| Cond::Not(Box::new(c)))
             }
+            Value::Object(m) if m.len() == 1 && (m.contains_key("gte") || m.contains_key("lte")) => {
+                let (op, n) = m.iter().next()?;
+                let Some(n) = n.as_f64() else {
+                    errors.push(ConfigError::new(
+                        format!("{place}.{op}"),
+                        "expected a number",
+                    ));
+                    return None;
+                };
+                Some(if op == "gte" { Cond::Gte(n) } else { Cond::Lte(n) })
+            }
             Value::Object(_) => {
                 errors.push(ConfigError::new(
                     place,
-                    "expected a string, a list, {regex: …} or {not: …}",
+                    "expected a string, a list, {regex: …}, {not: …}, {gte: N} or {lte: N}",
                 ));
                 None
             }
@@ -78,6 +94,11 @@ impl Cond {
             other => scalar_string(other).map(|s| Cond::AnyOf(vec![s])),
         }
     }
+}
+
+/// A field's value as a number, for `{gte: N}` / `{lte: N}`.
+fn number(value: Option<&str>) -> Option<f64> {
+    value.and_then(|v| v.trim().parse::<f64>().ok())
 }
 
 fn first_line(s: &str) -> String {
@@ -182,13 +203,22 @@ pub fn compile(
     }
 }
 
+/// Every provider's name, and `hookrelay` for its own events (SPEC §9).
+const PROVIDERS: &[&str] = &[
+    "cloud66",
+    "simplebackups",
+    "centurylink",
+    "generic",
+    "hookrelay",
+];
+
 /// The values a field can take, for the fields that have a fixed set: a route
 /// comparing one of them with anything else can never match.
 fn enumerated(field: &str) -> Option<&'static [&'static str]> {
     match field {
         "status" => Some(Status::NAMES),
         "severity" => Some(SEVERITIES),
-        "provider" => Some(SourceKind::NAMES),
+        "provider" => Some(PROVIDERS),
         _ => None,
     }
 }
@@ -218,7 +248,8 @@ fn check_values(
         }
         Cond::Not(inner) => check_values(place, field, allowed, inner, errors),
         // A regex may well be meant to match several values; it is not second-guessed.
-        Cond::Regex(_) => {}
+        // Numbers are compared with numeric fields only.
+        Cond::Regex(_) | Cond::Gte(_) | Cond::Lte(_) => {}
     }
 }
 
@@ -420,7 +451,7 @@ mod tests {
         let errs = compile(&cfgs, |_| true, |_| true).unwrap_err();
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 4, "{lines:#?}");
-        assert!(lines[0].starts_with("routes[0].match.status: status is never \"failed\", so this can never match; did you mean failure? status is one of success, failure, partial, missing, unknown"), "{lines:#?}");
+        assert!(lines[0].starts_with("routes[0].match.status: status is never \"failed\", so this can never match; did you mean failure? status is one of success, failure, partial, missing, unknown, recovered"), "{lines:#?}");
         assert!(
             lines[1].starts_with("routes[1].match.severity: severity is never \"crit\""),
             "{lines:#?}"
@@ -449,7 +480,7 @@ mod tests {
         assert_eq!(suggest("ok", st), None);
         assert_eq!(suggest("warn", SEVERITIES), Some("warning"));
         assert_eq!(
-            suggest("simplebackup", SourceKind::NAMES),
+            suggest("simplebackup", crate::config::SourceKind::NAMES),
             Some("simplebackups")
         );
         assert_eq!(suggest("", st), None);

@@ -102,6 +102,11 @@ impl Application {
         let server = crate::http::server(listener, shared.clone(), &server_cfg)?;
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(retention(shared.clone(), stop_rx.clone()));
+        if workers {
+            // Missed-backup deadlines fire on the delivery side: an app built
+            // without its loops fires them through `watch::scan`.
+            tokio::spawn(crate::watch::run(shared.clone(), stop_rx.clone()));
+        }
         let worker = workers.then(|| tokio::spawn(crate::worker::run(shared.clone(), stop_rx)));
         Ok(Application {
             port,

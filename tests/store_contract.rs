@@ -67,7 +67,8 @@ fn new_event(key: &str, destinations: &[&str], window: Duration) -> NewEvent {
                 channel: None,
             })
             .collect(),
-    }
+    },
+    watch: None,
 }
 
 fn attempt(status: u16) -> Attempt {

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::startup::Shared;
 use crate::store::{event_summary, EventQuery, State, StoreError};
+use crate::watch::SubjectState;
 
 pub fn scope() -> Scope {
     web::scope("/api")
@@ -18,6 +19,7 @@ pub fn scope() -> Scope {
         .route("/events/{id}/replay", web::post().to(replay))
         .route("/deliveries", web::get().to(list_deliveries))
         .route("/deliveries/{id}/retry", web::post().to(retry))
+        .route("/backups", web::get().to(list_backups))
         .default_service(web::to(unknown))
 }
 
@@ -138,6 +140,38 @@ async fn list_deliveries(
         .list_deliveries(state, q.limit.unwrap_or(100).clamp(1, 1000))
         .await
         .map_err(|e| store_error(e, "delivery"))?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+struct BackupParams {
+    state: Option<String>,
+}
+
+/// `GET /api/backups`: every subject of the backup watch, worst first.
+async fn list_backups(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    q: web::Query<BackupParams>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &shared)?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(SubjectState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "state must be ok, failing, missing or new",
+            )
+        })?),
+    };
+    let items: Vec<Value> = shared
+        .store
+        .list_subjects(state)
+        .await
+        .map_err(|e| store_error(e, "subject"))?
+        .iter()
+        .map(|s| s.to_json())
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 

@@ -354,6 +354,16 @@ async fn accept(
     }
 
     let mut event = crate::providers::normalize(name, &source.cfg, raw, chrono::Utc::now());
+    // The subject as it is now, for the event's backup-watch fields (which routes
+    // may match on). The store applies the event to the subject again inside its
+    // transaction, so the subject's own row is always right; two events of one
+    // subject at the same moment may both carry the same `failures`.
+    let watch = crate::watch::subject_for(&relay, shared.store.as_ref(), &mut event)
+        .await
+        .map_err(|e| {
+            log::error!("source {name}: cannot read the event's subject: {e}");
+            IngestError::Storage
+        })?;
     let (routed, deliveries) = relay.plan(&event);
     let key = dedup_key(&event, text.as_bytes());
     let status = event.status.as_str();
@@ -371,7 +381,11 @@ async fn accept(
         source.cfg.dedup_window,
         routed,
         deliveries,
-    );
+    )
+    .map(|mut new| {
+        new.watch = Some(watch);
+        new
+    });
     drop(event);
     let stored = match new {
         Ok(new) => shared.store.ingest(new).await,
@@ -400,6 +414,8 @@ async fn accept(
                 duplicate: false,
             }))
         }
+        // Only hookrelay's own `backup.missing` claims a deadline.
+        Ingested::Skipped => Err(IngestError::Storage),
         Ingested::Duplicate { event_id } => {
             log::info!("duplicate of event {event_id} from {name}: {summary}; no new deliveries");
             Ok(HttpResponse::Ok().json(Answer {

@@ -32,6 +32,10 @@ pub async fn metrics(req: actix_web::HttpRequest, shared: web::Data<Shared>) -> 
         Ok(d) => shared.metrics.set_queue_depth(configured, &d),
         Err(e) => log::error!("metrics: cannot read queue depth: {e}"),
     }
+    match shared.store.list_subjects(None).await {
+        Ok(s) => shared.metrics.set_subjects(&s),
+        Err(e) => log::error!("metrics: cannot read the backup-watch subjects: {e}"),
+    }
     let accept = req
         .headers()
         .get(actix_web::http::header::ACCEPT)

@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 
 use crate::config::RateLimit;
 use crate::event::{Event, Status};
+use crate::watch::{Rule, Subject, SubjectState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,6 +92,30 @@ pub struct NewEvent {
     pub dedup_window: Duration,
     pub routed: bool,
     pub deliveries: Vec<NewDelivery>,
+    /// The subject to update in the same transaction (SPEC §9).
+    pub watch: Option<WatchUpdate>,
+}
+
+/// What an event does to its subject, applied by the backend inside the event's
+/// transaction with [`crate::watch::apply`] on the subject as it is there.
+#[derive(Debug, Clone)]
+pub struct WatchUpdate {
+    pub key: String,
+    /// The subject's fields from a provider's event; `None` for hookrelay's own
+    /// events, which keep the subject's.
+    pub fields: Option<serde_json::Map<String, Value>>,
+    /// The `expect` rule watching the subject, if any.
+    pub rule: Option<Arc<Rule>>,
+    /// When the event was received (unix ms), if the backend's clock did not
+    /// already stamp it: the subject's times are its events' `received_at`.
+    pub at: Option<i64>,
+    /// A `backup.missing` for this deadline: stored only if the subject's
+    /// `next_deadline` is still exactly this (else another claim fired it, and
+    /// the ingest answers [`Ingested::Skipped`]).
+    pub claim: Option<i64>,
+    /// The `backup.recovered` to store too if, in the transaction, this event
+    /// ends a bad run.
+    pub recovered: Option<Box<NewEvent>>,
 }
 
 impl NewEvent {
@@ -119,6 +144,7 @@ impl NewEvent {
             dedup_window,
             routed,
             deliveries,
+            watch: None,
         })
     }
 }
@@ -152,6 +178,8 @@ fn with_raw_text(event: &mut Event, raw_text: &str) -> serde_json::Result<String
 pub enum Ingested {
     Stored { event_id: String, deliveries: usize },
     Duplicate { event_id: String },
+    /// The deadline it claimed was already fired (or moved): nothing stored.
+    Skipped,
 }
 
 /// A claim on one delivery: its id and the token the claim handed out. A newer
@@ -365,6 +393,34 @@ pub trait Store: Send + Sync {
     async fn paused_for(&self, destination: &str) -> Result<Duration>;
     /// Pauses `destination` for `duration` (a `Retry-After`), on every process.
     async fn pause(&self, destination: &str, duration: Duration) -> Result<()>;
+    /// The subject `key` as stored (SPEC §9), if it exists.
+    async fn get_subject(&self, _key: &str) -> Result<Option<Subject>> {
+        Ok(None)
+    }
+    /// Every subject (or those in `state`), worst first: the items of
+    /// `GET /api/backups`.
+    async fn list_subjects(&self, _state: Option<SubjectState>) -> Result<Vec<Subject>> {
+        Ok(Vec::new())
+    }
+    /// Up to `limit` subjects whose `next_deadline` has passed (store clock).
+    async fn due_subjects(&self, _limit: usize) -> Result<Vec<Subject>> {
+        Ok(Vec::new())
+    }
+    /// Watches `key` from now on (an `expect` rule that names it): created as
+    /// `new` with its first deadline counted from now, unless it exists.
+    async fn watch_subject(
+        &self,
+        _key: &str,
+        _fields: &serde_json::Map<String, Value>,
+        _rule: Arc<Rule>,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// The subject's `expect` rule changed (a reload): its deadline is reckoned
+    /// again from its last success (or last event), a missing one's kept.
+    async fn set_rule(&self, _key: &str, _rule: Option<Arc<Rule>>) -> Result<()> {
+        Ok(())
+    }
     /// Backends that gather webhooks into one commit say how busy that is.
     fn ingest_gauge(&self) -> Option<&IngestGauge> {
         None

@@ -183,6 +183,22 @@ CREATE TABLE probe (
     at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Backup watch (SPEC §9): one row per subject, updated in each event's
+-- transaction. Times are unix ms; next_deadline is when a missed backup fires.
+CREATE TABLE subjects (
+    key             TEXT PRIMARY KEY,
+    state           TEXT NOT NULL,
+    failures        INTEGER NOT NULL DEFAULT 0,
+    last_event_at   INTEGER,
+    last_success_at INTEGER,
+    down_since      INTEGER,
+    next_deadline   INTEGER,
+    rule            TEXT,
+    fields          TEXT NOT NULL
+);
+CREATE INDEX subjects_deadline ON subjects (next_deadline) WHERE next_deadline IS NOT NULL;
+"#,
 ];
 
 fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -593,6 +609,17 @@ fn insert_delivery(conn: &Connection, event_id: &str, d: &NewDelivery, now: i64)
 
 fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
     let now = now_ms();
+    let subject = match &e.watch {
+        Some(w) => {
+            let prev = read_subject(conn, &w.key)?;
+            // One writer: what is read here is still so at the write below.
+            if w.claim.is_some() && prev.as_ref().and_then(|s| s.next_deadline) != w.claim {
+                return Ok(Ingested::Skipped);
+            }
+            Some(prev)
+        }
+        None => None,
+    };
     if !e.dedup_window.is_zero() {
         let since = now - e.dedup_window.as_millis() as i64;
         let dup: Option<String> = conn
@@ -609,6 +636,37 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
+    insert_event(conn, &id, e, now, &e.dedup_key)?;
+    for d in &e.deliveries {
+        insert_delivery(conn, &id, d, now)?;
+    }
+    if let (Some(w), Some(prev)) = (&e.watch, subject) {
+        let applied = crate::watch::apply(
+            prev.as_ref(),
+            &w.key,
+            w.fields.as_ref(),
+            e.status,
+            // The process's clock either way: SQLite has one process.
+            w.at.unwrap_or(now),
+            w.rule.as_deref(),
+            w.claim.is_some(),
+        );
+        write_subject(conn, &applied.subject)?;
+        if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
+            let rid = uuid::Uuid::now_v7().to_string();
+            insert_event(conn, &rid, r, now, &format!("recovered:{id}"))?;
+            for d in &r.deliveries {
+                insert_delivery(conn, &rid, d, now)?;
+            }
+        }
+    }
+    Ok(Ingested::Stored {
+        event_id: id,
+        deliveries: e.deliveries.len(),
+    })
+}
+
+fn insert_event(conn: &Connection, id: &str, e: &NewEvent, now: i64, dedup_key: &str) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (id, source, received_at, dedup_key, status, routed, event)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -617,18 +675,57 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
         id,
         e.source,
         now,
-        e.dedup_key,
+        dedup_key,
         e.status.as_str(),
         e.routed,
         e.event_json
     ])?;
-    for d in &e.deliveries {
-        insert_delivery(conn, &id, d, now)?;
-    }
-    Ok(Ingested::Stored {
-        event_id: id,
-        deliveries: e.deliveries.len(),
+    Ok(())
+}
+
+const SUBJECT_COLUMNS: &str =
+    "key, state, failures, last_event_at, last_success_at, down_since, next_deadline, rule, fields";
+
+fn subject_row(r: &rusqlite::Row) -> rusqlite::Result<Subject> {
+    let state: String = r.get(1)?;
+    let fields: String = r.get(8)?;
+    Ok(Subject {
+        key: r.get(0)?,
+        state: SubjectState::parse(&state).unwrap_or(SubjectState::New),
+        failures: r.get(2)?,
+        last_event_at: r.get(3)?,
+        last_success_at: r.get(4)?,
+        down_since: r.get(5)?,
+        next_deadline: r.get(6)?,
+        rule: r.get(7)?,
+        fields: serde_json::from_str(&fields).unwrap_or_default(),
     })
+}
+
+fn read_subject(conn: &Connection, key: &str) -> Result<Option<Subject>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = ?1"))?
+        .query_row(params![key], subject_row)
+        .optional()?)
+}
+
+fn write_subject(conn: &Connection, s: &Subject) -> Result<()> {
+    let fields = serde_json::to_string(&s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO subjects ({SUBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
+    .execute(params![
+        s.key,
+        s.state.as_str(),
+        s.failures,
+        s.last_event_at,
+        s.last_success_at,
+        s.down_since,
+        s.next_deadline,
+        s.rule,
+        fields
+    ])?;
+    Ok(())
 }
 
 /// The ids of leases still running at `now`, as a JSON array for `json_each`.
@@ -720,6 +817,10 @@ impl Store for SqliteStore {
         // allocated costs glibc's allocator a lock; the writer is the one serial stage).
         let e = Arc::new(e);
         let job = e.clone();
+        let wake = wake
+            || e.watch.as_ref().is_some_and(|w| {
+                w.recovered.as_ref().is_some_and(|r| !r.deliveries.is_empty())
+            });
         let r = self.write(move |c| ingest_tx(c, &job)).await;
         if wake && matches!(r, Ok(Ingested::Stored { .. })) {
             self.wake.notify_waiters();
@@ -923,6 +1024,88 @@ impl Store for SqliteStore {
         recorded
     }
 
+    async fn get_subject(&self, key: &str) -> Result<Option<Subject>> {
+        let key = key.to_string();
+        self.read(move |c| read_subject(c, &key)).await
+    }
+
+    async fn list_subjects(&self, state: Option<SubjectState>) -> Result<Vec<Subject>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE ?1 IS NULL OR state = ?1"
+            ))?;
+            let mut rows = stmt
+                .query_map(params![state.map(SubjectState::as_str)], subject_row)?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            crate::watch::sort_worst_first(&mut rows);
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn due_subjects(&self, limit: usize) -> Result<Vec<Subject>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SUBJECT_COLUMNS} FROM subjects
+                 WHERE next_deadline IS NOT NULL AND next_deadline <= ?1
+                 ORDER BY next_deadline LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![now_ms(), limit as i64], subject_row)?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn watch_subject(
+        &self,
+        key: &str,
+        fields: &serde_json::Map<String, Value>,
+        rule: Arc<Rule>,
+    ) -> Result<()> {
+        let (key, fields) = (key.to_string(), fields.clone());
+        self.write(move |c| {
+            if read_subject(c, &key)?.is_some() {
+                return Ok(());
+            }
+            let now = now_ms();
+            let s = Subject {
+                key: key.clone(),
+                state: SubjectState::New,
+                failures: 0,
+                last_event_at: None,
+                last_success_at: None,
+                down_since: None,
+                next_deadline: Some(rule.deadline_after(now)),
+                rule: Some(rule.fingerprint.clone()),
+                fields: fields.clone(),
+            };
+            write_subject(c, &s)
+        })
+        .await
+    }
+
+    async fn set_rule(&self, key: &str, rule: Option<Arc<Rule>>) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |c| {
+            let Some(mut s) = read_subject(c, &key)? else {
+                return Ok(());
+            };
+            if s.rule == rule.as_ref().map(|r| r.fingerprint.clone()) {
+                return Ok(());
+            }
+            s.rule = rule.as_ref().map(|r| r.fingerprint.clone());
+            // A missing subject keeps its reminder (or none): it already fired.
+            if s.state != SubjectState::Missing || rule.is_none() {
+                let base = s.last_success_at.or(s.last_event_at).unwrap_or_else(now_ms);
+                s.next_deadline = rule.as_ref().map(|r| r.deadline_after(base));
+            }
+            write_subject(c, &s)
+        })
+        .await
+    }
+
     async fn bury(&self, destination: &str, error: &str) -> Result<usize> {
         let (destination, error) = (destination.to_string(), error.to_string());
         self.write(move |c| {
@@ -1086,6 +1269,7 @@ impl Store for SqliteStore {
                     template: String::new(),
                     channel: None,
                 }],
+                watch: None,
             };
             let stored = ingest_tx(c, &probe);
             exec(c, "ROLLBACK TO probe")?;

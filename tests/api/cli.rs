@@ -348,6 +348,37 @@ fn a_storage_folder_hookrelay_may_not_write_is_named_with_permission_denied() {
         dir.path().join("data").display()
     );
     assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+#[test]
+fn check_names_the_place_of_a_bad_cron_expression_or_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        r#"
+sources:
+  c: { kind: cloud66 }
+watch:
+  expect:
+    - match: { source: c }
+      every: 24h
+    - match: { source: c, environment: production }
+      cron: "0 25 * * *"
+      tz: Europe/Berlin
+    - match: { source: c, stack: app }
+      cron: "0 2 * * *"
+      tz: Europe/Berlln
+"#,
+    )
+    .unwrap();
+    let out = run(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "watch.expect[1].cron: cannot read \"0 25 * * *\" as a cron expression",
+        "watch.expect[2].tz: unknown time zone \"Europe/Berlln\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains(": 2 errors"), "{err}");
 }
 
 #[test]

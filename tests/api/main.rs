@@ -17,3 +17,4 @@ mod telegram;
 mod ui;
 mod ui_browser;
 mod ui_webdriver;
+mod watch;

@@ -1,0 +1,922 @@
+//! Backup watch (SPEC §9): subjects, their states, deadlines and the synthetic
+//! `backup.missing` / `backup.recovered` events.
+//!
+//! The pure part lives here: compiling `watch` (with the places of its errors),
+//! the subject key of an event, the state transition one outcome makes
+//! ([`apply`]), deadline maths for `every` and `cron` rules (DST as Debian cron
+//! does it), and the synthetic events' wording. The storage backends call
+//! [`apply`] inside the transaction that stores the event, so a subject's state
+//! never disagrees with the log; the scanner ([`run`]) claims due deadlines
+//! through the store, which stores each `backup.missing` with its deliveries in
+//! the same transaction as the claim.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::watch as signal;
+
+use crate::config::{ConfigError, ExpectConfig, WatchSettings};
+use crate::event::{Event, Status, FIELDS};
+use crate::routing::Cond;
+use crate::startup::Shared;
+use crate::store::{ms_to_rfc3339, NewEvent, WatchUpdate};
+
+/// The fields of the latest provider event a subject keeps, to name it in
+/// `/api/backups` and to fill its synthetic events.
+pub const SUBJECT_FIELDS: &[&str] = &[
+    "source",
+    "provider",
+    "stack",
+    "environment",
+    "server",
+    "account",
+    "backup",
+    "database",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectState {
+    Ok,
+    Failing,
+    Missing,
+    New,
+}
+
+impl SubjectState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectState::Ok => "ok",
+            SubjectState::Failing => "failing",
+            SubjectState::Missing => "missing",
+            SubjectState::New => "new",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SubjectState> {
+        Some(match s {
+            "ok" => SubjectState::Ok,
+            "failing" => SubjectState::Failing,
+            "missing" => SubjectState::Missing,
+            "new" => SubjectState::New,
+            _ => return None,
+        })
+    }
+
+    /// Worst first: missing, failing, new, ok.
+    pub fn rank(self) -> u8 {
+        match self {
+            SubjectState::Missing => 0,
+            SubjectState::Failing => 1,
+            SubjectState::New => 2,
+            SubjectState::Ok => 3,
+        }
+    }
+
+    pub const ALL: [SubjectState; 4] = [
+        SubjectState::Ok,
+        SubjectState::Failing,
+        SubjectState::Missing,
+        SubjectState::New,
+    ];
+}
+
+/// One subject as stored. Times are unix milliseconds of the store's clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subject {
+    pub key: String,
+    pub state: SubjectState,
+    pub failures: u32,
+    pub last_event_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub down_since: Option<i64>,
+    pub next_deadline: Option<i64>,
+    /// The fingerprint of the `expect` rule its deadline was reckoned with.
+    pub rule: Option<String>,
+    /// [`SUBJECT_FIELDS`] of its latest provider event.
+    pub fields: Map<String, Value>,
+}
+
+impl Subject {
+    fn fresh(key: &str) -> Subject {
+        Subject {
+            key: key.to_string(),
+            state: SubjectState::New,
+            failures: 0,
+            last_event_at: None,
+            last_success_at: None,
+            down_since: None,
+            next_deadline: None,
+            rule: None,
+            fields: Map::new(),
+        }
+    }
+
+    /// An item of `GET /api/backups`.
+    pub fn to_json(&self) -> Value {
+        let t = |v: Option<i64>| v.map(|ms| Value::String(ms_to_rfc3339(ms))).unwrap_or(Value::Null);
+        let f = |k: &str| self.fields.get(k).cloned().unwrap_or(Value::Null);
+        serde_json::json!({
+            "subject": self.key,
+            "state": self.state,
+            "source": f("source"),
+            "stack": f("stack"),
+            "environment": f("environment"),
+            "server": f("server"),
+            "account": f("account"),
+            "backup": f("backup"),
+            "last_event_at": t(self.last_event_at),
+            "last_success_at": t(self.last_success_at),
+            "failures": self.failures,
+            "down_since": t(self.down_since),
+            "next_deadline": t(self.next_deadline),
+        })
+    }
+
+    /// An event carrying the subject's fields, for matching `expect` rules.
+    pub fn as_event(&self) -> Event {
+        let s = |k: &str| self.fields.get(k).and_then(Value::as_str).map(str::to_string);
+        Event {
+            source: s("source").unwrap_or_default(),
+            provider: s("provider").unwrap_or_default(),
+            stack: s("stack"),
+            environment: s("environment"),
+            server: s("server"),
+            account: s("account"),
+            backup: s("backup"),
+            database: s("database"),
+            subject: Some(self.key.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Sorts subjects worst first (missing, failing, new, ok), the longest down first,
+/// then by key.
+pub fn sort_worst_first(subjects: &mut [Subject]) {
+    subjects.sort_by(|a, b| {
+        (a.state.rank(), a.down_since.unwrap_or(i64::MAX), &a.key).cmp(&(
+            b.state.rank(),
+            b.down_since.unwrap_or(i64::MAX),
+            &b.key,
+        ))
+    });
+}
+
+/// When a success is due.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Every(Duration),
+    Cron {
+        cron: Box<croner::Cron>,
+        text: String,
+        tz: chrono_tz::Tz,
+    },
+}
+
+/// A compiled `watch.expect` rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub index: usize,
+    pub conditions: Vec<(String, Cond)>,
+    pub schedule: Schedule,
+    pub grace: Duration,
+    pub remind: Option<Duration>,
+    /// Its settings as text: a reload recomputes the deadlines of the subjects
+    /// whose rule's fingerprint changed, and only those.
+    pub fingerprint: String,
+    /// The subject it names when its `match` gives a plain value for every `by`
+    /// field: (key, fields).
+    pub pinned: Option<(String, Map<String, Value>)>,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Rule {
+    pub fn matches(&self, e: &Event) -> bool {
+        self.conditions
+            .iter()
+            .all(|(field, cond)| cond.holds(e.field(field).as_deref()))
+    }
+
+    /// The deadline for a success, counting from `base` (unix ms): `every` +
+    /// `grace` later, or the next cron run after it + `grace`.
+    pub fn deadline_after(&self, base: i64) -> i64 {
+        let due = match &self.schedule {
+            Schedule::Every(every) => base.saturating_add(ms(*every)),
+            Schedule::Cron { cron, tz, .. } => {
+                next_run(cron, *tz, base).unwrap_or(i64::MAX - ms(self.grace))
+            }
+        };
+        due.saturating_add(ms(self.grace))
+    }
+
+    /// "every 24h (+1h grace)" / "by each run of `0 2 * * *` (Europe/Berlin) + 2h grace".
+    pub fn describe(&self) -> String {
+        let grace = if self.grace.is_zero() {
+            String::new()
+        } else {
+            format!(" (+{} grace)", human(self.grace))
+        };
+        match &self.schedule {
+            Schedule::Every(every) => format!("expected every {}{grace}", human(*every)),
+            Schedule::Cron { text, tz, .. } => {
+                format!("expected after each run of \"{text}\" ({tz}){grace}")
+            }
+        }
+    }
+}
+
+/// A duration as people write it in the config: `24h`, `30m`, `2s`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s > 0 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The first run of `cron` strictly after `after` (unix ms), in `tz`, as Debian
+/// cron runs it across DST changes: a run whose local time falls in a skipped
+/// hour happens at once when the clock jumps (the first valid instant after the
+/// gap); a run in a repeated hour happens once, at its first occurrence.
+pub fn next_run(cron: &croner::Cron, tz: chrono_tz::Tz, after: i64) -> Option<i64> {
+    let after_utc = DateTime::<Utc>::from_timestamp_millis(after)?;
+    // Wall-clock times are searched as if they were UTC (no gaps, no repeats),
+    // then placed in the zone.
+    let mut local = after_utc.with_timezone(&tz).naive_local();
+    for _ in 0..1000 {
+        let as_utc = Utc.from_utc_datetime(&local);
+        let next = cron.find_next_occurrence(&as_utc, false).ok()?.naive_utc();
+        let at = place(tz, next)?;
+        if at > after {
+            return Some(at);
+        }
+        // The earlier of a repeated hour's two instants (already past), or a
+        // gap's run moved before `after`: look further.
+        local = next;
+    }
+    None
+}
+
+/// A wall-clock time in `tz` as unix ms: the first of two in a repeated hour; in
+/// a skipped hour, the instant the clock jumps to (the gap's end).
+fn place(tz: chrono_tz::Tz, local: NaiveDateTime) -> Option<i64> {
+    use chrono::LocalResult;
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => Some(t.timestamp_millis()),
+        LocalResult::Ambiguous(a, _) => Some(a.timestamp_millis()),
+        // Gaps are whole minutes (at most a few hours): the first valid minute.
+        LocalResult::None => (1..=24 * 60).find_map(|m| {
+            match tz.from_local_datetime(&(local + chrono::Duration::minutes(m))) {
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.timestamp_millis()),
+                LocalResult::None => None,
+            }
+        }),
+    }
+}
+
+/// `watch`, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    pub by: Vec<String>,
+    pub recovered: bool,
+    pub rules: Vec<Arc<Rule>>,
+}
+
+impl Watch {
+    /// Compiles `watch`, naming the place of every error
+    /// (`watch.expect[1].cron: …`).
+    pub fn compile(s: &WatchSettings) -> Result<Watch, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        if s.by.is_empty() {
+            errors.push(ConfigError::new("watch.by", "needs at least one field"));
+        }
+        for (i, f) in s.by.iter().enumerate() {
+            if !f.starts_with("raw.") && !FIELDS.contains(&f.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("watch.by[{i}]"),
+                    format!("unknown field {f:?}; use a normalized field or raw.<path>"),
+                ));
+            }
+        }
+        let mut rules = Vec::new();
+        for (i, x) in s.expect.iter().enumerate() {
+            if let Some(r) = compile_rule(i, x, &s.by, &mut errors) {
+                rules.push(Arc::new(r));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Watch {
+                by: s.by.clone(),
+                recovered: s.recovered,
+                rules,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The subject key: the `by` fields' non-empty values joined by `/`.
+    pub fn subject_key(&self, e: &Event) -> String {
+        let parts: Vec<String> = self
+            .by
+            .iter()
+            .filter_map(|f| e.field(f))
+            .filter(|v| !v.is_empty())
+            .collect();
+        parts.join("/")
+    }
+
+    /// The first `expect` rule whose `match` the event (or subject) meets.
+    pub fn rule_for(&self, e: &Event) -> Option<&Arc<Rule>> {
+        self.rules.iter().find(|r| r.matches(e))
+    }
+}
+
+fn compile_rule(
+    i: usize,
+    x: &ExpectConfig,
+    by: &[String],
+    errors: &mut Vec<ConfigError>,
+) -> Option<Rule> {
+    let place = format!("watch.expect[{i}]");
+    let before = errors.len();
+    let mut conditions = Vec::new();
+    let mut plain: Map<String, Value> = Map::new();
+    for (field, v) in x.matches.iter().flatten() {
+        let fplace = format!("{place}.match.{field}");
+        if !field.starts_with("raw.") && !FIELDS.contains(&field.as_str()) {
+            errors.push(ConfigError::new(
+                fplace,
+                format!("unknown field {field:?}; use a normalized field or raw.<path>"),
+            ));
+            continue;
+        }
+        if let Some(c) = Cond::compile(&fplace, v, errors) {
+            if let (Value::String(_) | Value::Number(_) | Value::Bool(_), Some(s)) =
+                (v, crate::event::scalar_string(v))
+            {
+                plain.insert(field.clone(), Value::String(s));
+            }
+            conditions.push((field.clone(), c));
+        }
+    }
+    let tz = match x.tz.as_deref() {
+        None => chrono_tz::UTC,
+        Some(name) => match chrono_tz::Tz::from_str(name.trim()) {
+            Ok(tz) => tz,
+            Err(_) => {
+                errors.push(ConfigError::new(
+                    format!("{place}.tz"),
+                    format!("unknown time zone {name:?}; expected a name such as UTC or Europe/Berlin"),
+                ));
+                chrono_tz::UTC
+            }
+        },
+    };
+    let schedule = match (&x.every, &x.cron) {
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::new(
+                &place,
+                "give either `every` or `cron`, not both",
+            ));
+            None
+        }
+        (None, None) => {
+            errors.push(ConfigError::new(
+                &place,
+                "needs `every` (e.g. every: 24h) or `cron` (e.g. cron: \"0 2 * * *\")",
+            ));
+            None
+        }
+        (Some(every), None) => {
+            if every.is_zero() {
+                errors.push(ConfigError::new(format!("{place}.every"), "must be more than 0s"));
+            }
+            if x.tz.is_some() {
+                errors.push(ConfigError::new(
+                    format!("{place}.tz"),
+                    "only goes with `cron`",
+                ));
+            }
+            Some(Schedule::Every(*every))
+        }
+        (None, Some(text)) => match croner::Cron::from_str(text.trim()) {
+            Ok(cron) => Some(Schedule::Cron {
+                cron: Box::new(cron),
+                text: text.trim().to_string(),
+                tz,
+            }),
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    format!("{place}.cron"),
+                    format!("cannot read {text:?} as a cron expression: {e}"),
+                ));
+                None
+            }
+        },
+    };
+    if x.remind.is_some_and(|r| r.is_zero()) {
+        errors.push(ConfigError::new(format!("{place}.remind"), "must be more than 0s"));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let pinned = by
+        .iter()
+        .all(|f| plain.contains_key(f))
+        .then(|| {
+            let values: Vec<String> = by
+                .iter()
+                .filter_map(|f| plain.get(f).and_then(Value::as_str))
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect();
+            let fields = plain
+                .iter()
+                .filter(|(k, _)| SUBJECT_FIELDS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (values.join("/"), fields)
+        });
+    Some(Rule {
+        index: i,
+        conditions,
+        schedule: schedule?,
+        grace: x.grace,
+        remind: x.remind,
+        fingerprint: format!(
+            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            i,
+            x.matches.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default()),
+            x.every,
+            x.grace,
+            x.remind,
+            x.cron,
+            x.tz
+        ),
+        pinned,
+    })
+}
+
+/// What one outcome did to its subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub subject: Subject,
+    /// The event's backup-watch fields: failures (this event included), the
+    /// previous success, when the current bad run began.
+    pub failures: u32,
+    pub last_success_at: Option<i64>,
+    pub down_since: Option<i64>,
+    /// A success that ended a bad run: (how many failures and misses, since when).
+    pub recovered: Option<(u32, Option<i64>)>,
+}
+
+/// The state transition one outcome makes (SPEC §9's table), at `now` (unix ms,
+/// the store's clock). `fields`: the event's subject fields (none for hookrelay's
+/// own events, which keep the subject's). `rule`: the `expect` rule watching it.
+/// `claimed`: this is the `backup.missing` of a claimed deadline (then the next
+/// deadline is the reminder, if any).
+pub fn apply(
+    prev: Option<&Subject>,
+    key: &str,
+    fields: Option<&Map<String, Value>>,
+    status: Status,
+    now: i64,
+    rule: Option<&Rule>,
+    claimed: bool,
+) -> Applied {
+    let first = prev.is_none();
+    let mut s = prev.cloned().unwrap_or_else(|| Subject::fresh(key));
+    // A provider's event: hookrelay's own keep the subject's fields and times.
+    if let Some(f) = fields {
+        s.fields = f.clone();
+        s.last_event_at = Some(now);
+    }
+    let previous_success = s.last_success_at;
+    let mut recovered = None;
+    let fingerprint = rule.map(|r| r.fingerprint.clone());
+    let rule_changed = !first && s.rule != fingerprint;
+    match status {
+        Status::Success | Status::Recovered => {
+            if matches!(s.state, SubjectState::Failing | SubjectState::Missing) && s.failures > 0
+            {
+                recovered = Some((s.failures, s.down_since));
+            }
+            s.state = SubjectState::Ok;
+            s.failures = 0;
+            s.down_since = None;
+            s.last_success_at = Some(now);
+            s.next_deadline = rule.map(|r| r.deadline_after(now));
+        }
+        Status::Failure | Status::Partial | Status::Missing => {
+            s.state = if status == Status::Missing {
+                SubjectState::Missing
+            } else {
+                SubjectState::Failing
+            };
+            s.failures = s.failures.saturating_add(1);
+            s.down_since.get_or_insert(now);
+            if claimed {
+                s.next_deadline = rule.and_then(|r| r.remind).map(|r| now.saturating_add(ms(r)));
+            } else if first || rule_changed {
+                s.next_deadline = rule.map(|r| r.deadline_after(s.last_success_at.unwrap_or(now)));
+            }
+        }
+        // An unknown never changes another state.
+        Status::Unknown => {
+            if first || rule_changed {
+                s.next_deadline = rule.map(|r| r.deadline_after(s.last_success_at.unwrap_or(now)));
+            }
+        }
+    }
+    s.rule = fingerprint;
+    Applied {
+        failures: s.failures,
+        last_success_at: previous_success,
+        down_since: s.down_since,
+        recovered,
+        subject: s,
+    }
+}
+
+/// The subject `e` belongs to, its fields and rule, for the store to update in
+/// the event's transaction; the event gets its backup-watch fields from `prev`
+/// (the subject as read before routing).
+pub fn prepare(watch: &Watch, e: &mut Event, prev: Option<&Subject>, now: i64) -> WatchUpdate {
+    let key = watch.subject_key(e);
+    let rule = watch.rule_for(e).cloned();
+    let fields = subject_fields(e);
+    let applied = apply(prev, &key, Some(&fields), e.status, now, rule.as_deref(), false);
+    set_fields(e, &key, &applied);
+    WatchUpdate {
+        key,
+        fields: Some(fields),
+        rule,
+        at: Some(now),
+        claim: None,
+        recovered: None,
+    }
+}
+
+/// Reads the event's subject, sets the event's backup-watch fields and says what
+/// the store is to do to the subject, with the `backup.recovered` to store if the
+/// event ends a bad run (routed now, like any event).
+pub async fn subject_for(
+    relay: &crate::relay::Relay,
+    store: &dyn crate::store::Store,
+    e: &mut Event,
+) -> crate::store::Result<WatchUpdate> {
+    let key = relay.watch.subject_key(e);
+    let prev = store.get_subject(&key).await?;
+    // The subject's times are the events' own `received_at`, so an event's
+    // `last_success_at` is exactly the previous success's `received_at`.
+    let now = chrono::DateTime::parse_from_rfc3339(&e.received_at)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or_else(|_| crate::store::now_ms());
+    let mut update = prepare(&relay.watch, e, prev.as_ref(), now);
+    let ends_bad_run = prev.as_ref().is_some_and(|p| {
+        matches!(p.state, SubjectState::Failing | SubjectState::Missing) && p.failures > 0
+    });
+    if relay.watch.recovered && e.status == Status::Success && ends_bad_run {
+        if let Some(p) = &prev {
+            let mut r = recovered_event(e, p.failures, p.down_since, now);
+            let (routed, deliveries) = relay.plan(&r);
+            let new = NewEvent::new(&mut r, None, String::new(), Duration::ZERO, routed, deliveries)?;
+            update.recovered = Some(Box::new(new));
+        }
+    }
+    Ok(update)
+}
+
+/// Sets the event's backup-watch fields.
+pub fn set_fields(e: &mut Event, key: &str, a: &Applied) {
+    e.subject = Some(key.to_string());
+    e.failures = a.failures;
+    e.last_success_at = a.last_success_at.map(ms_to_rfc3339);
+    e.down_since = a.down_since.map(ms_to_rfc3339);
+}
+
+/// [`SUBJECT_FIELDS`] of an event.
+pub fn subject_fields(e: &Event) -> Map<String, Value> {
+    SUBJECT_FIELDS
+        .iter()
+        .filter_map(|f| e.field(f).map(|v| (f.to_string(), Value::String(v))))
+        .collect()
+}
+
+/// "2 days", "3 hours", "5 minutes", "40 seconds": how long, in the largest unit.
+pub fn ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    let (n, unit) = if s >= 2 * 86_400 {
+        (s / 86_400, "day")
+    } else if s >= 2 * 3600 {
+        (s / 3600, "hour")
+    } else if s >= 2 * 60 {
+        (s / 60, "minute")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+fn utc_minutes(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// The synthetic `backup.missing` for a subject whose deadline passed.
+pub fn missing_event(s: &Subject, rule: Option<&Rule>, deadline: i64, now: i64) -> Event {
+    let mut e = s.as_event();
+    e.provider = "hookrelay".into();
+    e.event = Some("backup.missing".into());
+    e.status = Status::Missing;
+    e.occurred_at = Some(ms_to_rfc3339(deadline));
+    e.received_at = ms_to_rfc3339(now);
+    let since = match s.last_success_at {
+        Some(t) => format!("No successful backup since {}", utc_minutes(t)),
+        None => format!(
+            "No successful backup since hookrelay began watching{}",
+            s.last_event_at
+                .map(|t| format!(" (last event {})", utc_minutes(t)))
+                .unwrap_or_default()
+        ),
+    };
+    let expected = rule.map(|r| format!("; {}", r.describe())).unwrap_or_default();
+    e.message = Some(format!("{since}{expected}"));
+    e.raw = serde_json::json!({
+        "subject": s.key,
+        "deadline": ms_to_rfc3339(deadline),
+        "expected": rule.map(|r| r.describe()),
+    });
+    e
+}
+
+/// The synthetic `backup.recovered` that follows `success`: it ended a run of
+/// `failures` failures and misses that began at `down_since`.
+pub fn recovered_event(success: &Event, failures: u32, down_since: Option<i64>, now: i64) -> Event {
+    let mut e = Event {
+        source: success.source.clone(),
+        stack: success.stack.clone(),
+        environment: success.environment.clone(),
+        server: success.server.clone(),
+        account: success.account.clone(),
+        backup: success.backup.clone(),
+        database: success.database.clone(),
+        subject: success.subject.clone(),
+        last_success_at: success.last_success_at.clone(),
+        ..Default::default()
+    };
+    e.provider = "hookrelay".into();
+    e.event = Some("backup.recovered".into());
+    e.status = Status::Recovered;
+    e.failures = failures;
+    e.down_since = down_since.map(ms_to_rfc3339);
+    e.occurred_at = Some(ms_to_rfc3339(now));
+    e.received_at = ms_to_rfc3339(now);
+    let noun = if failures == 1 { "failure" } else { "failures" };
+    let down = down_since
+        .map(|t| format!(", down {}", ago(now - t)))
+        .unwrap_or_default();
+    e.message = Some(format!("Back after {failures} {noun}{down}"));
+    e.raw = serde_json::json!({ "subject": e.subject, "failures": failures });
+    e
+}
+
+/// Checks due deadlines about every second (and after a reload) until stopped:
+/// each due one is claimed in the transaction that stores its `backup.missing`,
+/// so it fires once, whichever process claims it, after any restart.
+pub async fn run(shared: Arc<Shared>, mut stop: signal::Receiver<bool>) {
+    let mut synced: Option<usize> = None;
+    loop {
+        let relay = shared.relay.load_full();
+        // Pinned subjects and changed rules, once per loaded config.
+        let generation = Arc::as_ptr(&relay) as usize;
+        if synced != Some(generation) {
+            match sync(&shared, &relay.watch).await {
+                Ok(()) => synced = Some(generation),
+                Err(e) => log::error!("watch: cannot update subjects for the config: {e}"),
+            }
+        }
+        if let Err(e) = scan(&shared).await {
+            log::error!("watch: cannot check deadlines: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shared.reloaded.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Creates the subjects pinned by `expect` rules and recomputes the deadlines of
+/// subjects whose rule changed.
+async fn sync(shared: &Shared, watch: &Watch) -> crate::store::Result<()> {
+    for r in &watch.rules {
+        if let Some((key, fields)) = &r.pinned {
+            shared.store.watch_subject(key, fields, r.clone()).await?;
+        }
+    }
+    for s in shared.store.list_subjects(None).await? {
+        let rule = watch.rule_for(&s.as_event());
+        if s.rule.as_deref() != rule.map(|r| r.fingerprint.as_str()) {
+            shared.store.set_rule(&s.key, rule.cloned()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Fires every due deadline.
+pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
+    let mut fired = 0;
+    let due = shared.store.due_subjects(100).await?;
+    for s in due {
+        let Some(deadline) = s.next_deadline else {
+            continue;
+        };
+        let relay = shared.relay.load_full();
+        let rule = relay.watch.rule_for(&s.as_event()).cloned();
+        let now = crate::store::now_ms();
+        let mut e = missing_event(&s, rule.as_deref(), deadline, now);
+        let applied = apply(Some(&s), &s.key, None, Status::Missing, now, rule.as_deref(), true);
+        set_fields(&mut e, &s.key, &applied);
+        let (routed, deliveries) = relay.plan(&e);
+        let mut new = NewEvent::new(
+            &mut e,
+            None,
+            format!("missing:{}:{deadline}", s.key),
+            Duration::ZERO,
+            routed,
+            deliveries,
+        )?;
+        new.watch = Some(WatchUpdate {
+            key: s.key.clone(),
+            fields: None,
+            rule,
+            at: None,
+            claim: Some(deadline),
+            recovered: None,
+        });
+        if let crate::store::Ingested::Stored { event_id, deliveries } =
+            shared.store.ingest(new).await?
+        {
+            fired += 1;
+            shared.metrics.received(&s.fields.get("source").and_then(Value::as_str).unwrap_or(""), "missing");
+            log::info!(
+                "backup missing: {} (deadline {}): event {event_id}, {deliveries} deliveries",
+                s.key,
+                ms_to_rfc3339(deadline)
+            );
+        }
+    }
+    Ok(fired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cron(text: &str, tz: &str) -> (croner::Cron, chrono_tz::Tz) {
+        (
+            croner::Cron::from_str(text).unwrap(),
+            chrono_tz::Tz::from_str(tz).unwrap(),
+        )
+    }
+
+    fn at(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn a_run_in_the_skipped_hour_happens_when_the_clock_jumps() {
+        // Europe/Berlin, 2026-03-29: 02:00 CET jumps to 03:00 CEST (01:00 UTC).
+        let (c, tz) = cron("30 2 * * *", "Europe/Berlin");
+        let next = next_run(&c, tz, at("2026-03-28T12:00:00Z")).unwrap();
+        assert_eq!(ms_to_rfc3339(next), "2026-03-29T01:00:00Z");
+        // And the day after, at 02:30 CEST again.
+        let after = next_run(&c, tz, next).unwrap();
+        assert_eq!(ms_to_rfc3339(after), "2026-03-30T00:30:00Z");
+    }
+
+    #[test]
+    fn a_run_in_the_repeated_hour_happens_once() {
+        // Europe/Berlin, 2026-10-25: 03:00 CEST goes back to 02:00 CET (01:00 UTC).
+        let (c, tz) = cron("30 2 * * *", "Europe/Berlin");
+        let first = next_run(&c, tz, at("2026-10-24T12:00:00Z")).unwrap();
+        assert_eq!(ms_to_rfc3339(first), "2026-10-25T00:30:00Z");
+        // Not again at 02:30 CET (01:30 UTC) the same night: the next day.
+        let second = next_run(&c, tz, first).unwrap();
+        assert_eq!(ms_to_rfc3339(second), "2026-10-26T01:30:00Z");
+    }
+
+    #[test]
+    fn an_hourly_cron_keeps_every_real_hour_across_the_changes() {
+        let (c, tz) = cron("15 * * * *", "Europe/Berlin");
+        let mut t = at("2026-10-24T23:00:00Z");
+        let mut runs = Vec::new();
+        for _ in 0..4 {
+            t = next_run(&c, tz, t).unwrap();
+            runs.push(ms_to_rfc3339(t));
+        }
+        // 01:15 CEST, 02:15 CEST, then 02:15 CET is the repeated hour (once), 03:15 CET.
+        assert_eq!(
+            runs,
+            [
+                "2026-10-24T23:15:00Z",
+                "2026-10-25T00:15:00Z",
+                "2026-10-25T02:15:00Z",
+                "2026-10-25T03:15:00Z"
+            ]
+        );
+    }
+
+    fn watch(yaml: &str) -> std::result::Result<Watch, Vec<ConfigError>> {
+        let s: WatchSettings = serde_json::from_str(yaml).unwrap();
+        Watch::compile(&s)
+    }
+
+    #[test]
+    fn errors_name_their_place() {
+        let e = watch(
+            r#"{"expect": [{"every": "1h"}, {"cron": "61 2 * * *", "tz": "Mars/Olympus"}, {"match": {"nope": "x"}, "every": "1h", "cron": "0 2 * * *"}]}"#,
+        )
+        .unwrap_err();
+        let places: Vec<&str> = e.iter().map(|e| e.place.as_str()).collect();
+        assert_eq!(
+            places,
+            [
+                "watch.expect[1].tz",
+                "watch.expect[1].cron",
+                "watch.expect[2].match.nope",
+                "watch.expect[2]"
+            ],
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_naming_every_by_field_pins_its_subject() {
+        let w = watch(r#"{"by": ["source", "server", "backup"], "expect": [
+            {"match": {"source": "ctl", "server": "DB01", "backup": "nightly"}, "every": "2s"},
+            {"match": {"source": "ctl"}, "every": "2s"}]}"#)
+        .unwrap();
+        assert_eq!(w.rules[0].pinned.as_ref().unwrap().0, "ctl/DB01/nightly");
+        assert!(w.rules[1].pinned.is_none());
+    }
+
+    fn ev(status: Status) -> Status {
+        status
+    }
+
+    #[test]
+    fn failures_count_and_reset_and_a_success_after_them_recovers() {
+        let w = watch(r#"{"expect": [{"every": "10s", "grace": "1s"}]}"#).unwrap();
+        let r = w.rules[0].as_ref();
+        let a = apply(None, "k", None, ev(Status::Success), 1_000, Some(r), false);
+        assert_eq!(a.subject.state, SubjectState::Ok);
+        assert_eq!(a.subject.next_deadline, Some(12_000));
+        assert_eq!(a.recovered, None);
+        let b = apply(Some(&a.subject), "k", None, Status::Failure, 2_000, Some(r), false);
+        assert_eq!((b.failures, b.down_since, b.last_success_at), (1, Some(2_000), Some(1_000)));
+        // A failure does not move the deadline: a success is due.
+        assert_eq!(b.subject.next_deadline, Some(12_000));
+        let c = apply(Some(&b.subject), "k", None, Status::Unknown, 3_000, Some(r), false);
+        assert_eq!(c.subject.state, SubjectState::Failing, "unknown changes nothing");
+        let d = apply(Some(&c.subject), "k", None, Status::Missing, 12_500, Some(r), true);
+        assert_eq!((d.subject.state, d.failures), (SubjectState::Missing, 2));
+        assert_eq!(d.subject.next_deadline, None, "no remind: nothing repeats");
+        let e = apply(Some(&d.subject), "k", None, Status::Success, 20_000, Some(r), false);
+        assert_eq!(e.recovered, Some((2, Some(2_000))));
+        assert_eq!((e.failures, e.down_since), (0, None));
+        assert_eq!(e.subject.next_deadline, Some(31_000));
+        let f = apply(Some(&e.subject), "k", None, Status::Success, 21_000, Some(r), false);
+        assert_eq!(f.recovered, None, "only after a bad run");
+    }
+
+    #[test]
+    fn only_unknowns_so_far_is_new() {
+        let a = apply(None, "k", None, Status::Unknown, 1, None, false);
+        assert_eq!(a.subject.state, SubjectState::New);
+        assert_eq!(a.subject.next_deadline, None);
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(ago(2 * 86_400_000 + 5_000), "2 days");
+        assert_eq!(ago(90 * 60_000), "90 minutes");
+        assert_eq!(ago(1_000), "1 second");
+        assert_eq!(human(Duration::from_secs(86_400)), "24h");
+        assert_eq!(human(Duration::from_secs(2)), "2s");
+    }
+}
