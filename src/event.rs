@@ -41,8 +41,14 @@ impl Status {
     }
 
     /// Every status, as routes and templates spell them.
-    pub const NAMES: &'static [&'static str] =
-        &["success", "failure", "partial", "missing", "unknown", "recovered"];
+    pub const NAMES: &'static [&'static str] = &[
+        "success",
+        "failure",
+        "partial",
+        "missing",
+        "unknown",
+        "recovered",
+    ];
 
     pub fn parse(s: &str) -> Option<Status> {
         Some(match s {

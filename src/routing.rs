@@ -69,7 +69,9 @@ impl Cond {
                 Cond::compile(&format!("{place}.not"), inner, errors)
                     .map(|c| Cond::Not(Box::new(c)))
             }
-            Value::Object(m) if m.len() == 1 && (m.contains_key("gte") || m.contains_key("lte")) => {
+            Value::Object(m)
+                if m.len() == 1 && (m.contains_key("gte") || m.contains_key("lte")) =>
+            {
                 let (op, n) = m.iter().next()?;
                 let Some(n) = n.as_f64() else {
                     errors.push(ConfigError::new(
@@ -78,7 +80,11 @@ impl Cond {
                     ));
                     return None;
                 };
-                Some(if op == "gte" { Cond::Gte(n) } else { Cond::Lte(n) })
+                Some(if op == "gte" {
+                    Cond::Gte(n)
+                } else {
+                    Cond::Lte(n)
+                })
             }
             Value::Object(_) => {
                 errors.push(ConfigError::new(
@@ -351,6 +357,35 @@ mod tests {
 
     fn dests(p: &[Planned]) -> Vec<&str> {
         p.iter().map(|p| p.destination.as_str()).collect()
+    }
+
+    #[test]
+    fn numbers_compare_with_gte_and_lte() {
+        let r = routes(json!([
+            {"match": {"failures": {"gte": 3}}, "to": ["page"], "continue": true},
+            {"match": {"failures": {"lte": 0}}, "to": ["fine"]},
+            {"match": {"size_bytes": {"lte": 100}}, "to": ["small"]},
+        ]));
+        let mut e = c66("production", "app", Status::Failure, "managed_backup.fail");
+        for (n, want) in [
+            (0, vec!["fine"]),
+            (2, vec![]),
+            (3, vec!["page"]),
+            (7, vec!["page"]),
+        ] {
+            e.failures = n;
+            assert_eq!(dests(&plan(&r, &e, |_| true).1), want, "failures {n}");
+        }
+        // An absent field never holds.
+        e.failures = 1;
+        assert_eq!(dests(&plan(&r, &e, |_| true).1), Vec::<&str>::new());
+        e.size_bytes = Some(50);
+        assert_eq!(dests(&plan(&r, &e, |_| true).1), ["small"]);
+        let bad: Vec<RouteConfig> =
+            serde_json::from_value(json!([{"match": {"failures": {"gte": "x"}}, "to": ["a"]}]))
+                .unwrap();
+        let errs = compile(&bad, |_| true, |_| true).unwrap_err();
+        assert_eq!(errs[0].place, "routes[0].match.failures.gte");
     }
 
     #[test]

@@ -118,7 +118,10 @@ impl Subject {
 
     /// An item of `GET /api/backups`.
     pub fn to_json(&self) -> Value {
-        let t = |v: Option<i64>| v.map(|ms| Value::String(ms_to_rfc3339(ms))).unwrap_or(Value::Null);
+        let t = |v: Option<i64>| {
+            v.map(|ms| Value::String(ms_to_rfc3339(ms)))
+                .unwrap_or(Value::Null)
+        };
         let f = |k: &str| self.fields.get(k).cloned().unwrap_or(Value::Null);
         serde_json::json!({
             "subject": self.key,
@@ -139,7 +142,12 @@ impl Subject {
 
     /// An event carrying the subject's fields, for matching `expect` rules.
     pub fn as_event(&self) -> Event {
-        let s = |k: &str| self.fields.get(k).and_then(Value::as_str).map(str::to_string);
+        let s = |k: &str| {
+            self.fields
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         Event {
             source: s("source").unwrap_or_default(),
             provider: s("provider").unwrap_or_default(),
@@ -373,16 +381,18 @@ fn compile_rule(
     }
     let tz = match x.tz.as_deref() {
         None => chrono_tz::UTC,
-        Some(name) => match chrono_tz::Tz::from_str(name.trim()) {
-            Ok(tz) => tz,
-            Err(_) => {
-                errors.push(ConfigError::new(
+        Some(name) => {
+            match chrono_tz::Tz::from_str(name.trim()) {
+                Ok(tz) => tz,
+                Err(_) => {
+                    errors.push(ConfigError::new(
                     format!("{place}.tz"),
                     format!("unknown time zone {name:?}; expected a name such as UTC or Europe/Berlin"),
                 ));
-                chrono_tz::UTC
+                    chrono_tz::UTC
+                }
             }
-        },
+        }
     };
     let schedule = match (&x.every, &x.cron) {
         (Some(_), Some(_)) => {
@@ -401,7 +411,10 @@ fn compile_rule(
         }
         (Some(every), None) => {
             if every.is_zero() {
-                errors.push(ConfigError::new(format!("{place}.every"), "must be more than 0s"));
+                errors.push(ConfigError::new(
+                    format!("{place}.every"),
+                    "must be more than 0s",
+                ));
             }
             if x.tz.is_some() {
                 errors.push(ConfigError::new(
@@ -427,28 +440,28 @@ fn compile_rule(
         },
     };
     if x.remind.is_some_and(|r| r.is_zero()) {
-        errors.push(ConfigError::new(format!("{place}.remind"), "must be more than 0s"));
+        errors.push(ConfigError::new(
+            format!("{place}.remind"),
+            "must be more than 0s",
+        ));
     }
     if errors.len() > before {
         return None;
     }
-    let pinned = by
-        .iter()
-        .all(|f| plain.contains_key(f))
-        .then(|| {
-            let values: Vec<String> = by
-                .iter()
-                .filter_map(|f| plain.get(f).and_then(Value::as_str))
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .collect();
-            let fields = plain
-                .iter()
-                .filter(|(k, _)| SUBJECT_FIELDS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (values.join("/"), fields)
-        });
+    let pinned = by.iter().all(|f| plain.contains_key(f)).then(|| {
+        let values: Vec<String> = by
+            .iter()
+            .filter_map(|f| plain.get(f).and_then(Value::as_str))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect();
+        let fields = plain
+            .iter()
+            .filter(|(k, _)| SUBJECT_FIELDS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (values.join("/"), fields)
+    });
     Some(Rule {
         index: i,
         conditions,
@@ -458,7 +471,9 @@ fn compile_rule(
         fingerprint: format!(
             "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             i,
-            x.matches.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default()),
+            x.matches
+                .as_ref()
+                .map(|m| serde_json::to_string(m).unwrap_or_default()),
             x.every,
             x.grace,
             x.remind,
@@ -509,8 +524,7 @@ pub fn apply(
     let rule_changed = !first && s.rule != fingerprint;
     match status {
         Status::Success | Status::Recovered => {
-            if matches!(s.state, SubjectState::Failing | SubjectState::Missing) && s.failures > 0
-            {
+            if matches!(s.state, SubjectState::Failing | SubjectState::Missing) && s.failures > 0 {
                 recovered = Some((s.failures, s.down_since));
             }
             s.state = SubjectState::Ok;
@@ -528,7 +542,9 @@ pub fn apply(
             s.failures = s.failures.saturating_add(1);
             s.down_since.get_or_insert(now);
             if claimed {
-                s.next_deadline = rule.and_then(|r| r.remind).map(|r| now.saturating_add(ms(r)));
+                s.next_deadline = rule
+                    .and_then(|r| r.remind)
+                    .map(|r| now.saturating_add(ms(r)));
             } else if first || rule_changed {
                 s.next_deadline = rule.map(|r| r.deadline_after(s.last_success_at.unwrap_or(now)));
             }
@@ -557,7 +573,15 @@ pub fn prepare(watch: &Watch, e: &mut Event, prev: Option<&Subject>, now: i64) -
     let key = watch.subject_key(e);
     let rule = watch.rule_for(e).cloned();
     let fields = subject_fields(e);
-    let applied = apply(prev, &key, Some(&fields), e.status, now, rule.as_deref(), false);
+    let applied = apply(
+        prev,
+        &key,
+        Some(&fields),
+        e.status,
+        now,
+        rule.as_deref(),
+        false,
+    );
     set_fields(e, &key, &applied);
     WatchUpdate {
         key,
@@ -592,7 +616,14 @@ pub async fn subject_for(
         if let Some(p) = &prev {
             let mut r = recovered_event(e, p.failures, p.down_since, now);
             let (routed, deliveries) = relay.plan(&r);
-            let new = NewEvent::new(&mut r, None, String::new(), Duration::ZERO, routed, deliveries)?;
+            let new = NewEvent::new(
+                &mut r,
+                None,
+                String::new(),
+                Duration::ZERO,
+                routed,
+                deliveries,
+            )?;
             update.recovered = Some(Box::new(new));
         }
     }
@@ -653,7 +684,9 @@ pub fn missing_event(s: &Subject, rule: Option<&Rule>, deadline: i64, now: i64) 
                 .unwrap_or_default()
         ),
     };
-    let expected = rule.map(|r| format!("; {}", r.describe())).unwrap_or_default();
+    let expected = rule
+        .map(|r| format!("; {}", r.describe()))
+        .unwrap_or_default();
     e.message = Some(format!("{since}{expected}"));
     e.raw = serde_json::json!({
         "subject": s.key,
@@ -749,7 +782,15 @@ pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
         let rule = relay.watch.rule_for(&s.as_event()).cloned();
         let now = crate::store::now_ms();
         let mut e = missing_event(&s, rule.as_deref(), deadline, now);
-        let applied = apply(Some(&s), &s.key, None, Status::Missing, now, rule.as_deref(), true);
+        let applied = apply(
+            Some(&s),
+            &s.key,
+            None,
+            Status::Missing,
+            now,
+            rule.as_deref(),
+            true,
+        );
         set_fields(&mut e, &s.key, &applied);
         let (routed, deliveries) = relay.plan(&e);
         let mut new = NewEvent::new(
@@ -768,11 +809,16 @@ pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
             claim: Some(deadline),
             recovered: None,
         });
-        if let crate::store::Ingested::Stored { event_id, deliveries } =
-            shared.store.ingest(new).await?
+        if let crate::store::Ingested::Stored {
+            event_id,
+            deliveries,
+        } = shared.store.ingest(new).await?
         {
             fired += 1;
-            shared.metrics.received(&s.fields.get("source").and_then(Value::as_str).unwrap_or(""), "missing");
+            shared.metrics.received(
+                s.fields.get("source").and_then(Value::as_str).unwrap_or(""),
+                "missing",
+            );
             log::info!(
                 "backup missing: {} (deadline {}): event {event_id}, {deliveries} deliveries",
                 s.key,
@@ -867,40 +913,85 @@ mod tests {
 
     #[test]
     fn a_rule_naming_every_by_field_pins_its_subject() {
-        let w = watch(r#"{"by": ["source", "server", "backup"], "expect": [
+        let w = watch(
+            r#"{"by": ["source", "server", "backup"], "expect": [
             {"match": {"source": "ctl", "server": "DB01", "backup": "nightly"}, "every": "2s"},
-            {"match": {"source": "ctl"}, "every": "2s"}]}"#)
+            {"match": {"source": "ctl"}, "every": "2s"}]}"#,
+        )
         .unwrap();
         assert_eq!(w.rules[0].pinned.as_ref().unwrap().0, "ctl/DB01/nightly");
         assert!(w.rules[1].pinned.is_none());
-    }
-
-    fn ev(status: Status) -> Status {
-        status
     }
 
     #[test]
     fn failures_count_and_reset_and_a_success_after_them_recovers() {
         let w = watch(r#"{"expect": [{"every": "10s", "grace": "1s"}]}"#).unwrap();
         let r = w.rules[0].as_ref();
-        let a = apply(None, "k", None, ev(Status::Success), 1_000, Some(r), false);
+        let a = apply(None, "k", None, Status::Success, 1_000, Some(r), false);
         assert_eq!(a.subject.state, SubjectState::Ok);
         assert_eq!(a.subject.next_deadline, Some(12_000));
         assert_eq!(a.recovered, None);
-        let b = apply(Some(&a.subject), "k", None, Status::Failure, 2_000, Some(r), false);
-        assert_eq!((b.failures, b.down_since, b.last_success_at), (1, Some(2_000), Some(1_000)));
+        let b = apply(
+            Some(&a.subject),
+            "k",
+            None,
+            Status::Failure,
+            2_000,
+            Some(r),
+            false,
+        );
+        assert_eq!(
+            (b.failures, b.down_since, b.last_success_at),
+            (1, Some(2_000), Some(1_000))
+        );
         // A failure does not move the deadline: a success is due.
         assert_eq!(b.subject.next_deadline, Some(12_000));
-        let c = apply(Some(&b.subject), "k", None, Status::Unknown, 3_000, Some(r), false);
-        assert_eq!(c.subject.state, SubjectState::Failing, "unknown changes nothing");
-        let d = apply(Some(&c.subject), "k", None, Status::Missing, 12_500, Some(r), true);
+        let c = apply(
+            Some(&b.subject),
+            "k",
+            None,
+            Status::Unknown,
+            3_000,
+            Some(r),
+            false,
+        );
+        assert_eq!(
+            c.subject.state,
+            SubjectState::Failing,
+            "unknown changes nothing"
+        );
+        let d = apply(
+            Some(&c.subject),
+            "k",
+            None,
+            Status::Missing,
+            12_500,
+            Some(r),
+            true,
+        );
         assert_eq!((d.subject.state, d.failures), (SubjectState::Missing, 2));
         assert_eq!(d.subject.next_deadline, None, "no remind: nothing repeats");
-        let e = apply(Some(&d.subject), "k", None, Status::Success, 20_000, Some(r), false);
+        let e = apply(
+            Some(&d.subject),
+            "k",
+            None,
+            Status::Success,
+            20_000,
+            Some(r),
+            false,
+        );
         assert_eq!(e.recovered, Some((2, Some(2_000))));
         assert_eq!((e.failures, e.down_since), (0, None));
         assert_eq!(e.subject.next_deadline, Some(31_000));
-        let f = apply(Some(&e.subject), "k", None, Status::Success, 21_000, Some(r), false);
+        let f = apply(
+            Some(&e.subject),
+            "k",
+            None,
+            Status::Success,
+            21_000,
+            Some(r),
+            false,
+        );
         assert_eq!(f.recovered, None, "only after a bad run");
     }
 

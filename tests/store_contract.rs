@@ -67,8 +67,8 @@ fn new_event(key: &str, destinations: &[&str], window: Duration) -> NewEvent {
                 channel: None,
             })
             .collect(),
-    },
-    watch: None,
+        watch: None,
+    }
 }
 
 fn attempt(status: u16) -> Attempt {

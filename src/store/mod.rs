@@ -176,8 +176,13 @@ fn with_raw_text(event: &mut Event, raw_text: &str) -> serde_json::Result<String
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
-    Stored { event_id: String, deliveries: usize },
-    Duplicate { event_id: String },
+    Stored {
+        event_id: String,
+        deliveries: usize,
+    },
+    Duplicate {
+        event_id: String,
+    },
     /// The deadline it claimed was already fired (or moved): nothing stored.
     Skipped,
 }

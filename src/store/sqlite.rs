@@ -666,7 +666,13 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
     })
 }
 
-fn insert_event(conn: &Connection, id: &str, e: &NewEvent, now: i64, dedup_key: &str) -> Result<()> {
+fn insert_event(
+    conn: &Connection,
+    id: &str,
+    e: &NewEvent,
+    now: i64,
+    dedup_key: &str,
+) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (id, source, received_at, dedup_key, status, routed, event)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -704,7 +710,9 @@ fn subject_row(r: &rusqlite::Row) -> rusqlite::Result<Subject> {
 
 fn read_subject(conn: &Connection, key: &str) -> Result<Option<Subject>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = ?1"
+        ))?
         .query_row(params![key], subject_row)
         .optional()?)
 }
@@ -819,7 +827,9 @@ impl Store for SqliteStore {
         let job = e.clone();
         let wake = wake
             || e.watch.as_ref().is_some_and(|w| {
-                w.recovered.as_ref().is_some_and(|r| !r.deliveries.is_empty())
+                w.recovered
+                    .as_ref()
+                    .is_some_and(|r| !r.deliveries.is_empty())
             });
         let r = self.write(move |c| ingest_tx(c, &job)).await;
         if wake && matches!(r, Ok(Ingested::Stored { .. })) {

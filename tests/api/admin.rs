@@ -30,8 +30,9 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_a_wrong_one() {
 
 #[tokio::test]
 async fn events_page_newest_first_and_filter_by_status() {
+    // Only the events posted here (no backup.recovered after each success).
     let app = spawn_app(&format!(
-        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\n"
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\nwatch: {{ recovered: false }}\n"
     ))
     .await;
     let mut ids = Vec::new();

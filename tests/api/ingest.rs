@@ -109,6 +109,8 @@ async fn every_fixture_reaches_slack_teams_and_a_webhook_with_the_right_words() 
     let app = spawn_app(&format!(
         r#"{SOURCES}
 admin: {{ token: {ADMIN} }}
+# One message per fixture: no backup.recovered between them (tested in watch.rs).
+watch: {{ recovered: false }}
 destinations:
   slack: {{ type: slack, webhook_url: "{}/services/T/B/X", rate_limit: 1000/s }}
   teams: {{ type: teams, webhook_url: "{}/workflows/1" }}
@@ -367,7 +369,7 @@ async fn bad_requests_get_a_clear_json_error_and_store_nothing() {
 async fn a_duplicate_within_the_window_creates_no_deliveries() {
     let hook = ok_server(200).await;
     let app = spawn_app(&format!(
-        "{SOURCES}\n  nodedup: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - to: [hook]\n",
+        "{SOURCES}\n  nodedup: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\nwatch: {{ recovered: false }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - to: [hook]\n",
         hook.uri()
     ))
     .await;

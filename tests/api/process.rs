@@ -382,3 +382,96 @@ async fn deliveries_queued_before_a_reload_keep_their_destination() {
     assert_eq!(all["items"][0]["destination"], "old");
     assert_eq!(all["items"][0]["state"], "delivered");
 }
+
+/// `backup.missing` events in the admin API, oldest first.
+async fn missing_events(client: &reqwest::Client, s: &Serve) -> Vec<Value> {
+    let v = api(client, s, "/api/events?limit=500").await;
+    let mut items: Vec<Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "backup.missing")
+        .cloned()
+        .collect();
+    items.reverse();
+    items
+}
+
+#[tokio::test]
+async fn a_deadline_passed_while_stopped_fires_once_after_start_and_kill_9_after_it_repeats_nothing(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sink)
+        .await;
+    write_config(
+        dir.path(),
+        &format!("  hook: {{ type: webhook, url: \"{}/h\" }}", sink.uri()),
+        "  - match: { status: missing }\n    to: [hook]",
+    );
+    let mut yaml = std::fs::read_to_string(dir.path().join("relay.yaml")).unwrap();
+    yaml.push_str("watch:\n  expect:\n    - match: { source: sb }\n      every: 2s\n");
+    std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+    let client = reqwest::Client::new();
+    let port = free_port();
+
+    // A success, then the process is killed before its deadline.
+    let s = Serve::start(dir.path(), port).await;
+    let mut ok: Value = serde_json::from_str(&fixture("simplebackups/success.json")).unwrap();
+    ok["id"] = json!(1);
+    let r = client
+        .post(s.url("/hooks/sb"))
+        .body(ok.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let b = api(&client, &s, "/api/backups").await;
+    let deadline =
+        chrono::DateTime::parse_from_rfc3339(b["items"][0]["next_deadline"].as_str().unwrap())
+            .unwrap();
+    s.kill9();
+    // Down over the deadline.
+    let passed = wait_for(Duration::from_secs(20), || async {
+        chrono::Utc::now() > deadline + chrono::Duration::milliseconds(500)
+    })
+    .await;
+    assert!(passed);
+
+    // Back: the missed deadline fires once; kill -9 right after it.
+    let s = Serve::start(dir.path(), port).await;
+    let fired = wait_for(Duration::from_secs(20), || async {
+        !missing_events(&client, &s).await.is_empty()
+    })
+    .await;
+    assert!(fired, "no backup.missing after the restart");
+    s.kill9();
+
+    // And again: still exactly one event (its delivery is at-least-once: a send
+    // cut by the kill is sent again, the same event).
+    let s = Serve::start(dir.path(), port).await;
+    let delivered = wait_for(Duration::from_secs(20), || async {
+        !received_json(&sink).await.is_empty()
+    })
+    .await;
+    assert!(delivered, "the missing alert was not delivered");
+    let b = api(&client, &s, "/api/backups").await;
+    assert_eq!(b["items"][0]["state"], "missing");
+    assert_eq!(
+        b["items"][0]["next_deadline"],
+        Value::Null,
+        "nothing else is due"
+    );
+    let missing = missing_events(&client, &s).await;
+    assert_eq!(missing.len(), 1, "{missing:#?}");
+    assert!(missing[0]["occurred_at"]
+        .as_str()
+        .unwrap()
+        .starts_with(&deadline.format("%Y-%m-%dT%H:%M:%S").to_string()));
+    for b in received_json(&sink).await {
+        assert_eq!(b["event"], "backup.missing");
+        assert_eq!(b["occurred_at"], missing[0]["occurred_at"]);
+    }
+}

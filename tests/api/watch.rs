@@ -57,9 +57,15 @@ async fn failures_count_escalate_on_gte_reset_and_recover_once() {
         chat.uri()
     ))
     .await;
-    for (i, file) in ["error.json", "error.json", "error.json", "success.json", "success.json"]
-        .iter()
-        .enumerate()
+    for (i, file) in [
+        "error.json",
+        "error.json",
+        "error.json",
+        "success.json",
+        "success.json",
+    ]
+    .iter()
+    .enumerate()
     {
         let r = app.post("/hooks/sb", sb(file, i as u64 + 1), &[]).await;
         assert_eq!(r.status(), 202);
@@ -71,7 +77,12 @@ async fn failures_count_escalate_on_gte_reset_and_recover_once() {
     let paged = wait_received(&page, 2, Duration::from_secs(20)).await;
     let paged: Vec<(&str, u64)> = paged
         .iter()
-        .map(|b| (b["status"].as_str().unwrap(), b["failures"].as_u64().unwrap()))
+        .map(|b| {
+            (
+                b["status"].as_str().unwrap(),
+                b["failures"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(paged, [("failure", 3), ("recovered", 3)]);
 
@@ -126,7 +137,9 @@ async fn api_backups_lists_subjects_worst_first_filters_by_state_and_feeds_the_m
     ))
     .await;
     assert_eq!(
-        app.post("/hooks/sb", sb("success.json", 1), &[]).await.status(),
+        app.post("/hooks/sb", sb("success.json", 1), &[])
+            .await
+            .status(),
         202
     );
     let ctl = fixture("centurylink/failed.json");
@@ -202,7 +215,9 @@ async fn a_missed_deadline_fires_once_not_before_every_and_is_routed() {
     ))
     .await;
     assert_eq!(
-        app.post("/hooks/sb", sb("success.json", 1), &[]).await.status(),
+        app.post("/hooks/sb", sb("success.json", 1), &[])
+            .await
+            .status(),
         202
     );
     let fired = wait_for(Duration::from_secs(30), || async {
@@ -219,8 +234,14 @@ async fn a_missed_deadline_fires_once_not_before_every_and_is_routed() {
         ms(&m["received_at"]) - success_at >= 2000,
         "not before `every`: {m:#}"
     );
-    assert!(ms(&m["occurred_at"]) - success_at >= 2000, "occurred_at = the deadline");
-    assert_eq!((m["status"].as_str(), m["severity"].as_str()), (Some("missing"), Some("critical")));
+    assert!(
+        ms(&m["occurred_at"]) - success_at >= 2000,
+        "occurred_at = the deadline"
+    );
+    assert_eq!(
+        (m["status"].as_str(), m["severity"].as_str()),
+        (Some("missing"), Some("critical"))
+    );
     assert_eq!(m["subject"], SUBJECT);
     assert_eq!(m["server"], "Acme Server");
     assert_eq!(m["failures"], 1);
@@ -236,7 +257,9 @@ async fn a_missed_deadline_fires_once_not_before_every_and_is_routed() {
     assert_eq!(b["items"][0]["state"], "missing");
     assert_eq!(b["items"][0]["next_deadline"], Value::Null);
     assert_eq!(
-        app.post("/hooks/sb", sb("success.json", 2), &[]).await.status(),
+        app.post("/hooks/sb", sb("success.json", 2), &[])
+            .await
+            .status(),
         202
     );
     let b = app.api("/api/backups").await;
@@ -271,7 +294,10 @@ async fn a_pinned_subject_that_never_reported_is_missed_and_reminded() {
     let missing = events_with(&app, "backup.missing").await;
     assert_eq!(missing[0]["subject"], "ctl/VA1TEST-DB01/nightly-db");
     assert_eq!(missing[0]["server"], "VA1TEST-DB01");
-    assert_eq!(missing[1]["failures"], 2, "the reminder counts as one more miss");
+    assert_eq!(
+        missing[1]["failures"], 2,
+        "the reminder counts as one more miss"
+    );
     assert!(missing[0]["message"]
         .as_str()
         .unwrap()
