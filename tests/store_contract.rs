@@ -341,6 +341,89 @@ async fn storage_that_works_is_ready(f: Fixture) {
     assert!(!f.url.is_empty());
 }
 
+/// An event of subject `k` (status `status`), watched by a rule `every: 1s`.
+fn watched(status: Status, claim: Option<i64>) -> NewEvent {
+    let settings: hookrelay::config::WatchSettings =
+        serde_json::from_value(serde_json::json!({"expect": [{"every": "1s"}]})).unwrap();
+    let w = hookrelay::watch::Watch::compile(&settings).unwrap();
+    let mut e = new_event(&format!("{status:?}{claim:?}"), &["d"], Duration::ZERO);
+    e.status = status;
+    e.watch = Some(store::WatchUpdate {
+        key: "k".into(),
+        fields: claim.is_none().then(|| {
+            serde_json::from_value(serde_json::json!({"source": "s", "server": "db1"})).unwrap()
+        }),
+        rule: Some(w.rules[0].clone()),
+        at: None,
+        claim,
+        recovered: None,
+    });
+    e
+}
+
+async fn a_deadline_is_claimed_once_with_its_event(f: Fixture) {
+    use hookrelay::watch::SubjectState;
+    assert!(matches!(
+        f.store
+            .ingest(watched(Status::Success, None))
+            .await
+            .unwrap(),
+        Ingested::Stored { .. }
+    ));
+    let s = f.store.get_subject("k").await.unwrap().unwrap();
+    assert_eq!(s.state, SubjectState::Ok);
+    assert_eq!(s.fields["server"], "db1");
+    let deadline = s.next_deadline.unwrap();
+    assert!(
+        f.store.due_subjects(10).await.unwrap().is_empty(),
+        "not before `every`"
+    );
+    let start = Instant::now();
+    let due = loop {
+        let due = f.store.due_subjects(10).await.unwrap();
+        if !due.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            break due;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].next_deadline, Some(deadline));
+    // Two claims of one deadline at once (two replicas): one event.
+    let (a, b) = tokio::join!(
+        f.store.ingest(watched(Status::Missing, Some(deadline))),
+        f.store.ingest(watched(Status::Missing, Some(deadline)))
+    );
+    let results = [a.unwrap(), b.unwrap()];
+    let stored = results
+        .iter()
+        .filter(|r| matches!(r, Ingested::Stored { .. }))
+        .count();
+    assert_eq!(stored, 1, "{results:?}");
+    assert!(results.contains(&Ingested::Skipped));
+    let s = f.store.get_subject("k").await.unwrap().unwrap();
+    assert_eq!(
+        (s.state, s.failures, s.next_deadline),
+        (SubjectState::Missing, 1, None)
+    );
+    assert_eq!(
+        s.fields["server"], "db1",
+        "a synthetic event keeps the subject's fields"
+    );
+    assert!(f.store.due_subjects(10).await.unwrap().is_empty());
+    let listed = f
+        .store
+        .list_subjects(Some(SubjectState::Missing))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(f
+        .store
+        .list_subjects(Some(SubjectState::Ok))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// The web page's queries: the delivery log's filter by delivery state, and the
 /// outcomes behind the board's 14-day strip.
 async fn the_web_page_finds_events_by_delivery_state_and_lists_outcomes(f: Fixture) {
@@ -440,6 +523,7 @@ contract!(
     finished_events_past_retention_are_deleted_and_pending_ones_kept,
     a_rate_limit_and_a_pause_hold_for_the_store,
     storage_that_works_is_ready,
+    a_deadline_is_claimed_once_with_its_event,
     the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
 );
 
@@ -550,6 +634,7 @@ async fn the_same_event_on_two_replicas_at_once_is_one_event() {
             .iter()
             .map(|r| match r {
                 Ingested::Stored { event_id, .. } | Ingested::Duplicate { event_id } => event_id,
+                Ingested::Skipped => panic!("no deadline was claimed"),
             })
             .collect();
         assert_eq!(ids[0], ids[1], "{ra:?} {rb:?}");

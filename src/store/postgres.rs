@@ -45,7 +45,8 @@ const POOL_SIZE: usize = 16;
 /// Taken by the replica that migrates; the others wait for it.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_7265_6c61; // "hookrela"
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq         bigserial PRIMARY KEY,
     id          text NOT NULL UNIQUE,
@@ -105,7 +106,25 @@ CREATE TABLE probe (
     id integer PRIMARY KEY,
     at timestamptz NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Backup watch (SPEC §9): one row per subject, updated in each event's
+-- transaction under a per-subject advisory lock. Times are unix ms of the
+-- database's clock; next_deadline is when a missed backup fires.
+CREATE TABLE subjects (
+    key             text PRIMARY KEY,
+    state           text NOT NULL,
+    failures        integer NOT NULL DEFAULT 0,
+    last_event_at   bigint,
+    last_success_at bigint,
+    down_since      bigint,
+    next_deadline   bigint,
+    rule            text,
+    fields          text NOT NULL
+);
+CREATE INDEX subjects_deadline ON subjects (next_deadline) WHERE next_deadline IS NOT NULL;
+"#,
+];
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -350,6 +369,17 @@ async fn batcher(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestJob
 async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<Ingested>>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    let r = store_batch(&tx, events).await?;
+    tx.commit().await?;
+    Ok(r)
+}
+
+/// Writes `events` (dedup, rows, deliveries, the NOTIFY) in the caller's
+/// transaction; the results hold once it commits.
+async fn store_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[&NewEvent],
+) -> Result<Vec<Result<Ingested>>> {
     let ids: Vec<String> = events
         .iter()
         .map(|_| uuid::Uuid::now_v7().to_string())
@@ -488,7 +518,6 @@ async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<In
         // Delivered to listeners on commit, once however many rows.
         tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
     }
-    tx.commit().await?;
     Ok(events
         .iter()
         .enumerate()
@@ -503,6 +532,111 @@ async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<In
             (None, _) => Err(StoreError::Commit),
         })
         .collect())
+}
+
+/// The database's clock, unix ms.
+const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::int8";
+
+const SUBJECT_COLUMNS: &str =
+    "key, state, failures, last_event_at, last_success_at, down_since, next_deadline, rule, fields";
+
+fn subject_row(r: &tokio_postgres::Row) -> Subject {
+    Subject {
+        key: r.get(0),
+        state: SubjectState::parse(r.get(1)).unwrap_or(SubjectState::New),
+        failures: r.get::<_, i32>(2).max(0) as u32,
+        last_event_at: r.get(3),
+        last_success_at: r.get(4),
+        down_since: r.get(5),
+        next_deadline: r.get(6),
+        rule: r.get(7),
+        fields: serde_json::from_str(r.get(8)).unwrap_or_default(),
+    }
+}
+
+/// Takes the subject's lock for the rest of the transaction (every writer of a
+/// subject, on every replica, takes it first), then reads it. Also returns the
+/// database's clock.
+async fn lock_subject(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+) -> Result<(Option<Subject>, i64)> {
+    let now: i64 = tx
+        .query_one(
+            &format!(
+                "SELECT {NOW_MS} FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) l"
+            ),
+            &[&key],
+        )
+        .await?
+        .get(0);
+    let row = tx
+        .query_opt(
+            &format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = $1"),
+            &[&key],
+        )
+        .await?;
+    Ok((row.as_ref().map(subject_row), now))
+}
+
+async fn write_subject(tx: &deadpool_postgres::Transaction<'_>, s: &Subject) -> Result<()> {
+    let fields = serde_json::to_string(&s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
+                 last_event_at = EXCLUDED.last_event_at, last_success_at = EXCLUDED.last_success_at,
+                 down_since = EXCLUDED.down_since, next_deadline = EXCLUDED.next_deadline,
+                 rule = EXCLUDED.rule, fields = EXCLUDED.fields"
+        ),
+        &[
+            &s.key,
+            &s.state.as_str(),
+            &(s.failures.min(i32::MAX as u32) as i32),
+            &s.last_event_at,
+            &s.last_success_at,
+            &s.down_since,
+            &s.next_deadline,
+            &s.rule,
+            &fields,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An event that updates its subject: its own transaction, under the subject's
+/// lock, so the state follows the events in commit order on every replica, and a
+/// claimed deadline is fired by exactly one of them.
+async fn ingest_watched(pool: &Pool, e: &NewEvent, w: &WatchUpdate) -> Result<Ingested> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let (prev, now) = lock_subject(&tx, &w.key).await?;
+    if w.claim.is_some() && prev.as_ref().and_then(|s| s.next_deadline) != w.claim {
+        return Ok(Ingested::Skipped);
+    }
+    let stored = store_batch(&tx, &[e])
+        .await?
+        .pop()
+        .unwrap_or(Err(StoreError::Commit))?;
+    if let Ingested::Stored { .. } = &stored {
+        // Reckoned by the database's clock: replicas' clocks may differ.
+        let applied = crate::watch::apply(
+            prev.as_ref(),
+            &w.key,
+            w.fields.as_ref(),
+            e.status,
+            now,
+            w.rule.as_deref(),
+            w.claim.is_some(),
+        );
+        write_subject(&tx, &applied.subject).await?;
+        if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
+            store_batch(&tx, &[r.as_ref()]).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(stored)
 }
 
 fn parse_event(json: &str) -> Result<Event> {
@@ -612,6 +746,10 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn ingest(&self, e: NewEvent) -> Result<Ingested> {
+        // Not batched: each takes its subject's lock in its own transaction.
+        if let Some(w) = &e.watch {
+            return ingest_watched(&self.pool, &e, w).await;
+        }
         let (tx, rx) = oneshot::channel();
         self.ingest
             .send(IngestJob { event: e, tx })
@@ -689,6 +827,92 @@ impl Store for PgStore {
             });
         }
         Ok(claimed)
+    }
+
+    async fn get_subject(&self, key: &str) -> Result<Option<Subject>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = $1"),
+                &[&key],
+            )
+            .await?;
+        Ok(row.as_ref().map(subject_row))
+    }
+
+    async fn list_subjects(&self, state: Option<SubjectState>) -> Result<Vec<Subject>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE $1::text IS NULL OR state = $1"
+                ),
+                &[&state.map(SubjectState::as_str)],
+            )
+            .await?;
+        let mut out: Vec<Subject> = rows.iter().map(subject_row).collect();
+        crate::watch::sort_worst_first(&mut out);
+        Ok(out)
+    }
+
+    async fn due_subjects(&self, limit: usize) -> Result<Vec<Subject>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SUBJECT_COLUMNS} FROM subjects
+                     WHERE next_deadline IS NOT NULL AND next_deadline <= {NOW_MS}
+                     ORDER BY next_deadline LIMIT $1"
+                ),
+                &[&(limit as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(subject_row).collect())
+    }
+
+    async fn watch_subject(
+        &self,
+        key: &str,
+        fields: &serde_json::Map<String, Value>,
+        rule: Arc<Rule>,
+    ) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (prev, now) = lock_subject(&tx, key).await?;
+        if prev.is_none() {
+            let s = Subject {
+                key: key.to_string(),
+                state: SubjectState::New,
+                failures: 0,
+                last_event_at: None,
+                last_success_at: None,
+                down_since: None,
+                next_deadline: Some(rule.deadline_after(now)),
+                rule: Some(rule.fingerprint.clone()),
+                fields: fields.clone(),
+            };
+            write_subject(&tx, &s).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_rule(&self, key: &str, rule: Option<Arc<Rule>>) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (prev, now) = lock_subject(&tx, key).await?;
+        let fingerprint = rule.as_ref().map(|r| r.fingerprint.clone());
+        if let Some(mut s) = prev.filter(|s| s.rule != fingerprint) {
+            s.rule = fingerprint;
+            // A missing subject keeps its reminder (or none): it already fired.
+            if s.state != SubjectState::Missing || rule.is_none() {
+                let base = s.last_success_at.or(s.last_event_at).unwrap_or(now);
+                s.next_deadline = rule.as_ref().map(|r| r.deadline_after(base));
+            }
+            write_subject(&tx, &s).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn renew(&self, lease: Lease, duration: Duration) -> Result<()> {

@@ -348,6 +348,33 @@ fn a_storage_folder_hookrelay_may_not_write_is_named_with_permission_denied() {
         dir.path().join("data").display()
     );
     assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+}
+
+#[test]
+fn serve_reports_a_broken_template_before_touching_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/default.console.hbs"),
+        "{{stak}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        "server: { listen: \"127.0.0.1:0\" }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["serve"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("templates/default.console.hbs:1: unknown field \"stak\""),
+        "{err}"
+    );
+    // No database was created for a relay that cannot run.
+    assert!(!dir.path().join("data").exists(), "{err}");
+}
+
 #[test]
 fn check_names_the_place_of_a_bad_cron_expression_or_time_zone() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,29 +406,4 @@ watch:
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     assert!(err.contains(": 2 errors"), "{err}");
-}
-
-#[test]
-fn serve_reports_a_broken_template_before_touching_storage() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    std::fs::write(
-        dir.path().join("templates/default.console.hbs"),
-        "{{stak}}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("relay.yaml"),
-        "server: { listen: \"127.0.0.1:0\" }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
-    )
-    .unwrap();
-    let out = run(dir.path(), &["serve"], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("templates/default.console.hbs:1: unknown field \"stak\""),
-        "{err}"
-    );
-    // No database was created for a relay that cannot run.
-    assert!(!dir.path().join("data").exists(), "{err}");
 }
