@@ -1,0 +1,226 @@
+//! Load-time name checks: every variable a template reads must be a known field or
+//! under `raw.`, and every helper must exist.
+
+use super::*;
+
+/// Walks the parsed template and reports every unknown field and unknown helper,
+/// each at `place:line`. This is stricter than Handlebars' strict mode, which does
+/// not look inside `{{#if x}}` or helper arguments and stops at the first miss.
+pub(super) fn check_names(template: &Template, place: &str) -> Vec<ConfigError> {
+    let mut found = Vec::new();
+    walk(template, 0, 1, &mut found);
+    let mut seen = BTreeSet::new();
+    found
+        .into_iter()
+        .filter(|f| seen.insert(f.clone()))
+        .map(|(line, msg)| ConfigError::new(format!("{place}:{line}"), msg))
+        .collect()
+}
+
+pub(super) type Found = Vec<(usize, String)>;
+
+/// `depth` counts the `#each` / `#with` blocks around: inside them names are
+/// relative to a part of the payload we cannot know, so they are not checked.
+pub(super) fn walk(template: &Template, depth: usize, parent_line: usize, found: &mut Found) {
+    for (i, el) in template.elements.iter().enumerate() {
+        let line = template.mapping.get(i).map_or(parent_line, |m| m.0);
+        match el {
+            TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                check_call(
+                    &ht.name,
+                    &ht.params,
+                    ht.hash.values(),
+                    false,
+                    depth,
+                    line,
+                    found,
+                );
+            }
+            TemplateElement::HelperBlock(ht) => {
+                check_call(
+                    &ht.name,
+                    &ht.params,
+                    ht.hash.values(),
+                    true,
+                    depth,
+                    line,
+                    found,
+                );
+                let scoped = matches!(ht.name.as_name(), Some("each" | "with"));
+                if let Some(t) = &ht.template {
+                    walk(t, depth + usize::from(scoped), line, found);
+                }
+                if let Some(t) = &ht.inverse {
+                    walk(t, depth, line, found);
+                }
+            }
+            TemplateElement::DecoratorExpression(dt)
+            | TemplateElement::DecoratorBlock(dt)
+            | TemplateElement::PartialExpression(dt)
+            | TemplateElement::PartialBlock(dt) => {
+                // `{{#*inline "x"}}…{{/inline}}` and `{{> x}}`: the name is not a
+                // variable; the arguments and the body are checked.
+                for p in dt.params.iter().chain(dt.hash.values()) {
+                    check_param(p, depth, line, found);
+                }
+                if let Some(t) = &dt.template {
+                    walk(t, depth, line, found);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn is_helper(name: &str) -> bool {
+    HELPERS.contains(&name) || BUILTIN_HELPERS.contains(&name)
+}
+
+pub(super) fn check_call<'a>(
+    name: &Parameter,
+    params: &[Parameter],
+    hash: impl Iterator<Item = &'a Parameter>,
+    block: bool,
+    depth: usize,
+    line: usize,
+    found: &mut Found,
+) {
+    let mut has_hash = false;
+    for p in hash {
+        has_hash = true;
+        check_param(p, depth, line, found);
+    }
+    match name {
+        Parameter::Name(_) | Parameter::Path(_) => {
+            let n = name.as_name().unwrap_or_default();
+            if !is_helper(n) {
+                if block || !params.is_empty() || has_hash {
+                    found.push((line, format!("unknown helper \"{n}\"")));
+                } else {
+                    check_path(n, depth, line, found);
+                }
+            }
+        }
+        Parameter::Subexpression(s) => check_subexpression(s.as_element(), depth, line, found),
+        _ => {}
+    }
+    for p in params {
+        check_param(p, depth, line, found);
+    }
+}
+
+pub(super) fn check_subexpression(
+    el: &TemplateElement,
+    depth: usize,
+    line: usize,
+    found: &mut Found,
+) {
+    if let TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) = el {
+        check_call(
+            &ht.name,
+            &ht.params,
+            ht.hash.values(),
+            false,
+            depth,
+            line,
+            found,
+        );
+    }
+}
+
+pub(super) fn check_param(p: &Parameter, depth: usize, line: usize, found: &mut Found) {
+    match p {
+        Parameter::Name(_) | Parameter::Path(_) => {
+            check_path(p.as_name().unwrap_or_default(), depth, line, found)
+        }
+        Parameter::Subexpression(s) => check_subexpression(s.as_element(), depth, line, found),
+        _ => {}
+    }
+}
+
+/// Checks one variable path such as `stack`, `raw.stack.name`, `@root.stack`,
+/// `../stack` or `this`.
+pub(super) fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut Found) {
+    let mut s = raw_path.trim();
+    let mut depth = depth;
+    if let Some(rest) = s.strip_prefix("@root") {
+        s = rest.trim_start_matches(['.', '/']);
+        depth = 0;
+    } else if s.starts_with('@') {
+        return; // @index, @key, @first, @last
+    }
+    while let Some(rest) = s.strip_prefix("../") {
+        s = rest;
+        depth = depth.saturating_sub(1);
+    }
+    if depth > 0 {
+        return;
+    }
+    for prefix in ["this.", "this/", "./"] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            s = rest;
+        }
+    }
+    if s.is_empty() || s == "this" || s == "." {
+        return;
+    }
+    let (first, rest) = if let Some(inner) = s.strip_prefix('[') {
+        match inner.split_once(']') {
+            Some((f, r)) => (f, r),
+            None => (inner, ""),
+        }
+    } else {
+        match s.find(['.', '/', '[']) {
+            Some(i) => (&s[..i], &s[i..]),
+            None => (s, ""),
+        }
+    };
+    let rest = rest.trim_start_matches(['.', '/']);
+    if first == "raw" {
+        return;
+    }
+    if FIELDS.contains(&first) || DELIVERY_FIELDS.contains(&first) {
+        if !rest.is_empty() {
+            found.push((
+                line,
+                format!("field \"{first}\" is a plain value with no \"{rest}\" inside (the payload is under raw.)"),
+            ));
+        }
+        return;
+    }
+    let message = match suggest(first) {
+        Some(known) => format!("unknown field \"{first}\" (did you mean \"{known}\"?)"),
+        None => format!(
+            "unknown field \"{first}\" (known fields: {}, {}; the provider's payload is under raw.)",
+            FIELDS.join(", "),
+            DELIVERY_FIELDS.join(", ")
+        ),
+    };
+    found.push((line, message));
+}
+
+/// The known field closest to a misspelling, if it is close.
+pub(super) fn suggest(name: &str) -> Option<&'static str> {
+    FIELDS
+        .iter()
+        .chain(DELIVERY_FIELDS)
+        .chain(std::iter::once(&"raw"))
+        .map(|f| (edit_distance(name, f), *f))
+        .filter(|(d, f)| *d <= 2 && *d < f.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, f)| f)
+}
+
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,597 @@
+use super::*;
+use std::fs;
+
+fn defaults() -> Templates {
+    Templates::load(Path::new("/nonexistent/hookrelay-templates")).expect("defaults load")
+}
+
+fn sample(what: &str) -> Value {
+    sample_contexts()
+        .into_iter()
+        .find(|(w, _)| w.contains(what))
+        .map(|(_, v)| v)
+        .expect("sample exists")
+}
+
+fn render_text(t: &Templates, name: &str, ty: &str, ctx: &Value) -> String {
+    match t.render_body(name, ty, ctx).expect("renders") {
+        Body::Text(s) => s,
+        Body::Json(v) => panic!("expected text, got {v}"),
+    }
+}
+
+fn render_json(t: &Templates, name: &str, ty: &str, ctx: &Value) -> Value {
+    match t.render_body(name, ty, ctx).expect("renders") {
+        Body::Json(v) => v,
+        Body::Text(s) => panic!("expected JSON, got {s}"),
+    }
+}
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn inline(text: &str, ctx: &Value) -> String {
+    let mut t = defaults();
+    t.add_inline("k", text, "destinations.x.subject")
+        .expect("valid");
+    t.render_inline("k", ctx).unwrap()
+}
+
+// ---- helpers ----
+
+#[test]
+fn upper_and_lower() {
+    let ctx = json!({"status": "failure", "n": 3, "nothing": null});
+    assert_eq!(inline("{{upper status}}", &ctx), "FAILURE");
+    assert_eq!(inline("{{lower \"ÀB\"}}", &ctx), "àb");
+    assert_eq!(
+        inline("{{upper raw.n}}|{{upper}}", &json!({"raw": {"n": 3}})),
+        "3|"
+    );
+    assert_eq!(
+        inline("[{{upper raw.nothing}}]", &json!({"raw": null})),
+        "[]"
+    );
+}
+
+#[test]
+fn default_takes_first_non_empty() {
+    let ctx = json!({"stack": null, "server": "", "backup": "b"});
+    assert_eq!(inline("{{default stack \"n/a\"}}", &ctx), "n/a");
+    assert_eq!(inline("{{default stack server backup \"x\"}}", &ctx), "b");
+    assert_eq!(inline("[{{default stack server}}]", &ctx), "[]");
+    assert_eq!(inline("[{{default}}]", &ctx), "[]");
+    assert_eq!(
+        inline("{{default raw.n 1}}", &json!({"raw": {"n": 0}})),
+        "0"
+    );
+}
+
+#[test]
+fn eq_compares_and_never_fails() {
+    let ctx = json!({"status": "failure", "size_bytes": 5});
+    assert_eq!(
+        inline("{{#if (eq status \"failure\")}}F{{else}}N{{/if}}", &ctx),
+        "F"
+    );
+    assert_eq!(
+        inline("{{#if (eq status \"success\")}}S{{else}}N{{/if}}", &ctx),
+        "N"
+    );
+    assert_eq!(
+        inline("{{#if (eq status \"success\" \"failure\")}}Y{{/if}}", &ctx),
+        "Y"
+    );
+    assert_eq!(inline("{{#if (eq size_bytes \"5\")}}Y{{/if}}", &ctx), "Y");
+    assert_eq!(inline("{{#if (eq status)}}Y{{else}}N{{/if}}", &ctx), "N");
+    assert_eq!(inline("{{#if (eq)}}Y{{else}}N{{/if}}", &ctx), "N");
+    assert_eq!(
+        inline("{{#if (eq raw.a raw.b)}}Y{{/if}}", &json!({"raw": {}})),
+        "Y"
+    );
+}
+
+#[test]
+fn json_emits_literals() {
+    let t = defaults();
+    let ctx = json!({"stack": "a\"b", "size_bytes": 12, "raw": {"k": [1, null]}, "id": null});
+    let mut t2 = t.clone();
+    t2.add_inline(
+        "k",
+        "{{json stack}} {{json size_bytes}} {{json raw}} {{json id}} {{json}}",
+        "k",
+    )
+    .unwrap();
+    assert_eq!(
+        t2.render_inline("k", &ctx).unwrap(),
+        r#""a\"b" 12 {"k":[1,null]} null null"#
+    );
+    assert_eq!(
+        inline("{{json raw pretty=true}}", &json!({"raw": {"a": 1}})),
+        "{\n  \"a\": 1\n}"
+    );
+}
+
+#[test]
+fn bytes_formats_binary_units() {
+    assert_eq!(format_bytes(&json!(1024000000)), "976.6 MiB");
+    assert_eq!(format_bytes(&json!(0)), "0 B");
+    assert_eq!(format_bytes(&json!(1023)), "1023 B");
+    assert_eq!(format_bytes(&json!(1024)), "1.0 KiB");
+    assert_eq!(format_bytes(&json!(1536)), "1.5 KiB");
+    assert_eq!(format_bytes(&json!(1048575)), "1.0 MiB");
+    assert_eq!(format_bytes(&json!(5u64 * 1024 * 1024 * 1024)), "5.0 GiB");
+    assert_eq!(format_bytes(&json!(3u64 << 40)), "3.0 TiB");
+    assert_eq!(format_bytes(&json!(5000u64 << 40)), "5000.0 TiB");
+    assert_eq!(format_bytes(&json!("2048")), "2.0 KiB");
+    assert_eq!(format_bytes(&Value::Null), "");
+    assert_eq!(format_bytes(&json!("lots")), "lots");
+    assert_eq!(format_bytes(&json!(-5)), "-5");
+    assert_eq!(format_bytes(&json!({"a": 1})), "{\"a\":1}");
+    assert_eq!(inline("[{{bytes}}]", &json!({})), "[]");
+}
+
+#[test]
+fn date_reads_rfc3339_and_unix_seconds() {
+    let f = "%Y-%m-%d %H:%M";
+    assert_eq!(
+        format_date(&json!("2025-09-04T18:37:59Z"), f),
+        "2025-09-04 18:37"
+    );
+    assert_eq!(
+        format_date(&json!("2025-09-04T20:37:59+02:00"), f),
+        "2025-09-04 18:37"
+    );
+    assert_eq!(format_date(&json!(1757011079), f), "2025-09-04 18:37");
+    assert_eq!(format_date(&json!("1757011079"), f), "2025-09-04 18:37");
+    assert_eq!(format_date(&json!(1757011079.5), "%S%.3f"), "59.500");
+    assert_eq!(
+        format_date(&json!("2021-10-10 10:10:10"), f),
+        "2021-10-10 10:10"
+    );
+    assert_eq!(
+        format_date(&json!("2019-02-01 01:39:40 UTC"), f),
+        "2019-02-01 01:39"
+    );
+    assert_eq!(
+        format_date(&json!("2025-09-04T18:37:59Z"), DEFAULT_DATE_FORMAT),
+        "2025-09-04 18:37 UTC"
+    );
+    assert_eq!(format_date(&Value::Null, f), "");
+    assert_eq!(format_date(&json!("yesterday"), f), "yesterday");
+    assert_eq!(format_date(&json!(1e300), f), "1e+300");
+    assert_eq!(format_date(&json!([1]), f), "[1]");
+    // A bad format never panics: the input comes back.
+    assert_eq!(
+        format_date(&json!("2025-09-04T18:37:59Z"), "%Q %"),
+        "2025-09-04T18:37:59Z"
+    );
+    let ctx = json!({"occurred_at": "2025-09-04T18:37:59Z"});
+    assert_eq!(inline("{{date occurred_at}}", &ctx), "2025-09-04 18:37 UTC");
+    assert_eq!(inline("{{date occurred_at \"%H:%M\"}}", &ctx), "18:37");
+    assert_eq!(
+        inline("{{date occurred_at 42}}", &ctx),
+        "2025-09-04 18:37 UTC"
+    );
+    assert_eq!(inline("[{{date}}]", &ctx), "[]");
+}
+
+#[test]
+fn emoji_by_status() {
+    assert_eq!(emoji("success"), "✅");
+    assert_eq!(emoji("failure"), "❌");
+    assert_eq!(emoji("partial"), "⚠️");
+    assert_eq!(emoji("missing"), "⏰");
+    assert_eq!(emoji("unknown"), "❓");
+    assert_eq!(emoji(""), "❓");
+    assert_eq!(emoji("FAILED"), "❌");
+    let ctx = json!({"status": "success"});
+    assert_eq!(
+        inline("{{emoji status}}{{emoji}}{{emoji 3}}", &ctx),
+        "✅✅❓"
+    );
+}
+
+#[test]
+fn helpers_survive_odd_arguments() {
+    let ctx = json!({"raw": {"o": {"a": 1}, "l": [1, 2], "b": true, "n": null}});
+    for h in HELPERS {
+        for args in [
+            "",
+            " raw.o",
+            " raw.l",
+            " raw.b",
+            " raw.n",
+            " raw.o raw.l raw.b",
+            " 1 2 3 4",
+        ] {
+            let text = format!("{{{{{h}{args}}}}}");
+            let mut t = defaults();
+            t.add_inline("k", &text, "k").unwrap();
+            t.render_inline("k", &ctx).unwrap();
+        }
+    }
+}
+
+// ---- escaping ----
+
+const NASTY: &str = "quote \" back\\slash <b>bold</b> & amp\nnew line\ttab ✅ 🚀";
+
+fn nasty_ctx() -> Value {
+    let mut e = Event {
+        source: NASTY.into(),
+        provider: "generic".into(),
+        status: Status::Failure,
+        received_at: "2025-09-04T18:38:02Z".into(),
+        raw: json!({"text": NASTY}),
+        ..Default::default()
+    };
+    for f in [
+        &mut e.event,
+        &mut e.stack,
+        &mut e.environment,
+        &mut e.server,
+        &mut e.account,
+        &mut e.backup,
+        &mut e.database,
+        &mut e.id,
+        &mut e.message,
+    ] {
+        *f = Some(NASTY.into());
+    }
+    e.template_context()
+}
+
+fn strings_in(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings_in(x, out)),
+        Value::Object(m) => m.values().for_each(|x| strings_in(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn json_defaults_stay_valid_and_round_trip() {
+    let t = defaults();
+    let ctx = nasty_ctx();
+    for ty in ["teams", "webhook"] {
+        let v = render_json(&t, "default", ty, &ctx);
+        let mut strings = Vec::new();
+        strings_in(&v, &mut strings);
+        assert!(
+            strings.iter().any(|s| s == NASTY),
+            "{ty}: the exact value should appear in {v:#}"
+        );
+    }
+    let v = render_json(&t, "default", "webhook", &ctx);
+    assert_eq!(v["message"], NASTY);
+    assert_eq!(v["raw"]["text"], NASTY);
+    // Slack mrkdwn text gets & < > escaped for Slack, on top of valid JSON.
+    let v = render_json(&t, "default", "slack", &ctx);
+    let mut strings = Vec::new();
+    strings_in(&v, &mut strings);
+    assert!(strings.iter().any(|s| s == &slack_escape(NASTY)), "{v:#}");
+    assert!(!strings.iter().any(|s| s.contains("<b>")), "{v:#}");
+    // Even a value a helper passes through untouched (an unreadable date).
+    let mut hostile = ctx.clone();
+    hostile["occurred_at"] = json!("<!channel>");
+    let v = render_json(&t, "default", "slack", &hostile);
+    assert!(!v.to_string().contains("<!channel>"), "{v:#}");
+}
+
+#[test]
+fn text_escaping_follows_the_destination() {
+    let dir = dir_with(&[
+        ("x.slack.hbs", "{{message}}|{{{message}}}"),
+        ("x.email.hbs", "{{message}}"),
+        ("x.email.html.hbs", "<p>{{message}}</p>|{{{message}}}"),
+        ("x.console.hbs", "{{message}}"),
+        ("x.teams.hbs", "{{message}}"),
+        (
+            "x.webhook.json.hbs",
+            "{\"m\": \"{{message}}\", \"r\": {{{json message}}}}",
+        ),
+    ]);
+    let t = Templates::load(dir.path()).unwrap();
+    let ctx = json!({"message": "a & <b> \"q\" 'x'"});
+    assert_eq!(
+        render_text(&t, "x", "slack", &ctx),
+        "a &amp; &lt;b&gt; \"q\" 'x'|a & <b> \"q\" 'x'"
+    );
+    assert_eq!(render_text(&t, "x", "email", &ctx), "a & <b> \"q\" 'x'");
+    assert_eq!(render_text(&t, "x", "console", &ctx), "a & <b> \"q\" 'x'");
+    assert_eq!(render_text(&t, "x", "teams", &ctx), "a & <b> \"q\" 'x'");
+    let html = t.render_html("x", "email", &ctx).unwrap().unwrap();
+    assert!(
+        html.starts_with("<p>a &amp; &lt;b&gt; &quot;q&quot;"),
+        "{html}"
+    );
+    assert!(html.ends_with("|a & <b> \"q\" 'x'"), "{html}");
+    let v = render_json(&t, "x", "webhook", &ctx);
+    assert_eq!(
+        v,
+        json!({"m": "a & <b> \"q\" 'x'", "r": "a & <b> \"q\" 'x'"})
+    );
+}
+
+#[test]
+fn json_helper_is_escaped_in_html() {
+    let dir = dir_with(&[("x.email.hbs", "t"), ("x.email.html.hbs", "{{json raw}}")]);
+    let t = Templates::load(dir.path()).unwrap();
+    let html = t
+        .render_html("x", "email", &json!({"raw": {"a": "<b>"}}))
+        .unwrap();
+    assert_eq!(
+        html.as_deref(),
+        Some("{&quot;a&quot;:&quot;&lt;b&gt;&quot;}")
+    );
+}
+
+// ---- strict names ----
+
+#[test]
+fn misspelled_field_is_a_load_error_with_line() {
+    let dir = dir_with(&[("bad.slack.hbs", "line one\n{{status}}\nstack: {{stak}}\n")]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].place.ends_with("bad.slack.hbs:3"), "{errs:?}");
+    assert!(
+        errs[0].message.contains("unknown field \"stak\""),
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].message.contains("did you mean \"stack\""),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn names_are_checked_inside_blocks_and_helpers() {
+    for (text, bad) in [
+        ("{{#if stak}}x{{/if}}", "stak"),
+        ("{{upper sever}}", "sever"),
+        ("{{#if (eq stauts \"failure\")}}x{{/if}}", "stauts"),
+        ("{{#if status}}{{else}}{{envronment}}{{/if}}", "envronment"),
+        ("{{default stack nope}}", "nope"),
+    ] {
+        let dir = dir_with(&[("n.console.hbs", text)]);
+        let errs = Templates::load(dir.path()).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains(&format!("\"{bad}\""))),
+            "{text}: {errs:?}"
+        );
+    }
+    let dir = dir_with(&[("n.console.hbs", "{{uper status}}")]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert!(
+        errs[0].message.contains("unknown helper \"uper\""),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn syntax_error_names_file_and_line() {
+    let dir = dir_with(&[("s.email.hbs", "hello\n{{#if status}}\nnever closed\n")]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let place = &errs[0].place;
+    assert!(
+        place.contains("s.email.hbs:")
+            && place.rsplit(':').next().unwrap().parse::<usize>().is_ok(),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn every_bad_file_is_reported() {
+    let dir = dir_with(&[
+        ("a.slack.hbs", "{{stak}}"),
+        ("b.teams.json.hbs", "{\"text\": \"{{#if x}}\"}"),
+        ("c.pager.hbs", "{{status}}"),
+        ("notes.txt", "{{ignored}}"),
+    ]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(errs[0].place.ends_with("a.slack.hbs:1"));
+    assert!(errs[1].place.contains("b.teams.json.hbs"));
+    assert!(errs[2].place.ends_with("c.pager.hbs"));
+    assert!(errs[2].message.contains("not a template name"), "{errs:?}");
+}
+
+#[test]
+fn invalid_json_output_is_a_load_error() {
+    let dir = dir_with(&[("j.webhook.json.hbs", "{\"text\": \"{{{message}}}\"}")]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert!(errs[0].place.ends_with("j.webhook.json.hbs"), "{errs:?}");
+    assert!(errs[0].message.contains("valid JSON"), "{errs:?}");
+}
+
+#[test]
+fn raw_paths_and_null_fields_are_fine() {
+    let dir = dir_with(&[(
+        "r.console.hbs",
+        "{{raw.anything.deep}}|{{stack}}|{{#each raw.items}}{{name}}{{/each}}|{{@root.status}}",
+    )]);
+    let t = Templates::load(dir.path()).unwrap();
+    let ctx = sample("simplebackups error");
+    assert_eq!(render_text(&t, "r", "console", &ctx), "|||failure");
+    let ctx =
+        json!({"stack": "s", "status": "x", "raw": {"items": [{"name": "a"}, {"name": "b"}]}});
+    assert_eq!(render_text(&t, "r", "console", &ctx), "|s|ab|x");
+}
+
+#[test]
+fn inline_templates_are_checked() {
+    let mut t = defaults();
+    t.add_inline("subject", DEFAULT_SUBJECT, "destinations.mail.subject")
+        .unwrap();
+    assert_eq!(
+        t.render_inline("subject", &sample("cloud66")).unwrap(),
+        "[FAILURE] cloud66 backup.verification.failed: myapp_production"
+    );
+    let e = t
+        .add_inline("chan", "#backups-{{stak}}", "destinations.s.channel")
+        .unwrap_err();
+    assert_eq!(e.place, "destinations.s.channel");
+    assert!(e.message.contains("unknown field \"stak\""), "{e:?}");
+    let e = t
+        .add_inline("x", "{{#if}}", "routes[0].channel")
+        .unwrap_err();
+    assert_eq!(e.place, "routes[0].channel");
+    assert!(t.render_inline("chan", &json!({})).is_err());
+}
+
+// ---- override and fallback ----
+
+#[test]
+fn dir_overrides_embedded_and_falls_back_to_default() {
+    let dir = dir_with(&[
+        ("default.console.hbs", "custom {{status}}"),
+        ("backup_failed.slack.hbs", "failed {{backup}}"),
+    ]);
+    let t = Templates::load(dir.path()).unwrap();
+    let ctx = sample("cloud66");
+    assert_eq!(
+        render_text(&t, "default", "console", &ctx),
+        "custom failure"
+    );
+    assert_eq!(
+        render_text(&t, "backup_failed", "slack", &ctx),
+        "failed myapp_production"
+    );
+    // No teams template for backup_failed: default's.
+    let v = render_json(&t, "backup_failed", "teams", &ctx);
+    assert_eq!(v["type"], "message");
+    assert!(t.has_name("backup_failed"));
+    assert!(t.has_name("default"));
+    assert!(!t.has_name("nope"));
+    // Email: backup_failed has no email text, so default's HTML part.
+    assert!(t
+        .render_html("backup_failed", "email", &ctx)
+        .unwrap()
+        .is_some());
+    assert!(t.render_body("x", "pager", &ctx).is_err());
+}
+
+#[test]
+fn a_text_override_replaces_the_embedded_json_body() {
+    // The default folder name, so places look like the embedded ones.
+    let dir = dir_with(&[("default.slack.hbs", "{{emoji}} {{backup}}")]);
+    let t = Templates::load(dir.path()).unwrap();
+    let ctx = sample("cloud66");
+    assert_eq!(
+        render_text(&t, "default", "slack", &ctx),
+        "❌ myapp_production"
+    );
+    assert_eq!(render_json(&t, "default", "teams", &ctx)["type"], "message");
+}
+
+#[test]
+fn email_html_belongs_to_the_text_template() {
+    let dir = dir_with(&[("plain.email.hbs", "just text")]);
+    let t = Templates::load(dir.path()).unwrap();
+    let ctx = sample("cloud66");
+    assert_eq!(render_text(&t, "plain", "email", &ctx), "just text");
+    assert_eq!(t.render_html("plain", "email", &ctx).unwrap(), None);
+}
+
+// ---- the defaults read well ----
+
+#[test]
+fn defaults_render_for_every_sample() {
+    let t = defaults();
+    for (what, ctx) in sample_contexts() {
+        for ty in crate::destinations::type_names() {
+            t.render_body("default", ty, &ctx)
+                .unwrap_or_else(|e| panic!("{ty} for {what}: {e}"));
+        }
+        t.render_html("default", "email", &ctx).unwrap().unwrap();
+    }
+}
+
+#[test]
+fn defaults_wording() {
+    let t = defaults();
+    let c66 = sample("cloud66");
+    let slack = render_json(&t, "default", "slack", &c66);
+    assert_eq!(
+        slack["text"],
+        "❌ Backup verification failed: myapp_production (postgresql) on my-production-app / production"
+    );
+    let console = render_text(&t, "default", "console", &c66);
+    assert!(console.starts_with("❌ [CRITICAL] Backup verification failed: myapp_production (postgresql) on my-production-app / production: Cloud66 gave no reason for the failure. Verification result: \"Backup verified successfully\"; Backup result: \"Backup completed successfully\"\n"), "{console}");
+    assert!(
+        console.contains("976.6 MiB") && console.contains("2025-09-04 18:37 UTC"),
+        "{console}"
+    );
+
+    let sb = sample("simplebackups error");
+    let slack = render_json(&t, "default", "slack", &sb);
+    assert_eq!(
+        slack["text"],
+        "❌ Backup failed: Acme Project on Acme Server"
+    );
+    let email = render_text(&t, "default", "email", &sb);
+    assert!(!email.contains("Stack"), "{email}");
+    assert!(email.contains("Server:       Acme Server\n"), "{email}");
+
+    let missing = sample("MISSING");
+    let teams = render_json(&t, "default", "teams", &missing);
+    let title = &teams["attachments"][0]["content"]["body"][0];
+    assert_eq!(
+        title["text"],
+        "⏰ Backup missed: TestAccountPolicyName20181228013921 on testServerId20181228013921"
+    );
+    assert_eq!(title["color"], "Attention");
+    // A missed backup's time is when it was expected.
+    let facts = teams["attachments"][0]["content"]["body"][1]["facts"].to_string();
+    assert!(
+        facts.contains(r#"{"title":"Expected at","value":"2019-02-01 20:00 UTC"}"#),
+        "{facts}"
+    );
+    assert!(!facts.contains(r#""When""#), "{facts}");
+    let console = render_text(&t, "default", "console", &missing);
+    assert!(
+        console.contains(" · expected at 2019-02-01 20:00 UTC"),
+        "{console}"
+    );
+    let email = render_text(&t, "default", "email", &missing);
+    assert!(
+        email.contains("\nExpected at:  2019-02-01 20:00 UTC\n"),
+        "{email}"
+    );
+    assert_eq!(teams["attachments"][0]["content"]["version"], "1.4");
+    assert_eq!(teams["attachments"][0]["contentUrl"], Value::Null);
+}
+
+#[test]
+fn templates_can_be_shared_across_workers() {
+    fn shared<T: Send + Sync + Clone>() {}
+    shared::<Templates>();
+}
+
+#[test]
+#[ignore = "prints every default for every sample, for reading"]
+fn show_defaults() {
+    let t = defaults();
+    for (what, ctx) in sample_contexts() {
+        println!("==================== {what}");
+        for ty in crate::destinations::type_names() {
+            match t.render_body("default", ty, &ctx).unwrap() {
+                Body::Json(v) => println!("--- {ty}\n{v:#}"),
+                Body::Text(s) => println!("--- {ty}\n{s}"),
+            }
+        }
+        println!(
+            "--- html\n{}",
+            t.render_html("default", "email", &ctx).unwrap().unwrap()
+        );
+    }
+}
