@@ -1,0 +1,124 @@
+//! The SQLite schema and its versioned migrations.
+
+use super::*;
+
+/// The schema, one step per version (`schema_version` says which ran). Version 1
+/// is the schema from before versioning, written so it also applies over it.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+-- Rowids without AUTOINCREMENT: each insert is spared an update of
+-- sqlite_sequence. Retention never deletes the newest row of a table, so ids are
+-- never reused. (Databases created before keep AUTOINCREMENT; it changes nothing
+-- but that cost.)
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    source      TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    routed      INTEGER NOT NULL,
+    duplicates  INTEGER NOT NULL DEFAULT 0,
+    event       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_dedup ON events (source, dedup_key, received_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        TEXT NOT NULL REFERENCES events (id),
+    destination     TEXT NOT NULL,
+    template        TEXT NOT NULL,
+    channel         TEXT,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    window_start    INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    -- Unused: leases are held in memory. Kept so databases that have it stay valid.
+    lease_until     INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at)
+    WHERE state = 'pending';
+-- Pending-only lookups use deliveries_due; an index on state cost every write and
+-- served nothing the partial index does not.
+DROP INDEX IF EXISTS deliveries_state;
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+    at          INTEGER NOT NULL,
+    status      INTEGER,
+    error       TEXT,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+"#,
+    r#"
+-- The readiness probe's row: /readyz commits a write here.
+CREATE TABLE probe (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
+);
+"#,
+    r#"
+-- Backup watch (SPEC §9): one row per subject, updated in each event's
+-- transaction. Times are unix ms; next_deadline is when a missed backup fires.
+CREATE TABLE subjects (
+    key             TEXT PRIMARY KEY,
+    state           TEXT NOT NULL,
+    failures        INTEGER NOT NULL DEFAULT 0,
+    last_event_at   INTEGER,
+    last_success_at INTEGER,
+    down_since      INTEGER,
+    next_deadline   INTEGER,
+    rule            TEXT,
+    fields          TEXT NOT NULL
+);
+CREATE INDEX subjects_deadline ON subjects (next_deadline) WHERE next_deadline IS NOT NULL;
+"#,
+];
+
+pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Brings the schema to the last version, each step in its own transaction.
+/// Nothing is written when it is current (a read-only file still opens).
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    let latest = MIGRATIONS.len() as i64;
+    if schema_version(conn)? >= latest {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let run = || -> Result<()> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        // Read again under the write lock: another process may have migrated.
+        let current = schema_version(conn)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            conn.execute_batch(sql)?;
+            conn.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                params![i as i64 + 1],
+            )?;
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Unit tests of the SQLite backend's internals (the writer's batches, opening).
+
+mod open_tests {
+    use super::super::*;
+
+    #[test]
+    fn open_errors_name_the_absolute_path_and_permission_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a-file"), "x").unwrap();
+        let path = dir.path().join("a-file/sub/hookrelay.db");
+        let opts = || Options {
+            wake: Arc::default(),
+        };
+        let err = SqliteStore::open(path.to_str().unwrap(), opts())
+            .err()
+            .expect("a file where a folder should be")
+            .to_string();
+        assert!(
+            err.contains(&dir.path().join("a-file/sub").display().to_string()),
+            "{err}"
+        );
+        // A folder where the database file should be.
+        std::fs::create_dir(dir.path().join("db-dir")).unwrap();
+        let err = SqliteStore::open(dir.path().join("db-dir").to_str().unwrap(), opts())
+            .err()
+            .expect("a folder is not a database")
+            .to_string();
+        assert!(
+            err.starts_with("storage.url: cannot open the SQLite database /"),
+            "{err}"
+        );
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(io_reason(&denied).starts_with("permission denied"));
+    }
+}
+
+mod batches {
+    use super::super::*;
+    use crate::event::Event;
+
+    fn new_event(key: &str) -> NewEvent {
+        let mut event = Event {
+            source: "s".into(),
+            provider: "generic".into(),
+            received_at: "2026-11-23T00:00:00Z".into(),
+            ..Event::default()
+        };
+        let d = NewDelivery {
+            destination: "d".into(),
+            template: "default".into(),
+            channel: None,
+        };
+        NewEvent::new(&mut event, None, key.into(), Duration::ZERO, true, vec![d]).unwrap()
+    }
+
+    fn job<T: Send + 'static>(
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>) {
+        let (tx, rx) = oneshot::channel();
+        let job = WriteJob {
+            f,
+            result: None,
+            tx,
+            lazy: false,
+        };
+        (Box::new(job), rx)
+    }
+
+    fn noop(lazy: bool) -> Box<dyn Job> {
+        let (tx, _) = oneshot::channel::<Result<()>>();
+        Box::new(WriteJob {
+            f: |_: &Connection| Ok(()),
+            result: None,
+            tx,
+            lazy,
+        })
+    }
+
+    #[test]
+    fn records_wait_for_a_webhook_to_commit_with_only_while_webhooks_arrive() {
+        let long = Duration::from_secs(30);
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+
+        // Webhooks arriving: a lazy write waits for the next urgent one.
+        let last_urgent = Some(std::time::Instant::now());
+        let sender = {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send(noop(false)).unwrap())
+        };
+        let batch = gather(&rx, noop(true), last_urgent, long);
+        sender.join().unwrap();
+        assert_eq!(
+            batch.iter().map(|j| j.lazy()).collect::<Vec<_>>(),
+            [true, false]
+        );
+
+        // No webhook lately (a backlog draining): it goes at once, alone.
+        let started = std::time::Instant::now();
+        let batch = gather(&rx, noop(true), None, long);
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < long / 2, "did not wait for company");
+        let stale = Some(std::time::Instant::now());
+        let batch = gather(&rx, noop(true), stale, Duration::ZERO);
+        assert_eq!(batch.len(), 1);
+
+        // Urgent writes never wait, and what is queued goes with them.
+        tx.send(noop(true)).unwrap();
+        let started = std::time::Instant::now();
+        let batch = gather(&rx, noop(false), None, long);
+        assert_eq!(batch.len(), 2);
+        assert!(started.elapsed() < long / 2, "did not wait for company");
+    }
+
+    /// A store in a fresh folder (kept alive by the returned guard).
+    fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            wake: Arc::default(),
+        };
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap(), opts).unwrap();
+        (dir, store)
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_failing_job_in_a_batch_leaves_no_rows_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        migrate(&conn).unwrap();
+        let (a, mut ra) = job(|c| ingest_tx(c, &new_event("a")));
+        // Writes an event row, then fails: the row must not survive.
+        let (b, mut rb) = job(|c| {
+            ingest_tx(c, &new_event("b"))?;
+            Err::<(), _>(StoreError::NotFound)
+        });
+        let (c, mut rc) = job(|c| ingest_tx(c, &new_event("c")));
+        let mut batch = vec![a, b, c];
+        run_batch(&conn, &mut batch).unwrap();
+        for j in batch {
+            j.finish(Ok(()));
+        }
+        assert!(matches!(
+            ra.try_recv().unwrap(),
+            Ok(Ingested::Stored { .. })
+        ));
+        assert!(matches!(rb.try_recv().unwrap(), Err(StoreError::NotFound)));
+        assert!(matches!(
+            rc.try_recv().unwrap(),
+            Ok(Ingested::Stored { .. })
+        ));
+        let keys: Vec<String> = conn
+            .prepare("SELECT dedup_key FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, ["a", "c"]);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM deliveries"), 2);
+    }
+
+    #[test]
+    fn an_uncommitted_batch_reports_a_commit_error() {
+        let (mut a, mut ra) = job(|_| Ok(1));
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        assert!(matches!(a.run(&conn), Ran::Ok));
+        a.finish(Err(StoreError::Commit));
+        assert!(matches!(ra.try_recv().unwrap(), Err(StoreError::Commit)));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_event_ends_dead_without_stopping_the_others() {
+        let (_dir, store) = temp_store();
+        store.ingest(new_event("a")).await.unwrap();
+        store.ingest(new_event("b")).await.unwrap();
+        store
+            .write(|c| Ok(c.execute("UPDATE events SET event = '{' WHERE seq = 1", [])?))
+            .await
+            .unwrap();
+        let claimed = store.claim("d", 10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "the readable one is claimed");
+        let dead = store.list_deliveries(Some(State::Dead), 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(
+            dead[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("stored event unreadable"),
+            "{:?}",
+            dead[0].last_error
+        );
+        assert_ne!(dead[0].id, claimed[0].id);
+    }
+}
