@@ -96,7 +96,7 @@ impl HelperDef for JsonHelper {
 }
 
 pub(super) fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
-    let value_helpers: [(&str, ValueFn); 8] = [
+    let value_helpers: [(&str, ValueFn); 12] = [
         ("upper", |a, _, _| {
             Value::String(text_of(arg(a, 0)).to_uppercase())
         }),
@@ -121,6 +121,16 @@ pub(super) fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
         ("mrkdwn", |a, _, _| {
             Value::String(slack_escape(&text_of(arg(a, 0))))
         }),
+        ("ordinal", |a, _, _| Value::String(ordinal(arg(a, 0)))),
+        ("since", |a, _, _| {
+            let until = match arg(a, 1) {
+                Value::Null => Some(Utc::now()),
+                v => parse_time(v),
+            };
+            Value::String(since(arg(a, 0), until))
+        }),
+        ("streak", |_, _, ctx| Value::String(streak(ctx.data()))),
+        ("headline", |_, _, ctx| Value::String(headline(ctx.data()))),
     ];
     for (name, f) in value_helpers {
         r.register_helper(name, Box::new(ValueHelper(f)));
@@ -266,4 +276,118 @@ pub fn emoji(status: &str) -> &'static str {
         "missing" | "missed" => "⏰",
         _ => "❓",
     }
+}
+
+/// `{{ordinal failures}}`: 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, …; empty for
+/// anything that is not a whole number.
+pub fn ordinal(v: &Value) -> String {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    let Some(n) = n else {
+        return String::new();
+    };
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// `{{since last_success_at received_at}}`: how long from the first time to the
+/// second (now without one) in its largest unit — "2 days", "5 hours"; empty when
+/// either is missing or unreadable. Templates reckon from the event's own
+/// `received_at`, so every retry of a delivery says the same.
+pub fn since(from: &Value, until: Option<DateTime<Utc>>) -> String {
+    match (parse_time(from), until) {
+        (Some(from), Some(until)) => crate::watch::ago((until - from).num_milliseconds()),
+        _ => String::new(),
+    }
+}
+
+/// `{{streak}}`: where a bad outcome stands in its subject's run, in words —
+/// "3rd failure in a row; last good backup 2 days ago", "Last good backup 5 hours
+/// ago", "2nd failure in a row; no good backup seen by hookrelay yet" — for `failure`, `partial` and
+/// `missing` events that carry their subject's history; empty for anything else (a recovery says how long it was
+/// down in its `message`).
+pub fn streak(ctx: &Value) -> String {
+    let field = |k: &str| ctx.get(k).unwrap_or(&Value::Null);
+    let status = text_of(field("status"));
+    let failures = field("failures").as_u64().unwrap_or(0);
+    // Stored events of a bad outcome count at least themselves; 0 means the
+    // subject's history is not known (`hookrelay render`, a hand-made context).
+    if !matches!(status.as_str(), "failure" | "partial" | "missing")
+        || text_of(field("subject")).is_empty()
+        || failures == 0
+    {
+        return String::new();
+    }
+    let mut parts = Vec::new();
+    if failures >= 2 {
+        let what = if status == "missing" {
+            "miss or failure"
+        } else {
+            "failure"
+        };
+        parts.push(format!("{} {what} in a row", ordinal(field("failures"))));
+    }
+    let received = parse_time(field("received_at"));
+    let last_good = since(field("last_success_at"), received);
+    if !last_good.is_empty() {
+        parts.push(format!("last good backup {last_good} ago"));
+    } else if failures >= 2 {
+        // Said only of a run: a first failure of a backup hookrelay has just begun
+        // to watch knows too little to claim anything about its past.
+        parts.push("no good backup seen by hookrelay yet".to_string());
+    }
+    let text = parts.join("; ");
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+/// `{{headline}}`: what happened and to which backup, in one line — "Backup
+/// verification failed: myapp_production (postgresql) on my-production-app /
+/// production". The words follow the status and, where they matter, the event
+/// type (a failed *verification* is not a failed backup).
+pub fn headline(ctx: &Value) -> String {
+    let field = |k: &str| text_of(ctx.get(k).unwrap_or(&Value::Null));
+    let event = field("event");
+    let mut line = match field("status").as_str() {
+        "failure" if event == "backup.verification.failed" => "Backup verification failed".into(),
+        "failure" => "Backup failed".into(),
+        "missing" => "Backup missed".into(),
+        "partial" => "Backup partially succeeded".into(),
+        "success" if event == "backup.verification.verified" => "Backup verified".into(),
+        "success" => "Backup succeeded".into(),
+        "recovered" => "Backup recovered".into(),
+        _ if !event.is_empty() => format!("Backup event {event}"),
+        _ => format!("Unrecognised payload on source {}", field("source")),
+    };
+    let (backup, database) = (field("backup"), field("database"));
+    if !backup.is_empty() {
+        let _ = write!(line, ": {backup}");
+        if !database.is_empty() {
+            let _ = write!(line, " ({database})");
+        }
+    } else if !database.is_empty() {
+        let _ = write!(line, ": {database}");
+    }
+    let (stack, environment, server) = (field("stack"), field("environment"), field("server"));
+    if !stack.is_empty() {
+        let _ = write!(line, " on {stack}");
+        if !environment.is_empty() {
+            let _ = write!(line, " / {environment}");
+        }
+    } else if !server.is_empty() {
+        let _ = write!(line, " on {server}");
+    }
+    line
 }

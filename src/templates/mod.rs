@@ -84,7 +84,8 @@ const BUILTIN_HELPERS: &[&str] = &[
 
 /// The helpers hookrelay adds.
 pub const HELPERS: &[&str] = &[
-    "upper", "lower", "default", "eq", "json", "bytes", "date", "emoji", "mrkdwn",
+    "upper", "lower", "default", "eq", "json", "bytes", "date", "emoji", "mrkdwn", "ordinal",
+    "since", "streak", "headline",
 ];
 
 /// How a template's `{{values}}` are escaped.

@@ -44,6 +44,10 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         e.occurred_at = Some("2021-10-10T10:10:10Z".into());
         e.id = Some("987655".into());
         e.message = Some("Backup Acme Project failed".into());
+        // The third failure in a row of a watched backup (SPEC §9).
+        e.failures = 3;
+        e.last_success_at = Some("2025-09-02T17:05:00Z".into());
+        e.down_since = Some("2025-09-03T17:04:00Z".into());
         e.raw = json!({"id": 987655, "type": "backup", "status": "error",
             "backup": {"id": 4101, "name": "Acme Project"}, "server": {"name": "Acme Server"}});
     });
@@ -93,6 +97,40 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         e.server = Some("IL1TESTWIND0803".into());
         e.raw = json!("not even an object");
     });
+    let missed = event(&|e| {
+        e.source = "c66".into();
+        e.provider = "hookrelay".into();
+        e.event = Some("backup.missing".into());
+        e.status = Status::Missing;
+        e.stack = Some("my-production-app".into());
+        e.environment = Some("production".into());
+        e.server = Some("server-abc123".into());
+        e.backup = Some("myapp_production".into());
+        e.occurred_at = Some("2025-09-04T18:04:00Z".into());
+        e.message = Some(
+            "No successful backup since 2025-09-03 17:04 UTC; expected every 24h (+1h grace)"
+                .into(),
+        );
+        e.failures = 1;
+        e.last_success_at = Some("2025-09-03T17:04:00Z".into());
+        e.down_since = Some("2025-09-04T18:04:00Z".into());
+        e.raw = json!({"subject": "c66/my-production-app/server-abc123/myapp_production",
+            "deadline": "2025-09-04T18:04:00Z", "expected": "every 24h (+1h grace)"});
+    });
+    let recovered = event(&|e| {
+        e.source = "sb".into();
+        e.provider = "hookrelay".into();
+        e.event = Some("backup.recovered".into());
+        e.status = Status::Recovered;
+        e.server = Some("Acme Server".into());
+        e.backup = Some("Acme Project".into());
+        e.occurred_at = Some("2025-09-04T18:38:02Z".into());
+        e.message = Some("Back after 3 failures, down 2 days".into());
+        e.failures = 3;
+        e.last_success_at = Some("2025-09-02T17:05:00Z".into());
+        e.down_since = Some("2025-09-02T18:00:00Z".into());
+        e.raw = json!({"subject": "sb/Acme Server/Acme Project", "failures": 3});
+    });
     let generic = event(&|e| {
         e.source = "generic".into();
         e.provider = "generic".into();
@@ -129,6 +167,8 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         ("a centurylink MISSING event", centurylink_missing),
         ("a simplebackups success event", success),
         ("a centurylink PARTIAL_SUCCESS event", partial),
+        ("a missed backup found by the backup watch", missed),
+        ("a backup.recovered after three failures", recovered),
         ("a generic event with few fields", generic),
         (
             "an event whose values hold quotes, markup and newlines",

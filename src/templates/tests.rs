@@ -538,6 +538,77 @@ fn defaults_wording() {
         slack["text"],
         "❌ Backup failed: Acme Project on Acme Server"
     );
+    // The third failure in a row says so, and how long since the last good one
+    // (reckoned from when hookrelay received it, so every retry says the same).
+    let streak = "3rd failure in a row; last good backup 2 days ago";
+    let blocks = slack["blocks"].to_string();
+    assert!(
+        blocks.contains(&format!(
+            "*Backup failed: Acme Project on Acme Server*\\n{streak}"
+        )),
+        "{blocks}"
+    );
+    let email = render_text(&t, "default", "email", &sb);
+    assert!(
+        email.starts_with(&format!(
+            "❌ Backup failed: Acme Project on Acme Server\n{streak}\n"
+        )),
+        "{email}"
+    );
+    let pd = render_json(&t, "default", "pagerduty", &sb);
+    assert_eq!(
+        pd["payload"]["summary"],
+        format!(
+            "❌ Backup failed: Acme Project on Acme Server: Backup Acme Project failed ({streak})"
+        )
+    );
+    let discord = render_json(&t, "default", "discord", &sb);
+    assert_eq!(
+        discord["embeds"][0]["description"],
+        format!("**{streak}**\n\nBackup Acme Project failed")
+    );
+    let html = t.render_html("default", "email", &sb).unwrap().unwrap();
+    assert!(html.contains(&format!(">{streak}</p>")), "{html}");
+    for ty in ["console", "telegram"] {
+        let text = render_text(&t, "default", ty, &sb);
+        assert!(text.contains(streak), "{ty}: {text}");
+    }
+    let teams = render_json(&t, "default", "teams", &sb);
+    assert_eq!(
+        teams["attachments"][0]["content"]["body"][1]["text"],
+        streak
+    );
+
+    // A miss found by the watch: what was expected and since when nothing came.
+    let missed = sample("missed backup found by the backup watch");
+    let email = render_text(&t, "default", "email", &missed);
+    assert!(email.starts_with("⏰ Backup missed: myapp_production on my-production-app / production\nLast good backup 25 hours ago\n"), "{email}");
+    assert!(
+        email.contains("Expected at:  2025-09-04 18:04 UTC\n"),
+        "{email}"
+    );
+    assert!(
+        email.contains(
+            "No successful backup since 2025-09-03 17:04 UTC; expected every 24h (+1h grace)"
+        ),
+        "{email}"
+    );
+
+    // A recovery is headed as one, and says how long it was down.
+    let recovered = sample("backup.recovered");
+    let slack = render_json(&t, "default", "slack", &recovered);
+    assert_eq!(
+        slack["text"],
+        "✅ Backup recovered: Acme Project on Acme Server"
+    );
+    let console = render_text(&t, "default", "console", &recovered);
+    assert!(console.starts_with("✅ [INFO] Backup recovered: Acme Project on Acme Server: Back after 3 failures, down 2 days\n"), "{console}");
+
+    // Without the subject's history (failures 0, as in `hookrelay render`) nothing
+    // is claimed about it.
+    let email = render_text(&t, "default", "email", &sample("centurylink FAILED"));
+    assert!(!email.contains("good backup"), "{email}");
+
     let email = render_text(&t, "default", "email", &sb);
     assert!(!email.contains("Stack"), "{email}");
     assert!(email.contains("Server:       Acme Server\n"), "{email}");
@@ -575,6 +646,50 @@ fn defaults_wording() {
 fn templates_can_be_shared_across_workers() {
     fn shared<T: Send + Sync + Clone>() {}
     shared::<Templates>();
+}
+
+#[test]
+fn ordinals_durations_and_streaks() {
+    let ord = |n: u64| helpers::ordinal(&json!(n));
+    assert_eq!(
+        [1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111, 112].map(ord),
+        [
+            "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st",
+            "111th", "112th"
+        ]
+    );
+    assert_eq!(helpers::ordinal(&json!("x")), "");
+    let at = |s: &str| parse_time(&json!(s));
+    assert_eq!(
+        helpers::since(&json!("2025-09-02T17:05:00Z"), at("2025-09-04T18:38:02Z")),
+        "2 days"
+    );
+    assert_eq!(
+        helpers::since(&json!("2025-09-04T13:00:00Z"), at("2025-09-04T18:38:02Z")),
+        "5 hours"
+    );
+    assert_eq!(helpers::since(&Value::Null, at("2025-09-04T18:38:02Z")), "");
+    let ctx = |status: &str, failures: u32, last: Value| {
+        json!({"status": status, "subject": "sb/a", "failures": failures,
+            "last_success_at": last, "received_at": "2025-09-04T18:38:02Z"})
+    };
+    let last = json!("2025-09-04T12:00:00Z");
+    assert_eq!(
+        helpers::streak(&ctx("failure", 1, last.clone())),
+        "Last good backup 6 hours ago"
+    );
+    assert_eq!(
+        helpers::streak(&ctx("partial", 2, last.clone())),
+        "2nd failure in a row; last good backup 6 hours ago"
+    );
+    assert_eq!(
+        helpers::streak(&ctx("missing", 4, Value::Null)),
+        "4th miss or failure in a row; no good backup seen by hookrelay yet"
+    );
+    assert_eq!(helpers::streak(&ctx("failure", 1, Value::Null)), "");
+    assert_eq!(helpers::streak(&ctx("success", 0, last.clone())), "");
+    assert_eq!(helpers::streak(&ctx("recovered", 3, last.clone())), "");
+    assert_eq!(helpers::streak(&ctx("failure", 0, last)), "");
 }
 
 #[test]

@@ -305,3 +305,79 @@ async fn a_pinned_subject_that_never_reported_is_missed_and_reminded() {
     // Each reminder comes `remind` after the previous one, not sooner.
     assert!(ms(&missing[1]["received_at"]) - ms(&missing[0]["received_at"]) >= 1000);
 }
+
+#[tokio::test]
+async fn slack_messages_say_where_a_failure_stands_in_its_run_and_how_long_it_was_down() {
+    let slack = sink().await;
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\n\
+         destinations:\n  s: {{ type: slack, webhook_url: \"{}/hook\", rate_limit: 100/s }}\n\
+         routes:\n  - to: [s]\n",
+        slack.uri()
+    ))
+    .await;
+    // Posted one at a time, so the messages arrive in this order.
+    let files = [
+        "success.json",
+        "error.json",
+        "error.json",
+        "error.json",
+        "success.json",
+    ];
+    for (i, file) in files.iter().enumerate() {
+        let r = app.post("/hooks/sb", sb(file, i as u64 + 1), &[]).await;
+        assert_eq!(r.status(), 202);
+        wait_received(&slack, i + 1, Duration::from_secs(20)).await;
+    }
+    // The last success is followed by its backup.recovered.
+    let got = wait_received(&slack, files.len() + 1, Duration::from_secs(20)).await;
+    let heads: Vec<String> = got
+        .iter()
+        .map(|m| m["blocks"][0]["text"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        heads[0],
+        "✅ *Backup succeeded: Acme Project on Acme Server*"
+    );
+    let (first, rest) = heads[1]
+        .split_once('\n')
+        .expect("a failure has a second line");
+    assert_eq!(first, "❌ *Backup failed: Acme Project on Acme Server*");
+    assert!(
+        rest.starts_with("Last good backup ") && rest.ends_with(" ago"),
+        "{rest}"
+    );
+    assert!(
+        heads[2].contains("\n2nd failure in a row; last good backup "),
+        "{}",
+        heads[2]
+    );
+    assert!(
+        heads[3].contains("\n3rd failure in a row; last good backup "),
+        "{}",
+        heads[3]
+    );
+    // The success and its recovery are stored together and may arrive either way round.
+    let mut last: Vec<&str> = heads[4..].iter().map(String::as_str).collect();
+    last.sort();
+    assert_eq!(
+        last,
+        [
+            "✅ *Backup recovered: Acme Project on Acme Server*",
+            "✅ *Backup succeeded: Acme Project on Acme Server*"
+        ]
+    );
+    let recovered = got[4..]
+        .iter()
+        .find(|m| m["text"].as_str().unwrap().contains("recovered"))
+        .unwrap()["blocks"]
+        .to_string();
+    assert!(
+        recovered.contains("Back after 3 failures, down "),
+        "{recovered}"
+    );
+    assert!(
+        recovered.contains("backup watch on source `sb`"),
+        "{recovered}"
+    );
+}
