@@ -444,3 +444,69 @@ async fn slacks_one_per_second_holds_across_two_replicas() {
         .count();
     eprintln!("replicas that sent: {senders}; gaps: {gaps:?}");
 }
+
+#[tokio::test]
+async fn two_replicas_watching_one_backup_fire_each_missed_deadline_once() {
+    let db = pg::fresh_database().await;
+    let sink = Sink::start(false).await;
+    // A backup that never reports, pinned by the config both replicas load: missed
+    // 2 s after start, then reminded every 2 s while it stays missing. Each
+    // deadline and each reminder is claimed by one replica only.
+    let config = format!(
+        "{}\nwatch:\n  by: [source, backup]\n  expect:\n    - match: {{ source: sb, backup: nightly }}\n      every: 2s\n      remind: 2s",
+        hook(&sink)
+    );
+    let a = Replica::start(&db, &config).await;
+    let b = Replica::start(&db, &config).await;
+    let client = reqwest::Client::new();
+    let four = wait_for(Duration::from_secs(60), || async { sink.count() >= 4 }).await;
+    assert!(four, "{} missed alerts:\n{}", sink.count(), a.log());
+    a.signal("STOP");
+    b.signal("STOP");
+    // Nothing can be in flight past a stop except a send the sink already counted.
+    let got: Vec<Value> = sink
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert!(
+        got.iter().all(|m| m["event"] == "backup.missing"),
+        "{got:?}"
+    );
+    assert!(got.iter().all(|m| m["subject"] == "sb/nightly"), "{got:?}");
+    // One alert per deadline: no deadline (occurred_at) was sent twice…
+    let mut deadlines: Vec<&str> = got
+        .iter()
+        .map(|m| m["occurred_at"].as_str().unwrap())
+        .collect();
+    deadlines.sort();
+    let n = deadlines.len();
+    deadlines.dedup();
+    assert_eq!(deadlines.len(), n, "a deadline fired twice: {got:#?}");
+    a.signal("CONT");
+    b.signal("CONT");
+    // …and each stored event was delivered once.
+    let events = a.api(&client, "/api/events?limit=100").await;
+    let stored: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "backup.missing")
+        .collect();
+    let mut stored_deadlines: Vec<&str> = stored
+        .iter()
+        .map(|e| e["occurred_at"].as_str().unwrap())
+        .collect();
+    stored_deadlines.sort();
+    let m = stored_deadlines.len();
+    stored_deadlines.dedup();
+    assert_eq!(stored_deadlines.len(), m, "a deadline was stored twice");
+    // Both replicas take part in watching (either may fire a given deadline).
+    assert!(
+        a.log().contains("backup missing") || b.log().contains("backup missing"),
+        "{}",
+        a.log()
+    );
+}

@@ -475,3 +475,72 @@ async fn a_deadline_passed_while_stopped_fires_once_after_start_and_kill_9_after
         assert_eq!(b["occurred_at"], missing[0]["occurred_at"]);
     }
 }
+
+#[tokio::test]
+async fn sighup_keeps_the_deadlines_of_unchanged_watch_rules_and_applies_changed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sink)
+        .await;
+    let dests = format!("  a: {{ type: webhook, url: \"{}/a\" }}", sink.uri());
+    // Two backups that never report, pinned by the config; `nightly`'s rule is
+    // changed by the reload, `weekly`'s is not.
+    let with_watch = |nightly_every: &str| {
+        write_config(dir.path(), &dests, "  - to: [a]");
+        let mut yaml = std::fs::read_to_string(dir.path().join("relay.yaml")).unwrap();
+        yaml.push_str(&format!(
+            "watch:\n  by: [source, backup]\n  expect:\n\
+             \x20   - match: {{ source: sb, backup: nightly }}\n      every: {nightly_every}\n\
+             \x20   - match: {{ source: sb, backup: weekly }}\n      every: 1h\n"
+        ));
+        std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+    };
+    with_watch("1h");
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let s = Serve::start(dir.path(), port).await;
+    let deadlines = || async {
+        let v = api(&client, &s, "/api/backups").await;
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["subject"].as_str().unwrap().to_string(),
+                    b["next_deadline"].clone(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<String, Value>>()
+    };
+    let before = deadlines().await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.values().all(|d| d.is_string()), "{before:?}");
+
+    with_watch("2s");
+    s.signal("HUP");
+    let log = dir.path().join("hookrelay.log");
+    let reloaded = wait_for(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("reloaded relay.yaml")
+    })
+    .await;
+    assert!(reloaded, "reload was not logged");
+    // The changed rule is in force: nightly is missed within seconds, not an hour…
+    let got = wait_received(&sink, 1, Duration::from_secs(30)).await;
+    assert_eq!(got[0]["event"], "backup.missing");
+    assert_eq!(got[0]["subject"], "sb/nightly");
+    // …and the unchanged one kept its deadline rather than starting over.
+    let after = deadlines().await;
+    assert_eq!(
+        after["sb/weekly"], before["sb/weekly"],
+        "{before:?} {after:?}"
+    );
+    assert_ne!(
+        after["sb/nightly"], before["sb/nightly"],
+        "{before:?} {after:?}"
+    );
+}
