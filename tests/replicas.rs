@@ -510,3 +510,51 @@ async fn two_replicas_watching_one_backup_fire_each_missed_deadline_once() {
         a.log()
     );
 }
+
+#[tokio::test]
+async fn while_the_database_is_away_webhooks_get_503_and_nothing_acknowledged_is_lost() {
+    let server = pg::Server::start_new();
+    let db = pg::fresh_database_on(&server.url).await;
+    // The first send hangs past its timeout: its attempt ends while the database
+    // is away, and must still be retried and delivered after it is back.
+    let sink = Sink::start(true).await;
+    let r = Replica::start(&db, &hook(&sink)).await;
+    let client = reqwest::Client::new();
+    assert_eq!(r.post(&client, "before").await.0, 202);
+    let sending = wait_for(Duration::from_secs(20), || async { sink.count() >= 1 }).await;
+    assert!(sending, "{}", r.log());
+
+    server.stop();
+    let (status, body) = r.post(&client, "during").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let ready = client.get(r.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    server.start();
+    let back = wait_for(Duration::from_secs(60), || async {
+        client
+            .get(r.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|x| x.status() == 200)
+    })
+    .await;
+    assert!(back, "never ready again:\n{}", r.log());
+    assert_eq!(r.post(&client, "after").await.0, 202);
+    let all = r.settled(&client, Duration::from_secs(60)).await;
+    let items = all["items"].as_array().unwrap();
+    assert!(items.iter().all(|d| d["state"] == "delivered"), "{all:#}");
+    // What got a 202 arrived (the hung first send and its retry are the same
+    // event); what got a 503 was never stored; the process never stopped.
+    let per_id = sink.per_id();
+    assert_eq!(
+        per_id.keys().cloned().collect::<Vec<_>>(),
+        ["\"after\"", "\"before\""],
+        "{per_id:?}"
+    );
+    assert_eq!(per_id["\"after\""], 1, "{per_id:?}");
+    assert_eq!(items.len(), 2, "{all:#}");
+    drop(r);
+    server.stop();
+}
