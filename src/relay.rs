@@ -122,7 +122,7 @@ impl Relay {
                         if !dest.kind.takes_channel() {
                             errors.push(ConfigError::new(
                                 format!("routes[{i}].to[{j}]"),
-                                format!("{d:?} does not take `channel`: only a Slack destination with a bot token does"),
+                                format!("{d:?} does not take `channel`: only Slack (with a bot token) and Mattermost destinations do"),
                             ));
                         }
                     }

@@ -14,6 +14,7 @@
 pub mod console;
 pub mod discord;
 pub mod email;
+pub mod mattermost;
 pub mod pagerduty;
 pub mod slack;
 pub mod teams;
@@ -43,6 +44,7 @@ pub const KINDS: &[Kind] = &[
     discord::KIND,
     pagerduty::KIND,
     telegram::KIND,
+    mattermost::KIND,
 ];
 
 /// The registration of one destination type.
@@ -71,6 +73,8 @@ pub enum TextEscape {
     Slack,
     /// HTML.
     Html,
+    /// Mattermost Markdown ([`mattermost::escape_markdown`]).
+    Markdown,
 }
 
 /// The registration of `type: name`, if there is one.
@@ -939,6 +943,8 @@ mod tests {
                    "url": format!("{base}/v2/enqueue")}),
             json!({"type": "telegram", "token": "123456:SECRET", "chat_id": "-100123",
                    "api_url": base}),
+            json!({"type": "mattermost", "webhook_url": format!("{base}/hooks/SECRETSECRETSECRET"),
+                   "channel": "backups", "username": "hookrelay"}),
         ]
     }
 

@@ -12,6 +12,7 @@ pub(super) fn new_registry(mode: Mode) -> Handlebars<'static> {
         Mode::Slack => r.register_escape_fn(slack_escape),
         Mode::Html => r.register_escape_fn(handlebars::html_escape),
         Mode::Plain => r.register_escape_fn(handlebars::no_escape),
+        Mode::Markdown => r.register_escape_fn(crate::destinations::mattermost::escape_markdown),
     }
     register_helpers(&mut r, mode);
     r

@@ -99,10 +99,18 @@ enum Mode {
     Html,
     /// Everything else: no escaping.
     Plain,
+    /// Mattermost Markdown: see `destinations::mattermost::escape_markdown`.
+    Markdown,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::Json, Mode::Slack, Mode::Html, Mode::Plain];
+    const ALL: [Mode; 5] = [
+        Mode::Json,
+        Mode::Slack,
+        Mode::Html,
+        Mode::Plain,
+        Mode::Markdown,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -142,6 +150,7 @@ fn parse_file_name(file: &str) -> Option<FileName> {
             TextEscape::Plain => Mode::Plain,
             TextEscape::Slack => Mode::Slack,
             TextEscape::Html => Mode::Html,
+            TextEscape::Markdown => Mode::Markdown,
         },
     };
     Some(FileName {
@@ -429,7 +438,7 @@ impl Templates {
                 ))
             }),
             Mode::Html => Ok(Body::Text(text)),
-            Mode::Slack | Mode::Plain => Ok(Body::Text(trim_newlines(text))),
+            Mode::Slack | Mode::Plain | Mode::Markdown => Ok(Body::Text(trim_newlines(text))),
         }
     }
 }

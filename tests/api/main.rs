@@ -9,6 +9,7 @@ mod email;
 mod helpers;
 mod ingest;
 mod limits;
+mod mattermost;
 mod pagerduty;
 mod process;
 mod readiness;
