@@ -129,8 +129,10 @@ impl Relay {
                 }
             }
         }
+        let source_names: Vec<&str> = settings.sources.keys().map(String::as_str).collect();
         let routes = match routing::compile(
             &settings.routes,
+            &source_names,
             |d| settings.destinations.contains_key(d) || settings.invalid_destinations.contains(d),
             |t| templates.as_ref().is_none_or(|x| x.has_name(t)),
         ) {

@@ -143,11 +143,13 @@ pub struct Planned {
     pub route: usize,
 }
 
-/// Compiles the configured routes. `is_destination(name)` answers whether a
-/// destination exists (enabled or not); `has_template(name)` whether templates of
-/// that name exist.
+/// Compiles the configured routes. `sources` are the configured sources' names
+/// (a route on any other `source` can never match; empty: not checked);
+/// `is_destination(name)` answers whether a destination exists (enabled or not);
+/// `has_template(name)` whether templates of that name exist.
 pub fn compile(
     routes: &[RouteConfig],
+    sources: &[&str],
     is_destination: impl Fn(&str) -> bool,
     has_template: impl Fn(&str) -> bool,
 ) -> Result<Vec<Route>, Vec<ConfigError>> {
@@ -168,6 +170,8 @@ pub fn compile(
             if let Some(c) = Cond::compile(&fplace, v, &mut errors) {
                 if let Some(allowed) = enumerated(field) {
                     check_values(&fplace, field, allowed, &c, &mut errors);
+                } else if field == "source" && !sources.is_empty() {
+                    check_values(&fplace, "source", sources, &c, &mut errors);
                 }
                 conditions.push((field.clone(), c));
             }
@@ -340,7 +344,7 @@ mod tests {
 
     fn routes(yaml: Value) -> Vec<Route> {
         let cfgs: Vec<RouteConfig> = serde_json::from_value(yaml).unwrap();
-        compile(&cfgs, |_| true, |_| true).unwrap()
+        compile(&cfgs, &[], |_| true, |_| true).unwrap()
     }
 
     fn c66(env: &str, stack: &str, status: Status, event: &str) -> Event {
@@ -384,7 +388,7 @@ mod tests {
         let bad: Vec<RouteConfig> =
             serde_json::from_value(json!([{"match": {"failures": {"gte": "x"}}, "to": ["a"]}]))
                 .unwrap();
-        let errs = compile(&bad, |_| true, |_| true).unwrap_err();
+        let errs = compile(&bad, &[], |_| true, |_| true).unwrap_err();
         assert_eq!(errs[0].place, "routes[0].match.failures.gte");
     }
 
@@ -458,7 +462,7 @@ mod tests {
             {"match": {"status": {"oops": 1}}, "to": ["ok"]},
         ]))
         .unwrap();
-        let errs = compile(&cfgs, |d| d == "ok", |t| t == "default").unwrap_err();
+        let errs = compile(&cfgs, &[], |d| d == "ok", |t| t == "default").unwrap_err();
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         for want in [
             "routes[0].match.stak: unknown field",
@@ -475,6 +479,21 @@ mod tests {
     }
 
     #[test]
+    fn a_route_on_a_source_that_is_not_configured_is_an_error() {
+        let cfgs: Vec<RouteConfig> = serde_json::from_value(json!([
+            {"match": {"source": "c66"}, "to": ["a"]},
+            {"match": {"source": ["sb", "simplebackup"]}, "to": ["a"]},
+            {"match": {"source": {"regex": "^s"}}, "to": ["a"]},
+        ]))
+        .unwrap();
+        let errs = compile(&cfgs, &["c66", "simplebackups"], |_| true, |_| true).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].starts_with("routes[1].match.source: source is never \"sb\", so this can never match; source is one of c66, simplebackups"), "{lines:#?}");
+        assert!(lines[1].contains("source is never \"simplebackup\", so this can never match; did you mean simplebackups?"), "{lines:#?}");
+    }
+
+    #[test]
     fn values_a_field_never_takes_are_errors_with_a_suggestion() {
         let cfgs: Vec<RouteConfig> = serde_json::from_value(json!([
             {"match": {"status": "failed"}, "to": ["a"]},
@@ -483,7 +502,7 @@ mod tests {
             {"match": {"status": "xyzzy", "stack": "failed", "severity": {"regex": "^crit"}}, "to": ["a"]},
         ]))
         .unwrap();
-        let errs = compile(&cfgs, |_| true, |_| true).unwrap_err();
+        let errs = compile(&cfgs, &[], |_| true, |_| true).unwrap_err();
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 4, "{lines:#?}");
         assert!(lines[0].starts_with("routes[0].match.status: status is never \"failed\", so this can never match; did you mean failure? status is one of success, failure, partial, missing, unknown, recovered"), "{lines:#?}");

@@ -515,8 +515,13 @@ async fn sighup_keeps_the_deadlines_of_unchanged_watch_rules_and_applies_changed
             })
             .collect::<std::collections::BTreeMap<String, Value>>()
     };
+    // Pinned subjects are written by the watch soon after start.
+    let both = wait_for(Duration::from_secs(20), || async {
+        deadlines().await.len() == 2
+    })
+    .await;
     let before = deadlines().await;
-    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(both, "{before:?}");
     assert!(before.values().all(|d| d.is_string()), "{before:?}");
 
     with_watch("2s");
