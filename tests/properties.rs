@@ -349,7 +349,7 @@ proptest! {
                 continue_: conts[i],
             })
             .collect();
-        let Ok(routes) = routing::compile(&cfgs, |_| true, |_| true) else {
+        let Ok(routes) = routing::compile(&cfgs, &[], |_| true, |_| true) else {
             // Refused with errors, not a panic: that is all asked of a bad route.
             return Ok(());
         };
