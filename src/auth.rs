@@ -173,6 +173,61 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Wrong admin tokens (the admin API's bearer, the web page's sign-in) counted per
+/// client address: after [`WrongTokens::MAX`] within [`WrongTokens::WINDOW`], that
+/// address is refused with 429 until the window ends, without the token being
+/// compared — so guessing runs at ten tries a minute, and a blocked guesser learns
+/// nothing. A right token clears the count.
+#[derive(Default)]
+pub struct WrongTokens {
+    by_addr:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl WrongTokens {
+    pub const MAX: u32 = 10;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Addresses remembered at most; past it, expired windows are dropped first.
+    const KEEP: usize = 10_000;
+
+    /// How long `addr` must still wait, if it is blocked.
+    pub fn blocked(&self, addr: Option<std::net::IpAddr>) -> Option<std::time::Duration> {
+        let addr = addr?;
+        let map = self.by_addr.lock().ok()?;
+        let (count, since) = map.get(&addr)?;
+        let left = Self::WINDOW.checked_sub(since.elapsed())?;
+        (*count >= Self::MAX && !left.is_zero()).then_some(left)
+    }
+
+    pub fn failed(&self, addr: Option<std::net::IpAddr>) {
+        let Some(addr) = addr else { return };
+        let Ok(mut map) = self.by_addr.lock() else {
+            return;
+        };
+        if map.len() >= Self::KEEP {
+            map.retain(|_, (_, since)| since.elapsed() < Self::WINDOW);
+            if map.len() >= Self::KEEP {
+                // Still full of live windows: forget the oldest half rather than grow.
+                let mut starts: Vec<std::time::Instant> = map.values().map(|v| v.1).collect();
+                starts.sort();
+                let cut = starts[starts.len() / 2];
+                map.retain(|_, (_, since)| *since > cut);
+            }
+        }
+        let entry = map.entry(addr).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= Self::WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    pub fn succeeded(&self, addr: Option<std::net::IpAddr>) {
+        if let (Some(addr), Ok(mut map)) = (addr, self.by_addr.lock()) {
+            map.remove(&addr);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +337,23 @@ mod tests {
         assert_eq!(v.signature_header(), Some("X-Hub-Signature-256"));
         assert_eq!(v.check_signature(Some(&good), body), Ok(()));
         assert!(v.check_signature(Some(&sign("other", body)), body).is_err());
+    }
+
+    #[test]
+    fn ten_wrong_tokens_block_an_address_for_the_window_and_a_right_one_clears() {
+        let w = WrongTokens::default();
+        let a = Some("10.0.0.1".parse().unwrap());
+        let b = Some("10.0.0.2".parse().unwrap());
+        for _ in 0..WrongTokens::MAX - 1 {
+            w.failed(a);
+        }
+        assert!(w.blocked(a).is_none());
+        w.failed(a);
+        let left = w.blocked(a).expect("blocked after MAX");
+        assert!(left <= WrongTokens::WINDOW);
+        assert!(w.blocked(b).is_none(), "another address is not");
+        assert!(w.blocked(None).is_none());
+        w.succeeded(a);
+        assert!(w.blocked(a).is_none());
     }
 }

@@ -27,6 +27,8 @@ pub struct Shared {
     pub reloaded: Notify,
     pub http: reqwest::Client,
     pub config_path: PathBuf,
+    /// Wrong admin tokens per client address (admin API and web page sign-in).
+    pub wrong_tokens: crate::auth::WrongTokens,
 }
 
 impl Shared {
@@ -95,6 +97,7 @@ impl Application {
             reloaded: Notify::new(),
             http,
             config_path: path,
+            wrong_tokens: Default::default(),
         });
         let listener =
             TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;

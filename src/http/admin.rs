@@ -28,6 +28,17 @@ fn authorize(req: &HttpRequest, shared: &Shared) -> Result<(), ApiError> {
     let Some(token) = relay.settings.admin.token.as_ref() else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
     };
+    let addr = req.peer_addr().map(|a| a.ip());
+    if let Some(left) = shared.wrong_tokens.blocked(addr) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many wrong admin tokens from this address; try again in {} s",
+                left.as_secs() + 1
+            ),
+        )
+        .retry_after(left));
+    }
     let given = req
         .headers()
         .get("authorization")
@@ -35,8 +46,12 @@ fn authorize(req: &HttpRequest, shared: &Shared) -> Result<(), ApiError> {
         .and_then(|h| h.strip_prefix("Bearer "))
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        shared.wrong_tokens.succeeded(addr);
         Ok(())
     } else {
+        if !given.is_empty() {
+            shared.wrong_tokens.failed(addr);
+        }
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token: send Authorization: Bearer <admin.token>",

@@ -25,6 +25,8 @@ use crate::worker::SHUTDOWN_GRACE;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -32,7 +34,13 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, after: std::time::Duration) -> ApiError {
+        self.retry_after = Some(after);
+        self
     }
 }
 
@@ -47,7 +55,15 @@ impl actix_web::ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        error_json(self.status, &self.message)
+        let mut res = error_json(self.status, &self.message);
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(secs),
+            );
+        }
+        res
     }
 }
 

@@ -325,6 +325,23 @@ async fn login(req: HttpRequest, form: web::Form<LoginForm>) -> Result<HttpRespo
             Some("The sign-in form had expired. Enter the token again."),
         ));
     }
+    let addr = req.peer_addr().map(|a| a.ip());
+    let wrong_tokens = &shared(&req).wrong_tokens;
+    if let Some(left) = wrong_tokens.blocked(addr) {
+        let mut res = login_response(
+            &req,
+            &key,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            Some(&format!(
+                "Too many wrong tokens from this address. Try again in {} seconds.",
+                left.as_secs() + 1
+            )),
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(left.as_secs() + 1));
+        return Ok(res);
+    }
     let relay = shared(&req).relay.load();
     let right = relay
         .settings
@@ -333,6 +350,7 @@ async fn login(req: HttpRequest, form: web::Form<LoginForm>) -> Result<HttpRespo
         .as_ref()
         .is_some_and(|t| bool::from(form.token.as_bytes().ct_eq(t.expose().as_bytes())));
     if !right {
+        wrong_tokens.failed(addr);
         log::warn!("web page: sign-in with a wrong admin token");
         return Ok(login_response(
             &req,
@@ -342,6 +360,7 @@ async fn login(req: HttpRequest, form: web::Form<LoginForm>) -> Result<HttpRespo
             Some("That is not the admin token."),
         ));
     }
+    wrong_tokens.succeeded(addr);
     let mut res = see_other(&next);
     let secure = secure(&req);
     for c in [

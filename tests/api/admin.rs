@@ -151,3 +151,36 @@ async fn a_dead_delivery_can_be_retried_and_an_event_replayed() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn ten_wrong_admin_tokens_from_one_address_block_it_for_a_minute() {
+    let app = spawn_app(&format!(
+        "sources:\n  c: {{ kind: cloud66 }}\nadmin: {{ token: {ADMIN} }}\n"
+    ))
+    .await;
+    // A request without a token is not a guess and is not counted.
+    for _ in 0..20 {
+        assert_eq!(app.get("/api/events", None).await.status(), 401);
+    }
+    for i in 0..10 {
+        let r = app.get("/api/events", Some(&format!("guess-{i}"))).await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    // Now even the right token is not compared: a guesser learns nothing.
+    let r = app.get("/api/events", Some(ADMIN)).await;
+    assert_eq!(r.status(), 429);
+    let after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&after), "{after}");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many wrong admin tokens from this address"),
+        "{v}"
+    );
+}

@@ -477,3 +477,38 @@ async fn the_delivery_log_filters_by_status_source_and_delivery_state_and_pages(
     let r = get(&app, "/ui/events/no-such-event", &cookie).await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn sign_in_is_refused_for_a_minute_after_ten_wrong_tokens() {
+    let app = spawn_app(&config("http://127.0.0.1:9")).await;
+    let c = client();
+    let attempt = |token: &'static str| {
+        let c = c.clone();
+        let address = app.address.clone();
+        async move {
+            let form = c.get(format!("{address}/ui/login")).send().await.unwrap();
+            let (login, _) = set_cookie(&form, "hookrelay_login").unwrap();
+            let csrf = csrf_of(&form.text().await.unwrap());
+            c.post(format!("{address}/ui/login"))
+                .header("Cookie", format!("hookrelay_login={login}"))
+                .form(&[("token", token), ("csrf", &csrf), ("next", "/ui")])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(attempt("not-the-token").await.status(), 401);
+    }
+    let r = attempt(ADMIN).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(set_cookie(&r, "hookrelay_session").is_none());
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Too many wrong tokens from this address. Try again in "),
+        "{html}"
+    );
+    // The admin API shares the count.
+    assert_eq!(app.get("/api/events", Some(ADMIN)).await.status(), 429);
+}
