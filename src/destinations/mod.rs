@@ -14,7 +14,9 @@
 pub mod console;
 pub mod discord;
 pub mod email;
+pub mod google_chat;
 pub mod mattermost;
+pub mod ntfy;
 pub mod pagerduty;
 pub mod slack;
 pub mod teams;
@@ -45,6 +47,8 @@ pub const KINDS: &[Kind] = &[
     pagerduty::KIND,
     telegram::KIND,
     mattermost::KIND,
+    google_chat::KIND,
+    ntfy::KIND,
 ];
 
 /// The registration of one destination type.
@@ -580,6 +584,37 @@ pub(crate) async fn post_and_classify(
     classify_status(status, &headers, &text)
 }
 
+/// An `Authorization` value for HTTP basic auth (Mailgun's `api:<key>`, ntfy's
+/// user and password).
+pub(crate) fn basic_auth(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64_encode(format!("{user}:{password}").as_bytes())
+    )
+}
+
+/// Standard base64 with padding (for basic auth).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Whether `c` is a bidirectional embedding, override or isolate control
 /// (U+202A–U+202E, U+2066–U+2069): in a chat message a payload holding one can
 /// make text display in another order than it is written (a server name that reads
@@ -728,6 +763,29 @@ mod tests {
             .to_string();
         let e = classify_status(429, &headers(&[("retry-after", &far)]), "").unwrap_err();
         assert_eq!(e.retry_after, Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn basic_auth_is_base64_of_user_colon_password() {
+        assert_eq!(
+            basic_auth("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(i.as_bytes()), o);
+        }
     }
 
     #[test]
@@ -945,6 +1003,11 @@ mod tests {
                    "api_url": base}),
             json!({"type": "mattermost", "webhook_url": format!("{base}/hooks/SECRETSECRETSECRET"),
                    "channel": "backups", "username": "hookrelay"}),
+            json!({"type": "google_chat",
+                   "webhook_url": format!("{base}/v1/spaces/AAAA/messages?key=SECRETkey&token=SECRETtoken")}),
+            json!({"type": "ntfy", "url": format!("{base}/SECRETtopic"), "token": "tk_SECRET"}),
+            json!({"type": "ntfy", "url": format!("{base}/SECRETtopic"), "user": "ops",
+                   "password": "SECRET"}),
         ]
     }
 
