@@ -29,6 +29,9 @@ pub struct Shared {
     pub config_path: PathBuf,
     /// Wrong admin tokens per client address (admin API and web page sign-in).
     pub wrong_tokens: crate::auth::WrongTokens,
+    /// Destinations a reload removed, each with the last relay that had it:
+    /// deliveries queued for them before the reload are still sent with it.
+    pub retired: std::sync::Mutex<std::collections::HashMap<String, Arc<Relay>>>,
 }
 
 impl Shared {
@@ -37,10 +40,24 @@ impl Shared {
     pub fn reload(&self) -> Result<(), String> {
         let env = std::env::vars().collect();
         let relay = Relay::load(&self.config_path, &env, &self.http).map_err(|e| e.to_string())?;
+        let old = self.relay.load_full();
+        if let Ok(mut retired) = self.retired.lock() {
+            for name in old.destinations.keys() {
+                if !relay.destinations.contains_key(name) {
+                    retired.insert(name.clone(), old.clone());
+                }
+            }
+            retired.retain(|name, _| !relay.destinations.contains_key(name));
+        }
         self.relay.store(Arc::new(relay));
         self.reloaded.notify_waiters();
         self.notify.notify_waiters();
         Ok(())
+    }
+
+    /// The last relay that had destination `name`, if a reload removed it.
+    pub fn retired(&self, name: &str) -> Option<Arc<Relay>> {
+        self.retired.lock().ok()?.get(name).cloned()
     }
 }
 
@@ -98,6 +115,7 @@ impl Application {
             http,
             config_path: path,
             wrong_tokens: Default::default(),
+            retired: Default::default(),
         });
         let listener =
             TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;

@@ -92,6 +92,9 @@ fn snapshot(shared: &Shared, name: &str, last: &mut Option<Arc<Relay>>) -> Optio
     let cur = shared.relay.load_full();
     if cur.destinations.contains_key(name) {
         *last = Some(cur);
+    } else if last.is_none() {
+        // A loop that first runs after the reload that removed its destination.
+        *last = shared.retired(name);
     }
     last.clone()
 }
@@ -257,13 +260,17 @@ const DRAIN_BATCH: usize = 1000;
 pub async fn drain(shared: &Arc<Shared>, passes: usize) -> usize {
     let mut attempts = 0;
     for _ in 0..passes {
-        let relay = shared.relay.load_full();
-        let mut names: BTreeSet<String> = relay.destinations.keys().cloned().collect();
+        let current = shared.relay.load_full();
+        let mut names: BTreeSet<String> = current.destinations.keys().cloned().collect();
         if let Ok(p) = shared.store.pending_destinations().await {
             names.extend(p);
         }
         let before = attempts;
         for name in names {
+            let mut last = None;
+            let Some(relay) = snapshot(shared, &name, &mut last) else {
+                continue;
+            };
             let Some(dest) = relay.destinations.get(&name) else {
                 continue;
             };

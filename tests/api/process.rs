@@ -383,6 +383,41 @@ async fn deliveries_queued_before_a_reload_keep_their_destination() {
     assert_eq!(all["items"][0]["state"], "delivered");
 }
 
+#[tokio::test]
+async fn a_delivery_first_claimed_after_the_reload_that_removed_its_destination_is_sent_there() {
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sink)
+        .await;
+    // No delivery loops: nothing is claimed before the reload, whatever the timing.
+    let app = spawn_app_drained(&format!(
+        "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  old: {{ type: webhook, url: \"{}/old\" }}\nroutes:\n  - to: [old]\n",
+        sink.uri()
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let path = app.shared.config_path.clone();
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        cfg.replace("  old: { type: webhook", "  new: { type: webhook")
+            .replace("to: [old]", "to: [new]"),
+    )
+    .unwrap();
+    app.shared.reload().expect("valid config reloads");
+    assert_eq!(app.drain(3).await, 1);
+    let got = sink.received_requests().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].url.path(), "/old");
+    let all = app.api("/api/deliveries").await;
+    assert_eq!(all["items"][0]["destination"], "old");
+    assert_eq!(all["items"][0]["state"], "delivered");
+}
+
 /// `backup.missing` events in the admin API, oldest first.
 async fn missing_events(client: &reqwest::Client, s: &Serve) -> Vec<Value> {
     let v = api(client, s, "/api/events?limit=500").await;
