@@ -12,7 +12,8 @@
 //!
 //! User and password are percent-decoded; AUTH is used when they are given.
 //! `tls_ca_file` (PEM) adds the CA of an internal mail relay to the public roots
-//! for STARTTLS and `smtps://`; it is read when the config is loaded.
+//! for STARTTLS and `smtps://`; it is read when the config is loaded. A server
+//! certificate that is still not trusted fails permanently, naming `tls_ca_file`.
 //!
 //! Each send opens its own connection (alerts are rare; no connection outlives the
 //! send or the runtime that made it) and is bounded as a whole by the destination
@@ -338,10 +339,40 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "is not UTF-8 once %-decoded".to_string())
 }
 
+/// The certificate error behind a failed TLS handshake, if that is what failed:
+/// rustls reports it inside the `io::Error` lettre's connection error carries.
+fn certificate_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(c)) = tls {
+            return Some(c);
+        }
+        next = err.source();
+    }
+    None
+}
+
 /// Judges a lettre error: SMTP 4xx transient, 5xx permanent; connection, I/O,
-/// TLS and timeout failures transient; client-side refusals (STARTTLS required
-/// but not offered, no usable AUTH mechanism) permanent. `password` is scrubbed.
+/// and timeout failures transient; a certificate the client does not trust
+/// (unknown issuer, wrong name, expired) permanent, since only a configuration
+/// change (`tls_ca_file`, the server's certificate) can fix it; client-side
+/// refusals (STARTTLS required but not offered, no usable AUTH mechanism)
+/// permanent. `password` is scrubbed.
 pub fn classify_smtp(e: &lettre::transport::smtp::Error, password: Option<&str>) -> SendError {
+    if let Some(cert) = certificate_error(e) {
+        let message = format!(
+            "the mail server's TLS certificate was not trusted ({cert:?}); if an internal CA \
+             signed it, set tls_ca_file to that CA's PEM file"
+        );
+        return SendError::permanent(password.map_or(message.clone(), |p| scrub(&message, p)));
+    }
     let status = e.status().map(u16::from);
     let transient = if e.is_permanent() {
         false

@@ -135,13 +135,14 @@ async fn tls_ca_file_trusts_an_internal_relay_over_starttls_and_implicit_tls() {
         r#"sources:
   sb: {{ kind: simplebackups }}
 admin: {{ token: {ADMIN} }}
-delivery: {{ retry_schedule: [50ms], max_age: 500ms }}
+delivery: {{ retry_schedule: [50ms], max_age: 1h }}
 destinations:
   relay: {{ type: email, smtp: "smtp://127.0.0.1:{p1}?tls=required", tls_ca_file: "{ca1}", from: a@example.com, to: [b@example.com] }}
   relays: {{ type: email, smtp: "smtps://127.0.0.1:{p2}", tls_ca_file: "{ca2}", from: a@example.com, to: [c@example.com] }}
   untrusted: {{ type: email, smtp: "smtps://127.0.0.1:{p2}", from: a@example.com, to: [d@example.com] }}
+  untrusted-starttls: {{ type: email, smtp: "smtp://127.0.0.1:{p1}", from: a@example.com, to: [e@example.com] }}
 routes:
-  - to: [relay, relays, untrusted]
+  - to: [relay, relays, untrusted, untrusted-starttls]
 "#,
         p1 = starttls.port,
         p2 = implicit.port,
@@ -175,8 +176,26 @@ routes:
     assert_eq!(by("relays")["state"], "delivered", "{all}");
     let untrusted = by("untrusted");
     assert_eq!(untrusted["state"], "dead", "{untrusted}");
-    let err = untrusted["attempts"][0]["error"].as_str().unwrap();
-    assert!(err.contains("certificate"), "{err}");
+    // Dead at once, not after max_age: retrying cannot make it trusted.
+    assert_eq!(
+        untrusted["attempts"].as_array().unwrap().len(),
+        1,
+        "{untrusted}"
+    );
+    assert_eq!(
+        untrusted["last_error"],
+        "the mail server's TLS certificate was not trusted (UnknownIssuer); if an internal CA \
+         signed it, set tls_ca_file to that CA's PEM file"
+    );
+    let untrusted = by("untrusted-starttls");
+    assert_eq!(untrusted["state"], "dead", "{untrusted}");
+    assert_eq!(
+        untrusted["attempts"].as_array().unwrap().len(),
+        1,
+        "{untrusted}"
+    );
+    let err = untrusted["last_error"].as_str().unwrap();
+    assert!(err.contains("not trusted (UnknownIssuer)"), "{err}");
 }
 
 /// The same email through each provider's HTTP API, in that provider's own
