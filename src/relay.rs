@@ -142,6 +142,9 @@ impl Relay {
                 Vec::new()
             }
         };
+        if let Some(t) = templates.as_ref() {
+            errors.extend(check_requests(t, &destinations, &routes));
+        }
         let watch = match Watch::compile(&settings.watch) {
             Ok(w) => w,
             Err(e) => {
@@ -249,35 +252,99 @@ impl Relay {
             .destinations
             .get(dest_name)
             .ok_or_else(|| format!("destination {dest_name:?} is not configured"))?;
-        let ty = dest.type_name();
-        let body = self
-            .templates
-            .render_body(template, ty, ctx)
-            .map_err(|x| x.to_string())?;
-        let html = if destinations::kind(ty).is_some_and(|k| k.html_part) {
-            self.templates
-                .render_html(template, ty, ctx)
-                .map_err(|x| x.to_string())?
-        } else {
-            None
-        };
-        let subject = match dest.cfg.kind.subject() {
-            Some(_) => Some(
-                self.templates
-                    .render_inline(&subject_key(dest_name), ctx)
-                    .map_err(|x| x.to_string())?,
-            ),
-            None => None,
-        };
-        let msg = Message {
-            body,
-            html,
-            subject,
-            channel: channel.map(str::to_string),
-        };
+        let msg = render_message(&self.templates, dest_name, dest, template, channel, ctx)?;
         let req = dest.sender.prepare(&msg).map_err(|x| x.message)?;
         Ok((dest.sender.clone(), req))
     }
+}
+
+/// The rendered message of one delivery: body, HTML part and subject.
+fn render_message(
+    templates: &Templates,
+    dest_name: &str,
+    dest: &Dest,
+    template: &str,
+    channel: Option<&str>,
+    ctx: &serde_json::Value,
+) -> Result<Message, String> {
+    let ty = dest.type_name();
+    let body = templates
+        .render_body(template, ty, ctx)
+        .map_err(|x| x.to_string())?;
+    let html = if destinations::kind(ty).is_some_and(|k| k.html_part) {
+        templates
+            .render_html(template, ty, ctx)
+            .map_err(|x| x.to_string())?
+    } else {
+        None
+    };
+    let subject = match dest.cfg.kind.subject() {
+        Some(_) => Some(
+            templates
+                .render_inline(&subject_key(dest_name), ctx)
+                .map_err(|x| x.to_string())?,
+        ),
+        None => None,
+    };
+    Ok(Message {
+        body,
+        html,
+        subject,
+        channel: channel.map(str::to_string),
+    })
+}
+
+/// Builds, for every sample event, the request each enabled destination would
+/// send with each template a route gives it (`default` when no route names one),
+/// so a template the destination cannot send (a text body for PagerDuty, a JSON
+/// array for Telegram, a trigger without a summary) is an error at `check` and
+/// start-up rather than a dead delivery. Rendering itself was checked when the
+/// templates were loaded (with file and line); this names the file, the
+/// destination and the sample that failed.
+fn check_requests(
+    templates: &Templates,
+    destinations: &BTreeMap<String, Dest>,
+    routes: &[Route],
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let samples = crate::templates::sample_contexts();
+    for (name, dest) in destinations {
+        if !dest.cfg.common.enabled {
+            continue;
+        }
+        let mut used: Vec<&str> = routes
+            .iter()
+            .filter(|r| r.to.iter().any(|d| d == name))
+            .map(|r| {
+                r.template
+                    .as_deref()
+                    .unwrap_or(crate::templates::DEFAULT_NAME)
+            })
+            .collect();
+        if used.is_empty() {
+            used.push(crate::templates::DEFAULT_NAME);
+        }
+        used.sort_unstable();
+        used.dedup();
+        let ty = dest.type_name();
+        for template in used {
+            let failed = samples.iter().find_map(|(what, ctx)| {
+                let result = render_message(templates, name, dest, template, None, ctx)
+                    .and_then(|msg| dest.sender.prepare(&msg).map_err(|e| e.message));
+                result.err().map(|e| (what, e))
+            });
+            if let Some((what, e)) = failed {
+                let place = templates
+                    .body_place(template, ty)
+                    .map_or_else(|| format!("destinations.{name}"), str::to_string);
+                errors.push(ConfigError::new(
+                    place,
+                    format!("destination {name:?} ({ty}) cannot send it: {e} (for {what})"),
+                ));
+            }
+        }
+    }
+    errors
 }
 
 /// The id of one delivery, the same on every attempt (and across restarts and

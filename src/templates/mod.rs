@@ -378,6 +378,15 @@ impl Templates {
         self.render_key(&key, ctx)
     }
 
+    /// The file a body for `ty` under `name` comes from (`name`'s, else
+    /// `default`'s), as errors name it.
+    pub fn body_place(&self, name: &str, ty: &str) -> Option<&str> {
+        let key = self
+            .body_key(name, ty)
+            .or_else(|| self.body_key(DEFAULT_NAME, ty))?;
+        self.files.get(&key).map(|(_, place)| place.as_str())
+    }
+
     fn body_key(&self, name: &str, ty: &str) -> Option<String> {
         [format!("{name}.{ty}.json"), format!("{name}.{ty}")]
             .into_iter()

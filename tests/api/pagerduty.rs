@@ -120,3 +120,61 @@ async fn a_refused_event_is_dead_with_pagerdutys_own_words_and_no_key() {
     );
     assert!(!all.to_string().contains(KEY));
 }
+
+/// A template PagerDuty cannot take (text, or JSON without a summary) renders
+/// fine but could never be sent: `check` says so, naming the file, before any
+/// alert is lost; templates a route does not give PagerDuty are not judged by it.
+#[test]
+fn check_refuses_a_template_pagerduty_cannot_send() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        format!(
+            "storage: {{ url: \"sqlite://data/h.db\" }}\nsources:\n  sb: {{ kind: simplebackups }}\n\
+             destinations:\n  pager: {{ type: pagerduty, routing_key: \"{KEY}\" }}\n\
+             \x20 hook: {{ type: webhook, url: \"http://127.0.0.1:9/in\" }}\n\
+             routes:\n  - to: [pager]\n    template: short\n    continue: true\n\
+             \x20 - to: [pager, hook]\n    template: nosummary\n"
+        ),
+    )
+    .unwrap();
+    let t = dir.path().join("templates");
+    std::fs::write(t.join("short.pagerduty.hbs"), "{{backup}} failed\n").unwrap();
+    std::fs::write(
+        t.join("nosummary.pagerduty.json.hbs"),
+        "{ \"event_action\": \"trigger\", \"payload\": { \"source\": \"{{server}}\", \"severity\": \"critical\" } }\n",
+    )
+    .unwrap();
+    // Never given to PagerDuty by a route: not its business.
+    std::fs::write(t.join("other.pagerduty.hbs"), "{{backup}}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .current_dir(dir.path())
+        .args(["check", "-c", "relay.yaml"])
+        .env_remove("HOOKRELAY_CONFIG")
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let short = t.join("short.pagerduty.hbs").display().to_string();
+    let nosummary = t.join("nosummary.pagerduty.json.hbs").display().to_string();
+    assert!(
+        shown.contains(&format!(
+            "{short}: destination \"pager\" (pagerduty) cannot send it: the PagerDuty template must be a JSON body"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "{nosummary}: destination \"pager\" (pagerduty) cannot send it:"
+        )) && shown.contains("summary"),
+        "{shown}"
+    );
+    assert!(!shown.contains("other.pagerduty"), "{shown}");
+    assert!(shown.contains("2 errors"), "{shown}");
+    assert!(!shown.contains(KEY), "{shown}");
+}
