@@ -1053,6 +1053,98 @@ mod tests {
         }
     }
 
+    /// The default templates of Mattermost, Google Chat and ntfy say what
+    /// happened, where the failure stands in its run, the fields and the
+    /// provider's message, and sign a watch event as the backup watch's.
+    #[test]
+    fn chat_defaults_say_what_how_long_and_why() {
+        use crate::templates::{sample_contexts, Templates};
+        use serde_json::json;
+        let t = Templates::load(std::path::Path::new("/nonexistent")).unwrap();
+        let sample = |what: &str| {
+            sample_contexts()
+                .into_iter()
+                .find(|(w, _)| w.contains(what))
+                .map(|(_, v)| v)
+                .unwrap()
+        };
+        let streak = "3rd failure in a row; last good backup 2 days ago";
+        let sb = sample("simplebackups error");
+        let Body::Text(mm) = t.render_body("default", "mattermost", &sb).unwrap() else {
+            panic!()
+        };
+        assert!(
+            mm.starts_with(&format!(
+                "❌ **Backup failed: Acme Project on Acme Server**\n_{streak}_\n\n**Server:** Acme Server\n"
+            )),
+            "{mm}"
+        );
+        assert!(mm.contains("\n> Backup Acme Project failed\n"), "{mm}");
+        let Body::Json(gc) = t.render_body("default", "google_chat", &sb).unwrap() else {
+            panic!()
+        };
+        let card = &gc["cardsV2"][0]["card"];
+        assert_eq!(
+            gc["fallbackText"],
+            "❌ Backup failed: Acme Project on Acme Server"
+        );
+        assert_eq!(card["header"]["title"], "❌ Backup failed");
+        assert_eq!(card["header"]["subtitle"], "Acme Project on Acme Server");
+        let rows = &card["sections"][0]["widgets"];
+        assert_eq!(rows[0]["decoratedText"]["text"], format!("<b>{streak}</b>"));
+        assert_eq!(rows[1]["decoratedText"]["topLabel"], "Server");
+        let Body::Json(nt) = t.render_body("default", "ntfy", &sb).unwrap() else {
+            panic!()
+        };
+        assert_eq!(nt["title"], "Backup failed: Acme Project on Acme Server");
+        assert!(
+            nt["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{streak}\n\nServer: Acme Server\n")),
+            "{nt}"
+        );
+        assert_eq!(
+            (nt["priority"].clone(), nt["tags"].clone()),
+            (json!(5), json!(["rotating_light"]))
+        );
+
+        let missed = sample("missed backup found by the backup watch");
+        let Body::Json(nt) = t.render_body("default", "ntfy", &missed).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (nt["priority"].clone(), nt["tags"].clone()),
+            (json!(5), json!(["alarm_clock"]))
+        );
+        assert!(
+            nt["message"].as_str().unwrap().ends_with(
+                "\n\nbackup watch on source c66 · received 2025-09-04 18:38 UTC · hookrelay"
+            ),
+            "{nt}"
+        );
+        let recovered = sample("backup.recovered");
+        let Body::Json(nt) = t.render_body("default", "ntfy", &recovered).unwrap() else {
+            panic!()
+        };
+        assert_eq!(nt["title"], "Backup recovered: Acme Project on Acme Server");
+        assert_eq!(
+            (nt["priority"].clone(), nt["tags"].clone()),
+            (json!(2), json!(["white_check_mark"]))
+        );
+        let Body::Text(mm) = t.render_body("default", "mattermost", &recovered).unwrap() else {
+            panic!()
+        };
+        assert!(
+            mm.starts_with("✅ **Backup recovered: Acme Project on Acme Server**\n\n"),
+            "{mm}"
+        );
+        assert!(
+            mm.contains("\n> Back after 3 failures, down 2 days\n"),
+            "{mm}"
+        );
+    }
+
     #[tokio::test]
     async fn malformed_url_is_permanent() {
         let e = test_support::client()
