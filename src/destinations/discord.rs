@@ -19,7 +19,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{classify_status, excerpt, post_json, scrub, shorten, Destination, Message};
+use super::{classify_status, post_json, shorten, Destination, Message};
 use super::{DestinationSettings, Kind, Request, SendError, Sent, TextEscape, MAX_RETRY_AFTER};
 use crate::config::{ConfigError, Secret};
 use crate::templates::Body;
@@ -241,25 +241,28 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
             (a, b) => a.or(b),
         };
     }
-    if let Some(msg) = parsed
+    let said = parsed
         .as_ref()
         .and_then(|v| v.get("message"))
-        .and_then(Value::as_str)
-    {
-        let code = parsed
-            .as_ref()
-            .and_then(|v| v.get("code"))
-            .and_then(Value::as_i64)
-            .map(|c| format!(" (code {c})"))
-            .unwrap_or_default();
-        let hint = if status == 404 {
-            "; the webhook was deleted or its URL is wrong"
-        } else {
-            ""
-        };
-        e.message = format!("HTTP {status} from Discord: {}{code}{hint}", excerpt(msg));
-    }
-    Err(e)
+        .and_then(Value::as_str);
+    let code = parsed
+        .as_ref()
+        .and_then(|v| v.get("code"))
+        .and_then(Value::as_i64)
+        .filter(|_| said.is_some())
+        .map(|c| format!(" (code {c})"))
+        .unwrap_or_default();
+    let hint = if status == 404 {
+        "; the webhook was deleted or its URL is wrong"
+    } else {
+        ""
+    };
+    Err(super::in_words(
+        e,
+        "Discord",
+        said,
+        &format!("{code}{hint}"),
+    ))
 }
 
 #[async_trait]
@@ -292,7 +295,7 @@ impl Destination for Discord {
             return Err(SendError::permanent("Discord takes JSON requests only"));
         };
         let url = with_wait(self.url.expose());
-        let (status, headers, text) = post_json(
+        let answer = post_json(
             &self.http,
             &url,
             HeaderMap::new(),
@@ -300,12 +303,9 @@ impl Destination for Discord {
             self.timeout,
             delivery_id,
         )
-        .await?;
+        .await;
         // The webhook token is in the URL; an answer could quote it.
-        classify(status, &headers, &text).map_err(|mut e| {
-            e.message = scrub(&e.message, self.url.expose());
-            e
-        })
+        super::judge(answer, classify, &[self.url.expose()])
     }
 }
 

@@ -31,7 +31,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{classify_status, excerpt, post_json, scrub, shorten, Destination, Message};
+use super::{classify_status, post_json, shorten, Destination, Message};
 use super::{DestinationSettings, Kind, Request, SendError, Sent, TextEscape};
 use crate::config::{ConfigError, RateLimit, Secret};
 use crate::templates::Body;
@@ -178,7 +178,7 @@ pub fn fit_bytes(v: &mut Value, max: usize) {
 /// Judges Google's answer: [`classify_status`], with Google's `error.message` and
 /// `error.status` quoted.
 fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendError> {
-    let mut e = match classify_status(status, headers, body) {
+    let e = match classify_status(status, headers, body) {
         Ok(sent) => return Ok(sent),
         Err(e) => e,
     };
@@ -190,15 +190,12 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
         401 | 403 => "; the webhook's key or token is wrong, or the app may no longer post there",
         _ => "",
     };
-    e.message = match (field("message"), field("status")) {
-        (Some(m), Some(s)) => format!("HTTP {status} from Google Chat: {} ({s}){hint}", excerpt(m)),
-        (Some(m), None) => format!("HTTP {status} from Google Chat: {}{hint}", excerpt(m)),
-        _ => format!(
-            "{}{hint}",
-            e.message.replace("from destination", "from Google Chat")
-        ),
+    let said = field("message");
+    let suffix = match (said, field("status")) {
+        (Some(_), Some(s)) => format!(" ({s}){hint}"),
+        _ => hint.to_string(),
     };
-    Err(e)
+    Err(super::in_words(e, "Google Chat", said, &suffix))
 }
 
 #[async_trait]
@@ -223,7 +220,7 @@ impl Destination for GoogleChat {
             return Err(SendError::permanent("Google Chat takes JSON requests only"));
         };
         let url = self.url.expose();
-        let result = match post_json(
+        let answer = post_json(
             &self.http,
             url,
             HeaderMap::new(),
@@ -231,26 +228,21 @@ impl Destination for GoogleChat {
             self.timeout,
             delivery_id,
         )
-        .await
-        {
-            Ok((status, headers, text)) => classify(status, &headers, &text),
-            Err(e) => Err(e),
-        };
-        // `key` and `token` are in the query; an answer could quote them.
-        result.map_err(|mut e| {
-            e.message = scrub(&e.message, url);
-            if let Ok(u) = url::Url::parse(url) {
-                if let Some(q) = u.query() {
-                    e.message = scrub(&e.message, q);
-                }
-                for (_, v) in u.query_pairs() {
-                    if v.len() >= 8 {
-                        e.message = scrub(&e.message, &v);
-                    }
-                }
-            }
-            e
-        })
+        .await;
+        // `key` and `token` are in the query; an answer could quote them, whole
+        // or one by one.
+        let parsed = url::Url::parse(url).ok();
+        let mut secrets: Vec<String> = vec![url.to_string()];
+        if let Some(u) = &parsed {
+            secrets.extend(u.query().map(str::to_string));
+            secrets.extend(
+                u.query_pairs()
+                    .map(|(_, v)| v.into_owned())
+                    .filter(|v| v.len() >= 8),
+            );
+        }
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        super::judge(answer, classify, &secrets)
     }
 }
 
@@ -384,7 +376,7 @@ mod tests {
             assert!(
                 e.message.starts_with(&format!(
                     "HTTP {code} from Google Chat: {} ({status})",
-                    excerpt(message)
+                    crate::destinations::excerpt(message)
                 )),
                 "{}",
                 e.message

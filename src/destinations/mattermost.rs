@@ -29,7 +29,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{classify_status, excerpt, post_json, scrub, Destination, Message, Request};
+use super::{classify_status, post_json, Destination, Message, Request};
 use super::{DestinationSettings, Kind, SendError, Sent, TextEscape, MAX_RETRY_AFTER};
 use crate::config::{ConfigError, Secret};
 use crate::templates::Body;
@@ -292,18 +292,15 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
         // A 501: retrying cannot help until an administrator turns them on.
         e.transient = false;
     }
-    match (field("message"), id) {
-        (Some(m), Some(id)) => {
-            e.message = format!("HTTP {status} from Mattermost: {} ({id})", excerpt(m));
-            if let Some(h) = hint(id) {
-                e.message.push_str("; ");
-                e.message.push_str(h);
-            }
-        }
-        (Some(m), None) => e.message = format!("HTTP {status} from Mattermost: {}", excerpt(m)),
-        _ => e.message = e.message.replace("from destination", "from Mattermost"),
-    }
-    Err(e)
+    let said = field("message");
+    let suffix = match (said, id) {
+        (Some(_), Some(id)) => match hint(id) {
+            Some(h) => format!(" ({id}); {h}"),
+            None => format!(" ({id})"),
+        },
+        _ => String::new(),
+    };
+    Err(super::in_words(e, "Mattermost", said, &suffix))
 }
 
 #[async_trait]
@@ -330,7 +327,7 @@ impl Destination for Mattermost {
             return Err(SendError::permanent("Mattermost takes JSON requests only"));
         };
         let url = self.url.expose();
-        let result = match post_json(
+        let answer = post_json(
             &self.http,
             url,
             HeaderMap::new(),
@@ -338,25 +335,16 @@ impl Destination for Mattermost {
             self.timeout,
             delivery_id,
         )
-        .await
-        {
-            Ok((status, headers, text)) => classify(status, &headers, &text),
-            Err(e) => Err(e),
-        };
+        .await;
         // The webhook key is the URL's last segment (26 characters); an answer
         // could quote it, alone or in the path.
-        result.map_err(|mut e| {
-            e.message = scrub(&e.message, url);
-            if let Some(key) = url
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .filter(|k| k.len() >= 16)
-            {
-                e.message = scrub(&e.message, key);
-            }
-            e
-        })
+        let key = url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|k| k.len() >= 16)
+            .unwrap_or_default();
+        super::judge(answer, classify, &[url, key])
     }
 }
 

@@ -571,6 +571,46 @@ pub(crate) async fn send_request(
     ))
 }
 
+/// A failed answer's error in the service's own words: `HTTP 404 from Discord:
+/// Unknown Webhook` + `suffix` when it `said` something (quoted as an excerpt),
+/// else [`classify_status`]'s message with the service named instead of
+/// "destination", + `suffix`. Whether it is worth retrying is left as it was.
+pub(crate) fn in_words(
+    mut e: SendError,
+    service: &str,
+    said: Option<&str>,
+    suffix: &str,
+) -> SendError {
+    let status = e.status.map_or_else(String::new, |s| format!("HTTP {s} "));
+    e.message = match said.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(said) => format!("{status}from {service}: {}{suffix}", excerpt(said)),
+        None => format!(
+            "{}{suffix}",
+            e.message
+                .replace("from destination", &format!("from {service}"))
+        ),
+    };
+    e
+}
+
+/// Judges the answer to a send with the destination's own `classify`, and
+/// scrubs every one of `secrets` (URL parts, keys, tokens) from the error, so a
+/// service or proxy quoting the request cannot leak them.
+pub(crate) fn judge(
+    answer: Result<(u16, HeaderMap, String), SendError>,
+    classify: impl FnOnce(u16, &HeaderMap, &str) -> Result<Sent, SendError>,
+    secrets: &[&str],
+) -> Result<Sent, SendError> {
+    answer
+        .and_then(|(status, headers, text)| classify(status, &headers, &text))
+        .map_err(|mut e| {
+            for secret in secrets {
+                e.message = scrub(&e.message, secret);
+            }
+            e
+        })
+}
+
 /// A POST of `body` judged by [`classify_status`].
 pub(crate) async fn post_and_classify(
     http: &reqwest::Client,

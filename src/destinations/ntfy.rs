@@ -39,7 +39,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{classify_status, excerpt, post_json, scrub, shorten, Destination, Message};
+use super::{classify_status, post_json, shorten, Destination, Message};
 use super::{DestinationSettings, Kind, Request, SendError, Sent, TextEscape};
 use crate::config::{de_opt_secret, ConfigError, Secret};
 use crate::templates::Body;
@@ -192,7 +192,7 @@ fn fit_bytes(s: &str, max: usize) -> String {
 /// Judges ntfy's answer: [`classify_status`], with ntfy's `error` and `code`
 /// quoted.
 fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendError> {
-    let mut e = match classify_status(status, headers, body) {
+    let e = match classify_status(status, headers, body) {
         Ok(sent) => return Ok(sent),
         Err(e) => e,
     };
@@ -215,14 +215,11 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
         413 => "; the message is larger than the server takes",
         _ => "",
     };
-    e.message = match error {
-        Some(m) => format!("HTTP {status} from ntfy: {}{code}{hint}", excerpt(m)),
-        None => format!(
-            "{}{hint}",
-            e.message.replace("from destination", "from ntfy")
-        ),
+    let suffix = match error {
+        Some(_) => format!("{code}{hint}"),
+        None => hint.to_string(),
     };
-    Err(e)
+    Err(super::in_words(e, "ntfy", error, &suffix))
 }
 
 #[async_trait]
@@ -284,7 +281,7 @@ impl Destination for Ntfy {
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
-        let result = match post_json(
+        let answer = post_json(
             &self.http,
             self.root.expose(),
             headers,
@@ -292,20 +289,14 @@ impl Destination for Ntfy {
             self.timeout,
             delivery_id,
         )
-        .await
-        {
-            Ok((status, headers, text)) => classify(status, &headers, &text),
-            Err(e) => Err(e),
-        };
-        result.map_err(|mut e| {
-            e.message = scrub(&e.message, self.topic.expose());
-            if let Some(a) = &self.auth {
-                if let Some((_, secret)) = a.expose().split_once(' ') {
-                    e.message = scrub(&e.message, secret);
-                }
-            }
-            e
-        })
+        .await;
+        // The topic, and the token or the base64 of user:password.
+        let credential = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.expose().split_once(' '))
+            .map_or("", |(_, c)| c);
+        super::judge(answer, classify, &[self.topic.expose(), credential])
     }
 }
 

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{classify_status, excerpt, post_json, scrub, shorten, Destination, Message, Request};
+use super::{classify_status, post_json, shorten, Destination, Message, Request};
 use super::{DestinationSettings, Kind, SendError, Sent, TextEscape};
 use crate::config::{ConfigError, Secret};
 use crate::templates::Body;
@@ -232,7 +232,7 @@ fn fit_event(v: &Value) -> Result<Value, SendError> {
 /// status decides (400 permanent, 429 and 5xx retried) and the error quotes
 /// PagerDuty's own `message` and `errors`.
 fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendError> {
-    classify_status(status, headers, body).map_err(|mut e| {
+    classify_status(status, headers, body).map_err(|e| {
         let parsed: Option<Value> = serde_json::from_str(body).ok();
         let message = parsed
             .as_ref()
@@ -244,19 +244,14 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        if message.is_some() || !errors.is_empty() {
-            let mut said = message.unwrap_or("").to_string();
-            if !errors.is_empty() {
-                if !said.is_empty() {
-                    said.push_str(": ");
-                }
-                said.push_str(&errors.join("; "));
+        let mut said = message.unwrap_or("").to_string();
+        if !errors.is_empty() {
+            if !said.is_empty() {
+                said.push_str(": ");
             }
-            e.message = format!("HTTP {status} from PagerDuty: {}", excerpt(&said));
-        } else {
-            e.message = e.message.replace("from destination", "from PagerDuty");
+            said.push_str(&errors.join("; "));
         }
-        e
+        super::in_words(e, "PagerDuty", Some(&said), "")
     })
 }
 
@@ -295,7 +290,7 @@ impl Destination for PagerDuty {
             }
         }
         let key = self.routing_key.expose();
-        let result = match post_json(
+        let answer = post_json(
             &self.http,
             &self.url,
             HeaderMap::new(),
@@ -303,15 +298,8 @@ impl Destination for PagerDuty {
             self.timeout,
             delivery_id,
         )
-        .await
-        {
-            Ok((status, headers, text)) => classify(status, &headers, &text),
-            Err(e) => Err(e),
-        };
-        result.map_err(|mut e| {
-            e.message = scrub(&e.message, key);
-            e
-        })
+        .await;
+        super::judge(answer, classify, &[key])
     }
 }
 

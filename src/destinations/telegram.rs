@@ -29,7 +29,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
-use super::{classify_status, excerpt, post_json, scrub, Destination, Message, Request};
+use super::{classify_status, excerpt, post_json, Destination, Message, Request};
 use super::{DestinationSettings, Kind, SendError, Sent, TextEscape, MAX_RETRY_AFTER};
 use crate::config::{ConfigError, Secret};
 use crate::templates::Body;
@@ -335,12 +335,8 @@ fn classify(
     if let Some(secs) = param("retry_after").and_then(Value::as_u64) {
         e.retry_after = Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
-    if let Some(description) = field("description").and_then(Value::as_str) {
-        e.message = format!("HTTP {status} from Telegram: {}", excerpt(description));
-    } else {
-        e.message = e.message.replace("from destination", "from Telegram");
-    }
-    Err(e)
+    let said = field("description").and_then(Value::as_str);
+    Err(super::in_words(e, "Telegram", said, ""))
 }
 
 #[async_trait]
@@ -388,7 +384,7 @@ impl Destination for Telegram {
         };
         let token = self.token.expose();
         let url = format!("{}/bot{token}/sendMessage", self.api_url);
-        let result = match post_json(
+        let answer = post_json(
             &self.http,
             &url,
             HeaderMap::new(),
@@ -396,17 +392,14 @@ impl Destination for Telegram {
             self.timeout,
             delivery_id,
         )
-        .await
-        {
-            Ok((status, headers, text)) => classify(status, &headers, &text, &self.chat_id),
-            Err(e) => Err(e),
-        };
+        .await;
         // The token is in the URL: whatever an error quotes (a cause naming the
         // URL, a proxy echoing the path), it must not carry it.
-        result.map_err(|mut e| {
-            e.message = scrub(&e.message, token);
-            e
-        })
+        super::judge(
+            answer,
+            |status, headers, text| classify(status, headers, text, &self.chat_id),
+            &[token],
+        )
     }
 }
 

@@ -237,7 +237,7 @@ impl ApiSender {
         let url = format!("{}/v3/mail/send", self.base);
         let (status, headers, text) =
             post_json(&self.http, &url, headers, &body, self.timeout, delivery_id).await?;
-        classify_status(status, &headers, &text).map_err(|mut e| {
+        classify_status(status, &headers, &text).map_err(|e| {
             // {"errors": [{"message": "…", "field": "from"}]}
             let said: Vec<String> = parse(&text)
                 .and_then(|v| v.get("errors").and_then(Value::as_array).cloned())
@@ -251,8 +251,7 @@ impl ApiSender {
                     })
                 })
                 .collect();
-            e.message = self.error_message(status, &said.join("; "), &e.message);
-            e
+            super::super::in_words(e, self.provider.name(), Some(&said.join("; ")), "")
         })
     }
 
@@ -295,14 +294,13 @@ impl ApiSender {
             .header(ACCEPT, "application/json")
             .body(body);
         let (status, headers, text) = send_request(req, self.timeout, delivery_id).await?;
-        classify_status(status, &headers, &text).map_err(|mut e| {
+        classify_status(status, &headers, &text).map_err(|e| {
             // {"message": "'from' parameter is not a valid address. …"}; 401 is
             // the plain text "Forbidden".
             let said = parse(&text)
                 .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_default();
-            e.message = self.error_message(status, &said, &e.message);
-            e
+            super::super::in_words(e, self.provider.name(), Some(&said), "")
         })
     }
 
@@ -353,28 +351,25 @@ impl ApiSender {
         };
         match classify_status(status, &headers, &text) {
             // A 200 that still carries an error code did not send anything.
-            Ok(_) if code.is_some_and(|c| c != 0) => Err(SendError {
-                transient: false,
-                status: Some(status),
-                retry_after: None,
-                message: self.error_message(status, &postmark_said, ""),
-            }),
-            Ok(sent) => Ok(sent),
-            Err(mut e) => {
-                e.message = self.error_message(status, &postmark_said, &e.message);
-                Err(e)
+            Ok(_) if code.is_some_and(|c| c != 0) => {
+                let e = SendError {
+                    status: Some(status),
+                    ..SendError::permanent("")
+                };
+                Err(super::super::in_words(
+                    e,
+                    "Postmark",
+                    Some(&postmark_said),
+                    "",
+                ))
             }
-        }
-    }
-
-    /// "HTTP 422 from Postmark: ErrorCode 300: Invalid 'From' address", or the
-    /// generic message (with its excerpt) when the provider said nothing usable.
-    fn error_message(&self, status: u16, said: &str, generic: &str) -> String {
-        let name = self.provider.name();
-        if said.trim().is_empty() {
-            generic.replace("from destination", &format!("from {name}"))
-        } else {
-            format!("HTTP {status} from {name}: {}", excerpt(said))
+            Ok(sent) => Ok(sent),
+            Err(e) => Err(super::super::in_words(
+                e,
+                "Postmark",
+                Some(&postmark_said),
+                "",
+            )),
         }
     }
 }
