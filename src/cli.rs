@@ -8,8 +8,10 @@ use serde_json::Value;
 
 use crate::config::{self, SourceKind};
 use crate::destinations::Request;
+use crate::event::Event;
 use crate::relay::Relay;
 use crate::startup::{http_client, Application};
+use crate::store::NewDelivery;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,10 +43,16 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct PayloadArgs {
     /// The configured source whose provider parses the payload
-    #[arg(long)]
-    pub source: String,
-    /// A JSON file with the payload
-    pub payload: PathBuf,
+    #[arg(long, required_unless_present = "digest")]
+    pub source: Option<String>,
+    /// A JSON file with the payload; several files render as one group (as a
+    /// route with `group` sends them), the first one's routes deciding
+    #[arg(required_unless_present = "digest")]
+    pub payload: Vec<PathBuf>,
+    /// Instead of a payload: a sample digest (42 backups, one failing, one
+    /// missing) for each `digest` entry, or to every destination when none is set
+    #[arg(long, conflicts_with_all = ["source", "payload"])]
+    pub digest: bool,
 }
 
 /// `println!` that stops quietly when standard output is closed (`| head`).
@@ -193,12 +201,40 @@ fn check(path: &Path) -> i32 {
                 .join(" "),
             _ => "everything".into(),
         };
+        let group = r
+            .group
+            .as_ref()
+            .map(|g| {
+                let by = if g.by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", g.by.join(", "))
+                };
+                format!(
+                    ", grouped: wait {}{by}, at most {}",
+                    crate::watch::human(g.wait),
+                    g.max
+                )
+            })
+            .unwrap_or_default();
         out!(
-            "  [{i}] {cond} -> {} (template {}{})",
+            "  [{i}] {cond} -> {} (template {}{}{group})",
             r.to.join(", "),
             r.template.as_deref().unwrap_or("default"),
             if r.continue_ { ", continue" } else { "" }
         );
+    }
+    if !s.digest.is_empty() {
+        out!("digests ({}):", s.digest.len());
+        for (i, d) in s.digest.iter().enumerate() {
+            out!(
+                "  [{i}] {} ({}) -> {} (template {})",
+                d.cron.trim(),
+                d.tz.as_deref().unwrap_or("UTC"),
+                d.to.join(", "),
+                d.template
+            );
+        }
     }
     let dir = &s.templates.dir;
     if dir.is_dir() {
@@ -236,38 +272,56 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let Some(source) = relay.sources.get(&a.source) else {
+    if a.digest {
+        return render_digest(&relay, send).await;
+    }
+    let name = a.source.clone().unwrap_or_default();
+    let Some(source) = relay.sources.get(&name) else {
         eprintln!(
-            "unknown source {:?}; configured: {}",
-            a.source,
+            "unknown source {name:?}; configured: {}",
             relay.sources.keys().cloned().collect::<Vec<_>>().join(", ")
         );
         return EXIT_INVALID;
     };
-    let body = match std::fs::read(&a.payload) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{}: {e}", a.payload.display());
-            return EXIT_INVALID;
-        }
+    let mut events = Vec::new();
+    for file in &a.payload {
+        let body = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                return EXIT_INVALID;
+            }
+        };
+        let raw: Value = match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                eprintln!("{}: expected a JSON object", file.display());
+                return EXIT_INVALID;
+            }
+            Err(e) => {
+                eprintln!("{}: not valid JSON: {e}", file.display());
+                return EXIT_INVALID;
+            }
+        };
+        let mut event = crate::providers::normalize(&name, &source.cfg, raw, chrono::Utc::now());
+        // The backup-watch fields as for the subject's first event (render reads
+        // no database).
+        crate::watch::prepare(&relay.watch, &mut event, None, crate::store::now_ms());
+        events.push(event);
+    }
+    let Some(event) = events.first().cloned() else {
+        eprintln!("no payload given");
+        return EXIT_INVALID;
     };
-    let raw: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => {
-            eprintln!("{}: expected a JSON object", a.payload.display());
-            return EXIT_INVALID;
-        }
-        Err(e) => {
-            eprintln!("{}: not valid JSON: {e}", a.payload.display());
-            return EXIT_INVALID;
-        }
-    };
-    let mut event = crate::providers::normalize(&a.source, &source.cfg, raw, chrono::Utc::now());
-    // The backup-watch fields as for the subject's first event (render reads no
-    // database).
-    crate::watch::prepare(&relay.watch, &mut event, None, crate::store::now_ms());
     out!("event:");
     out!("{}", pretty(&Value::Object(event.fields_json())));
+    if events.len() > 1 {
+        out!(
+            "\n(and {} more: rendered as one group of {}, as a route with `group` sends them)",
+            events.len() - 1,
+            events.len()
+        );
+    }
     let (_, deliveries) = relay.plan(&event);
     // Only the routes the walk reaches: a later route that also matches gets
     // nothing once a matching route without `continue` has ended the walk.
@@ -316,12 +370,66 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
             );
         }
     }
-    let mut failed = false;
     let mut ctx = event.template_context();
+    if events.len() > 1 {
+        if let Some(m) = ctx.as_object_mut() {
+            m.insert("count".into(), events.len().into());
+            m.insert(
+                "events".into(),
+                events.iter().map(Event::template_context).collect(),
+            );
+        }
+    }
+    deliver(&relay, &deliveries, ctx, send).await
+}
+
+/// Renders the sample digest for each `digest` entry (or, with none, to every
+/// destination with the default digest templates).
+async fn render_digest(relay: &Relay, send: bool) -> i32 {
+    let Some((what, ctx)) = crate::digest::sample_contexts().into_iter().next() else {
+        return EXIT_INVALID;
+    };
+    out!("digest: {what}");
+    let deliveries: Vec<NewDelivery> = if relay.digests.is_empty() {
+        out!("(no `digest` configured: the default digest to every destination)");
+        relay
+            .destinations
+            .keys()
+            .map(|d| NewDelivery {
+                destination: d.clone(),
+                template: "digest".into(),
+                channel: None,
+            })
+            .collect()
+    } else {
+        relay
+            .digests
+            .iter()
+            .flat_map(|g| {
+                out!(
+                    "digest[{}]: {}, to {}",
+                    g.index,
+                    g.describe(),
+                    g.to.join(", ")
+                );
+                g.to.iter().map(|d| NewDelivery {
+                    destination: d.clone(),
+                    template: g.template.clone(),
+                    channel: None,
+                })
+            })
+            .collect()
+    };
+    deliver(relay, &deliveries, ctx, send).await
+}
+
+/// Prints (and with `send` delivers) each delivery's exact request; the exit code.
+async fn deliver(relay: &Relay, deliveries: &[NewDelivery], mut ctx: Value, send: bool) -> i32 {
+    let mut failed = false;
     // Not stored: an id of its own, so a receiver never takes it for a repeat.
     let delivery_id = crate::relay::delivery_id(&uuid::Uuid::now_v7().to_string(), 0);
     crate::relay::set_delivery_id(&mut ctx, &delivery_id);
-    for d in &deliveries {
+    for d in deliveries {
         let ty = relay
             .destinations
             .get(&d.destination)

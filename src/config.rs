@@ -121,6 +121,8 @@ pub struct Settings {
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub routes: Vec<RouteConfig>,
     pub watch: WatchSettings,
+    /// `digest` (SPEC §10): scheduled summaries, compiled and checked by `digest`.
+    pub digest: Vec<DigestConfig>,
     /// The config file. Relative paths in it (`templates.dir`, the SQLite file of
     /// `storage.url`) are resolved against its folder, not the current directory,
     /// so `hookrelay -c /etc/hookrelay/relay.yaml` works from anywhere.
@@ -371,6 +373,51 @@ pub struct RouteConfig {
     pub channel: Option<String>,
     #[serde(default, rename = "continue", deserialize_with = "de_bool")]
     pub continue_: bool,
+    /// Holds the route's events for `wait` and sends them as one message
+    /// (SPEC §10); compiled and checked by `group`.
+    #[serde(default)]
+    pub group: Option<GroupConfig>,
+}
+
+/// A route's `group: {wait, by, max}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// How long the first event of a group waits for others.
+    #[serde(default = "default_group_wait", deserialize_with = "de_duration")]
+    pub wait: Duration,
+    /// Events with the same values of these fields share a group (none: one group
+    /// per route).
+    #[serde(default, deserialize_with = "de_string_list")]
+    pub by: Vec<String>,
+    /// A group this full goes out at once.
+    #[serde(default = "default_group_max", deserialize_with = "de_usize")]
+    pub max: usize,
+}
+
+fn default_group_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_group_max() -> usize {
+    50
+}
+
+/// One `digest` entry: when, where, with which templates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    pub cron: String,
+    #[serde(default)]
+    pub tz: Option<String>,
+    #[serde(deserialize_with = "de_string_list")]
+    pub to: Vec<String>,
+    #[serde(default = "default_digest_template")]
+    pub template: String,
+}
+
+fn default_digest_template() -> String {
+    "digest".into()
 }
 
 /// `watch` (SPEC §9): what a subject is and when a backup is overdue. The
@@ -516,6 +563,7 @@ const TOP_KEYS: &[&str] = &[
     "destinations",
     "routes",
     "watch",
+    "digest",
 ];
 
 fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settings {
@@ -615,6 +663,20 @@ fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settin
             s.watch = x;
         }
     }
+    match top.remove("digest") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                if let Some(d) = parse_at::<DigestConfig>(&format!("digest[{i}]"), item, errors) {
+                    s.digest.push(d);
+                }
+            }
+        }
+        Some(_) => errors.push(ConfigError::new(
+            "digest",
+            "expected a list, e.g. - { cron: \"0 8 * * *\", to: [ops-slack] }",
+        )),
+    }
     s
 }
 
@@ -637,6 +699,7 @@ fn lenient_route(v: &Value) -> RouteConfig {
         template: text("template"),
         channel: text("channel"),
         continue_: false,
+        group: None,
     }
 }
 

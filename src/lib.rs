@@ -11,8 +11,12 @@ pub mod cli;
 pub mod config;
 /// Slack, Teams, email, webhook and console senders behind one trait.
 pub mod destinations;
+/// The daily digest (SPEC §10): scheduled summaries of every backup.
+pub mod digest;
 /// The normalized event every provider payload becomes.
 pub mod event;
+/// Grouping (SPEC §10): a route's events held and sent as one message.
+pub mod group;
 /// Ingest, health, metrics and admin endpoints.
 pub mod http;
 /// Prometheus metrics.

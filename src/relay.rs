@@ -14,7 +14,7 @@ use crate::config::{self, ConfigError, ConfigErrors, DestinationConfig, Settings
 use crate::destinations::{self, Destination, Message, Request};
 use crate::event::Event;
 use crate::routing::{self, Route};
-use crate::store::NewDelivery;
+use crate::store::{GroupJoin, NewDelivery};
 use crate::templates::Templates;
 use crate::watch::Watch;
 
@@ -41,6 +41,7 @@ pub struct Relay {
     pub routes: Vec<Route>,
     pub templates: Templates,
     pub watch: Watch,
+    pub digests: Vec<crate::digest::Digest>,
 }
 
 fn subject_key(dest: &str) -> String {
@@ -152,6 +153,21 @@ impl Relay {
                 Watch::default()
             }
         };
+        let digests = match crate::digest::compile(
+            &settings.digest,
+            |d| settings.destinations.get(d).map(|x| x.kind.type_name()),
+            |d| settings.invalid_destinations.contains(d),
+            |t, ty| templates.as_ref().is_none_or(|x| x.has_body(t, ty)),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.extend(e);
+                Vec::new()
+            }
+        };
+        if let Some(t) = templates.as_ref() {
+            errors.extend(check_digest_requests(t, &destinations, &digests));
+        }
         let sources = settings
             .sources
             .iter()
@@ -173,6 +189,7 @@ impl Relay {
                 routes,
                 templates,
                 watch,
+                digests,
             }),
             _ => Err(ConfigErrors {
                 file: settings.file.display().to_string(),
@@ -191,9 +208,17 @@ impl Relay {
     /// channels are rendered here so a queued delivery keeps its channel.
     pub fn plan(&self, e: &Event) -> (bool, Vec<NewDelivery>) {
         let (routed, planned) = routing::plan(&self.routes, e, |d| self.enabled(d));
+        (routed, self.deliveries(planned.iter(), e))
+    }
+
+    fn deliveries<'a>(
+        &self,
+        planned: impl Iterator<Item = &'a routing::Planned> + Clone,
+        e: &Event,
+    ) -> Vec<NewDelivery> {
         // Only channels are rendered here; skip building the context (a copy of the
         // whole payload) on the ingest path when no destination takes one.
-        let needs_ctx = planned.iter().any(|p| {
+        let needs_ctx = planned.clone().any(|p| {
             self.destinations
                 .get(&p.destination)
                 .is_some_and(|d| d.cfg.kind.takes_channel())
@@ -203,18 +228,52 @@ impl Relay {
         } else {
             serde_json::Value::Null
         };
-        let deliveries = planned
-            .into_iter()
+        planned
             .map(|p| {
                 let channel = self.channel_for(&p.destination, p.route, &ctx);
                 NewDelivery {
-                    destination: p.destination,
-                    template: p.template,
+                    destination: p.destination.clone(),
+                    template: p.template.clone(),
                     channel,
                 }
             })
+            .collect()
+    }
+
+    /// [`plan`](Self::plan) with grouping (SPEC §10): the deliveries of routes
+    /// with `group` become group joins, held until the group is due, except to
+    /// PagerDuty, which keeps one incident per backup (see `group`). Returns
+    /// (routed, deliveries now, groups to join).
+    pub fn plan_grouped(&self, e: &Event) -> (bool, Vec<NewDelivery>, Vec<GroupJoin>) {
+        let (routed, planned) = routing::plan(&self.routes, e, |d| self.enabled(d));
+        let deliveries = self.deliveries(planned.iter(), e);
+        if !planned.iter().any(|p| self.routes[p.route].group.is_some()) {
+            return (routed, deliveries, Vec::new());
+        }
+        let mut now = Vec::new();
+        let mut held: Vec<(usize, Vec<NewDelivery>)> = Vec::new();
+        for (p, d) in planned.iter().zip(deliveries) {
+            let groups = self.routes[p.route].group.is_some()
+                && self
+                    .destinations
+                    .get(&d.destination)
+                    .is_some_and(|x| x.type_name() != "pagerduty");
+            if !groups {
+                now.push(d);
+            } else if let Some((_, v)) = held.iter_mut().find(|(r, _)| *r == p.route) {
+                v.push(d);
+            } else {
+                held.push((p.route, vec![d]));
+            }
+        }
+        let joins = held
+            .into_iter()
+            .filter_map(|(route, d)| {
+                let rule = self.routes[route].group.as_ref()?;
+                Some(rule.join(route, e, d))
+            })
             .collect();
-        (routed, deliveries)
+        (routed, now, joins)
     }
 
     fn channel_for(&self, dest: &str, route: usize, ctx: &serde_json::Value) -> Option<String> {
@@ -340,6 +399,40 @@ fn check_requests(
                 errors.push(ConfigError::new(
                     place,
                     format!("destination {name:?} ({ty}) cannot send it: {e} (for {what})"),
+                ));
+            }
+        }
+    }
+    errors
+}
+
+/// [`check_requests`] for digests: each `to` destination must be able to send
+/// every sample digest with the digest's template.
+fn check_digest_requests(
+    templates: &Templates,
+    destinations: &BTreeMap<String, Dest>,
+    digests: &[crate::digest::Digest],
+) -> Vec<ConfigError> {
+    let samples = crate::digest::sample_contexts();
+    let mut errors = Vec::new();
+    for d in digests {
+        for (j, name) in d.to.iter().enumerate() {
+            let Some(dest) = destinations.get(name).filter(|x| x.cfg.common.enabled) else {
+                continue;
+            };
+            let failed = samples.iter().find_map(|(what, ctx)| {
+                render_message(templates, name, dest, &d.template, None, ctx)
+                    .and_then(|msg| dest.sender.prepare(&msg).map_err(|e| e.message))
+                    .err()
+                    .map(|e| (what, e))
+            });
+            if let Some((what, e)) = failed {
+                errors.push(ConfigError::new(
+                    format!("digest[{}].to[{j}]", d.index),
+                    format!(
+                        "destination {name:?} ({}) cannot send the digest: {e} (for {what})",
+                        dest.type_name()
+                    ),
                 ));
             }
         }

@@ -123,6 +123,8 @@ pub struct Route {
     pub template: Option<String>,
     pub channel: Option<String>,
     pub continue_: bool,
+    /// `group`: the route's events are held and sent together (SPEC §10).
+    pub group: Option<crate::group::GroupRule>,
 }
 
 impl Route {
@@ -198,12 +200,16 @@ pub fn compile(
                 ));
             }
         }
+        let group = r.group.as_ref().and_then(|g| {
+            crate::group::GroupRule::compile(&format!("{place}.group"), g, &mut errors)
+        });
         out.push(Route {
             conditions,
             to: r.to.clone(),
             template: r.template.clone(),
             channel: r.channel.clone(),
             continue_: r.continue_,
+            group,
         });
     }
     if errors.is_empty() {

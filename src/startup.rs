@@ -127,6 +127,10 @@ impl Application {
             // Missed-backup deadlines fire on the delivery side: an app built
             // without its loops fires them through `watch::scan`.
             tokio::spawn(crate::watch::run(shared.clone(), stop_rx.clone()));
+            // Held groups go out from here too (`group::flush` without the loops).
+            tokio::spawn(crate::group::run(shared.clone(), stop_rx.clone()));
+            // And digests (`digest::tick` without the loops).
+            tokio::spawn(crate::digest::run(shared.clone(), stop_rx.clone()));
         }
         let worker = workers.then(|| tokio::spawn(crate::worker::run(shared.clone(), stop_rx)));
         Ok(Application {

@@ -615,8 +615,8 @@ pub async fn subject_for(
     if relay.watch.recovered && e.status == Status::Success && ends_bad_run {
         if let Some(p) = &prev {
             let mut r = recovered_event(e, p.failures, p.down_since, now);
-            let (routed, deliveries) = relay.plan(&r);
-            let new = NewEvent::new(
+            let (routed, deliveries, groups) = relay.plan_grouped(&r);
+            let mut new = NewEvent::new(
                 &mut r,
                 None,
                 String::new(),
@@ -624,6 +624,7 @@ pub async fn subject_for(
                 routed,
                 deliveries,
             )?;
+            new.groups = groups;
             update.recovered = Some(Box::new(new));
         }
     }
@@ -792,7 +793,7 @@ pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
             true,
         );
         set_fields(&mut e, &s.key, &applied);
-        let (routed, deliveries) = relay.plan(&e);
+        let (routed, deliveries, groups) = relay.plan_grouped(&e);
         let mut new = NewEvent::new(
             &mut e,
             None,
@@ -801,6 +802,7 @@ pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
             routed,
             deliveries,
         )?;
+        new.groups = groups;
         new.watch = Some(WatchUpdate {
             key: s.key.clone(),
             fields: None,

@@ -330,9 +330,16 @@ async fn attempt(
     }
     let started = Instant::now();
     let delivery_id = crate::relay::delivery_id(&c.event_id, c.id);
-    let mut ctx = std::mem::take(&mut c.event).into_template_context();
-    crate::relay::set_delivery_id(&mut ctx, &delivery_id);
-    let result = match relay.prepare(&c.destination, &c.template, c.channel.as_deref(), &ctx) {
+    // A group's delivery reads its events (a store read that may fail for now).
+    let event = std::mem::take(&mut c.event);
+    let ctx = crate::group::delivery_context(shared.store.as_ref(), event, c.group).await;
+    let prepared = ctx.map_err(SendError::transient).and_then(|mut ctx| {
+        crate::relay::set_delivery_id(&mut ctx, &delivery_id);
+        relay
+            .prepare(&c.destination, &c.template, c.channel.as_deref(), &ctx)
+            .map_err(|msg| SendError::permanent(format!("cannot render the message: {msg}")))
+    });
+    let result = match prepared {
         Ok((sender, req)) => {
             // The destination bounds its own requests; this bounds everything else
             // (DNS, a stuck TLS handshake) so a lease is never held forever.
@@ -344,9 +351,7 @@ async fn attempt(
                 ))),
             }
         }
-        Err(msg) => Err(SendError::permanent(format!(
-            "cannot render the message: {msg}"
-        ))),
+        Err(e) => Err(e),
     };
     let elapsed = started.elapsed();
     let attempt_no = c.attempts + 1;

@@ -347,6 +347,7 @@ proptest! {
                 template: None,
                 channel: None,
                 continue_: conts[i],
+                group: None,
             })
             .collect();
         let Ok(routes) = routing::compile(&cfgs, &[], |_| true, |_| true) else {

@@ -68,6 +68,7 @@ fn new_event(key: &str, destinations: &[&str], window: Duration) -> NewEvent {
             })
             .collect(),
         watch: None,
+        groups: Vec::new(),
     }
 }
 
@@ -487,6 +488,98 @@ async fn the_web_page_finds_events_by_delivery_state_and_lists_outcomes(f: Fixtu
     assert!(s.outcomes_since(later).await.unwrap().is_empty());
 }
 
+fn grouped(key: &str, group: &str, wait: Duration, max: u32) -> NewEvent {
+    let mut e = new_event(key, &[], Duration::ZERO);
+    e.groups = vec![store::GroupJoin {
+        key: group.into(),
+        wait,
+        max,
+        deliveries: vec![NewDelivery {
+            destination: "d".into(),
+            template: "default".into(),
+            channel: None,
+        }],
+    }];
+    e
+}
+
+async fn stored_id(s: &dyn Store, e: NewEvent) -> String {
+    match s.ingest(e).await.unwrap() {
+        Ingested::Stored {
+            event_id,
+            deliveries,
+        } => {
+            assert_eq!(deliveries, 1, "the group's destination counts");
+            event_id
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Flushes until something went out (the group's `wait` passes), bounded.
+async fn flush_when_due(s: &dyn Store) -> usize {
+    let start = Instant::now();
+    loop {
+        let n = s.flush_groups(100).await.unwrap();
+        if n > 0 || start.elapsed() > Duration::from_secs(20) {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Groups (SPEC §10): events join the open group of their key; when it is due
+/// its deliveries are queued once, on its first event, and read its events back
+/// in order; a full group is due at once; a group of one is ordinary.
+async fn held_events_go_out_once_as_one_group(f: Fixture) {
+    let s = f.store.as_ref();
+    let wait = Duration::from_millis(1500);
+    let a = stored_id(s, grouped("a", "g", wait, 10)).await;
+    let b = stored_id(s, grouped("b", "g", wait, 10)).await;
+    let c = stored_id(s, grouped("c", "g", wait, 10)).await;
+    assert!(s.claim("d", 10, LONG).await.unwrap().is_empty(), "held");
+    let view = s.group_of(&c).await.unwrap().unwrap();
+    assert_eq!((view.state.as_str(), view.count), ("open", 3));
+    assert_eq!(view.first_event, a);
+    assert_eq!(s.flush_groups(100).await.unwrap(), 0, "not before `wait`");
+
+    assert_eq!(flush_when_due(s).await, 1);
+    assert_eq!(s.flush_groups(100).await.unwrap(), 0, "once");
+    let claimed = s.claim("d", 10, LONG).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event_id, a);
+    let id = claimed[0].group.expect("a group's delivery");
+    let keys: Vec<String> = s
+        .group_events(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.raw["k"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    assert_eq!(s.group_of(&b).await.unwrap().unwrap().state, "sent");
+
+    // After it went out, the key opens a new group.
+    let d = stored_id(s, grouped("d", "g", wait, 10)).await;
+    let view = s.group_of(&d).await.unwrap().unwrap();
+    assert_ne!(view.id, id);
+    assert_eq!((view.state.as_str(), view.count), ("open", 1));
+
+    // Full at `max`: due at once, whatever `wait` says.
+    stored_id(s, grouped("e", "full", LONG, 2)).await;
+    let f2 = stored_id(s, grouped("f", "full", LONG, 2)).await;
+    assert_eq!(s.group_of(&f2).await.unwrap().unwrap().state, "full");
+    assert_eq!(s.flush_groups(100).await.unwrap(), 1);
+
+    // A group of one: an ordinary delivery of its event.
+    let solo = stored_id(s, grouped("solo", "solo", Duration::from_millis(100), 10)).await;
+    assert!(flush_when_due(s).await >= 1);
+    let claimed = s.claim("d", 10, LONG).await.unwrap();
+    let mine: Vec<_> = claimed.iter().filter(|c| c.event_id == solo).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].group, None);
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -525,6 +618,7 @@ contract!(
     storage_that_works_is_ready,
     a_deadline_is_claimed_once_with_its_event,
     the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
+    held_events_go_out_once_as_one_group,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.
@@ -689,4 +783,106 @@ async fn a_database_that_goes_away_is_unavailable_and_comes_back_by_itself() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["after", "before"]);
+}
+
+#[tokio::test]
+async fn two_replicas_join_one_group_and_flush_it_once() {
+    let url = pg::fresh_database().await;
+    let (a, _) = pg_store(&url).await;
+    let (b, _) = pg_store(&url).await;
+    // Both replicas take events of one key at once: one group holds them all.
+    let mut first = None;
+    for round in 0..10 {
+        let (ra, rb) = tokio::join!(
+            a.ingest(grouped(
+                &format!("a{round}"),
+                "g",
+                Duration::from_secs(2),
+                100
+            )),
+            b.ingest(grouped(
+                &format!("b{round}"),
+                "g",
+                Duration::from_secs(2),
+                100
+            ))
+        );
+        for r in [ra.unwrap(), rb.unwrap()] {
+            if let Ingested::Stored { event_id, .. } = r {
+                first.get_or_insert(event_id);
+            }
+        }
+    }
+    let view = a.group_of(first.as_ref().unwrap()).await.unwrap().unwrap();
+    assert_eq!(view.count, 20);
+    // Both flush as soon as it is due: it goes out once.
+    let start = Instant::now();
+    let mut flushed = 0;
+    while flushed == 0 && start.elapsed() < Duration::from_secs(20) {
+        let (fa, fb) = tokio::join!(a.flush_groups(100), b.flush_groups(100));
+        flushed = fa.unwrap() + fb.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(flushed, 1);
+    assert_eq!(
+        a.flush_groups(100).await.unwrap() + b.flush_groups(100).await.unwrap(),
+        0
+    );
+    assert_eq!(a.queue_depth().await.unwrap(), [("d".to_string(), 1)]);
+    let claimed = b.claim("d", 10, LONG).await.unwrap();
+    assert_eq!(
+        a.group_events(claimed[0].group.unwrap())
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_send_a_scheduled_digest_once() {
+    use hookrelay::startup::Application;
+    let url = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "storage: {{ url: \"{url}\" }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n\
+             templates: {{ dir: \"{}/none\" }}\n\
+             destinations:\n  out: {{ type: webhook, url: \"http://127.0.0.1:9/in\" }}\n\
+             digest:\n  - {{ cron: \"* * * * *\", to: [out] }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let settings = || hookrelay::config::load_with_env(&path, &Default::default()).unwrap();
+    let one = Application::build_without_workers(settings())
+        .await
+        .unwrap();
+    let two = Application::build_without_workers(settings())
+        .await
+        .unwrap();
+    let (one, two) = (one.shared(), two.shared());
+    let t0 = one.store.clock_ms().await.unwrap();
+    let (mut c1, mut c2) = (
+        hookrelay::digest::Clock::default(),
+        hookrelay::digest::Clock::default(),
+    );
+    assert_eq!(hookrelay::digest::tick(&one, &mut c1, t0).await.unwrap(), 0);
+    assert_eq!(hookrelay::digest::tick(&two, &mut c2, t0).await.unwrap(), 0);
+    let later = t0 + 120_000;
+    let (x, y) = tokio::join!(
+        hookrelay::digest::tick(&one, &mut c1, later),
+        hookrelay::digest::tick(&two, &mut c2, later)
+    );
+    assert_eq!(
+        x.unwrap() + y.unwrap(),
+        1,
+        "one digest for the two replicas"
+    );
+    assert_eq!(
+        one.store.queue_depth().await.unwrap(),
+        [("out".to_string(), 1)]
+    );
 }

@@ -118,6 +118,11 @@ async fn get_event(
         .get_event(&id)
         .await
         .map_err(|e| store_error(e, "event"))?;
+    let group = shared
+        .store
+        .group_of(&r.id)
+        .await
+        .map_err(|e| store_error(e, "event"))?;
     let mut event = r.event.fields_json();
     event.insert("raw".into(), r.event.raw.clone());
     Ok(HttpResponse::Ok().json(json!({
@@ -126,6 +131,7 @@ async fn get_event(
         "routed": r.routed,
         "duplicates": r.duplicates,
         "deliveries": r.deliveries,
+        "group": group,
     })))
 }
 

@@ -364,7 +364,7 @@ async fn accept(
             log::error!("source {name}: cannot read the event's subject: {e}");
             IngestError::Storage
         })?;
-    let (routed, deliveries) = relay.plan(&event);
+    let (routed, deliveries, groups) = relay.plan_grouped(&event);
     let key = dedup_key(&event, text.as_bytes());
     let status = event.status.as_str();
     let summary = format!(
@@ -384,6 +384,7 @@ async fn accept(
     )
     .map(|mut new| {
         new.watch = Some(watch);
+        new.groups = groups;
         new
     });
     drop(event);

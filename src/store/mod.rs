@@ -94,6 +94,33 @@ pub struct NewEvent {
     pub deliveries: Vec<NewDelivery>,
     /// The subject to update in the same transaction (SPEC §9).
     pub watch: Option<WatchUpdate>,
+    /// Groups the event joins in the same transaction, instead of deliveries of
+    /// its own to those destinations (SPEC §10, see `group`).
+    pub groups: Vec<GroupJoin>,
+}
+
+/// An event joining a route's group: the open group of `key`, or a new one due
+/// `wait` later (at once when `max` is reached).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupJoin {
+    pub key: String,
+    pub wait: Duration,
+    pub max: u32,
+    /// What the group's deliveries will be (taken from the event that opens it).
+    pub deliveries: Vec<NewDelivery>,
+}
+
+impl NewEvent {
+    /// The destinations the event goes to: its own deliveries and those its
+    /// groups will have (what the ingest answer counts).
+    pub fn planned(&self) -> usize {
+        self.deliveries.len()
+            + self
+                .groups
+                .iter()
+                .map(|g| g.deliveries.len())
+                .sum::<usize>()
+    }
 }
 
 /// What an event does to its subject, applied by the backend inside the event's
@@ -145,6 +172,7 @@ impl NewEvent {
             routed,
             deliveries,
             watch: None,
+            groups: Vec::new(),
         })
     }
 }
@@ -214,6 +242,8 @@ pub struct Claimed {
     /// since to `age`).
     pub claimed_at: std::time::Instant,
     pub event: Event,
+    /// The group this delivery sends (SPEC §10): rendered with its events.
+    pub group: Option<i64>,
 }
 
 impl Claimed {
@@ -426,6 +456,27 @@ pub trait Store: Send + Sync {
     async fn set_rule(&self, _key: &str, _rule: Option<Arc<Rule>>) -> Result<()> {
         Ok(())
     }
+    // Groups (SPEC §10); each backend's are in its `group` module.
+
+    /// Queues the deliveries of up to `limit` due groups (`due_at` passed, by the
+    /// store's clock), each in the transaction that marks it sent, so a group goes
+    /// out once whichever process flushes it. Returns how many went out.
+    async fn flush_groups(&self, limit: usize) -> Result<usize>;
+    /// The events of group `id`, oldest first.
+    async fn group_events(&self, id: i64) -> Result<Vec<Event>>;
+    /// The group event `event_id` joined, if any (the last one, if several).
+    async fn group_of(&self, event_id: &str) -> Result<Option<crate::group::GroupView>>;
+
+    /// The store's clock (unix ms): what decides a digest's time, so replicas
+    /// with skewed clocks agree.
+    async fn clock_ms(&self) -> Result<i64> {
+        Ok(now_ms())
+    }
+    /// Since `since_ms` (store clock): webhooks received (digests left out) and
+    /// deliveries now delivered and dead among those created since (a digest's
+    /// own left out).
+    async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts>;
+
     /// Backends that gather webhooks into one commit say how busy that is.
     fn ingest_gauge(&self) -> Option<&IngestGauge> {
         None

@@ -32,6 +32,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::*;
 
+mod group;
 mod ui;
 
 /// The channel new deliveries are announced on.
@@ -123,6 +124,31 @@ CREATE TABLE subjects (
     fields          text NOT NULL
 );
 CREATE INDEX subjects_deadline ON subjects (next_deadline) WHERE next_deadline IS NOT NULL;
+"#,
+    r#"
+-- Grouping (SPEC §10): held groups (one open group per key, taking events until
+-- due_at or max), the events of each in order, and the group a delivery sends.
+CREATE TABLE event_groups (
+    id          bigserial PRIMARY KEY,
+    key         text NOT NULL,
+    state       text NOT NULL,
+    first_event text NOT NULL,
+    count       integer NOT NULL,
+    max         integer NOT NULL,
+    due_at      timestamptz NOT NULL,
+    deliveries  text NOT NULL
+);
+CREATE UNIQUE INDEX event_groups_open ON event_groups (key) WHERE state = 'open';
+CREATE INDEX event_groups_due ON event_groups (due_at) WHERE state <> 'sent';
+CREATE INDEX event_groups_first ON event_groups (first_event);
+CREATE TABLE group_events (
+    group_id bigint NOT NULL REFERENCES event_groups (id) ON DELETE CASCADE,
+    seq      integer NOT NULL,
+    event_id text NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, seq)
+);
+CREATE INDEX group_events_event ON group_events (event_id);
+ALTER TABLE deliveries ADD COLUMN group_id bigint;
 "#,
 ];
 
@@ -514,6 +540,15 @@ async fn store_batch(
             .await?;
         tx.execute(&stmt, &[&r_id, &r_n]).await?;
     }
+    let mut joins: Vec<(&str, &GroupJoin)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if !duplicate[i] {
+            joins.extend(e.groups.iter().map(|g| (ids[i].as_str(), g)));
+        }
+    }
+    if !joins.is_empty() {
+        group::join_all(tx, &mut joins).await?;
+    }
     if !l_event.is_empty() {
         // Delivered to listeners on commit, once however many rows.
         tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
@@ -524,7 +559,7 @@ async fn store_batch(
         .map(|(i, e)| match (&owner[i], duplicate[i]) {
             (Some(id), false) => Ok(Ingested::Stored {
                 event_id: id.clone(),
-                deliveries: e.deliveries.len(),
+                deliveries: e.planned(),
             }),
             (Some(id), true) => Ok(Ingested::Duplicate {
                 event_id: id.clone(),
@@ -778,7 +813,7 @@ impl Store for PgStore {
                  FROM picked WHERE d.id = picked.id
                  RETURNING d.id, d.lease_token, d.event_id, d.template, d.channel, d.attempts,
                      (extract(epoch FROM now() - d.window_start) * 1000)::int8,
-                     (SELECT e.event FROM events e WHERE e.id = d.event_id)",
+                     (SELECT e.event FROM events e WHERE e.id = d.event_id), d.group_id",
             )
             .await?;
         let mut rows = client
@@ -824,6 +859,7 @@ impl Store for PgStore {
                 age: millis(r.get(6)),
                 claimed_at,
                 event,
+                group: r.get(8),
             });
         }
         Ok(claimed)
@@ -1126,6 +1162,26 @@ impl Store for PgStore {
 
     async fn outcomes_since(&self, since_ms: i64) -> Result<Vec<SubjectOutcome>> {
         self.ui_outcomes_since(since_ms).await
+    }
+
+    async fn flush_groups(&self, limit: usize) -> Result<usize> {
+        self.pg_flush_groups(limit).await
+    }
+
+    async fn group_events(&self, id: i64) -> Result<Vec<Event>> {
+        self.pg_group_events(id).await
+    }
+
+    async fn group_of(&self, event_id: &str) -> Result<Option<crate::group::GroupView>> {
+        self.pg_group_of(event_id).await
+    }
+
+    async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts> {
+        self.pg_digest_counts(since_ms).await
+    }
+
+    async fn clock_ms(&self) -> Result<i64> {
+        self.pg_clock_ms().await
     }
 
     async fn ready(&self) -> Result<()> {

@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use super::limits::Limits;
 use super::*;
 
+mod group;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -253,6 +254,9 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
     for d in &e.deliveries {
         insert_delivery(conn, &id, d, now)?;
     }
+    for g in &e.groups {
+        group::join(conn, &id, g, now)?;
+    }
     if let (Some(w), Some(prev)) = (&e.watch, subject) {
         let applied = crate::watch::apply(
             prev.as_ref(),
@@ -271,11 +275,14 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
             for d in &r.deliveries {
                 insert_delivery(conn, &rid, d, now)?;
             }
+            for g in &r.groups {
+                group::join(conn, &rid, g, now)?;
+            }
         }
     }
     Ok(Ingested::Stored {
         event_id: id,
-        deliveries: e.deliveries.len(),
+        deliveries: e.planned(),
     })
 }
 
@@ -467,7 +474,8 @@ impl Store for SqliteStore {
                 let mut leases = leases.lock().map_err(|_| StoreError::Closed)?;
                 let now = now_ms();
                 let mut stmt = conn.prepare_cached(
-                    "SELECT d.id, d.event_id, d.template, d.channel, d.attempts, d.window_start, e.event
+                    "SELECT d.id, d.event_id, d.template, d.channel, d.attempts, d.window_start, e.event,
+                            d.group_id
                      FROM deliveries d JOIN events e ON e.id = d.event_id
                      WHERE d.destination = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
                        AND d.id NOT IN (SELECT value FROM json_each(?4))
@@ -485,6 +493,7 @@ impl Store for SqliteStore {
                                 r.get::<_, u32>(4)?,
                                 now - r.get::<_, i64>(5)?,
                                 r.get::<_, String>(6)?,
+                                r.get::<_, Option<i64>>(7)?,
                             ))
                         },
                     )?
@@ -499,7 +508,7 @@ impl Store for SqliteStore {
             .await?;
         let claimed_at = std::time::Instant::now();
         let mut claimed = Vec::with_capacity(rows.len());
-        for (i, (id, event_id, template, channel, attempts, age_ms, json)) in
+        for (i, (id, event_id, template, channel, attempts, age_ms, json, group)) in
             rows.into_iter().enumerate()
         {
             let token = first_token + i as i64;
@@ -530,6 +539,7 @@ impl Store for SqliteStore {
                 age: Duration::from_millis(age_ms.max(0) as u64),
                 claimed_at,
                 event,
+                group,
             });
         }
         Ok(claimed)
@@ -893,6 +903,7 @@ impl Store for SqliteStore {
                     channel: None,
                 }],
                 watch: None,
+                groups: Vec::new(),
             };
             let stored = ingest_tx(c, &probe);
             exec(c, "ROLLBACK TO probe")?;
@@ -932,6 +943,10 @@ impl Store for SqliteStore {
                     .execute(params![id])?;
                 c.prepare_cached("DELETE FROM events WHERE id = ?1")?
                     .execute(params![id])?;
+                c.prepare_cached("DELETE FROM group_events WHERE event_id = ?1")?
+                    .execute(params![id])?;
+                c.prepare_cached("DELETE FROM event_groups WHERE first_event = ?1 AND state = 'sent'")?
+                    .execute(params![id])?;
             }
             Ok(ids.len())
         })
@@ -949,6 +964,22 @@ impl Store for SqliteStore {
     async fn pause(&self, destination: &str, duration: Duration) -> Result<()> {
         self.limits.pause(destination, duration);
         Ok(())
+    }
+
+    async fn flush_groups(&self, limit: usize) -> Result<usize> {
+        self.sqlite_flush_groups(limit).await
+    }
+
+    async fn group_events(&self, id: i64) -> Result<Vec<Event>> {
+        self.sqlite_group_events(id).await
+    }
+
+    async fn group_of(&self, event_id: &str) -> Result<Option<crate::group::GroupView>> {
+        self.sqlite_group_of(event_id).await
+    }
+
+    async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts> {
+        self.sqlite_digest_counts(since_ms).await
     }
 
     fn ingest_gauge(&self) -> Option<&IngestGauge> {

@@ -6,18 +6,63 @@ use super::*;
 /// Walks the parsed template and reports every unknown field and unknown helper,
 /// each at `place:line`. This is stricter than Handlebars' strict mode, which does
 /// not look inside `{{#if x}}` or helper arguments and stops at the first miss.
-pub(super) fn check_names(template: &Template, place: &str) -> Vec<ConfigError> {
-    let mut found = Vec::new();
+pub(super) fn check_names(template: &Template, place: &str, names: Names) -> Vec<ConfigError> {
+    let mut found = Found {
+        items: Vec::new(),
+        names,
+    };
     walk(template, 0, 1, &mut found);
     let mut seen = BTreeSet::new();
     found
+        .items
         .into_iter()
         .filter(|f| seen.insert(f.clone()))
         .map(|(line, msg)| ConfigError::new(format!("{place}:{line}"), msg))
         .collect()
 }
 
-pub(super) type Found = Vec<(usize, String)>;
+/// Which names a template may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Names {
+    /// An event's (or a group's) message: the fields of §4, `delivery_id`,
+    /// `count` and `events`.
+    Event,
+    /// A digest (templates named `digest…`): the digest's own fields.
+    Digest,
+}
+
+impl Names {
+    /// The names this kind of template reads at the top level, and whether each
+    /// holds more inside (a list or an object).
+    fn known(self) -> Vec<(&'static str, bool)> {
+        match self {
+            Names::Event => FIELDS
+                .iter()
+                .chain(DELIVERY_FIELDS)
+                .map(|f| (*f, false))
+                .chain(crate::group::GROUP_FIELDS.iter().map(|f| (*f, true)))
+                .chain(std::iter::once(("raw", true)))
+                .collect(),
+            Names::Digest => crate::digest::FIELDS
+                .iter()
+                .map(|(f, inside)| (*f, *inside))
+                .chain(DELIVERY_FIELDS.iter().map(|f| (*f, false)))
+                .collect(),
+        }
+    }
+}
+
+/// What the walk found wrong, and which names it checks against.
+pub(super) struct Found {
+    items: Vec<(usize, String)>,
+    names: Names,
+}
+
+impl Found {
+    fn push(&mut self, item: (usize, String)) {
+        self.items.push(item);
+    }
+}
 
 /// `depth` counts the `#each` / `#with` blocks around: inside them names are
 /// relative to a part of the payload we cannot know, so they are not checked.
@@ -63,8 +108,11 @@ pub(super) fn walk(template: &Template, depth: usize, parent_line: usize, found:
                 for p in dt.params.iter().chain(dt.hash.values()) {
                     check_param(p, depth, line, found);
                 }
+                // A digest's partials render one backup of its lists (`{{#each
+                // attention}}{{> line}}{{/each}}`): names inside are the backup's.
+                let scoped = found.names == Names::Digest;
                 if let Some(t) = &dt.template {
-                    walk(t, depth, line, found);
+                    walk(t, depth + usize::from(scoped), line, found);
                 }
             }
             _ => {}
@@ -176,35 +224,42 @@ pub(super) fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut 
         }
     };
     let rest = rest.trim_start_matches(['.', '/']);
-    if first == "raw" {
-        return;
-    }
-    if FIELDS.contains(&first) || DELIVERY_FIELDS.contains(&first) {
-        if !rest.is_empty() {
+    let known = found.names.known();
+    if let Some((_, inside)) = known.iter().find(|(f, _)| *f == first) {
+        if !rest.is_empty() && !inside {
+            let hint = if found.names == Names::Event {
+                " (the payload is under raw.)"
+            } else {
+                ""
+            };
             found.push((
                 line,
-                format!("field \"{first}\" is a plain value with no \"{rest}\" inside (the payload is under raw.)"),
+                format!("field \"{first}\" is a plain value with no \"{rest}\" inside{hint}"),
             ));
         }
         return;
     }
-    let message = match suggest(first) {
+    let message = match suggest(first, &known) {
         Some(known) => format!("unknown field \"{first}\" (did you mean \"{known}\"?)"),
+        None if found.names == Names::Digest => format!(
+            "unknown field \"{first}\" (a digest template, named digest…, knows: {})",
+            known.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
+        ),
         None => format!(
-            "unknown field \"{first}\" (known fields: {}, {}; the provider's payload is under raw.)",
+            "unknown field \"{first}\" (known fields: {}, {}; in a group's message also {}; the provider's payload is under raw.)",
             FIELDS.join(", "),
-            DELIVERY_FIELDS.join(", ")
+            DELIVERY_FIELDS.join(", "),
+            crate::group::GROUP_FIELDS.join(", ")
         ),
     };
     found.push((line, message));
 }
 
 /// The known field closest to a misspelling, if it is close.
-pub(super) fn suggest(name: &str) -> Option<&'static str> {
-    FIELDS
+pub(super) fn suggest(name: &str, known: &[(&'static str, bool)]) -> Option<&'static str> {
+    known
         .iter()
-        .chain(DELIVERY_FIELDS)
-        .chain(std::iter::once(&"raw"))
+        .map(|(f, _)| f)
         .map(|f| (edit_distance(name, f), *f))
         .filter(|(d, f)| *d <= 2 && *d < f.len())
         .min_by_key(|(d, _)| *d)

@@ -97,7 +97,7 @@ impl HelperDef for JsonHelper {
 }
 
 pub(super) fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
-    let value_helpers: [(&str, ValueFn); 12] = [
+    let value_helpers: [(&str, ValueFn); 13] = [
         ("upper", |a, _, _| {
             Value::String(text_of(arg(a, 0)).to_uppercase())
         }),
@@ -132,6 +132,7 @@ pub(super) fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
         }),
         ("streak", |_, _, ctx| Value::String(streak(ctx.data()))),
         ("headline", |_, _, ctx| Value::String(headline(ctx.data()))),
+        ("more", |a, _, _| Value::String(helper_more(a))),
     ];
     for (name, f) in value_helpers {
         r.register_helper(name, Box::new(ValueHelper(f)));
@@ -272,7 +273,7 @@ pub(super) fn from_unix(secs: f64) -> Option<DateTime<Utc>> {
 pub fn emoji(status: &str) -> &'static str {
     match status.trim().to_ascii_lowercase().as_str() {
         "success" | "succeeded" | "ok" | "verified" | "recovered" => "✅",
-        "failure" | "failed" | "fail" | "error" => "❌",
+        "failure" | "failed" | "fail" | "error" | "failing" => "❌",
         "partial" | "partial_success" | "warning" => "⚠️",
         "missing" | "missed" => "⏰",
         _ => "❓",
@@ -391,4 +392,19 @@ pub fn headline(ctx: &Value) -> String {
         let _ = write!(line, " on {server}");
     }
     line
+}
+
+/// `{{more count 15}}`: "… and 7 more" when a list of `count` shows only its first
+/// 15 (a group shortened to a destination's limits), else empty.
+pub(super) fn helper_more(args: &[Value]) -> String {
+    let n = |v: &Value| match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Array(a) => Some(a.len() as u64),
+        _ => None,
+    };
+    match (n(arg(args, 0)), n(arg(args, 1))) {
+        (Some(count), Some(shown)) if count > shown => format!("… and {} more", count - shown),
+        _ => String::new(),
+    }
 }

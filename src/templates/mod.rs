@@ -53,13 +53,29 @@ pub enum Body {
 #[error("{0}")]
 pub struct RenderError(pub String);
 
-/// The default email subject when a destination sets none.
-pub const DEFAULT_SUBJECT: &str =
-    "[{{upper status}}] {{provider}} {{event}}: {{default backup server}}";
+/// The default email subject when a destination sets none: an event's, a
+/// group's ("[FAILURE] 12 backup alerts: db1 … and 11 more") or a digest's.
+pub const DEFAULT_SUBJECT: &str = "{{#if (and (eq provider \"hookrelay\") (eq event \"digest\"))}}{{emoji status}} {{message}}\
+     {{else if events}}[{{upper status}}] {{count}} backup alerts: {{default backup server}} {{more count 1}}\
+     {{else}}[{{upper status}}] {{provider}} {{event}}: {{default backup server}}{{/if}}";
 
 /// What templates see besides the event's fields: `delivery_id`, the same on every
 /// attempt of one delivery (also sent as the `Hookrelay-Delivery-Id` header).
 pub const DELIVERY_FIELDS: &[&str] = &["delivery_id"];
+
+/// Templates whose name starts with this render digests (SPEC §10), not events:
+/// they are checked against the digest's fields and rendered against sample
+/// digests.
+pub const DIGEST_PREFIX: &str = "digest";
+
+/// Which names a template of this name reads.
+fn names_of(name: &str) -> Names {
+    if name.starts_with(DIGEST_PREFIX) {
+        Names::Digest
+    } else {
+        Names::Event
+    }
+}
 
 /// What `{{date x}}` uses when no format is given.
 pub const DEFAULT_DATE_FORMAT: &str = "%Y-%m-%d %H:%M UTC";
@@ -70,7 +86,10 @@ pub const DEFAULT_NAME: &str = "default";
 /// The default templates, compiled into the binary so it runs with no templates
 /// folder: each destination type registers its own ([`crate::destinations::Kind`]).
 fn embedded() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
-    crate::destinations::KINDS.iter().flat_map(|k| k.templates)
+    crate::destinations::KINDS
+        .iter()
+        .flat_map(|k| k.templates)
+        .chain(crate::digest::TEMPLATES)
 }
 
 /// Where embedded defaults say they come from in errors.
@@ -85,7 +104,7 @@ const BUILTIN_HELPERS: &[&str] = &[
 /// The helpers hookrelay adds.
 pub const HELPERS: &[&str] = &[
     "upper", "lower", "default", "eq", "json", "bytes", "date", "emoji", "mrkdwn", "ordinal",
-    "since", "streak", "headline",
+    "since", "streak", "headline", "more",
 ];
 
 /// How a template's `{{values}}` are escaped.
@@ -301,7 +320,7 @@ impl Templates {
             )]);
         };
         let template = compile(text, &parsed.key, place).map_err(|e| vec![e])?;
-        let errors = check_names(&template, place);
+        let errors = check_names(&template, place, names_of(&parsed.name));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -321,7 +340,12 @@ impl Templates {
     /// failure is the error.
     fn check_renders(&self, key: &str) -> Result<(), ConfigError> {
         let (_, place) = &self.files[key];
-        for (what, ctx) in sample_contexts() {
+        let name = key.split('.').next().unwrap_or_default();
+        let samples = match names_of(name) {
+            Names::Event => sample_contexts(),
+            Names::Digest => crate::digest::sample_contexts(),
+        };
+        for (what, ctx) in samples {
             if let Err(e) = self.render_key(key, &ctx) {
                 // Already names the file and line; say which sample broke it.
                 let (at, msg) = split_place(&e.0, place);
@@ -339,7 +363,10 @@ impl Templates {
             e.place = place.to_string();
             e
         })?;
-        if let Some(e) = check_names(&template, place).into_iter().next() {
+        if let Some(e) = check_names(&template, place, Names::Event)
+            .into_iter()
+            .next()
+        {
             return Err(ConfigError::new(place, e.message));
         }
         self.inline.register_template(key, template);
@@ -385,6 +412,11 @@ impl Templates {
             .body_key(name, ty)
             .or_else(|| self.body_key(DEFAULT_NAME, ty))?;
         self.files.get(&key).map(|(_, place)| place.as_str())
+    }
+
+    /// Whether `name` has its own body for type `ty` (no fallback to `default`).
+    pub fn has_body(&self, name: &str, ty: &str) -> bool {
+        self.body_key(name, ty).is_some()
     }
 
     fn body_key(&self, name: &str, ty: &str) -> Option<String> {

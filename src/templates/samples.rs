@@ -153,6 +153,12 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
         e.message = Some(nasty.into());
         e.raw = json!({"text": nasty, "list": [1, null, {"a": nasty}]});
     });
+    // A group (SPEC §10): the first event's fields, `count` and every event; one
+    // member's values break JSON and markup.
+    let mut group = cloud66.clone();
+    let members = [&cloud66, &simplebackups, &centurylink_missing, &hostile];
+    group["count"] = json!(members.len());
+    group["events"] = Value::Array(members.iter().map(|m| (*m).clone()).collect());
     let mut all_null = serde_json::Map::new();
     for f in FIELDS {
         all_null.insert((*f).to_string(), Value::Null);
@@ -175,5 +181,6 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
             hostile,
         ),
         ("an event with every field null", Value::Object(all_null)),
+        ("a group of four events", group),
     ]
 }

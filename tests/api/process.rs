@@ -14,9 +14,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,13 +24,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     port: u16,
 }
 
 impl Serve {
-    async fn start(dir: &Path, port: u16) -> Serve {
+    pub(crate) async fn start(dir: &Path, port: u16) -> Serve {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,7 +63,7 @@ impl Serve {
         s
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -75,7 +75,7 @@ impl Serve {
         assert!(ok.success());
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

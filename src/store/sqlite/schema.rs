@@ -75,6 +75,31 @@ CREATE TABLE subjects (
 );
 CREATE INDEX subjects_deadline ON subjects (next_deadline) WHERE next_deadline IS NOT NULL;
 "#,
+    r#"
+-- Grouping (SPEC §10): held groups (one open group per key, taking events until
+-- due_at or max), the events of each in order, and the group a delivery sends.
+CREATE TABLE event_groups (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    first_event TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    max         INTEGER NOT NULL,
+    due_at      INTEGER NOT NULL,
+    deliveries  TEXT NOT NULL
+);
+CREATE UNIQUE INDEX event_groups_open ON event_groups (key) WHERE state = 'open';
+CREATE INDEX event_groups_due ON event_groups (due_at) WHERE state <> 'sent';
+CREATE INDEX event_groups_first ON event_groups (first_event);
+CREATE TABLE group_events (
+    group_id INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, seq)
+);
+CREATE INDEX group_events_event ON group_events (event_id);
+ALTER TABLE deliveries ADD COLUMN group_id INTEGER;
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -1,0 +1,234 @@
+//! The digest (SPEC §10) from outside: at a scheduled time one digest with the
+//! right counts reaches its destination, once — also across a restart, where a
+//! time passed while stopped is sent once; `check` names bad digest and group
+//! settings by place; `render --digest` shows a sample digest.
+//!
+//! Time is the test's: the app runs without its loops and the test calls
+//! `digest::tick` with the store's clock moved on by as much as it wants.
+
+use std::process::Command;
+
+use hookrelay::digest::{self, Clock};
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+const MINUTE: i64 = 60_000;
+
+fn sb(file: &str, id: u64, server: &str, name: &str) -> String {
+    let mut v: Value = serde_json::from_str(&fixture(&format!("simplebackups/{file}"))).unwrap();
+    v["id"] = json!(id);
+    v["server"]["name"] = json!(server);
+    v["backup"]["name"] = json!(name);
+    v.to_string()
+}
+
+fn config(db: &std::path::Path, hook: &str) -> String {
+    format!(
+        "storage: {{ url: \"sqlite://{}/hookrelay.db\" }}\n\
+         sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\n\
+         destinations:\n  hook: {{ type: webhook, url: \"{hook}/in\" }}\n\
+         routes:\n  - to: [hook]\n\
+         digest:\n  - {{ cron: \"* * * * *\", to: [hook] }}\n",
+        db.display()
+    )
+}
+
+/// The digests `server` received, oldest first.
+async fn digests(server: &MockServer) -> Vec<Value> {
+    received_json(server)
+        .await
+        .into_iter()
+        .filter(|b| b["event"] == "digest")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_digest_goes_out_once_per_scheduled_time_with_the_counts_and_once_after_a_restart() {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let db = tempfile::tempdir().unwrap();
+    let app = spawn_app_drained(&config(db.path(), &hook.uri())).await;
+    let shared = app.shared.clone();
+    let mut clock = Clock::default();
+    let t0 = shared.store.clock_ms().await.unwrap();
+    assert_eq!(digest::tick(&shared, &mut clock, t0).await.unwrap(), 0);
+
+    for (i, (file, server, name)) in [
+        ("success.json", "a", "job-a"),
+        ("success.json", "b", "job-b"),
+        ("error.json", "c", "job-c"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = app
+            .post("/hooks/sb", sb(file, i as u64 + 1, server, name), &[])
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    assert_eq!(app.drain(3).await, 3);
+
+    // Not before a scheduled time has come.
+    assert_eq!(digest::tick(&shared, &mut clock, t0 + 1).await.unwrap(), 0);
+    // Two minutes on, a run of `* * * * *` has passed: one digest, and only one
+    // however often the time is looked at.
+    let later = t0 + 2 * MINUTE;
+    assert_eq!(digest::tick(&shared, &mut clock, later).await.unwrap(), 1);
+    assert_eq!(digest::tick(&shared, &mut clock, later).await.unwrap(), 0);
+    assert_eq!(app.drain(3).await, 1);
+    let got = digests(&hook).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let d = &got[0];
+    assert_eq!(d["summary"], "2 of 3 backups OK · 1 failing", "{d:#}");
+    assert_eq!(
+        (
+            &d["total"],
+            &d["ok"],
+            &d["failing"],
+            &d["missing"],
+            &d["new"]
+        ),
+        (&json!(3), &json!(2), &json!(1), &json!(0), &json!(0))
+    );
+    assert_eq!(d["status"], "failure");
+    assert_eq!(d["attention"].as_array().unwrap().len(), 1);
+    assert_eq!(d["attention"][0]["subject"], "sb/c/job-c");
+    assert_eq!(d["subjects"][0]["subject"], "sb/c/job-c", "worst first");
+    assert_eq!(
+        (&d["received"], &d["delivered"], &d["dead"]),
+        (&json!(3), &json!(3), &json!(0)),
+        "{d:#}"
+    );
+    // Stored as an event of its own, with its delivery.
+    let events = app.api("/api/events?source=hookrelay").await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1);
+    assert_eq!(events["items"][0]["event"], "digest");
+    assert_eq!(events["items"][0]["deliveries"]["delivered"], 1);
+
+    // A restart: the new process finds the digest already sent for that time…
+    drop(app);
+    let app = spawn_app_drained(&config(db.path(), &hook.uri())).await;
+    let shared = app.shared.clone();
+    let mut clock = Clock::default();
+    assert_eq!(digest::tick(&shared, &mut clock, later).await.unwrap(), 0);
+    // …and of the runs that passed while it was stopped, sends one.
+    let much_later = t0 + 10 * MINUTE;
+    assert_eq!(
+        digest::tick(&shared, &mut clock, much_later).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        digest::tick(&shared, &mut clock, much_later).await.unwrap(),
+        0
+    );
+    app.drain(3).await;
+    let got = digests(&hook).await;
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[1]["since"], got[0]["scheduled_at"]);
+    assert_eq!(
+        got[1]["received"], 0,
+        "nothing came in since the last digest"
+    );
+}
+
+#[tokio::test]
+async fn check_names_bad_digest_and_group_settings_and_render_shows_a_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.yaml");
+    std::fs::write(
+        &path,
+        "storage: { url: \"sqlite://data/x.db\" }\n\
+         destinations:\n  out: { type: console }\n\
+         routes:\n  - to: [out]\n    group: { wait: 0s, by: [status, stak], max: 0 }\n\
+         digest:\n  - { cron: \"61 * * * *\", tz: Mars/Olympus, to: [out, nope] }\n  - { cron: \"0 8 * * *\", to: [out], template: daily }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for place in [
+        "routes[0].group.wait:",
+        "routes[0].group.by[1]:",
+        "routes[0].group.max:",
+        "digest[0].cron:",
+        "digest[0].tz:",
+        "digest[0].to[1]: unknown destination \"nope\"",
+        "digest[1].template:",
+    ] {
+        assert!(err.contains(place), "{place} missing in:\n{err}");
+    }
+
+    // A digest template the destination cannot send is named too.
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/digest.telegram.json.hbs"),
+        "[1, 2]",
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        "storage: { url: \"sqlite://data/x.db\" }\n\
+         destinations:\n  tg: { type: telegram, token: \"1:a\", chat_id: \"1\" }\n\
+         digest:\n  - { cron: \"0 8 * * *\", to: [tg] }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("digest[0].to[0]: destination \"tg\" (telegram) cannot send the digest"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir.path().join("templates")).unwrap();
+
+    std::fs::write(
+        &path,
+        "storage: { url: \"sqlite://data/x.db\" }\n\
+         destinations:\n  out: { type: console }\n\
+         routes:\n  - to: [out]\n    group: { wait: 30s, by: [status] }\n\
+         digest:\n  - { cron: \"0 8 * * *\", tz: Europe/Berlin, to: [out] }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("grouped: wait 30s by status, at most 50"),
+        "{text}"
+    );
+    assert!(text.contains("0 8 * * * (Europe/Berlin) -> out"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["render", "--digest", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("❌ Backup digest: 40 of 42 backups OK · 1 failing · 1 missing"),
+        "{text}"
+    );
+    // Failing and missing first, then what recovered, then the traffic.
+    let missing = text.find("— missing since").unwrap();
+    let recovered = text.find("Recovered:").unwrap();
+    let traffic = text.find("webhooks received").unwrap();
+    assert!(missing < recovered && recovered < traffic, "{text}");
+}

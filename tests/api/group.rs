@@ -1,0 +1,265 @@
+//! Grouping (SPEC §10) from outside: a burst of failures is one Slack message
+//! listing them, `by` splits groups, `max` sends a full group at once, a group of
+//! one is an ordinary message, PagerDuty stays one alert per backup, and a group
+//! held when the real binary is killed with -9 goes out once after the restart.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+/// A SimpleBackups failure of backup `name` on `server`.
+fn failure(id: u64, server: &str, name: &str) -> String {
+    let mut v: Value = serde_json::from_str(&fixture("simplebackups/error.json")).unwrap();
+    v["id"] = json!(id);
+    v["server"]["name"] = json!(server);
+    v["backup"]["name"] = json!(name);
+    v.to_string()
+}
+
+async fn sink(status: u16) -> MockServer {
+    let s = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status).set_body_string("ok"))
+        .mount(&s)
+        .await;
+    s
+}
+
+fn config(dests: &str, route: &str) -> String {
+    format!(
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\n\
+         watch: {{ recovered: false }}\ndestinations:\n{dests}\nroutes:\n{route}\n"
+    )
+}
+
+async fn post(app: &TestApp, body: String) -> Value {
+    let r = app.post("/hooks/sb", body, &[]).await;
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
+}
+
+/// Waits until every event's group has gone out and no delivery is pending: then
+/// what the mock servers got is all they will get.
+async fn settle(app: &TestApp, ids: &[String]) {
+    for id in ids {
+        let ok = wait_for(Duration::from_secs(30), || async {
+            app.api(&format!("/api/events/{id}")).await["group"]["state"] == "sent"
+        })
+        .await;
+        assert!(
+            ok,
+            "group of {id} not sent: {}",
+            app.api(&format!("/api/events/{id}")).await
+        );
+    }
+    app.wait_settled(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_failures_is_one_slack_message_and_pagerduty_still_gets_each() {
+    let slack = sink(200).await;
+    let pd = sink(202).await;
+    let app = spawn_app(&config(
+        &format!(
+            "  slack: {{ type: slack, webhook_url: \"{}/hook\" }}\n  pd: {{ type: pagerduty, routing_key: k, url: \"{}/enqueue\" }}",
+            slack.uri(),
+            pd.uri()
+        ),
+        "  - match: { status: [failure, missing] }\n    to: [slack, pd]\n    group: { wait: 3s, by: [status] }",
+    ))
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let answer = post(&app, failure(i + 1, "db-host", &format!("nightly-{i:02}"))).await;
+        assert_eq!(answer["deliveries"], 2, "{answer}");
+        ids.push(answer["event_id"].as_str().unwrap().to_string());
+    }
+    let got = wait_received(&slack, 1, Duration::from_secs(30)).await;
+    settle(&app, &ids).await;
+    let got_again = received_json(&slack).await;
+    assert_eq!(
+        got_again.len(),
+        1,
+        "one message for the burst: {got_again:#?}"
+    );
+    let text = all_text(&got[0]);
+    assert!(text.contains("12 backups failed"), "{text}");
+    for i in 0..12 {
+        assert!(
+            text.contains(&format!("nightly-{i:02} on db-host")),
+            "{text}"
+        );
+    }
+    // One incident per backup: PagerDuty is not grouped.
+    let paged = wait_received(&pd, 12, Duration::from_secs(30)).await;
+    let keys: std::collections::BTreeSet<String> = paged
+        .iter()
+        .map(|b| b["dedup_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 12);
+
+    // The group's Slack delivery belongs to its first event; the others say which
+    // group they went out in.
+    let first = app.api(&format!("/api/events/{}", ids[0])).await;
+    let slack_deliveries: Vec<&Value> = first["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["destination"] == "slack")
+        .collect();
+    assert_eq!(slack_deliveries.len(), 1);
+    assert_eq!(slack_deliveries[0]["state"], "delivered");
+    assert_eq!(first["group"]["count"], 12);
+    assert_eq!(first["group"]["first_event"], ids[0].as_str());
+    let last = app.api(&format!("/api/events/{}", ids[11])).await;
+    assert_eq!(last["group"]["first_event"], ids[0].as_str());
+    assert_eq!(last["group"]["id"], first["group"]["id"]);
+    assert!(last["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["destination"] == "pd"));
+}
+
+#[tokio::test]
+async fn by_splits_groups_and_a_full_group_goes_out_at_once() {
+    let hook = sink(200).await;
+    let app = spawn_app(&config(
+        &format!("  hook: {{ type: webhook, url: \"{}/in\" }}", hook.uri()),
+        // An hour's wait: only `max` can send these.
+        "  - to: [hook]\n    group: { wait: 1h, by: [server], max: 3 }",
+    ))
+    .await;
+    let mut ids = Vec::new();
+    for (i, server) in ["a", "b", "a", "b", "a", "b", "a"].iter().enumerate() {
+        let answer = post(&app, failure(i as u64 + 1, server, &format!("job-{i}"))).await;
+        ids.push(answer["event_id"].as_str().unwrap().to_string());
+    }
+    // Three of server a and three of server b fill a group each; the seventh (a)
+    // opens a new group that waits.
+    let got = wait_received(&hook, 2, Duration::from_secs(30)).await;
+    settle(&app, &ids[..6]).await;
+    let got_again = received_json(&hook).await;
+    assert_eq!(got_again.len(), 2, "{got_again:#?}");
+    let mut servers: Vec<(u64, Vec<String>)> = got
+        .iter()
+        .map(|b| {
+            let servers = b["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["server"].as_str().unwrap().to_string())
+                .collect();
+            (b["count"].as_u64().unwrap(), servers)
+        })
+        .collect();
+    servers.sort();
+    assert_eq!(
+        servers,
+        [
+            (3, vec!["a".to_string(), "a".into(), "a".into()]),
+            (3, vec!["b".to_string(), "b".into(), "b".into()])
+        ]
+    );
+    // Oldest first.
+    let a = got
+        .iter()
+        .find(|b| b["events"][0]["server"] == "a")
+        .unwrap();
+    let jobs: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["backup"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["job-0", "job-2", "job-4"]);
+    let waiting = app.api(&format!("/api/events/{}", ids[6])).await;
+    assert_eq!(waiting["group"]["state"], "open", "{waiting}");
+    assert_eq!(waiting["group"]["count"], 1);
+}
+
+#[tokio::test]
+async fn a_group_of_one_is_an_ordinary_message() {
+    let grouped = sink(200).await;
+    let plain = sink(200).await;
+    let app = spawn_app(&config(
+        &format!(
+            "  grouped: {{ type: slack, webhook_url: \"{}/g\" }}\n  plain: {{ type: slack, webhook_url: \"{}/p\" }}",
+            grouped.uri(),
+            plain.uri()
+        ),
+        "  - to: [grouped]\n    group: { wait: 300ms }\n    continue: true\n  - to: [plain]",
+    ))
+    .await;
+    let answer = post(&app, failure(1, "db-host", "nightly")).await;
+    let id = answer["event_id"].as_str().unwrap().to_string();
+    let g = wait_received(&grouped, 1, Duration::from_secs(30)).await;
+    let p = wait_received(&plain, 1, Duration::from_secs(30)).await;
+    settle(&app, &[id]).await;
+    assert_eq!(g[0], p[0], "the same message as without grouping");
+    assert!(all_text(&g[0]).contains("Backup failed: nightly on db-host"));
+}
+
+#[tokio::test]
+async fn a_group_held_when_killed_goes_out_once_after_restart() {
+    use crate::process::{free_port, Serve};
+    let hook = sink(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        format!(
+            "storage: {{ url: \"sqlite://data/hookrelay.db\" }}\nadmin: {{ token: {ADMIN} }}\n\
+             watch: {{ recovered: false }}\n\
+             sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\n\
+             destinations:\n  hook: {{ type: webhook, url: \"{}/in\" }}\n\
+             routes:\n  - to: [hook]\n    group: {{ wait: 4s }}\n",
+            hook.uri()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let s = Serve::start(dir.path(), port).await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let r = client
+            .post(s.url("/hooks/sb"))
+            .body(failure(i + 1, "db-host", &format!("job-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    // Killed while the group waits: nothing was sent yet.
+    s.kill9();
+    assert!(received_json(&hook).await.is_empty());
+    let s = Serve::start(dir.path(), port).await;
+    let got = wait_received(&hook, 1, Duration::from_secs(30)).await;
+    assert_eq!(got[0]["count"], 5, "{:#}", got[0]);
+    let jobs: Vec<&str> = got[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["backup"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["job-0", "job-1", "job-2", "job-3", "job-4"]);
+    // Once: with nothing pending any more, nothing else comes.
+    let settled = wait_for(Duration::from_secs(30), || async {
+        let v: Value = client
+            .get(s.url("/api/deliveries?state=pending"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    assert!(settled);
+    assert_eq!(received_json(&hook).await.len(), 1);
+}
