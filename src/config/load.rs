@@ -1,0 +1,350 @@
+//! Loading: the file, `HOOKRELAY__…` overrides and `${VAR}` expansion into one tree,
+//! then each section parsed on its own so every error is reported with its key.
+
+use super::*;
+
+/// Reads `path` (YAML), applies `HOOKRELAY__…` overrides from the process
+/// environment, expands `${VAR}` and parses everything, collecting every error.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    load_with_env(path, &env)
+}
+
+/// [`load`] with an explicit environment (tests use this instead of `set_var`).
+pub fn load_with_env(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Settings, ConfigErrors> {
+    let (settings, errors) = load_partial(path, env)?;
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigErrors {
+            file: path.display().to_string(),
+            errors,
+        })
+    }
+}
+
+/// Everything that could be read from `path`, and every error found on the way.
+/// The settings are partial when there are errors (a destination that does not
+/// parse is left out and named in `invalid_destinations`), so the later checks
+/// (routes, templates) can still run and report theirs in the same pass.
+/// `Err` only when the file cannot be read or is not YAML at all.
+pub fn load_partial(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(Settings, Vec<ConfigError>), ConfigErrors> {
+    let file = path.display().to_string();
+    let fail = |errors: Vec<ConfigError>| ConfigErrors {
+        file: file.clone(),
+        errors,
+    };
+    if !path.exists() {
+        return Err(fail(vec![ConfigError::new("", "file not found")]));
+    }
+    let overrides = config::Environment::with_prefix("HOOKRELAY")
+        .prefix_separator("__")
+        .separator("__")
+        .source(Some(
+            env.iter()
+                .filter(|(k, _)| k.starts_with("HOOKRELAY__"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    let built = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+        .add_source(overrides)
+        .build()
+        .map_err(|e| fail(vec![ConfigError::new("", clean_config_error(&e))]))?;
+    let mut tree: Value = built
+        .try_deserialize()
+        .map_err(|e| fail(vec![ConfigError::new("", clean_config_error(&e))]))?;
+    let mut errors = Vec::new();
+    expand_tree(&mut tree, "", env, &mut errors);
+    // A value whose `${VAR}` could not be expanded is reported once, as that: not
+    // again as, say, "is not a valid URL" for the unexpanded text.
+    let unexpanded: BTreeSet<String> = errors.iter().map(|e| e.place.clone()).collect();
+    let first = errors.len();
+    let mut settings = parse_tree(tree, path, &mut errors);
+    let later = errors.split_off(first);
+    errors.extend(later.into_iter().filter(|e| !unexpanded.contains(&e.place)));
+    resolve_paths(&mut settings);
+    Ok((settings, errors))
+}
+
+pub(super) fn clean_config_error(e: &config::ConfigError) -> String {
+    // The config crate already names the file for YAML syntax errors; keep its text
+    // but never its Debug form.
+    e.to_string()
+}
+
+pub(super) const TOP_KEYS: &[&str] = &[
+    "server",
+    "storage",
+    "templates",
+    "admin",
+    "delivery",
+    "sources",
+    "destinations",
+    "routes",
+    "watch",
+    "digest",
+];
+
+pub(super) fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>) -> Settings {
+    let mut s = Settings {
+        file: path.to_path_buf(),
+        ..Default::default()
+    };
+    let mut top = match tree {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        _ => {
+            errors.push(ConfigError::new("", "expected a mapping at the top level"));
+            return s;
+        }
+    };
+    for key in top.keys() {
+        if !TOP_KEYS.contains(&key.as_str()) {
+            errors.push(ConfigError::new(
+                key.clone(),
+                format!("unknown key; expected one of {}", TOP_KEYS.join(", ")),
+            ));
+        }
+    }
+    if let Some(v) = top.remove("server") {
+        if let Some(x) = parse_at("server", v, errors) {
+            s.server = x;
+        }
+    }
+    if let Some(v) = top.remove("storage") {
+        if let Some(x) = parse_at("storage", v, errors) {
+            s.storage = x;
+        }
+    }
+    if let Some(v) = top.remove("templates") {
+        if let Some(x) = parse_at("templates", v, errors) {
+            s.templates = x;
+        }
+    }
+    if let Some(v) = top.remove("admin") {
+        if let Some(x) = parse_at("admin", v, errors) {
+            s.admin = x;
+        }
+    }
+    if let Some(v) = top.remove("delivery") {
+        if let Some(x) = parse_at::<DeliverySettings>("delivery", v, errors) {
+            if x.retry_schedule.is_empty() {
+                errors.push(ConfigError::new(
+                    "delivery.retry_schedule",
+                    "must list at least one duration",
+                ));
+            }
+            if x.workers == 0 {
+                errors.push(ConfigError::new("delivery.workers", "must be at least 1"));
+            }
+            s.delivery = x;
+        }
+    }
+    if let Some(v) = top.remove("sources") {
+        for (name, item) in mapping_at("sources", v, errors) {
+            let place = format!("sources.{name}");
+            if let Some(src) = parse_at::<SourceConfig>(&place, item, errors) {
+                check_source(&place, &src, errors);
+                s.sources.insert(name, src);
+            }
+        }
+    }
+    if let Some(v) = top.remove("destinations") {
+        for (name, item) in mapping_at("destinations", v, errors) {
+            let place = format!("destinations.{name}");
+            match crate::destinations::parse_config(&place, item, errors) {
+                Some(d) => {
+                    s.destinations.insert(name, d);
+                }
+                None => {
+                    s.invalid_destinations.insert(name);
+                }
+            }
+        }
+    }
+    match top.remove("routes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let place = format!("routes[{i}]");
+                let lenient = lenient_route(&item);
+                // A route that does not parse is kept from its readable parts, so
+                // its destinations and template are still checked and the routes
+                // after it keep their numbers.
+                s.routes
+                    .push(parse_at::<RouteConfig>(&place, item, errors).unwrap_or(lenient));
+            }
+        }
+        Some(_) => errors.push(ConfigError::new("routes", "expected a list of routes")),
+    }
+    if let Some(v) = top.remove("watch") {
+        if let Some(x) = parse_at("watch", v, errors) {
+            s.watch = x;
+        }
+    }
+    match top.remove("digest") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                if let Some(d) = parse_at::<DigestConfig>(&format!("digest[{i}]"), item, errors) {
+                    s.digest.push(d);
+                }
+            }
+        }
+        Some(_) => errors.push(ConfigError::new(
+            "digest",
+            "expected a list, e.g. - { cron: \"0 8 * * *\", to: [ops-slack] }",
+        )),
+    }
+    s
+}
+
+/// The parts of a route that have the right shape, for a route that as a whole
+/// does not parse (its errors are already reported).
+pub(super) fn lenient_route(v: &Value) -> RouteConfig {
+    let get = |k: &str| v.get(k);
+    let text = |k: &str| get(k).and_then(Value::as_str).map(str::to_string);
+    RouteConfig {
+        matches: get("match").and_then(Value::as_object).cloned(),
+        to: match get("to") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            // Not reported again as "needs at least one destination".
+            _ => Vec::new(),
+        },
+        template: text("template"),
+        channel: text("channel"),
+        continue_: false,
+        group: None,
+    }
+}
+
+pub(super) fn mapping_at(
+    place: &str,
+    v: Value,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, Value)> {
+    match v {
+        Value::Object(m) => m.into_iter().collect(),
+        Value::Null => Vec::new(),
+        _ => {
+            errors.push(ConfigError::new(place, "expected a mapping of names"));
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes `v` as `T`, naming the exact key of any error below `place`.
+pub(crate) fn parse_at<T: DeserializeOwned>(
+    place: &str,
+    v: Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    // A bare `key:` in YAML is null; treat it as an empty mapping so defaults apply.
+    let v = if v.is_null() {
+        Value::Object(Map::new())
+    } else {
+        v
+    };
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let at = if inner == "." || inner.is_empty() {
+                place.to_string()
+            } else {
+                format!("{place}.{inner}")
+            };
+            errors.push(ConfigError::new(
+                at,
+                tidy_serde_message(&e.into_inner().to_string()),
+            ));
+            None
+        }
+    }
+}
+
+/// serde's messages end with " at line 0 column 0" for `Value` input; drop that.
+pub(super) fn tidy_serde_message(msg: &str) -> String {
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    msg.replace("unknown field", "unknown key")
+}
+
+pub(super) fn check_source(place: &str, s: &SourceConfig, errors: &mut Vec<ConfigError>) {
+    if s.secret.is_some() && s.kind != SourceKind::Simplebackups {
+        errors.push(ConfigError::new(
+            format!("{place}.secret"),
+            "only for kind simplebackups (SB-Signature); use `hmac` for other signatures",
+        ));
+    }
+    if !s.fields.is_empty() && s.kind != SourceKind::Generic {
+        errors.push(ConfigError::new(
+            format!("{place}.fields"),
+            "only for kind generic",
+        ));
+    }
+    for (field, pointer) in &s.fields {
+        if !crate::providers::GENERIC_FIELDS.contains(&field.as_str()) {
+            errors.push(ConfigError::new(
+                format!("{place}.fields.{field}"),
+                format!(
+                    "unknown field; expected one of {}",
+                    crate::providers::GENERIC_FIELDS.join(", ")
+                ),
+            ));
+        }
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            errors.push(ConfigError::new(
+                format!("{place}.fields.{field}"),
+                format!("{pointer:?} is not a JSON Pointer (it must start with /)"),
+            ));
+        }
+    }
+    for (key, list) in [("token", &s.token), ("secret", &s.secret)] {
+        if let Some(list) = list {
+            if list
+                .clone()
+                .into_vec()
+                .iter()
+                .any(|x| x.expose().is_empty())
+            {
+                errors.push(ConfigError::new(
+                    format!("{place}.{key}"),
+                    "must not be empty",
+                ));
+            }
+        }
+    }
+    if let Some(h) = &s.hmac {
+        if h.secret
+            .clone()
+            .into_vec()
+            .iter()
+            .any(|x| x.expose().is_empty())
+        {
+            errors.push(ConfigError::new(
+                format!("{place}.hmac.secret"),
+                "must not be empty",
+            ));
+        }
+        if actix_web::http::header::HeaderName::try_from(h.header.as_str()).is_err() {
+            errors.push(ConfigError::new(
+                format!("{place}.hmac.header"),
+                format!("{:?} is not a valid header name", h.header),
+            ));
+        }
+    }
+}

@@ -1,0 +1,141 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn expands_variables_defaults_and_alternates() {
+    let e = env(&[("A", "x"), ("EMPTY", "")]);
+    assert_eq!(expand("${A}-${B:-d}", &e).unwrap(), "x-d");
+    assert_eq!(expand("${A:+on}|${B:+on}", &e).unwrap(), "on|");
+    assert_eq!(expand("$$HOME ${EMPTY:-z}", &e).unwrap(), "$HOME z");
+    assert_eq!(
+        expand("${MISSING}", &e).unwrap_err(),
+        "environment variable MISSING is not set"
+    );
+    assert!(expand("${A", &e).is_err());
+}
+
+#[test]
+fn rate_limits_parse() {
+    assert_eq!(
+        RateLimit::parse("1/s").unwrap(),
+        RateLimit {
+            count: 1,
+            per: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(
+        RateLimit::parse("30/min").unwrap().per,
+        Duration::from_secs(60)
+    );
+    assert!(RateLimit::parse("0/s").is_err());
+    assert!(RateLimit::parse("fast").is_err());
+}
+
+fn load_str(yaml: &str, e: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("relay.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    load_with_env(&p, &env(e))
+}
+
+#[test]
+fn every_error_is_reported_with_its_key() {
+    let err = load_str(
+        r#"
+server: { listen: "127.0.0.1:0", colour: blue }
+sources:
+  a: { kind: cloud66, token: "${NOPE}" }
+  b: { kind: nosuch }
+destinations:
+  d: { type: slak, webhook_url: "http://x" }
+  e: { type: webhook, url: "http://x", extra: 1 }
+routes:
+  - { to: [d], continue: maybe }
+"#,
+        &[],
+    )
+    .unwrap_err();
+    let lines: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+    let want = [
+        "server.colour: unknown key `colour`",
+        "sources.a.token: environment variable NOPE is not set",
+        "sources.b.kind: unknown variant `nosuch`",
+        "destinations.d.type: unknown type \"slak\"",
+        "destinations.e.extra: unknown key `extra`",
+        "routes[0].continue: expected true or false",
+    ];
+    for w in want {
+        assert!(
+            lines.iter().any(|l| l.starts_with(w)),
+            "missing {w:?} in {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_and_secrets_stay_hidden() {
+    let s = load_str(
+        "admin: { token: \"${ADMIN}\" }\nserver: { max_body_bytes: 10 }\n",
+        &[
+            ("ADMIN", "hunter2"),
+            ("HOOKRELAY__SERVER__MAX_BODY_BYTES", "2048"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.server.max_body_bytes, 2048);
+    assert_eq!(s.admin.token.as_ref().unwrap().expose(), "hunter2");
+    assert!(!format!("{s:?}").contains("hunter2"));
+}
+
+#[test]
+fn destinations_can_be_switched_on_by_a_variable() {
+    let yaml = r#"
+destinations:
+  s: { type: slack, enabled: "${SLACK_URL:+true}", webhook_url: "${SLACK_URL:-}" }
+"#;
+    let off = load_str(yaml, &[]).unwrap();
+    assert!(!off.destinations["s"].common.enabled);
+    let on = load_str(yaml, &[("SLACK_URL", "https://hooks.example/x")]).unwrap();
+    assert!(on.destinations["s"].common.enabled);
+    assert_eq!(on.destinations["s"].rate_limit().unwrap().count, 1);
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("relay.yaml");
+    std::fs::write(
+        &p,
+        "storage: { url: \"sqlite://data/h.db\" }\ntemplates: { dir: tpl }\n",
+    )
+    .unwrap();
+    let s = load_with_env(&p, &env(&[])).unwrap();
+    assert_eq!(s.templates.dir, dir.path().join("tpl"));
+    assert_eq!(
+        s.storage.url.expose(),
+        format!("sqlite://{}", dir.path().join("data/h.db").display())
+    );
+    std::fs::write(
+        &p,
+        "storage: { url: \"sqlite:///var/lib/h.db\" }\ntemplates: { dir: /srv/tpl }\n",
+    )
+    .unwrap();
+    let s = load_with_env(&p, &env(&[])).unwrap();
+    assert_eq!(s.templates.dir, Path::new("/srv/tpl"));
+    assert_eq!(s.storage.url.expose(), "sqlite:///var/lib/h.db");
+    // The defaults are relative too.
+    std::fs::write(&p, "").unwrap();
+    let s = load_with_env(&p, &env(&[])).unwrap();
+    assert_eq!(s.templates.dir, dir.path().join("templates"));
+    assert!(s
+        .storage
+        .url
+        .expose()
+        .ends_with(&format!("{}/data/hookrelay.db", dir.path().display())));
+}
