@@ -526,17 +526,31 @@ pub(crate) async fn post_json(
     timeout: Duration,
     delivery_id: &str,
 ) -> Result<(u16, HeaderMap, String), SendError> {
+    send_request(
+        json_request(http, url, headers, body)?,
+        timeout,
+        delivery_id,
+    )
+    .await
+}
+
+/// A JSON POST of `body` (serialized) with `headers`, not yet sent.
+pub(crate) fn json_request(
+    http: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: &Value,
+) -> Result<reqwest::RequestBuilder, SendError> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| SendError::permanent(format!("could not serialize the body: {e}")))?;
-    let req = http
+    Ok(http
         .post(url)
         .headers(headers)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/json; charset=utf-8",
         )
-        .body(bytes);
-    send_request(req, timeout, delivery_id).await
+        .body(bytes))
 }
 
 /// Sends `req` with the timeout, `User-Agent` and delivery id every HTTP

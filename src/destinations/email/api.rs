@@ -24,7 +24,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYP
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::super::{classify_status, excerpt, post_json, scrub, send_request, SendError, Sent};
+use super::super::{classify_status, excerpt, send_request, SendError, Sent};
 use crate::config::{ConfigError, Secret};
 
 /// The email APIs hookrelay speaks.
@@ -179,54 +179,54 @@ impl ApiSender {
         html: Option<&str>,
         delivery_id: &str,
     ) -> Result<Sent, SendError> {
+        if to.is_empty() {
+            return Err(SendError::permanent("the email has no recipients"));
+        }
+        // Checked here for every provider, so a bad address is hookrelay's clear
+        // error rather than the provider's 400.
+        let sender = split_address(from, "sender")?;
+        let recipients = to
+            .iter()
+            .map(|t| split_address(t, "recipient"))
+            .collect::<Result<Vec<_>, _>>()?;
         let email = Email {
             from,
             to,
             subject,
             text,
             html,
-            delivery_id,
+            sender,
+            recipients,
         };
-        if to.is_empty() {
-            return Err(SendError::permanent("the email has no recipients"));
-        }
-        let result = match self.provider {
-            Provider::Sendgrid => self.sendgrid(&email).await,
-            Provider::Mailgun => self.mailgun(&email).await,
-            Provider::Postmark => self.postmark(&email).await,
+        let req = match self.provider {
+            Provider::Sendgrid => self.sendgrid(&email)?,
+            Provider::Mailgun => self.mailgun(&email)?,
+            Provider::Postmark => self.postmark(&email)?,
         };
-        result.map_err(|mut e| {
-            e.message = scrub(&e.message, self.key.expose());
-            e
-        })
+        let answer = send_request(req, self.timeout, delivery_id).await;
+        let provider = self.provider;
+        super::super::judge(
+            answer,
+            |status, headers, body| provider.classify(status, headers, body),
+            &[self.key.expose()],
+        )
     }
 
-    async fn sendgrid(&self, email: &Email<'_>) -> Result<Sent, SendError> {
-        let Email {
-            from,
-            to,
-            subject,
-            text,
-            html,
-            delivery_id,
-        } = *email;
-        let address = |(email, name): (String, Option<String>)| match name {
+    /// SendGrid: JSON, bearer key.
+    fn sendgrid(&self, email: &Email<'_>) -> Result<reqwest::RequestBuilder, SendError> {
+        let address = |(email, name): &(String, Option<String>)| match name {
             Some(n) => json!({"email": email, "name": n}),
             None => json!({"email": email}),
         };
-        let to: Vec<Value> = to
-            .iter()
-            .map(|t| split_address(t, "recipient").map(address))
-            .collect::<Result<_, _>>()?;
         // text/plain must come first, then text/html.
-        let mut content = vec![json!({"type": "text/plain", "value": text})];
-        if let Some(h) = html {
+        let mut content = vec![json!({"type": "text/plain", "value": email.text})];
+        if let Some(h) = email.html {
             content.push(json!({"type": "text/html", "value": h}));
         }
         let body = json!({
-            "personalizations": [{"to": to}],
-            "from": address(split_address(from, "sender")?),
-            "subject": subject,
+            "personalizations": [{"to": email.recipients.iter().map(address).collect::<Vec<_>>()}],
+            "from": address(&email.sender),
+            "subject": email.subject,
             "content": content,
         });
         let mut headers = HeaderMap::new();
@@ -235,95 +235,41 @@ impl ApiSender {
             self.secret_header(&format!("Bearer {}", self.key.expose()))?,
         );
         let url = format!("{}/v3/mail/send", self.base);
-        let (status, headers, text) =
-            post_json(&self.http, &url, headers, &body, self.timeout, delivery_id).await?;
-        classify_status(status, &headers, &text).map_err(|e| {
-            // {"errors": [{"message": "…", "field": "from"}]}
-            let said: Vec<String> = parse(&text)
-                .and_then(|v| v.get("errors").and_then(Value::as_array).cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|x| {
-                    let m = x.get("message").and_then(Value::as_str)?;
-                    Some(match x.get("field").and_then(Value::as_str) {
-                        Some(f) => format!("{m} ({f})"),
-                        None => m.to_string(),
-                    })
-                })
-                .collect();
-            super::super::in_words(e, self.provider.name(), Some(&said.join("; ")), "")
-        })
+        super::super::json_request(&self.http, &url, headers, &body)
     }
 
-    async fn mailgun(&self, email: &Email<'_>) -> Result<Sent, SendError> {
-        let Email {
-            from,
-            to,
-            subject,
-            text,
-            html,
-            delivery_id,
-        } = *email;
-        // Mailgun reads RFC 5322 addresses itself; check them first so a bad
-        // one is our clear error rather than its 400.
-        split_address(from, "sender")?;
-        for t in to {
-            split_address(t, "recipient")?;
+    /// Mailgun: a form, basic auth `api:<key>`; it reads RFC 5322 addresses itself.
+    fn mailgun(&self, email: &Email<'_>) -> Result<reqwest::RequestBuilder, SendError> {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("from", email.from);
+        for t in email.to {
+            form.append_pair("to", t);
         }
-        let body = {
-            // The serializer is not Send: finish it before the first await.
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("from", from);
-            for t in to {
-                form.append_pair("to", t);
-            }
-            form.append_pair("subject", subject);
-            form.append_pair("text", text);
-            if let Some(h) = html {
-                form.append_pair("html", h);
-            }
-            form.finish()
-        };
+        form.append_pair("subject", email.subject);
+        form.append_pair("text", email.text);
+        if let Some(h) = email.html {
+            form.append_pair("html", h);
+        }
         let auth = super::super::basic_auth("api", self.key.expose());
         let url = format!("{}/v3/{}/messages", self.base, self.domain);
-        let req = self
+        Ok(self
             .http
             .post(&url)
             .header(AUTHORIZATION, self.secret_header(&auth)?)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .body(body);
-        let (status, headers, text) = send_request(req, self.timeout, delivery_id).await?;
-        classify_status(status, &headers, &text).map_err(|e| {
-            // {"message": "'from' parameter is not a valid address. …"}; 401 is
-            // the plain text "Forbidden".
-            let said = parse(&text)
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_default();
-            super::super::in_words(e, self.provider.name(), Some(&said), "")
-        })
+            .body(form.finish()))
     }
 
-    async fn postmark(&self, email: &Email<'_>) -> Result<Sent, SendError> {
-        let Email {
-            from,
-            to,
-            subject,
-            text,
-            html,
-            delivery_id,
-        } = *email;
-        split_address(from, "sender")?;
-        for t in to {
-            split_address(t, "recipient")?;
-        }
+    /// Postmark: JSON, `X-Postmark-Server-Token`.
+    fn postmark(&self, email: &Email<'_>) -> Result<reqwest::RequestBuilder, SendError> {
         let mut body = json!({
-            "From": from,
-            "To": to.join(", "),
-            "Subject": subject,
-            "TextBody": text,
+            "From": email.from,
+            "To": email.to.join(", "),
+            "Subject": email.subject,
+            "TextBody": email.text,
         });
-        if let Some(h) = html {
+        if let Some(h) = email.html {
             body["HtmlBody"] = Value::String(h.to_string());
         }
         let mut headers = HeaderMap::new();
@@ -333,43 +279,59 @@ impl ApiSender {
         );
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let url = format!("{}/email", self.base);
-        let (status, headers, text) =
-            post_json(&self.http, &url, headers, &body, self.timeout, delivery_id).await?;
-        let parsed = parse(&text);
-        let code = parsed
-            .as_ref()
-            .and_then(|v| v.get("ErrorCode"))
-            .and_then(Value::as_i64);
-        let said = parsed
-            .as_ref()
-            .and_then(|v| v.get("Message"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let postmark_said = match code {
-            Some(c) => format!("ErrorCode {c}: {said}"),
-            None => said.to_string(),
+        super::super::json_request(&self.http, &url, headers, &body)
+    }
+}
+
+impl Provider {
+    /// Judges the provider's answer: [`classify_status`], in the provider's own
+    /// words (see the module docs).
+    fn classify(self, status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendError> {
+        let parsed = parse(body);
+        let field = |k: &str| parsed.as_ref().and_then(|v| v.get(k));
+        let said = match self {
+            // {"errors": [{"message": "…", "field": "from"}]}
+            Provider::Sendgrid => field("errors").and_then(Value::as_array).map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|x| {
+                        let m = x.get("message").and_then(Value::as_str)?;
+                        Some(match x.get("field").and_then(Value::as_str) {
+                            Some(f) => format!("{m} ({f})"),
+                            None => m.to_string(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+            // {"message": "'from' parameter is not a valid address. …"}; 401 is
+            // the plain text "Forbidden".
+            Provider::Mailgun => field("message").and_then(Value::as_str).map(str::to_string),
+            // {"ErrorCode": 406, "Message": "…"}
+            Provider::Postmark => {
+                let message = field("Message").and_then(Value::as_str).unwrap_or_default();
+                Some(match field("ErrorCode").and_then(Value::as_i64) {
+                    Some(c) => format!("ErrorCode {c}: {message}"),
+                    None => message.to_string(),
+                })
+            }
         };
-        match classify_status(status, &headers, &text) {
-            // A 200 that still carries an error code did not send anything.
-            Ok(_) if code.is_some_and(|c| c != 0) => {
-                let e = SendError {
+        let words = |e| super::super::in_words(e, self.name(), said.as_deref(), "");
+        match classify_status(status, headers, body) {
+            // A Postmark 200 that still carries an error code sent nothing.
+            Ok(_)
+                if self == Provider::Postmark
+                    && field("ErrorCode")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|c| c != 0) =>
+            {
+                Err(words(SendError {
                     status: Some(status),
                     ..SendError::permanent("")
-                };
-                Err(super::super::in_words(
-                    e,
-                    "Postmark",
-                    Some(&postmark_said),
-                    "",
-                ))
+                }))
             }
             Ok(sent) => Ok(sent),
-            Err(e) => Err(super::super::in_words(
-                e,
-                "Postmark",
-                Some(&postmark_said),
-                "",
-            )),
+            Err(e) => Err(words(e)),
         }
     }
 }
@@ -381,7 +343,9 @@ struct Email<'a> {
     subject: &'a str,
     text: &'a str,
     html: Option<&'a str>,
-    delivery_id: &'a str,
+    /// `from` and `to`, checked and taken apart: (address, display name).
+    sender: (String, Option<String>),
+    recipients: Vec<(String, Option<String>)>,
 }
 
 fn parse(body: &str) -> Option<Value> {
