@@ -144,6 +144,58 @@ pub fn subjects_from_outcomes(outcomes: &[SubjectOutcome]) -> Vec<Subject> {
     subjects.into_values().collect()
 }
 
+/// The board's rows: every subject the store keeps (the `/api/backups` data: its
+/// state, run, last success and next deadline; subjects an `expect` rule names are
+/// there before their first event), each linked to its latest event of the
+/// window; then subjects seen only in `outcomes` (events stored before the backup
+/// watch kept subjects), worked out from those. Digests (hookrelay's own summary
+/// events) are no backup and are left out.
+pub fn from_store(stored: &[crate::watch::Subject], outcomes: &[SubjectOutcome]) -> Vec<Subject> {
+    let mut latest: HashMap<&str, (i64, &str)> = HashMap::new();
+    for o in outcomes {
+        let e = latest
+            .entry(&o.subject)
+            .or_insert((o.received_ms, &o.event_id));
+        if o.received_ms >= e.0 {
+            *e = (o.received_ms, &o.event_id);
+        }
+    }
+    let field = |s: &crate::watch::Subject, k: &str| {
+        s.fields
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let mut rows: Vec<Subject> = stored
+        .iter()
+        .map(|s| Subject {
+            subject: s.key.clone(),
+            state: s.state.as_str().to_string(),
+            source: field(s, "source").unwrap_or_default(),
+            stack: field(s, "stack"),
+            server: field(s, "server"),
+            backup: field(s, "backup"),
+            last_event_at: s.last_event_at,
+            last_success_at: s.last_success_at,
+            failures: s.failures,
+            down_since: s.down_since,
+            next_deadline: s.next_deadline,
+            last_event_id: latest.get(s.key.as_str()).map(|(_, id)| id.to_string()),
+        })
+        .collect();
+    let known: std::collections::HashSet<&str> = stored.iter().map(|s| s.key.as_str()).collect();
+    let digest = crate::digest::SOURCE;
+    let older: Vec<SubjectOutcome> = outcomes
+        .iter()
+        .filter(|o| !known.contains(o.subject.as_str()))
+        .filter(|o| !(o.source == digest && o.subject == digest))
+        .cloned()
+        .collect();
+    rows.extend(subjects_from_outcomes(&older));
+    rows
+}
+
 /// Worst first: missing and failing (longest down first), then new, then ok;
 /// by name within each.
 pub fn sort_worst_first(subjects: &mut [Subject]) {
@@ -230,6 +282,64 @@ mod tests {
             strip[13].describe(),
             "Mon 2026-11-30: 1 failed or missed, 1 succeeded"
         );
+    }
+
+    #[test]
+    fn the_store_s_subjects_lead_linked_to_their_latest_event_and_digests_are_no_backup() {
+        use crate::watch::{Subject as Stored, SubjectState};
+        let stored = |key: &str, state, next| Stored {
+            key: key.into(),
+            state,
+            failures: 0,
+            last_event_at: None,
+            last_success_at: None,
+            down_since: None,
+            next_deadline: next,
+            rule: None,
+            fields: serde_json::json!({"source": "ctl", "server": "db1", "backup": ""})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let subjects = [
+            stored("ctl/db1/nightly", SubjectState::Ok, Some(99)),
+            // Named by an `expect` rule, never reported.
+            stored("ctl/db2/nightly", SubjectState::New, Some(50)),
+        ];
+        let outcomes = [
+            outcome("ctl/db1/nightly", "success", 1),
+            outcome("ctl/db1/nightly", "success", 3),
+            outcome("ctl/db1/nightly", "failure", 2),
+            // Before the watch kept subjects.
+            outcome("old/one", "failure", 2),
+            // A digest.
+            SubjectOutcome {
+                source: "hookrelay".into(),
+                ..outcome("hookrelay", "failure", 4)
+            },
+        ];
+        let rows = from_store(&subjects, &outcomes);
+        let view: Vec<(&str, &str, Option<i64>, Option<&str>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.subject.as_str(),
+                    r.state.as_str(),
+                    r.next_deadline,
+                    r.last_event_id.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("ctl/db1/nightly", "ok", Some(99), Some("e3")),
+                ("ctl/db2/nightly", "new", Some(50), None),
+                ("old/one", "failing", None, Some("e2")),
+            ]
+        );
+        assert_eq!(rows[0].backup, None, "an empty field is no value");
+        assert_eq!(rows[0].server.as_deref(), Some("db1"));
     }
 
     #[test]

@@ -431,8 +431,13 @@ async fn board_page(
         .outcomes_since(since)
         .await
         .map_err(|e| UiError::store(e, "event"))?;
+    let stored = shared
+        .store
+        .list_subjects(None)
+        .await
+        .map_err(|e| UiError::store(e, "event"))?;
     let strips = board::strips(&outcomes, today);
-    let mut subjects = board::subjects_from_outcomes(&outcomes);
+    let mut subjects = board::from_store(&stored, &outcomes);
     board::sort_worst_first(&mut subjects);
     let counts = board::counts(&subjects);
     let state = given(&q.state);
@@ -448,7 +453,6 @@ async fn board_page(
         state,
         source,
         sources: &sources,
-        note: Some("Worked out from the last 14 days of events."),
     };
     Ok(html(
         StatusCode::OK,

@@ -176,8 +176,6 @@ pub struct BoardView<'a> {
     pub state: Option<&'a str>,
     pub source: Option<&'a str>,
     pub sources: &'a [&'a str],
-    /// Set when subjects come from recent events only (no backup watch).
-    pub note: Option<&'a str>,
 }
 
 pub fn board(v: &BoardView, chrome: &Chrome) -> Markup {
@@ -206,7 +204,6 @@ pub fn board(v: &BoardView, chrome: &Chrome) -> Markup {
             button type="submit" { "Filter" }
             @if v.state.is_some() || v.source.is_some() { a href="/ui" { "Show all" } }
         }
-        @if let Some(note) = v.note { p.note { (note) } }
         @if v.subjects.is_empty() && total > 0 {
             p.muted { "No backup matches this filter." }
         } @else if !v.subjects.is_empty() {

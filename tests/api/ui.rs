@@ -512,3 +512,50 @@ async fn sign_in_is_refused_for_a_minute_after_ten_wrong_tokens() {
     // The admin API shares the count.
     assert_eq!(app.get("/api/events", Some(ADMIN)).await.status(), 429);
 }
+
+/// The board is the backup watch's view (`/api/backups`): a backup an `expect`
+/// rule names shows before it ever reported, with its next deadline; a backup
+/// that failed leads; a digest (hookrelay's own summary event) is no backup.
+#[tokio::test]
+async fn the_board_shows_every_watched_backup_with_its_deadline_and_no_digest() {
+    let app = spawn_app(&format!(
+        "{}watch:\n  by: [source, server, backup]\n  expect:\n    - match: {{ source: ctl, server: VA1TEST-DB02, backup: nightly-db }}\n      every: 24h\n\
+         digest:\n  - {{ cron: \"* * * * *\", to: [ops-hook] }}\n",
+        config("http://127.0.0.1:9")
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let mut clock = hookrelay::digest::Clock::default();
+    let t0 = app.shared.store.clock_ms().await.unwrap();
+    hookrelay::digest::tick(&app.shared, &mut clock, t0)
+        .await
+        .unwrap();
+    let stored = hookrelay::digest::tick(&app.shared, &mut clock, t0 + 120_000)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "a digest event is stored");
+    let cookie = sign_in(&app).await;
+    // The watch writes the pinned subject within a second of start.
+    let shown = wait_for(Duration::from_secs(20), || async {
+        let page = get(&app, "/ui", &cookie).await.text().await.unwrap();
+        page.contains("nightly-db")
+    })
+    .await;
+    let html = get(&app, "/ui", &cookie).await.text().await.unwrap();
+    assert!(shown, "the pinned backup is on the board: {html}");
+    let pinned = html.find("title=\"ctl/VA1TEST-DB02/nightly-db\"").unwrap();
+    let failing = html.find("title=\"sb/Acme Server/Acme Project\"").unwrap();
+    assert!(failing < pinned, "worst first");
+    // Its row: never succeeded, and a deadline a day ahead.
+    let row = &html[pinned..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("never"), "{row}");
+    assert!(row.contains("<time datetime="), "a next deadline: {row}");
+    assert!(
+        !html.contains("title=\"hookrelay\""),
+        "no digest row: {html}"
+    );
+}

@@ -47,8 +47,8 @@ async fn post(app: &TestApp, source: &str, body: String) -> String {
 }
 
 /// Four backups with two weeks of history. Events are posted oldest day first
-/// and then moved back to their day in the database (received_at is
-/// hookrelay's own clock, which a test cannot set through HTTP).
+/// and then moved back to their day in the database, with their subjects' times
+/// (received_at is hookrelay's own clock, which a test cannot set through HTTP).
 async fn scenario() -> Scenario {
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
@@ -136,6 +136,19 @@ async fn scenario() -> Scenario {
         if ago > 0 {
             let shift = ago * DAY_MS;
             for id in ids {
+                // Its subject's times (the board's last success, down since) are
+                // this event's: moved back with it. SET reads the row as it was.
+                db.execute(
+                    "UPDATE subjects SET
+                       last_success_at = CASE WHEN last_success_at = last_event_at
+                         THEN last_success_at - ?1 ELSE last_success_at END,
+                       down_since = CASE WHEN down_since = last_event_at
+                         THEN down_since - ?1 ELSE down_since END,
+                       last_event_at = last_event_at - ?1
+                     WHERE key = (SELECT json_extract(event, '$.subject') FROM events WHERE id = ?2)",
+                    rusqlite::params![shift, id],
+                )
+                .unwrap();
                 db.execute(
                     "UPDATE events SET received_at = received_at - ?1,
                        event = json_set(event, '$.received_at',
