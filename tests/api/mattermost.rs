@@ -106,3 +106,23 @@ async fn an_unknown_channel_is_dead_at_once_with_mattermosts_words() {
     );
     assert!(!all.to_string().contains(KEY));
 }
+
+#[tokio::test]
+async fn a_routes_channel_overrides_the_configured_one() {
+    let mm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&mm)
+        .await;
+    let yaml = app_yaml(&mm, "").replace(
+        "routes:\n  - to: [mm]\n",
+        "routes:\n  - to: [mm]\n    channel: \"ops-{{source}}\"\n",
+    );
+    let app = spawn_app(&yaml).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let got = wait_received(&mm, 1, Duration::from_secs(10)).await;
+    assert_eq!(got[0]["channel"], "ops-sb", "{:#}", got[0]);
+}
