@@ -580,6 +580,37 @@ async fn held_events_go_out_once_as_one_group(f: Fixture) {
     assert_eq!(mine[0].group, None);
 }
 
+/// Retention keeps the events of a group that is still held; an ordinary finished
+/// event of the same age goes.
+async fn retention_keeps_a_held_group(f: Fixture) {
+    let s = f.store.as_ref();
+    let held = stored_id(s, grouped("held", "g", LONG, 10)).await;
+    let plain = match s
+        .ingest(new_event("plain", &[], Duration::ZERO))
+        .await
+        .unwrap()
+    {
+        Ingested::Stored { event_id, .. } => event_id,
+        other => panic!("{other:?}"),
+    };
+    // The newest event is never purged (SQLite keeps its rowids unique so).
+    s.ingest(new_event("newest", &[], Duration::ZERO))
+        .await
+        .unwrap();
+    // Purged once it is older than the retention (a millisecond).
+    let start = Instant::now();
+    while s.get_event(&plain).await.is_ok() && start.elapsed() < Duration::from_secs(10) {
+        s.purge(Duration::from_millis(1), 100).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        s.get_event(&plain).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(s.get_event(&held).await.is_ok(), "held in its group");
+    assert_eq!(s.group_of(&held).await.unwrap().unwrap().state, "open");
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -619,6 +650,7 @@ contract!(
     a_deadline_is_claimed_once_with_its_event,
     the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
     held_events_go_out_once_as_one_group,
+    retention_keeps_a_held_group,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.

@@ -1207,9 +1207,18 @@ impl Store for PgStore {
                      WHERE e.received_at < now() - $1 * interval '1 second'
                        AND NOT EXISTS (SELECT 1 FROM deliveries d
                                        WHERE d.event_id = e.id AND d.state = 'pending')
+                       -- Nor an event of a group still held or still being sent.
+                       AND NOT EXISTS (
+                           SELECT 1 FROM group_events ge JOIN event_groups g ON g.id = ge.group_id
+                           WHERE ge.event_id = e.id AND (g.state <> 'sent' OR EXISTS (
+                               SELECT 1 FROM deliveries d WHERE d.event_id = g.first_event
+                                 AND d.state = 'pending')))
                      ORDER BY e.received_at LIMIT $2
                      FOR UPDATE SKIP LOCKED),
-                 keys AS (DELETE FROM dedup WHERE event_id IN (SELECT id FROM doomed))
+                 keys AS (DELETE FROM dedup WHERE event_id IN (SELECT id FROM doomed)),
+                 -- A group goes with its first event (its members' rows cascade).
+                 held AS (DELETE FROM event_groups
+                          WHERE state = 'sent' AND first_event IN (SELECT id FROM doomed))
                  DELETE FROM events WHERE id IN (SELECT id FROM doomed)",
                 &[&secs(retention), &(batch as i64)],
             )

@@ -930,6 +930,12 @@ impl Store for SqliteStore {
                        AND NOT EXISTS (
                            SELECT 1 FROM deliveries d WHERE d.event_id = e.id
                              AND (d.state = 'pending' OR d.id = (SELECT MAX(id) FROM deliveries)))
+                       -- Nor an event of a group still held or still being sent.
+                       AND NOT EXISTS (
+                           SELECT 1 FROM group_events ge JOIN event_groups g ON g.id = ge.group_id
+                           WHERE ge.event_id = e.id AND (g.state <> 'sent' OR EXISTS (
+                               SELECT 1 FROM deliveries d WHERE d.event_id = g.first_event
+                                 AND d.state = 'pending')))
                      ORDER BY e.seq LIMIT ?2",
                 )?
                 .query_map(params![before, batch as i64], |r| r.get::<_, String>(0))?
@@ -943,8 +949,14 @@ impl Store for SqliteStore {
                     .execute(params![id])?;
                 c.prepare_cached("DELETE FROM events WHERE id = ?1")?
                     .execute(params![id])?;
+                // A group goes with its first event (which held its deliveries).
                 c.prepare_cached("DELETE FROM group_events WHERE event_id = ?1")?
                     .execute(params![id])?;
+                c.prepare_cached(
+                    "DELETE FROM group_events WHERE group_id IN (
+                         SELECT id FROM event_groups WHERE first_event = ?1 AND state = 'sent')",
+                )?
+                .execute(params![id])?;
                 c.prepare_cached("DELETE FROM event_groups WHERE first_event = ?1 AND state = 'sent'")?
                     .execute(params![id])?;
             }
