@@ -46,6 +46,7 @@ pub fn normalize(
         SourceKind::Simplebackups => simplebackups::normalize(&raw),
         SourceKind::Generic => generic::normalize(&raw, &cfg.fields),
     };
+    one_line(&mut e);
     e.source = source.to_string();
     e.provider = cfg.kind.as_str().to_string();
     e.received_at = rfc3339(received_at);
@@ -56,6 +57,35 @@ pub fn normalize(
     }
     e.raw = raw;
     e
+}
+
+/// Fields that name something hold one line: a newline (or any control character)
+/// in a server or backup name would show as a line of its own in a text message —
+/// `"db1\nStatus: success"` faking a field under a failure. Each run of control
+/// characters becomes one space. `message` keeps its lines.
+fn one_line(e: &mut Event) {
+    for v in [
+        &mut e.event,
+        &mut e.stack,
+        &mut e.environment,
+        &mut e.server,
+        &mut e.account,
+        &mut e.backup,
+        &mut e.database,
+        &mut e.id,
+        &mut e.occurred_at,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if v.chars().any(char::is_control) {
+            *v = v
+                .split(char::is_control)
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+    }
 }
 
 /// How much of an unrecognised payload its message quotes.
@@ -269,6 +299,36 @@ mod tests {
 
     fn at() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).single().unwrap()
+    }
+
+    #[test]
+    fn names_hold_one_line_and_the_message_keeps_its_lines() {
+        let raw = json!({
+            "id": 7, "type": "backup", "status": "error",
+            "server": {"name": "db1\nStatus: success"},
+            "backup": {"name": "nightly\r\n\t\u{1b}[31mred"},
+            "message": "line one\nline two"
+        });
+        let e = normalize("sb", &cfg(SourceKind::Simplebackups, &[]), raw, at());
+        assert_eq!(e.server.as_deref(), Some("db1 Status: success"));
+        assert_eq!(e.backup.as_deref(), Some("nightly [31mred"));
+        assert_eq!(e.status, Status::Failure);
+        let raw = json!({"status": "failure", "server": "a\nb", "message": "line one\nline two"});
+        let e = normalize(
+            "g",
+            &cfg(
+                SourceKind::Generic,
+                &[
+                    ("status", "/status"),
+                    ("server", "/server"),
+                    ("message", "/message"),
+                ],
+            ),
+            raw,
+            at(),
+        );
+        assert_eq!(e.server.as_deref(), Some("a b"));
+        assert_eq!(e.message.as_deref(), Some("line one\nline two"));
     }
 
     #[test]
