@@ -366,11 +366,11 @@ async fn last_sent(store: &dyn Store, key: &str) -> crate::store::Result<Option<
     Ok(None)
 }
 
-/// Where each schedule counts from when no digest of it was ever stored: when
-/// this process first saw it.
+/// Where each schedule counts from: its last digest (read from the store once,
+/// then kept here), or, when none was ever stored, when this process first saw it.
 #[derive(Debug, Default)]
 pub struct Clock {
-    first_seen: HashMap<String, i64>,
+    last: HashMap<String, i64>,
 }
 
 /// Sends every digest due at `now` (unix ms, the store's clock; tests pass the
@@ -379,16 +379,24 @@ pub async fn tick(shared: &Shared, clock: &mut Clock, now: i64) -> crate::store:
     let relay = shared.relay.load_full();
     let mut sent = 0;
     for d in &relay.digests {
-        let since = match last_sent(shared.store.as_ref(), &d.key).await? {
-            Some(t) => t,
-            None => *clock.first_seen.entry(d.key.clone()).or_insert(now),
+        let since = match clock.last.get(&d.key) {
+            Some(t) => *t,
+            None => {
+                let t = last_sent(shared.store.as_ref(), &d.key)
+                    .await?
+                    .unwrap_or(now);
+                clock.last.insert(d.key.clone(), t);
+                t
+            }
         };
         let Some(scheduled) = d.due(since, now) else {
             continue;
         };
+        // Stored here or, as a duplicate, by another process: sent either way.
         if store_digest(shared, &relay, d, since, scheduled, now).await? {
             sent += 1;
         }
+        clock.last.insert(d.key.clone(), scheduled);
     }
     Ok(sent)
 }

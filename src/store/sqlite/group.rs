@@ -54,6 +54,19 @@ pub(super) fn join(conn: &Connection, event_id: &str, g: &GroupJoin, now: i64) -
 
 impl SqliteStore {
     pub(super) async fn sqlite_flush_groups(&self, limit: usize) -> Result<usize> {
+        // Looked for on the reader first: the writer (and its commit) only when a
+        // group is due, not at every poll.
+        let due: bool = self
+            .read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM event_groups WHERE state <> 'sent' AND due_at <= ?1)",
+                )?
+                .query_row(params![now_ms()], |r| r.get(0))?)
+            })
+            .await?;
+        if !due {
+            return Ok(0);
+        }
         let n = self
             .write(move |c| {
                 let now = now_ms();
