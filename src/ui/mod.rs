@@ -556,6 +556,11 @@ async fn event_page(
         .get_event(&id)
         .await
         .map_err(|e| UiError::store(e, "event"))?;
+    let group = shared
+        .store
+        .group_of(&record.id)
+        .await
+        .map_err(|e| UiError::store(e, "event"))?;
     let flash = match (q.retried, q.replayed) {
         (Some(d), _) => Some(format!("Delivery {d} queued for retry.")),
         (_, Some(n)) => Some(format!("Event replayed: {n} new deliveries queued.")),
@@ -564,6 +569,7 @@ async fn event_page(
     let csrf = auth.csrf();
     let view = pages::EventView {
         record: &record,
+        group: group.as_ref(),
         csrf: &csrf,
         flash: flash.as_deref(),
     };

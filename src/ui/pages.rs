@@ -388,6 +388,8 @@ fn shorten(s: &str, max: usize) -> String {
 
 pub struct EventView<'a> {
     pub record: &'a EventRecord,
+    /// The group a route held this event in (SPEC §10), if any.
+    pub group: Option<&'a crate::group::GroupView>,
     pub csrf: &'a str,
     /// What the last button did ("Delivery 3 queued for retry.").
     pub flash: Option<&'a str>,
@@ -422,6 +424,22 @@ pub fn event(v: &EventView, chrome: &Chrome) -> Markup {
             }
         }
         h2 { "Deliveries" }
+        @if let Some(g) = v.group {
+            p.muted {
+                @if g.first_event == r.id { "First of " } @else { "One of " }
+                (g.count) " events a route grouped into one message"
+                @match g.state.as_str() {
+                    "sent" => {
+                        ", sent " (when_str(Some(&g.due_at), now))
+                        @if g.first_event != r.id {
+                            ": its deliveries are on " a href={ "/ui/events/" (g.first_event) } { "the group's first event" }
+                        }
+                    },
+                    _ => { ", held until " (when_str(Some(&g.due_at), now)) },
+                }
+                "."
+            }
+        }
         @if r.deliveries.is_empty() {
             p.muted { @if r.routed { "No deliveries." } @else { "Unrouted: no route matched this event." } }
         }

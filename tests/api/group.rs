@@ -123,6 +123,21 @@ async fn a_burst_of_failures_is_one_slack_message_and_pagerduty_still_gets_each(
         .unwrap()
         .iter()
         .all(|d| d["destination"] == "pd"));
+    // The web page says so too, and links to where the deliveries are.
+    let cookie = crate::ui::sign_in(&app).await;
+    let page = crate::ui::get(&app, &format!("/ui/events/{}", ids[11]), &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("One of 12 events a route grouped into one message, sent"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("href=\"/ui/events/{}\"", ids[0])),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -262,4 +277,56 @@ async fn a_group_held_when_killed_goes_out_once_after_restart() {
     .await;
     assert!(settled);
     assert_eq!(received_json(&hook).await.len(), 1);
+}
+
+#[tokio::test]
+async fn synthetic_recoveries_group_like_any_event() {
+    let hook = sink(200).await;
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\n\
+         destinations:\n  hook: {{ type: webhook, url: \"{}/in\" }}\n\
+         routes:\n  - match: {{ status: recovered }}\n    to: [hook]\n    group: {{ wait: 5s }}\n",
+        hook.uri()
+    ))
+    .await;
+    // Two backups fail, then both succeed: two backup.recovered events.
+    let mut ids = Vec::new();
+    for (i, (file, name)) in [
+        ("error.json", "db-a"),
+        ("error.json", "db-b"),
+        ("success.json", "db-a"),
+        ("success.json", "db-b"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut v: Value =
+            serde_json::from_str(&fixture(&format!("simplebackups/{file}"))).unwrap();
+        v["id"] = json!(i + 1);
+        v["backup"]["name"] = json!(name);
+        let r = app.post("/hooks/sb", v.to_string(), &[]).await;
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let got = wait_received(&hook, 1, Duration::from_secs(30)).await;
+    app.wait_settled(Duration::from_secs(30)).await;
+    assert_eq!(received_json(&hook).await.len(), 1);
+    assert_eq!(got[0]["count"], 2, "{:#}", got[0]);
+    assert!(
+        all_text(&got[0]).contains("2 backups recovered"),
+        "{:#}",
+        got[0]
+    );
+    let events: Vec<&str> = got[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["backup.recovered", "backup.recovered"]);
 }
