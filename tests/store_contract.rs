@@ -425,6 +425,29 @@ async fn a_deadline_is_claimed_once_with_its_event(f: Fixture) {
         .is_empty());
 }
 
+/// Webhooks of two subjects arriving at once (gathered into shared transactions
+/// where the backend does): every one counts on its own subject, none is lost to
+/// another written in the same transaction.
+async fn many_webhooks_of_one_subject_at_once_each_count(f: Fixture) {
+    use hookrelay::watch::SubjectState;
+    let event = |key: &str| {
+        let mut e = watched(Status::Failure, None);
+        e.watch.as_mut().unwrap().key = key.into();
+        e
+    };
+    let all = futures_util::future::join_all(
+        (0..60).map(|i| f.store.ingest(event(if i % 2 == 0 { "k" } else { "k2" }))),
+    )
+    .await;
+    for r in all {
+        assert!(matches!(r.unwrap(), Ingested::Stored { .. }));
+    }
+    for key in ["k", "k2"] {
+        let s = f.store.get_subject(key).await.unwrap().unwrap();
+        assert_eq!((s.state, s.failures), (SubjectState::Failing, 30), "{key}");
+    }
+}
+
 /// The web page's queries: the delivery log's filter by delivery state, and the
 /// outcomes behind the board's 14-day strip.
 async fn the_web_page_finds_events_by_delivery_state_and_lists_outcomes(f: Fixture) {
@@ -648,6 +671,7 @@ contract!(
     a_rate_limit_and_a_pause_hold_for_the_store,
     storage_that_works_is_ready,
     a_deadline_is_claimed_once_with_its_event,
+    many_webhooks_of_one_subject_at_once_each_count,
     the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
     held_events_go_out_once_as_one_group,
     retention_keeps_a_held_group,
