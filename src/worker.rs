@@ -31,6 +31,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 const AFTER_SCHEDULE: Duration = Duration::from_secs(3600);
 /// In-flight sends get this long to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Sends whose record may wait for its commit at once, per `delivery.workers`:
+/// see `attempt`.
+const RECORDS_PER_WORKER: usize = 8;
 
 /// The longest one send to a destination with `timeout` can take.
 fn send_bound(timeout: Duration) -> Duration {
@@ -116,6 +119,8 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     };
     let workers = first.settings.delivery.workers.max(1);
     let sem = Arc::new(Semaphore::new(workers));
+    let max_records = workers * RECORDS_PER_WORKER;
+    let records = Arc::new(Semaphore::new(max_records));
     drop(first);
     // Claimed ahead, waiting for a permit: under load a claim takes up to
     // `workers` rows instead of the one or two permits a finished send frees.
@@ -188,7 +193,10 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let claimed = match shared.store.claim(&name, permits.len(), lease).await {
+            // As many as may be sent soon, not only as many permits as are free
+            // now (one or two, as sends finish one by one): the rest wait in
+            // `ahead`, and a claim is made per batch rather than per send.
+            let claimed = match shared.store.claim(&name, free, lease).await {
                 Ok(c) => c,
                 Err(e) => {
                     log::error!("delivery to {name}: cannot claim: {e}");
@@ -235,15 +243,30 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
                 }
             }
             if let Some(c) = ahead.pop_front() {
-                tokio::spawn(attempt(shared.clone(), relay.clone(), c, permit, lease));
+                let slots = Slots {
+                    send: permit,
+                    records: records.clone(),
+                };
+                tokio::spawn(attempt(shared.clone(), relay.clone(), c, slots, lease));
             }
         }
         if !wait.is_zero() {
             sleep_or_stop!(wait);
         }
     }
-    // Let in-flight sends finish, bounded.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, sem.acquire_many(workers as u32)).await;
+    // Let in-flight sends finish and their attempts be recorded, bounded.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _sends = sem.acquire_many(workers as u32).await;
+        let _records = records.acquire_many(max_records as u32).await;
+    })
+    .await;
+}
+
+/// What one attempt holds: its send permit, and where its record waits once the
+/// send is over.
+struct Slots {
+    send: OwnedSemaphorePermit,
+    records: Arc<Semaphore>,
 }
 
 /// Deliveries [`drain`] claims per destination and pass.
@@ -283,11 +306,16 @@ pub async fn drain(shared: &Arc<Shared>, passes: usize) -> usize {
                 }
             };
             let sem = Arc::new(Semaphore::new(1));
+            let records = Arc::new(Semaphore::new(1));
             for c in claimed {
                 let Ok(permit) = sem.clone().acquire_owned().await else {
                     break;
                 };
-                attempt(shared.clone(), relay.clone(), c, permit, lease).await;
+                let slots = Slots {
+                    send: permit,
+                    records: records.clone(),
+                };
+                attempt(shared.clone(), relay.clone(), c, slots, lease).await;
                 attempts += 1;
             }
         }
@@ -303,7 +331,7 @@ async fn attempt(
     shared: Arc<Shared>,
     relay: Arc<Relay>,
     mut c: Claimed,
-    _permit: OwnedSemaphorePermit,
+    slots: Slots,
     lease: Duration,
 ) {
     let timeout = relay
@@ -423,6 +451,20 @@ async fn attempt(
         duration_ms: elapsed.as_millis() as i64,
     };
     let retry = matches!(outcome, Outcome::Retry { .. });
+    // The send is over: the next one may start while this record waits for its
+    // commit, so records commit many at a time instead of every send waiting for
+    // a commit of its own (the delivery stays leased until its record is in).
+    // Records waiting are bounded; past that the send permit is kept. In a burst
+    // of webhooks the permit is kept too: accepting goes first (see the loop).
+    let burst = shared.store.ingest_gauge().is_some_and(|g| g.in_burst());
+    let _held = if burst {
+        (Some(slots.send), None)
+    } else {
+        match slots.records.clone().acquire_owned().await {
+            Ok(r) => (None, Some(r)),
+            Err(_) => (Some(slots.send), None),
+        }
+    };
     match shared.store.complete(c.lease(), record, outcome).await {
         Ok(true) => {}
         Ok(false) => log::warn!(
