@@ -35,6 +35,7 @@ use super::*;
 
 mod group;
 mod schema;
+mod subjects;
 #[cfg(test)]
 mod tests;
 mod ui;
@@ -76,6 +77,9 @@ type Leases = Arc<Mutex<HashMap<i64, (i64, i64)>>>;
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn Job>>,
     reader: Arc<Mutex<Connection>>,
+    /// For one-row lookups on the request's own thread (see `point_read`).
+    point: Arc<Mutex<Connection>>,
+    subjects: Arc<subjects::SubjectCache>,
     leases: Leases,
     next_token: AtomicI64,
     limits: Limits,
@@ -138,10 +142,13 @@ impl SqliteStore {
             Err(e) => return Err(cannot_open(e)),
         };
         let reader = Arc::new(Mutex::new(reader_conn));
+        let point = Arc::new(Mutex::new(connect(path).map_err(cannot_open)?));
+        let subjects = Arc::new(subjects::SubjectCache::default());
         let mut writer = Writer {
             path: path.to_string(),
             conn: writer_conn,
-            reader: reader.clone(),
+            readers: vec![reader.clone(), point.clone()],
+            subjects: subjects.clone(),
         };
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
@@ -151,6 +158,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             reader,
+            point,
+            subjects,
             leases: Arc::default(),
             next_token: AtomicI64::new(1),
             limits: Limits::default(),
@@ -195,6 +204,16 @@ impl SqliteStore {
         });
         self.writer.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A lookup of one row by its key, on the caller's thread: every webhook
+    /// reads its subject, and handing that to the blocking pool cost more (a
+    /// task, two thread wake-ups) than the read itself, which finds its pages in
+    /// memory. Its own connection, so a long read (a claim, the web page) never
+    /// holds it up.
+    fn point_read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.point.lock().map_err(|_| StoreError::Closed)?;
+        f(&conn)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -337,6 +356,8 @@ fn read_subject(conn: &Connection, key: &str) -> Result<Option<Subject>> {
         .optional()?)
 }
 
+/// Every write of a subject goes through here: the in-memory copy of committed
+/// subjects (see `subjects`) is told of it at the commit.
 fn write_subject(conn: &Connection, s: &Subject) -> Result<()> {
     let fields = serde_json::to_string(&s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
     conn.prepare_cached(&format!(
@@ -353,6 +374,7 @@ fn write_subject(conn: &Connection, s: &Subject) -> Result<()> {
         s.rule,
         fields
     ])?;
+    subjects::stage(s);
     Ok(())
 }
 
@@ -658,8 +680,15 @@ impl Store for SqliteStore {
     }
 
     async fn get_subject(&self, key: &str) -> Result<Option<Subject>> {
-        let key = key.to_string();
-        self.read(move |c| read_subject(c, &key)).await
+        if let Some(s) = self.subjects.get(key) {
+            return Ok(Some(s));
+        }
+        let generation = self.subjects.generation();
+        let s = self.point_read(|c| read_subject(c, key))?;
+        if let Some(s) = &s {
+            self.subjects.offer(generation, s);
+        }
+        Ok(s)
     }
 
     async fn list_subjects(&self, state: Option<SubjectState>) -> Result<Vec<Subject>> {

@@ -197,3 +197,97 @@ mod batches {
         assert_ne!(dead[0].id, claimed[0].id);
     }
 }
+
+mod subject_cache {
+    use super::super::subjects::SubjectCache;
+    use super::super::*;
+    use crate::watch::SubjectState;
+
+    fn subject(key: &str, failures: u32) -> Subject {
+        Subject {
+            key: key.into(),
+            state: SubjectState::Failing,
+            failures,
+            last_event_at: None,
+            last_success_at: None,
+            down_since: None,
+            next_deadline: None,
+            rule: None,
+            fields: Default::default(),
+        }
+    }
+
+    fn write(key: &'static str, failures: u32, fail: bool) -> Box<dyn Job> {
+        let (tx, _) = oneshot::channel::<Result<()>>();
+        Box::new(WriteJob {
+            f: move |c: &Connection| {
+                write_subject(c, &subject(key, failures))?;
+                if fail {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            },
+            result: None,
+            tx,
+            lazy: false,
+        })
+    }
+
+    #[test]
+    fn only_committed_subjects_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        migrate(&conn).unwrap();
+        let cache = SubjectCache::default();
+        // The second job writes the subject again, then fails: rolled back, and
+        // its version must not be served.
+        let mut batch = vec![
+            write("x", 1, false),
+            write("x", 9, true),
+            write("y", 2, false),
+        ];
+        run_batch(&conn, &mut batch).unwrap();
+        cache.publish();
+        assert_eq!(cache.get("x").unwrap().failures, 1);
+        assert_eq!(cache.get("y").unwrap().failures, 2);
+        assert_eq!(read_subject(&conn, "x").unwrap().unwrap().failures, 1);
+    }
+
+    #[test]
+    fn a_read_that_raced_with_a_commit_is_not_cached() {
+        let cache = SubjectCache::default();
+        let before = cache.generation();
+        // A commit publishes a newer state while the read was under way.
+        subjects::stage(&subject("x", 2));
+        cache.publish();
+        cache.offer(before, &subject("x", 1));
+        assert_eq!(cache.get("x").unwrap().failures, 2);
+        // With nothing published meanwhile, a read is cached.
+        let now = cache.generation();
+        cache.offer(now, &subject("z", 5));
+        assert_eq!(cache.get("z").unwrap().failures, 5);
+    }
+
+    #[tokio::test]
+    async fn webhooks_read_their_subject_as_last_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            wake: Arc::default(),
+        };
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap(), opts).unwrap();
+        assert!(store.get_subject("a").await.unwrap().is_none());
+        store
+            .write(|c| write_subject(c, &subject("a", 1)))
+            .await
+            .unwrap();
+        assert_eq!(store.get_subject("a").await.unwrap().unwrap().failures, 1);
+        let failed = store
+            .write(|c| {
+                write_subject(c, &subject("a", 9))?;
+                Err::<(), _>(StoreError::NotFound)
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(store.get_subject("a").await.unwrap().unwrap().failures, 1);
+    }
+}

@@ -105,7 +105,10 @@ pub(super) fn connect(path: &str) -> Result<Connection> {
 pub(super) struct Writer {
     pub(super) path: String,
     pub(super) conn: Option<(Connection, FileId)>,
-    pub(super) reader: Arc<Mutex<Connection>>,
+    /// The read connections, opened again with the writer's.
+    pub(super) readers: Vec<Arc<Mutex<Connection>>>,
+    /// Told of every subject committed (see `subjects`).
+    pub(super) subjects: Arc<super::subjects::SubjectCache>,
 }
 
 impl Writer {
@@ -142,8 +145,11 @@ impl Writer {
                 return Err(gone(&self.path));
             }
             let (conn, id) = Writer::open(&self.path)?;
-            let reader = connect(&self.path)?;
-            *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = reader;
+            for r in &self.readers {
+                let reader = connect(&self.path)?;
+                *r.lock().unwrap_or_else(|e| e.into_inner()) = reader;
+            }
+            self.subjects.clear();
             log::info!("storage: {} opened again", self.path);
             self.conn = Some((conn, id));
         }
@@ -172,11 +178,16 @@ pub(super) fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
 /// is rolled back and the batch runs again with each job in its own savepoint,
 /// where a failing job is undone alone. (A savepoint per job on the first pass
 /// would cost SQLite a copy of every page the job touches.)
+///
+/// Subjects the jobs write are staged (see `subjects`) and unstaged with what is
+/// rolled back; the caller publishes them once this returns `Ok`.
 pub(super) fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<bool> {
+    subjects::unstage(0);
     exec(conn, "BEGIN IMMEDIATE")?;
     if batch.iter_mut().all(|job| matches!(job.run(conn), Ran::Ok)) {
         return exec(conn, "COMMIT").map(|_| false);
     }
+    subjects::unstage(0);
     if !conn.is_autocommit() {
         exec(conn, "ROLLBACK")?;
     }
@@ -184,13 +195,16 @@ pub(super) fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqli
     let mut transient = false;
     for job in batch.iter_mut() {
         exec(conn, "SAVEPOINT job")?;
+        let staged = subjects::staged();
         match job.run(conn) {
             Ran::Ok => {}
             Ran::Failed => {
+                subjects::unstage(staged);
                 exec(conn, "ROLLBACK TO job")?;
             }
             Ran::FailedTransient => {
                 transient = true;
+                subjects::unstage(staged);
                 exec(conn, "ROLLBACK TO job")?;
             }
         }
@@ -239,6 +253,7 @@ pub(super) fn writer_loop(writer: &mut Writer, rx: mpsc::Receiver<Box<dyn Job>>)
         let committed = match writer.usable() {
             Ok(conn) => match run_batch(conn, &mut batch) {
                 Ok(transient) => {
+                    writer.subjects.publish();
                     if transient {
                         // Read-only or full: a new connection sees the file as it
                         // is by the next batch (SQLite keeps a read-only open so).
@@ -247,6 +262,7 @@ pub(super) fn writer_loop(writer: &mut Writer, rx: mpsc::Receiver<Box<dyn Job>>)
                     Ok(())
                 }
                 Err(e) => {
+                    subjects::unstage(0);
                     log::error!("storage: cannot commit {} writes: {e}", batch.len());
                     if !conn.is_autocommit() {
                         let _ = conn.execute_batch("ROLLBACK");
