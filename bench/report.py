@@ -47,6 +47,8 @@ def verdict(ok):
 base, base_rate = load("base_load.json"), load("base_rate.json")
 hr, hr_rate, hr_backlog = load("hr_load.json"), load("hr_rate.json"), load("hr_backlog.json")
 base_ready, hr_ready = load("base_ready.json"), load("hr_ready.json")
+base_wrk, hr_wrk, pg_wrk = load("base_wrk.json"), load("hr_wrk.json"), load("pg_wrk.json")
+hr_open, sink_open = load("hr_open.json"), load("sink_open.json")
 sink_load, sink_drained = load("sink_load.json"), load("sink_load_drained.json")
 sink_rate, sink_drain = load("sink_rate.json"), load("sink_drain.json")
 
@@ -94,11 +96,47 @@ def row(metric, value, ceiling, r, target, met):
     rows.append(f"| {metric} | {value} | {ceiling} | {r} | {target} | {verdict(met)} |")
 
 
+def load_note(k):
+    v = E.get(k)
+    return f" (load {v})" if v else ""
+
+
+def wrk_committed(w, ev0, ev1):
+    """202s answered vs rows committed: every 202 is a row; a row more for each
+    request still in flight when wrk stopped (committed, its answer not counted)."""
+    n = w.get("n202", 0)
+    rows_ = num(ev1) - num(ev0)
+    ok = n > 0 and n <= rows_ <= n + int(E.get("WRK_CONNS", "32"))
+    return n, rows_, ok
+
+
 conns = E["CONNS"]
+wconns = E.get("WRK_CONNS", "32")
+w_hr, w_base = hr_wrk.get("ok_per_s"), base_wrk.get("ok_per_s")
+w_n, w_rows, w_ok = wrk_committed(hr_wrk, "wrk_ev0", "wrk_ev1")
 row(
-    f"accepted req/s (closed loop, {conns} conns, {E['DURATION']} s)",
-    fmt(hr_rps),
-    fmt(base_rps),
+    f"**accepted req/s under wrk** (-t2 -c{wconns}, {E['DURATION']} s, token source, no dedup)",
+    fmt(w_hr) + load_note("LOAD_HR_WRK"),
+    fmt(w_base) + load_note("LOAD_BASE_WRK"),
+    ratio(w_hr, w_base),
+    "≥ 0.50× ceiling, every 202 committed",
+    (w_hr / w_base >= 0.5 and w_ok) if w_hr and w_base else None,
+)
+row(
+    "wrk: 202s answered / events committed",
+    f"{w_n:,} / {fmt(w_rows)}", "—", "—",
+    f"every 202 a row (≤ {wconns} more: in flight at the end)", w_ok if w_n else None,
+)
+row("wrk: non-2xx / socket errors",
+    f"{hr_wrk.get('non_2xx', 'n/a')} / {sum(hr_wrk.get(k, 0) for k in ('errors_connect', 'errors_read', 'errors_write', 'errors_timeout'))}",
+    f"{base_wrk.get('non_2xx', 'n/a')} / {sum(base_wrk.get(k, 0) for k in ('errors_connect', 'errors_read', 'errors_write', 'errors_timeout'))}",
+    "—", "none", None)
+row("wrk: latency p50 / p99", f"{fmt(hr_wrk.get('p50_ms'), 2)} / {fmt(hr_wrk.get('p99_ms'), 2)} ms",
+    f"{fmt(base_wrk.get('p50_ms'), 2)} / {fmt(base_wrk.get('p99_ms'), 2)} ms", "—", "—", None)
+row(
+    f"accepted req/s, own generator (closed loop, {conns} conns, {E['DURATION']} s, signed source)",
+    fmt(hr_rps) + load_note("LOAD_HR"),
+    fmt(base_rps) + load_note("LOAD_BASE"),
     ratio(hr_rps, base_rps),
     "≥ 0.50× ceiling, every 202 committed",
     (hr_rps / base_rps >= 0.5 and all_committed) if hr_rps and base_rps else None,
@@ -136,6 +174,19 @@ row(f"end-to-end p50 / p99 at {E['RATE']} req/s (send → sink)",
     f"{fmt(base_rate.get('p50_ms'), 2)} / {fmt(base_rate.get('p99_ms'), 2)} ms (ceiling ingest)",
     ratio(e2e_p99, base_rate.get("p99_ms"), 1) + " (p99)" if e2e_p99 is not None else "n/a",
     "p99 ≤ 20 ms", (e2e_p99 <= 20) if e2e_p99 is not None else None)
+open_rate, open_dur = num("OPEN_RATE"), num("OPEN_DURATION")
+open_depth = num("OPEN_DEPTH")
+open_p99 = sink_open.get("p99_ms")
+row(f"open loop {fmt(open_rate)} req/s for {fmt(open_dur)} s: sent / accepted",
+    f"{hr_open.get('sent', 'n/a'):,} / {hr_open.get('ok', 'n/a'):,}" + load_note("LOAD_OPEN")
+    if hr_open else "n/a", "—", "—", "all accepted",
+    (hr_open.get("ok") == hr_open.get("sent")) if hr_open else None)
+row("open loop: backlog at its end", f"{fmt(open_depth)} deliveries", "—",
+    f"{fmt(open_depth / open_rate, 2)} s of traffic" if open_rate else "n/a", "< 1 s of traffic",
+    (open_depth < open_rate) if open_depth == open_depth else None)
+row("open loop: received → sink p50 / p99 (send → arrival)",
+    f"{fmt(sink_open.get('p50_ms'), 2)} / {fmt(open_p99, 2)} ms (n={sink_open.get('with_ts', 0):,})",
+    "—", "—", "p99 ≤ 50 ms", (open_p99 <= 50) if open_p99 is not None else None)
 row(f"stored → attempt done p50 / p99 at {E['RATE']} req/s (from SQLite, ms resolution)",
     f"{fmt(db_p50, 0)} / {fmt(db_p99, 0)} ms (n={len(db_ms):,})", "—", "—", "—", None)
 row("idle RSS (1 s after ready)", f"{E['HR_IDLE']} MB", f"{E['BASE_IDLE']} MB",
@@ -148,11 +199,43 @@ row("peak RSS (VmHWM) over the whole run", f"{E['HR_PEAK_FINAL']} MB", f"{E['BAS
     ratio(num("HR_PEAK_FINAL"), num("BASE_PEAK"), 1), "≤ 100 MB", num("HR_PEAK_FINAL") <= 100)
 row(f"accepted req/s while posting {fmt(backlog_n)} (sink stopped)", fmt(hr_backlog.get("ok_per_s")),
     fmt(base_rps), ratio(hr_backlog.get("ok_per_s"), base_rps), "—", None)
-row("drain rate after the sink continues", f"{fmt(drain_rate)} deliveries/s ({fmt(drained)} in {fmt(drain_s, 1)} s)",
-    "—", "—", "≥ 2,000/s", (drain_rate >= 2000) if backlog_built else None)
+hz = os.sysconf("SC_CLK_TCK")
+d_cpu = (num("ticks_d1") - num("ticks_d0")) * 1e6 / hz / drained if drained > 0 else float("nan")
+d_vctx = (num("vctx_d1") - num("vctx_d0")) / drained if drained > 0 else float("nan")
+d_ictx = (num("ictx_d1") - num("ictx_d0")) / drained if drained > 0 else float("nan")
+row("drain rate after the sink continues",
+    f"{fmt(drain_rate)} deliveries/s ({fmt(drained)} in {fmt(drain_s, 1)} s)" + load_note("LOAD_DRAIN"),
+    "—", "—", "≥ 15,000/s", (drain_rate >= 15000) if backlog_built else None)
+row("drain: hookrelay CPU / wake-ups (voluntary, involuntary context switches) per delivery",
+    f"{fmt(d_cpu, 0)} µs / {fmt(d_vctx, 2)}, {fmt(d_ictx, 2)}", "—", "—", "—", None)
 row("start-up: spawn → first 200 on /readyz", fmt(hr_ready.get("ms"), 1) + " ms",
     fmt(base_ready.get("ms"), 1) + " ms", ratio(hr_ready.get("ms"), base_ready.get("ms"), 1),
     "≤ 200 ms", (hr_ready.get("ms", 1e9) <= 200) if hr_ready else None)
+
+pg_rows = []
+if E.get("PG") == "1":
+    pw = pg_wrk.get("ok_per_s")
+    pn, prows, prow_ok = wrk_committed(pg_wrk, "pg_ev0", "pg_ev1")
+    pg_rows.append(f"| accepted req/s under wrk (-t2 -c{wconns}, {E['DURATION']} s) | "
+                   f"{fmt(pw)}{load_note('LOAD_PG_WRK')} | {fmt(w_base)} | {ratio(pw, w_base)} | "
+                   f"≥ 5,000/s, every 202 committed | {verdict((pw or 0) >= 5000 and prow_ok)} |")
+    pg_rows.append(f"| wrk: 202s answered / events committed | {pn:,} / {fmt(prows)} | — | — | "
+                   f"every 202 a row | {verdict(prow_ok if pn else None)} |")
+    for n in ("1", "3"):
+        d, sk = load(f"pg_r{n}_drain.json"), load(f"pg_r{n}_sink.json")
+        if not d:
+            continue
+        rate = d["deliveries"] / (d["ms"] / 1000) if d.get("ms") else float("nan")
+        cpu = d["cpu_ticks"] * 1e6 / hz / d["deliveries"] if d.get("deliveries") else float("nan")
+        once = d["attempts"] == d["delivered"] == d["deliveries"] and sk.get("count") == d["deliveries"]
+        pg_rows.append(f"| drain of {d['deliveries']:,} with {n} replica{'s' if n != '1' else ''} | "
+                       f"{fmt(rate)} deliveries/s ({fmt(d['ms'] / 1000, 1)} s, load {d['load']}; "
+                       f"{fmt(cpu, 0)} µs hookrelay CPU per delivery) | — | — | ≥ 2,000/s | "
+                       f"{verdict(rate >= 2000)} |")
+        pg_rows.append(f"| … each sent once: attempts / delivered / sink received | "
+                       f"{d['attempts']:,} / {d['delivered']:,} / {sk.get('count', 0):,} | — | — | "
+                       f"all {d['deliveries']:,} | {verdict(once)} |")
+
 
 def thread_ticks(name):
     ticks = {}
@@ -168,7 +251,6 @@ def thread_ticks(name):
 
 # Where the CPU went during the closed-loop run: per thread group, CPU time per
 # accepted request (clock ticks from /proc/PID/task/*/stat).
-hz = os.sysconf("SC_CLK_TCK")
 t0, t1 = thread_ticks("threads0.txt"), thread_ticks("threads1.txt")
 accepted = hr.get("ok") or 0
 cpu_rows = []
@@ -208,7 +290,8 @@ out.append(f"## hookrelay benchmark — {datetime.datetime.now(datetime.timezone
 out.append("")
 out.append(
     f"`bench/run.sh` (DURATION={E['DURATION']} CONNS={conns} RATE={E['RATE']} "
-    f"RATE_DURATION={E['RATE_DURATION']} BACKLOG={E['BACKLOG']} WORKERS={E['WORKERS']}); "
+    f"RATE_DURATION={E['RATE_DURATION']} BACKLOG={E['BACKLOG']} WORKERS={E['WORKERS']} "
+    f"OPEN_RATE={E.get('OPEN_RATE')} OPEN_DURATION={E.get('OPEN_DURATION')} WRK_CONNS={wconns}); "
     f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}. Ceiling = bare actix-web "
     "(examples/bench_baseline.rs) under the same generator and payload in the same run; "
     "ratios are hookrelay ÷ ceiling."
@@ -218,6 +301,13 @@ out.append("| metric | hookrelay | ceiling | ratio | target | |")
 out.append("|---|---|---|---|---|---|")
 out.extend(rows)
 out.append("")
+if pg_rows:
+    out.append("PostgreSQL (a throwaway server on the same machine, fsync on; bench/pg.sh), same run:")
+    out.append("")
+    out.append("| metric | hookrelay | ceiling (wrk) | ratio | target | |")
+    out.append("|---|---|---|---|---|---|")
+    out.extend(pg_rows)
+    out.append("")
 if cpu_rows:
     out.append("CPU time per accepted request during the closed-loop run, by thread group "
                "(deliveries run at the same time and are counted per accepted request; the "

@@ -6,15 +6,25 @@
 #
 # Builds the release binary and the bench examples, then measures, in one run:
 #   1. the ceiling: a bare actix-web server (examples/bench_baseline.rs) loaded
-#      with the same generator and payload;
-#   2. hookrelay (SQLite, signed SimpleBackups source, webhook destination to
+#      with the same generators and payload: wrk (Debian's package, -t2 -c32,
+#      bench/wrk-simplebackups.lua: a new SimpleBackups id per request, ?token=
+#      auth) and the own generator (examples/bench_load.rs, signed, 64 conns);
+#   2. hookrelay (SQLite, SimpleBackups sources, webhook destination to
 #      examples/bench_sink.rs): start-up to ready, idle RSS, closed-loop accepted
-#      req/s and ingest latency, delivered/s, peak RSS;
-#   3. end-to-end latency (generator send -> sink arrival) at a fixed rate;
+#      req/s under both generators with every 202 checked against the rows
+#      committed, ingest latency, delivered/s, peak RSS;
+#   3. end-to-end latency (generator send -> sink arrival) at a fixed rate, and an
+#      open loop at OPEN_RATE for OPEN_DURATION (backlog left at its end);
 #   4. RSS with BACKLOG deliveries queued while the sink is stopped (SIGSTOP), then
-#      the drain rate after it continues (SIGCONT).
+#      the drain rate after it continues (SIGCONT), with CPU and wake-ups per
+#      delivery;
+#   6. the same on PostgreSQL (PG=1, the default when Debian's server binaries are
+#      installed; bench/pg.sh starts a throwaway server with fsync on): accepted
+#      req/s under wrk, drain of BACKLOG with one and with three replicas, and no
+#      delivery sent twice.
 # Every figure is also given as a ratio to the ceiling measured in the same run,
-# because the machine is shared and absolute numbers are noisy.
+# because the machine is shared and absolute numbers are noisy; the 1-minute load
+# average is noted with each phase.
 #
 # Environment (defaults):
 #   DURATION=10        closed-loop seconds per measurement (ceiling and hookrelay)
@@ -31,6 +41,10 @@
 #   PERF=1             record `perf record -g` of hookrelay during the closed-loop run
 #   ROUNDS=3           extra alternating ceiling/hookrelay closed-loop pairs at the
 #                      end (ROUND_DURATION=5 s each) for the spread of the ratio
+#   OPEN_RATE=5000     open-loop phase, requests per second
+#   OPEN_DURATION=30   open-loop phase, seconds
+#   WRK_CONNS=32       wrk's connections
+#   PG=1               PostgreSQL phase (0 skips it)
 #   KEEP_TMP=1         keep the temporary folder (database, logs)
 set -euo pipefail
 
@@ -45,6 +59,11 @@ BACKLOG=${BACKLOG:-100000}
 WORKERS=${WORKERS:-8}
 ROUNDS=${ROUNDS:-3}
 ROUND_DURATION=${ROUND_DURATION:-5}
+OPEN_RATE=${OPEN_RATE:-5000}
+OPEN_DURATION=${OPEN_DURATION:-30}
+WRK_CONNS=${WRK_CONNS:-32}
+if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then PG=${PG:-1}; else PG=0; fi
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 PORT_BASE=${PORT_BASE:-28080}
 HR_PORT=$PORT_BASE
 BASE_PORT=$((PORT_BASE + 1))
@@ -69,6 +88,7 @@ cleanup() {
     [[ -n "$SINK_PID" ]] && kill -CONT "$SINK_PID" 2>/dev/null || true
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ -d "$TMP/pg" ]]; then "$ROOT/bench/pg.sh" stop "$TMP/pg" || true; fi
     if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit $rc
 }
@@ -86,6 +106,16 @@ thread_ticks() {
     done 2>/dev/null | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}'
 }
 proc_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# Voluntary and involuntary context switches of every thread of process $1.
+ctx_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v + 0, n + 0}'
+}
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+# wrk_run URL SECONDS OUT: wrk -t2 -c$WRK_CONNS with the Lua script; its JSON line in OUT.
+wrk_run() {
+    wrk -t2 -c"$WRK_CONNS" -d"$2s" -s "$ROOT/bench/wrk-simplebackups.lua" "$1" | grep '^{' | tail -1 >"$3"
+}
 rss_mb() { awk -v f="$2:" '$1==f {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 metric() { # metric NAME_PREFIX LABEL_FILTER -> value (0 if absent)
     curl -s "http://127.0.0.1:$HR_PORT/metrics" | awk -v n="$1{" -v l="$2" \
@@ -94,6 +124,7 @@ metric() { # metric NAME_PREFIX LABEL_FILTER -> value (0 if absent)
 depth() { metric hookrelay_queue_depth 'destination="sink"'; }
 delivered() { metric hookrelay_deliveries_total 'outcome="delivered"'; }
 db_count() { sqlite3 -readonly "$TMP/bench.db" "$1" 2>/dev/null || echo 0; }
+pg_count() { psql -Atq "$PG_URL" -c "$1" 2>/dev/null || echo 0; }
 wait_ready() { # URL SINCE_NS -> json line
     "$EX/bench_load" --ready "$1" --since-ns "$2" --timeout 30
 }
@@ -123,6 +154,12 @@ URL_BASE="http://127.0.0.1:$BASE_PORT/hooks/simplebackups"
 log "ceiling: warm-up 1s, then ${DURATION}s closed loop, $CONNS connections"
 load --url "$URL_BASE" --secret "$SECRET" --connections "$CONNS" --duration 1 >/dev/null
 load --url "$URL_BASE" --secret "$SECRET" --connections "$CONNS" --duration "$DURATION" >"$TMP/base_load.json"
+LOAD_BASE=$(loadavg)
+log "ceiling under wrk: ${DURATION}s, $WRK_CONNS connections"
+WRK_URL_BASE="http://127.0.0.1:$BASE_PORT/hooks/wrk?token=bench-token"
+wrk_run "$WRK_URL_BASE" 1 /dev/null
+wrk_run "$WRK_URL_BASE" "$DURATION" "$TMP/base_wrk.json"
+LOAD_BASE_WRK=$(loadavg)
 log "ceiling at $RATE/s for ${RATE_DURATION}s"
 load --url "$URL_BASE" --secret "$SECRET" --connections "$CONNS" --rate "$RATE" --duration "$RATE_DURATION" >"$TMP/base_rate.json"
 BASE_PEAK=$(rss_mb "$BASE_PID" VmHWM)
@@ -133,7 +170,8 @@ kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
 SINK_PID=$!; PIDS+=("$SINK_PID")
 t=$(now_ns); wait_ready "http://127.0.0.1:$SINK_PORT/stats" "$t" >/dev/null
 
-export BENCH_DB="$TMP/bench.db" BENCH_PORT=$HR_PORT BENCH_SINK_PORT=$SINK_PORT BENCH_WORKERS=$WORKERS
+export BENCH_STORAGE_URL="sqlite://$TMP/bench.db" BENCH_PORT=$HR_PORT BENCH_SINK_PORT=$SINK_PORT \
+    BENCH_WORKERS=$WORKERS RUST_LOG=${RUST_LOG:-warn}
 t0=$(now_ns)
 "$BIN" serve -c bench/relay.yaml 2>"$TMP/hookrelay.log" &
 HR_PID=$!; PIDS+=("$HR_PID")
@@ -157,6 +195,7 @@ thread_ticks "$HR_PID" >"$TMP/threads0.txt"; sink_ticks0=$(proc_ticks "$SINK_PID
 load_t0=$(now_ms)
 load --url "$URL_HR" --secret "$SECRET" --connections "$CONNS" --duration "$DURATION" >"$TMP/hr_load.json"
 load_t1=$(now_ms)
+LOAD_HR=$(loadavg)
 thread_ticks "$HR_PID" >"$TMP/threads1.txt"; sink_ticks1=$(proc_ticks "$SINK_PID")
 del1=$(delivered)
 curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_load.json"
@@ -165,6 +204,19 @@ del2=$(delivered)
 curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_load_drained.json"
 ev1=$(db_count "SELECT COUNT(*) FROM events")
 HR_PEAK_LOAD=$(rss_mb "$HR_PID" VmHWM)
+
+# ---------------------------------------------------------------- 2b. hookrelay under wrk
+log "hookrelay under wrk: ${DURATION}s, $WRK_CONNS connections"
+WRK_URL_HR="http://127.0.0.1:$HR_PORT/hooks/wrk?token=bench-token"
+wrk_run "$WRK_URL_HR" 1 /dev/null
+wait_drain 120 >/dev/null
+wrk_ev0=$(db_count "SELECT COUNT(*) FROM events WHERE source = 'wrk'")
+thread_ticks "$HR_PID" >"$TMP/wrk_threads0.txt"
+wrk_run "$WRK_URL_HR" "$DURATION" "$TMP/hr_wrk.json"
+thread_ticks "$HR_PID" >"$TMP/wrk_threads1.txt"
+LOAD_HR_WRK=$(loadavg)
+wait_drain 120 >/dev/null
+wrk_ev1=$(db_count "SELECT COUNT(*) FROM events WHERE source = 'wrk'")
 if [[ -n "${PERF_PID:-}" ]]; then
     wait "$PERF_PID" || true
     # Inclusive (children) percentages of all hookrelay samples, by thread and function.
@@ -187,6 +239,16 @@ db_count "SELECT a.at + a.duration_ms - d.created_at FROM attempts a JOIN delive
 db_count "SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.created_at >= $rate_t0" >"$TMP/db_rate_attempts.txt"
 HR_PEAK_RATE=$(rss_mb "$HR_PID" VmHWM)
 
+# ---------------------------------------------------------------- 3b. open loop at OPEN_RATE
+log "hookrelay open loop at $OPEN_RATE/s for ${OPEN_DURATION}s"
+curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
+load --url "$URL_HR" --secret "$SECRET" --connections "$CONNS" --rate "$OPEN_RATE" --duration "$OPEN_DURATION" >"$TMP/hr_open.json"
+OPEN_DEPTH=$(depth)
+LOAD_OPEN=$(loadavg)
+wait_drain 120 >/dev/null
+sleep 0.5
+curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_open.json"
+
 # ---------------------------------------------------------------- 4. backlog and drain
 log "backlog: sink stopped (SIGSTOP), posting $BACKLOG events"
 kill -STOP "$SINK_PID"
@@ -198,11 +260,14 @@ del_b1=$(delivered)
 HR_BACKLOG_RSS=$(rss_mb "$HR_PID" VmRSS)
 HR_PEAK_BACKLOG=$(rss_mb "$HR_PID" VmHWM)
 log "queue depth $BACKLOG_DEPTH, RSS ${HR_BACKLOG_RSS} MB; continuing the sink (SIGCONT)"
+ticks_d0=$(proc_ticks "$HR_PID"); read -r vctx_d0 ictx_d0 < <(ctx_switches "$HR_PID")
 kill -CONT "$SINK_PID"
 curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
 drain_t0=$(now_ms)
 drain_backlog_s=$(wait_drain 600)
 del_b2=$(delivered)
+ticks_d1=$(proc_ticks "$HR_PID"); read -r vctx_d1 ictx_d1 < <(ctx_switches "$HR_PID")
+LOAD_DRAIN=$(loadavg)
 curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/sink_drain.json"
 HR_PEAK_FINAL=$(rss_mb "$HR_PID" VmHWM)
 HR_AFTER_RSS=$(rss_mb "$HR_PID" VmRSS)
@@ -212,7 +277,7 @@ DB_MB=$(du -sm "$TMP" | awk '{print $1}')
 # The machine's speed drifts between minutes; pairs taken back to back, alternating
 # which goes first, show how much the headline ratio moves.
 if (( ROUNDS > 0 )); then
-    log "$ROUNDS alternating pairs of ${ROUND_DURATION}s closed loops (ceiling, hookrelay)"
+    log "$ROUNDS alternating pairs of ${ROUND_DURATION}s wrk runs (ceiling, hookrelay)"
     "$EX/bench_baseline" --listen "127.0.0.1:$BASE_PORT" 2>>"$TMP/baseline.log" &
     BASE_PID=$!; PIDS+=("$BASE_PID")
     wait_ready "http://127.0.0.1:$BASE_PORT/readyz" "$(now_ns)" >/dev/null
@@ -220,13 +285,74 @@ if (( ROUNDS > 0 )); then
     for r in $(seq "$ROUNDS"); do
         if (( r % 2 )); then order="BASE HR"; else order="HR BASE"; fi
         for who in $order; do
-            if [[ $who == BASE ]]; then url=$URL_BASE; else url=$URL_HR; fi
-            load --url "$url" --secret "$SECRET" --connections "$CONNS" --duration "$ROUND_DURATION" >"$TMP/round_${r}_$who.json"
+            if [[ $who == BASE ]]; then url=$WRK_URL_BASE; else url=$WRK_URL_HR; fi
+            wrk_run "$url" "$ROUND_DURATION" "$TMP/round_${r}_$who.json"
         done
         echo "$(json "$TMP/round_${r}_BASE.json" "j['ok_per_s']") $(json "$TMP/round_${r}_HR.json" "j['ok_per_s']")" >>"$TMP/rounds.txt"
         wait_drain 120 >/dev/null
     done
     kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
+fi
+kill "$HR_PID"; wait "$HR_PID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- 6. PostgreSQL
+# The database on PORT_BASE+9, replicas on PORT_BASE+10, +11, +12.
+pg_pending() { pg_count "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"; }
+pg_drain() { # pg_drain REPLICAS NAME: BACKLOG posted with the sink stopped, then drained
+    local n=$1 name=$2 pids=() i t0 pending ms ticks0=0 ticks1=0
+    for i in $(seq "$n"); do
+        BENCH_PORT=$((HR_PORT + 9 + i)) "$BIN" serve -c bench/relay.yaml 2>"$TMP/pg_$name-$i.log" &
+        pids+=($!); PIDS+=($!)
+    done
+    for i in $(seq "$n"); do
+        wait_ready "http://127.0.0.1:$((HR_PORT + 9 + i))/readyz" "$(now_ns)" >/dev/null
+    done
+    kill -STOP "$SINK_PID"
+    load --url "http://127.0.0.1:$((HR_PORT + 10))/hooks/wrk?token=bench-token" --connections "$CONNS" \
+        --count "$BACKLOG" --timeout 120 >"$TMP/pg_${name}_backlog.json"
+    sleep 1
+    for p in "${pids[@]}"; do ticks0=$((ticks0 + $(proc_ticks "$p"))); done
+    kill -CONT "$SINK_PID"
+    curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
+    t0=$(now_ms)
+    while :; do
+        pending=$(pg_pending)
+        [[ "$pending" == 0 ]] && break
+        (( $(now_ms) - t0 > 600000 )) && { log "PostgreSQL drain: $pending still pending after 600 s"; break; }
+        sleep 0.1
+    done
+    ms=$(( $(now_ms) - t0 ))
+    for p in "${pids[@]}"; do ticks1=$((ticks1 + $(proc_ticks "$p"))); done
+    sleep 0.5
+    curl -s "http://127.0.0.1:$SINK_PORT/stats" >"$TMP/pg_${name}_sink.json"
+    echo "{\"ms\": $ms, \"load\": $(loadavg), \"cpu_ticks\": $((ticks1 - ticks0)), \"replicas\": $n," \
+        "\"deliveries\": $(pg_count "SELECT COUNT(*) FROM deliveries")," \
+        "\"delivered\": $(pg_count "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")," \
+        "\"attempts\": $(pg_count "SELECT COUNT(*) FROM attempts")}" >"$TMP/pg_${name}_drain.json"
+    for p in "${pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+}
+if [[ "$PG" == 1 ]]; then
+    log "PostgreSQL: starting a throwaway server (fsync on)"
+    PG_SERVER=$("$ROOT/bench/pg.sh" start "$TMP/pg" $((PORT_BASE + 9)))
+    PG_URL=$("$ROOT/bench/pg.sh" db "$PG_SERVER" bench_ingest)
+    BENCH_STORAGE_URL=$PG_URL BENCH_PORT=$((HR_PORT + 10)) "$BIN" serve -c bench/relay.yaml 2>"$TMP/pg_hr.log" &
+    PG_PID=$!; PIDS+=("$PG_PID")
+    wait_ready "http://127.0.0.1:$((HR_PORT + 10))/readyz" "$(now_ns)" >/dev/null
+    PG_WRK_URL="http://127.0.0.1:$((HR_PORT + 10))/hooks/wrk?token=bench-token"
+    log "PostgreSQL: wrk ${DURATION}s, $WRK_CONNS connections"
+    wrk_run "$PG_WRK_URL" 1 /dev/null
+    while [[ $(pg_pending) != 0 ]]; do sleep 0.2; done
+    pg_ev0=$(pg_count "SELECT COUNT(*) FROM events WHERE source = 'wrk'")
+    wrk_run "$PG_WRK_URL" "$DURATION" "$TMP/pg_wrk.json"
+    LOAD_PG_WRK=$(loadavg)
+    pg_ev1=$(pg_count "SELECT COUNT(*) FROM events WHERE source = 'wrk'")
+    while [[ $(pg_pending) != 0 ]]; do sleep 0.2; done
+    kill "$PG_PID"; wait "$PG_PID" 2>/dev/null || true
+    for n in 1 3; do
+        log "PostgreSQL: drain of $BACKLOG with $n replica(s)"
+        PG_URL=$("$ROOT/bench/pg.sh" db "$PG_SERVER" "bench_drain$n")
+        BENCH_STORAGE_URL=$PG_URL pg_drain "$n" "r$n"
+    done
 fi
 
 
@@ -234,5 +360,7 @@ fi
 export TMP DURATION CONNS RATE RATE_DURATION BACKLOG WORKERS BASE_IDLE BASE_PEAK HR_IDLE \
     HR_PEAK_LOAD HR_PEAK_RATE HR_BACKLOG_RSS HR_PEAK_BACKLOG HR_PEAK_FINAL HR_AFTER_RSS \
     BACKLOG_DEPTH ev0 ev1 del0 del1 del2 load_t0 load_t1 drain_s del_b0 del_b1 del_b2 \
-    drain_backlog_s DB_MB sink_ticks0 sink_ticks1 ROUND_DURATION
+    drain_backlog_s DB_MB sink_ticks0 sink_ticks1 ROUND_DURATION OPEN_RATE OPEN_DURATION OPEN_DEPTH \
+    wrk_ev0 wrk_ev1 pg_ev0 pg_ev1 ticks_d0 ticks_d1 vctx_d0 vctx_d1 ictx_d0 ictx_d1 WRK_CONNS PG \
+    LOAD_BASE LOAD_BASE_WRK LOAD_HR LOAD_HR_WRK LOAD_OPEN LOAD_DRAIN LOAD_PG_WRK
 python3 "$ROOT/bench/report.py" | tee "$ROOT/bench/results.md"
