@@ -146,7 +146,12 @@ impl Relay {
         if let Some(t) = templates.as_ref() {
             errors.extend(check_requests(t, &destinations, &routes));
         }
-        let watch = match Watch::compile(&settings.watch) {
+        let kinds = settings
+            .sources
+            .iter()
+            .map(|(name, s)| (name.clone(), s.kind))
+            .collect();
+        let watch = match Watch::compile(&settings.watch, &kinds) {
             Ok(w) => w,
             Err(e) => {
                 errors.extend(e);

@@ -10,6 +10,7 @@
 //! through the store, which stores each `backup.missing` with its deliveries in
 //! the same transaction as the claim.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::watch as signal;
 
-use crate::config::{ConfigError, ExpectConfig, WatchSettings};
+use crate::config::{ConfigError, ExpectConfig, SourceKind, WatchSettings};
 use crate::event::{Event, Status, FIELDS};
 use crate::routing::Cond;
 use crate::startup::Shared;
@@ -304,7 +305,15 @@ pub struct Watch {
 impl Watch {
     /// Compiles `watch`, naming the place of every error
     /// (`watch.expect[1].cron: …`).
-    pub fn compile(s: &WatchSettings) -> Result<Watch, Vec<ConfigError>> {
+    ///
+    /// `sources` (name → kind) let a rule pin its subject without naming a `by`
+    /// field its source's provider never sets: a CenturyLink or SimpleBackups
+    /// backup has no `stack`, so `{source: ctl, server: DB01, backup: nightly}`
+    /// names one subject under the default `by`.
+    pub fn compile(
+        s: &WatchSettings,
+        sources: &BTreeMap<String, SourceKind>,
+    ) -> Result<Watch, Vec<ConfigError>> {
         let mut errors = Vec::new();
         if s.by.is_empty() {
             errors.push(ConfigError::new("watch.by", "needs at least one field"));
@@ -319,7 +328,7 @@ impl Watch {
         }
         let mut rules = Vec::new();
         for (i, x) in s.expect.iter().enumerate() {
-            if let Some(r) = compile_rule(i, x, &s.by, &mut errors) {
+            if let Some(r) = compile_rule(i, x, &s.by, sources, &mut errors) {
                 rules.push(Arc::new(r));
             }
         }
@@ -355,6 +364,7 @@ fn compile_rule(
     i: usize,
     x: &ExpectConfig,
     by: &[String],
+    sources: &BTreeMap<String, SourceKind>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Rule> {
     let place = format!("watch.expect[{i}]");
@@ -448,20 +458,28 @@ fn compile_rule(
     if errors.len() > before {
         return None;
     }
-    let pinned = by.iter().all(|f| plain.contains_key(f)).then(|| {
-        let values: Vec<String> = by
-            .iter()
-            .filter_map(|f| plain.get(f).and_then(Value::as_str))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .collect();
-        let fields = plain
-            .iter()
-            .filter(|(k, _)| SUBJECT_FIELDS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        (values.join("/"), fields)
-    });
+    let kind = plain
+        .get("source")
+        .and_then(Value::as_str)
+        .and_then(|name| sources.get(name));
+    let never_set = |f: &str| kind.is_some_and(|k| k.never_sets(f));
+    let pinned = by
+        .iter()
+        .all(|f| plain.contains_key(f) || never_set(f))
+        .then(|| {
+            let values: Vec<String> = by
+                .iter()
+                .filter_map(|f| plain.get(f).and_then(Value::as_str))
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect();
+            let fields = plain
+                .iter()
+                .filter(|(k, _)| SUBJECT_FIELDS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (values.join("/"), fields)
+        });
     Some(Rule {
         index: i,
         conditions,
@@ -891,7 +909,12 @@ mod tests {
 
     fn watch(yaml: &str) -> std::result::Result<Watch, Vec<ConfigError>> {
         let s: WatchSettings = serde_json::from_str(yaml).unwrap();
-        Watch::compile(&s)
+        let sources = [
+            ("ctl".to_string(), SourceKind::Centurylink),
+            ("c66".to_string(), SourceKind::Cloud66),
+        ]
+        .into();
+        Watch::compile(&s, &sources)
     }
 
     #[test]
@@ -919,6 +942,19 @@ mod tests {
             r#"{"by": ["source", "server", "backup"], "expect": [
             {"match": {"source": "ctl", "server": "DB01", "backup": "nightly"}, "every": "2s"},
             {"match": {"source": "ctl"}, "every": "2s"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(w.rules[0].pinned.as_ref().unwrap().0, "ctl/DB01/nightly");
+        assert!(w.rules[1].pinned.is_none());
+    }
+
+    #[test]
+    fn a_by_field_the_sources_provider_never_sets_need_not_be_named_to_pin() {
+        // The default `by` has `stack`; CenturyLink never sets it, Cloud66 does.
+        let w = watch(
+            r#"{"expect": [
+            {"match": {"source": "ctl", "server": "DB01", "backup": "nightly"}, "every": "2s"},
+            {"match": {"source": "c66", "server": "s1", "backup": "db"}, "every": "2s"}]}"#,
         )
         .unwrap();
         assert_eq!(w.rules[0].pinned.as_ref().unwrap().0, "ctl/DB01/nightly");

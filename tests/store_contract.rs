@@ -346,7 +346,7 @@ async fn storage_that_works_is_ready(f: Fixture) {
 fn watched(status: Status, claim: Option<i64>) -> NewEvent {
     let settings: hookrelay::config::WatchSettings =
         serde_json::from_value(serde_json::json!({"expect": [{"every": "1s"}]})).unwrap();
-    let w = hookrelay::watch::Watch::compile(&settings).unwrap();
+    let w = hookrelay::watch::Watch::compile(&settings, &Default::default()).unwrap();
     let mut e = new_event(&format!("{status:?}{claim:?}"), &["d"], Duration::ZERO);
     e.status = status;
     e.watch = Some(store::WatchUpdate {

@@ -290,6 +290,13 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Whether this provider's events never carry `field` (CenturyLink and
+    /// SimpleBackups know no stack or environment).
+    pub fn never_sets(self, field: &str) -> bool {
+        matches!(self, SourceKind::Centurylink | SourceKind::Simplebackups)
+            && matches!(field, "stack" | "environment")
+    }
+
     /// Every kind, as `kind:` and the `provider` field spell them.
     pub const NAMES: &'static [&'static str] =
         &["cloud66", "simplebackups", "centurylink", "generic"];
