@@ -164,6 +164,27 @@ async fn a_late_result_from_a_stale_lease_changes_nothing(f: Fixture) {
     assert_eq!(d.last_error, None);
 }
 
+/// The stale result and the current one arriving together (recorded in one
+/// statement where the backend gathers records): only the current one counts.
+async fn a_stale_and_a_current_result_at_once_record_one_attempt(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let stale = s.claim("d", 10, Duration::ZERO).await.unwrap();
+    let fresh = claim_when_free(s, "d").await;
+    assert_eq!(fresh[0].id, stale[0].id);
+    let (late, current) = tokio::join!(
+        s.complete(stale[0].lease(), attempt(500), Outcome::Dead),
+        s.complete(fresh[0].lease(), attempt(200), Outcome::Delivered),
+    );
+    assert_eq!((late.unwrap(), current.unwrap()), (false, true));
+    let d = &s.list_deliveries(None, 10).await.unwrap()[0];
+    assert_eq!(d.state, State::Delivered);
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.attempts[0].status, Some(200));
+}
+
 async fn a_lease_that_runs_out_makes_the_delivery_claimable_again(f: Fixture) {
     let s = &*f.store;
     s.ingest(new_event("a", &["d"], Duration::ZERO))
@@ -661,6 +682,7 @@ macro_rules! contract {
 contract!(
     a_claimed_delivery_is_leased_until_its_attempt_is_recorded,
     a_late_result_from_a_stale_lease_changes_nothing,
+    a_stale_and_a_current_result_at_once_record_one_attempt,
     a_lease_that_runs_out_makes_the_delivery_claimable_again,
     a_renewed_lease_runs_from_the_renewal,
     a_manual_retry_makes_the_send_in_flight_stale,
