@@ -88,7 +88,7 @@ cleanup() {
     [[ -n "$SINK_PID" ]] && kill -CONT "$SINK_PID" 2>/dev/null || true
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [[ -d "$TMP/pg" ]]; then "$ROOT/bench/pg.sh" stop "$TMP/pg" || true; fi
+    if [[ -n "${PG_DIR:-}" ]]; then "$ROOT/bench/pg.sh" stop "$PG_DIR" || true; fi
     if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit $rc
 }
@@ -307,13 +307,14 @@ pg_drain() { # pg_drain REPLICAS NAME: BACKLOG posted with the sink stopped, the
     for i in $(seq "$n"); do
         wait_ready "http://127.0.0.1:$((HR_PORT + 9 + i))/readyz" "$(now_ns)" >/dev/null
     done
+    # Counted from here: the sink's count is then every send of this backlog.
+    curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
     kill -STOP "$SINK_PID"
     load --url "http://127.0.0.1:$((HR_PORT + 10))/hooks/wrk?token=bench-token" --connections "$CONNS" \
         --count "$BACKLOG" --timeout 120 >"$TMP/pg_${name}_backlog.json"
     sleep 1
     for p in "${pids[@]}"; do ticks0=$((ticks0 + $(proc_ticks "$p"))); done
     kill -CONT "$SINK_PID"
-    curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
     t0=$(now_ms)
     while :; do
         pending=$(pg_pending)
@@ -333,7 +334,9 @@ pg_drain() { # pg_drain REPLICAS NAME: BACKLOG posted with the sink stopped, the
 }
 if [[ "$PG" == 1 ]]; then
     log "PostgreSQL: starting a throwaway server (fsync on)"
-    PG_SERVER=$("$ROOT/bench/pg.sh" start "$TMP/pg" $((PORT_BASE + 9)))
+    # Its own folder: the postgres user cannot enter $TMP (mode 700).
+    PG_DIR=$(mktemp -d /tmp/hookrelay-bench-pg.XXXXXX)
+    PG_SERVER=$("$ROOT/bench/pg.sh" start "$PG_DIR" $((PORT_BASE + 9)))
     PG_URL=$("$ROOT/bench/pg.sh" db "$PG_SERVER" bench_ingest)
     BENCH_STORAGE_URL=$PG_URL BENCH_PORT=$((HR_PORT + 10)) "$BIN" serve -c bench/relay.yaml 2>"$TMP/pg_hr.log" &
     PG_PID=$!; PIDS+=("$PG_PID")
