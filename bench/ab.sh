@@ -11,6 +11,9 @@
 # taken from the queue depth. Printed per round and binary: the load average, wrk's
 # req/s, hookrelay's CPU per accepted request (deliveries running alongside
 # included), 202s and rows, drain rate, CPU and context switches per delivery.
+# OPEN_RATE (0 = off; e.g. 5000) adds, before the backlog, an open loop of the own
+# generator at that rate for OPEN_DURATION (30) s to the signed source, as in run.sh:
+# the queue depth at its end and the sink's send -> arrival p50 / p99 (after it drains).
 # Needs the release examples (bench_sink, bench_load) built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +25,8 @@ DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}
 BACKLOG=${BACKLOG:-50000}
 WORKERS=${WORKERS:-8}
+OPEN_RATE=${OPEN_RATE:-0}
+OPEN_DURATION=${OPEN_DURATION:-30}
 PORT_BASE=${PORT_BASE:-28180}
 HR_PORT=$PORT_BASE
 SINK_PORT=$((PORT_BASE + 2))
@@ -65,7 +70,8 @@ PIDS+=("$SINK_PID")
 
 export BENCH_PORT=$HR_PORT BENCH_SINK_PORT=$SINK_PORT BENCH_WORKERS=$WORKERS RUST_LOG=${RUST_LOG:-warn}
 URL="http://127.0.0.1:$HR_PORT/hooks/wrk?token=bench-token"
-echo "round bin load1 wrk_req_s cpu_us_per_req 202s rows drain_per_s cpu_us_per_delivery vol_ctx_per_delivery invol_ctx_per_delivery"
+echo "round bin load1 wrk_req_s cpu_us_per_req 202s rows drain_per_s cpu_us_per_delivery vol_ctx_per_delivery invol_ctx_per_delivery" \
+    "$( ((OPEN_RATE > 0)) && echo open_load1 open_accepted open_depth_end open_p50_ms open_p99_ms)"
 for r in $(seq "$ROUNDS"); do
     if ((r % 2)); then order="A B"; else order="B A"; fi
     for who in $order; do
@@ -97,6 +103,18 @@ for r in $(seq "$ROUNDS"); do
         w1=$(ticks "$hr")
         wait_drain 120 >/dev/null
         rows=$(($(count_rows) - rows0))
+        open=""
+        if ((OPEN_RATE > 0)); then
+            curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
+            "$EX/bench_load" --url "http://127.0.0.1:$HR_PORT/hooks/simplebackups" --secret bench-secret \
+                --connections 64 --rate "$OPEN_RATE" --duration "$OPEN_DURATION" >"$TMP/open.json"
+            od=$(depth)
+            ol=$(cut -d' ' -f1 /proc/loadavg)
+            wait_drain 300 >/dev/null
+            sleep 0.5
+            open="$ol $(python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); s=json.load(open(sys.argv[2])); print(o.get("ok"), sys.argv[3], s.get("p50_ms"), s.get("p99_ms"))' \
+                "$TMP/open.json" <(curl -s "http://127.0.0.1:$SINK_PORT/stats") "$od")"
+        fi
         kill -STOP "$SINK_PID"
         "$EX/bench_load" --url "$URL" --connections 32 --count "$BACKLOG" --timeout 120 >/dev/null
         sleep 1
@@ -106,16 +124,16 @@ for r in $(seq "$ROUNDS"); do
         ms=$(wait_drain 600)
         t1=$(ticks "$hr")
         read -r v1 n1 < <(ctx "$hr")
-        python3 - "$r" "$who" "$wrk_json" "$rows" "$BACKLOG" "$ms" "$t0" "$t1" "$v0" "$v1" "$n0" "$n1" "$(cut -d' ' -f1 /proc/loadavg)" "$w0" "$w1" <<'EOF'
+        python3 - "$r" "$who" "$wrk_json" "$rows" "$BACKLOG" "$ms" "$t0" "$t1" "$v0" "$v1" "$n0" "$n1" "$(cut -d' ' -f1 /proc/loadavg)" "$w0" "$w1" "$open" <<'EOF'
 import json, sys, os
-r, who, wj, rows, backlog, ms, t0, t1, v0, v1, n0, n1, load, w0, w1 = sys.argv[1:]
+r, who, wj, rows, backlog, ms, t0, t1, v0, v1, n0, n1, load, w0, w1, open_ = sys.argv[1:]
 w = json.loads(wj)
 hz = os.sysconf("SC_CLK_TCK")
 n = int(backlog)
 print(r, who, load, round(w["ok_per_s"]),
       round((int(w1) - int(w0)) / hz * 1e6 / max(1, w["n202"]), 1), w["n202"] + w["other_2xx"], rows,
       round(n / (int(ms) / 1000)), round((int(t1) - int(t0)) / hz * 1e6 / n, 1),
-      round((int(v1) - int(v0)) / n, 2), round((int(n1) - int(n0)) / n, 2))
+      round((int(v1) - int(v0)) / n, 2), round((int(n1) - int(n0)) / n, 2), open_)
 EOF
         kill "$hr"
         wait "$hr" 2>/dev/null || true
