@@ -14,6 +14,9 @@
 # OPEN_RATE (0 = off; e.g. 5000) adds, before the backlog, an open loop of the own
 # generator at that rate for OPEN_DURATION (30) s to the signed source, as in run.sh:
 # the queue depth at its end and the sink's send -> arrival p50 / p99 (after it drains).
+# PG=1 runs both on PostgreSQL instead: a throwaway server (bench/pg.sh, fsync on) on
+# PORT_BASE + 9, a fresh database per round and binary, and two more columns: the
+# server's CPU (every backend) per accepted request and per delivery, beside hookrelay's.
 # Needs the release examples (bench_sink, bench_load) built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,7 @@ BACKLOG=${BACKLOG:-50000}
 WORKERS=${WORKERS:-8}
 OPEN_RATE=${OPEN_RATE:-0}
 OPEN_DURATION=${OPEN_DURATION:-30}
+PG=${PG:-0}
 PORT_BASE=${PORT_BASE:-28180}
 HR_PORT=$PORT_BASE
 SINK_PORT=$((PORT_BASE + 2))
@@ -34,7 +38,9 @@ EX=$ROOT/target/release/examples
 TMP=$(mktemp -d /tmp/hookrelay-ab.XXXXXX)
 PIDS=()
 SINK_PID=
+PG_DIR=
 cleanup() {
+    [[ -n "$PG_DIR" ]] && "$ROOT/bench/pg.sh" stop "$PG_DIR"
     [[ -n "$SINK_PID" ]] && kill -CONT "$SINK_PID" 2>/dev/null || true
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -63,6 +69,15 @@ wait_drain() {
     echo $(($(now_ms) - t0))
 }
 
+pg_ticks() { if [[ -n "$PG_DIR" ]]; then "$ROOT/bench/pg.sh" cpu "$PG_DIR"; else echo 0; fi; }
+if [[ "$PG" == 1 ]]; then
+    # Its own folder: the postgres user cannot enter $TMP (mode 700).
+    PG_DIR=$(mktemp -d /tmp/hookrelay-ab-pg.XXXXXX)
+    PG_SERVER=$("$ROOT/bench/pg.sh" start "$PG_DIR" $((PORT_BASE + 9)))
+    pg_db() { "$ROOT/bench/pg.sh" db "$PG_SERVER" "ab_${1,,}"; }
+    BENCH_STORAGE_URL_FN=pg_db
+fi
+
 "$EX/bench_sink" --listen "127.0.0.1:$SINK_PORT" 2>/dev/null &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
@@ -71,6 +86,7 @@ PIDS+=("$SINK_PID")
 export BENCH_PORT=$HR_PORT BENCH_SINK_PORT=$SINK_PORT BENCH_WORKERS=$WORKERS RUST_LOG=${RUST_LOG:-warn}
 URL="http://127.0.0.1:$HR_PORT/hooks/wrk?token=bench-token"
 echo "round bin load1 wrk_req_s cpu_us_per_req 202s rows drain_per_s cpu_us_per_delivery vol_ctx_per_delivery invol_ctx_per_delivery" \
+    "$( [[ "$PG" == 1 ]] && echo pg_cpu_us_per_req pg_cpu_us_per_delivery)" \
     "$( ((OPEN_RATE > 0)) && echo open_load1 open_accepted open_depth_end open_p50_ms open_p99_ms)"
 for r in $(seq "$ROUNDS"); do
     if ((r % 2)); then order="A B"; else order="B A"; fi
@@ -98,9 +114,11 @@ for r in $(seq "$ROUNDS"); do
         wait_drain 60 >/dev/null
         rows0=$(count_rows)
         w0=$(ticks "$hr")
+        p0=$(pg_ticks)
         wrk -t2 -c"$CONNS" -d"${DURATION}s" -s bench/wrk-simplebackups.lua "$URL" >"$TMP/wrk.txt" 2>&1
         wrk_json=$(grep '^{' "$TMP/wrk.txt" | tail -1)
         w1=$(ticks "$hr")
+        p1=$(pg_ticks)
         wait_drain 120 >/dev/null
         rows=$(($(count_rows) - rows0))
         open=""
@@ -119,21 +137,25 @@ for r in $(seq "$ROUNDS"); do
         "$EX/bench_load" --url "$URL" --connections 32 --count "$BACKLOG" --timeout 120 >/dev/null
         sleep 1
         t0=$(ticks "$hr")
+        q0=$(pg_ticks)
         read -r v0 n0 < <(ctx "$hr")
         kill -CONT "$SINK_PID"
         ms=$(wait_drain 600)
         t1=$(ticks "$hr")
+        q1=$(pg_ticks)
         read -r v1 n1 < <(ctx "$hr")
-        python3 - "$r" "$who" "$wrk_json" "$rows" "$BACKLOG" "$ms" "$t0" "$t1" "$v0" "$v1" "$n0" "$n1" "$(cut -d' ' -f1 /proc/loadavg)" "$w0" "$w1" "$open" <<'EOF'
+        python3 - "$r" "$who" "$wrk_json" "$rows" "$BACKLOG" "$ms" "$t0" "$t1" "$v0" "$v1" "$n0" "$n1" "$(cut -d' ' -f1 /proc/loadavg)" "$w0" "$w1" "$open" "$PG" "$p0" "$p1" "$q0" "$q1" <<'EOF'
 import json, sys, os
-r, who, wj, rows, backlog, ms, t0, t1, v0, v1, n0, n1, load, w0, w1, open_ = sys.argv[1:]
+r, who, wj, rows, backlog, ms, t0, t1, v0, v1, n0, n1, load, w0, w1, open_, pg, p0, p1, q0, q1 = sys.argv[1:]
 w = json.loads(wj)
 hz = os.sysconf("SC_CLK_TCK")
 n = int(backlog)
 print(r, who, load, round(w["ok_per_s"]),
       round((int(w1) - int(w0)) / hz * 1e6 / max(1, w["n202"]), 1), w["n202"] + w["other_2xx"], rows,
       round(n / (int(ms) / 1000)), round((int(t1) - int(t0)) / hz * 1e6 / n, 1),
-      round((int(v1) - int(v0)) / n, 2), round((int(n1) - int(n0)) / n, 2), open_)
+      round((int(v1) - int(v0)) / n, 2), round((int(n1) - int(n0)) / n, 2), open_,
+      *([round((int(p1) - int(p0)) / hz * 1e6 / max(1, w["n202"]), 1),
+         round((int(q1) - int(q0)) / hz * 1e6 / n, 1)] if pg == "1" else []))
 EOF
         kill "$hr"
         wait "$hr" 2>/dev/null || true

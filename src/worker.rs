@@ -41,9 +41,12 @@ fn send_bound(timeout: Duration) -> Duration {
 }
 
 /// The lease a delivery is claimed with: `delivery.lease`, or longer if the
-/// destination's send could outlast it.
+/// destination's send could outlast it. At least one [`LEASE_MARGIN`] more than
+/// `attempt` needs, so a row claimed ahead that starts within that margin is sent
+/// without renewing its lease (a round trip and a commit per send on PostgreSQL
+/// when the destination's timeout sets the lease).
 fn lease_for(configured: Duration, timeout: Duration) -> Duration {
-    configured.max(send_bound(timeout) + LEASE_MARGIN)
+    configured.max(send_bound(timeout) + 2 * LEASE_MARGIN)
 }
 
 /// The delay before attempt `attempt + 1`, after `attempt` failed attempts:

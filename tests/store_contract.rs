@@ -790,6 +790,59 @@ async fn a_commit_on_one_replica_wakes_the_loops_of_another() {
 }
 
 #[tokio::test]
+async fn a_pause_recorded_on_one_replica_holds_on_another() {
+    let url = pg::fresh_database().await;
+    let (a, _) = pg_store(&url).await;
+    let (b, wake_b) = pg_store(&url).await;
+    // Once B has been woken by A's commit its LISTEN connection is up, and B
+    // knows pauses from their announcements instead of asking the database.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        let notified = wake_b.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        a.ingest(new_event(&format!("p{i}"), &["d"], Duration::ZERO))
+            .await
+            .unwrap();
+        i += 1;
+        if tokio::time::timeout(Duration::from_millis(500), notified)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B was never woken by A's commit");
+    }
+    assert_eq!(b.paused_for("d").await.unwrap(), Duration::ZERO);
+    a.pause("d", Duration::from_secs(30)).await.unwrap();
+    let p = a.paused_for("d").await.unwrap();
+    assert!(
+        p > Duration::from_secs(25) && p <= Duration::from_secs(30),
+        "{p:?}"
+    );
+    // A shorter pause does not shorten it, on either replica.
+    a.pause("d", Duration::from_secs(2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let p = loop {
+        let p = b.paused_for("d").await.unwrap();
+        if !p.is_zero() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "B never saw A's pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        p > Duration::from_secs(25) && p <= Duration::from_secs(30),
+        "{p:?}"
+    );
+    let p = a.paused_for("d").await.unwrap();
+    assert!(p > Duration::from_secs(25), "{p:?}");
+    // Another destination is not paused.
+    assert_eq!(b.paused_for("other").await.unwrap(), Duration::ZERO);
+}
+
+#[tokio::test]
 async fn the_same_event_on_two_replicas_at_once_is_one_event() {
     let url = pg::fresh_database().await;
     let (a, _) = pg_store(&url).await;

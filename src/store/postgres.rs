@@ -15,14 +15,19 @@
 //! - Each replica keeps one `LISTEN` connection; while it is down the loops are
 //!   woken every second instead (polling).
 //! - Rate limits and `Retry-After` pauses live in `destination_limits`, one row per
-//!   destination updated atomically, so they hold for all replicas together.
+//!   destination updated atomically, so they hold for all replicas together. A
+//!   pause is also announced (`NOTIFY`) when it is recorded, and each replica keeps
+//!   the pauses it heard of in memory while its `LISTEN` connection is up: the
+//!   delivery loop checks the pause before every send, and this way that check is
+//!   no round trip to the database.
 //! - The schema is migrated under an advisory lock: replicas starting at the same
 //!   moment migrate once.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -37,6 +42,9 @@ mod ui;
 
 /// The channel new deliveries are announced on.
 const CHANNEL: &str = "hookrelay_due";
+/// The channel pauses are announced on: "MS DESTINATION", the pause's length
+/// left when it was recorded, by the database's clock.
+const PAUSE_CHANNEL: &str = "hookrelay_pause";
 /// Webhooks in one ingest transaction at most.
 const MAX_BATCH: usize = 256;
 /// Ingest transactions in flight at once per replica.
@@ -219,6 +227,51 @@ pub struct PgStore {
     ingest: mpsc::Sender<IngestJob>,
     /// Destinations whose `destination_limits` row exists.
     limit_rows: Mutex<HashSet<String>>,
+    pauses: Arc<Pauses>,
+}
+
+/// The pauses this replica heard of (see the module's notes).
+#[derive(Default)]
+struct Pauses {
+    /// Whether `until` is complete: the LISTEN connection is up and the pauses
+    /// recorded before it subscribed have been read. Else `paused_for` asks the
+    /// database.
+    live: AtomicBool,
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+impl Pauses {
+    /// A pause only ever grows (`pause` keeps the later end), so the later of
+    /// two ends is the one that holds.
+    fn extend(&self, destination: &str, left_ms: i64) {
+        let end = Instant::now() + millis(left_ms);
+        if let Ok(mut m) = self.until.lock() {
+            let e = m.entry(destination.to_string()).or_insert(end);
+            *e = (*e).max(end);
+        }
+    }
+
+    /// `None` while the LISTEN connection is not up (the caller asks the database).
+    fn left(&self, destination: &str) -> Option<Duration> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let m = self.until.lock().ok()?;
+        Some(
+            m.get(destination)
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// A pause announcement: "MS DESTINATION".
+    fn heard(&self, payload: &str) {
+        if let Some((ms, dest)) = payload.split_once(' ') {
+            if let Ok(ms) = ms.parse::<i64>() {
+                self.extend(dest, ms);
+            }
+        }
+    }
 }
 
 /// Connects, migrates and starts the replica's LISTEN connection and ingest
@@ -251,7 +304,8 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
         let mut client = pool.get().await.map_err(|e| unusable(e.into()))?;
         migrate(&mut client).await.map_err(unusable)?;
     }
-    tokio::spawn(listen(pool_cfg, opts.wake.clone()));
+    let pauses = Arc::new(Pauses::default());
+    tokio::spawn(listen(pool_cfg, opts.wake.clone(), pauses.clone()));
     let (tx, rx) = mpsc::channel::<IngestJob>(4096);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..BATCHERS {
@@ -261,6 +315,7 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
         pool,
         ingest: tx,
         limit_rows: Mutex::default(),
+        pauses,
     }))
 }
 
@@ -288,23 +343,41 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()> {
     Ok(())
 }
 
-/// The replica's LISTEN connection: wakes the delivery loops on each NOTIFY.
-/// While it is down, they are woken every second instead (polling), and once
-/// more when it is back (anything announced meanwhile).
-async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>) {
+/// The replica's LISTEN connection: wakes the delivery loops on each NOTIFY, and
+/// keeps [`Pauses`]. While it is down, the loops are woken every second instead
+/// (polling), and once more when it is back (anything announced meanwhile); the
+/// pauses are read from the database meanwhile.
+async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>, pauses: Arc<Pauses>) {
     let mut logged = false;
     loop {
         match cfg.connect(NoTls).await {
             Ok((client, mut conn)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-                let sql = format!("LISTEN {CHANNEL}");
-                let subscribe = client.batch_execute(&sql);
+                // Subscribed first, then the pauses read: one recorded in between is
+                // both read and announced, never neither.
+                let subscribe = async {
+                    client
+                        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {PAUSE_CHANNEL}"))
+                        .await?;
+                    client
+                        .query(
+                            "SELECT destination,
+                                 (extract(epoch FROM paused_until - now()) * 1000)::int8
+                             FROM destination_limits WHERE paused_until > now()",
+                            &[],
+                        )
+                        .await
+                };
                 tokio::pin!(subscribe);
                 let mut subscribed = false;
                 loop {
                     tokio::select! {
                         r = &mut subscribe, if !subscribed => match r {
-                            Ok(()) => {
+                            Ok(rows) => {
+                                for r in rows {
+                                    pauses.extend(r.get(0), r.get(1));
+                                }
+                                pauses.live.store(true, Ordering::Release);
                                 subscribed = true;
                                 if logged {
                                     log::info!("storage: listening for new deliveries again");
@@ -318,7 +391,13 @@ async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>) {
                             }
                         },
                         m = messages.next() => match m {
-                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_waiters(),
+                            Some(Ok(AsyncMessage::Notification(n))) => {
+                                if n.channel() == PAUSE_CHANNEL {
+                                    pauses.heard(n.payload());
+                                } else {
+                                    wake.notify_waiters();
+                                }
+                            }
                             Some(Ok(_)) => {}
                             Some(Err(e)) => {
                                 log::warn!("storage: LISTEN connection lost: {e}; polling until it is back");
@@ -337,6 +416,8 @@ async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>) {
                 }
             }
         }
+        // Announcements are missed from here on: pauses are read from the database.
+        pauses.live.store(false, Ordering::Release);
         wake.notify_waiters();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -678,34 +759,34 @@ async fn lock_subject(
     tx: &deadpool_postgres::Transaction<'_>,
     key: &str,
 ) -> Result<(Option<Subject>, i64)> {
-    let now: i64 = tx
-        .query_one(
-            &format!(
-                "SELECT {NOW_MS} FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) l"
-            ),
-            &[&key],
-        )
-        .await?
-        .get(0);
-    let row = tx
-        .query_opt(
-            &format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = $1"),
-            &[&key],
-        )
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {NOW_MS} FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) l"
+        ))
         .await?;
+    let now: i64 = tx.query_one(&stmt, &[&key]).await?.get(0);
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = $1"
+        ))
+        .await?;
+    let row = tx.query_opt(&stmt, &[&key]).await?;
     Ok((row.as_ref().map(subject_row), now))
 }
 
 async fn write_subject(tx: &deadpool_postgres::Transaction<'_>, s: &Subject) -> Result<()> {
     let fields = serde_json::to_string(&s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
-    tx.execute(
-        &format!(
+    let stmt = tx
+        .prepare_cached(&format!(
             "INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
                  last_event_at = EXCLUDED.last_event_at, last_success_at = EXCLUDED.last_success_at,
                  down_since = EXCLUDED.down_since, next_deadline = EXCLUDED.next_deadline,
                  rule = EXCLUDED.rule, fields = EXCLUDED.fields"
-        ),
+        ))
+        .await?;
+    tx.execute(
+        &stmt,
         &[
             &s.key,
             &s.state.as_str(),
@@ -950,12 +1031,13 @@ impl Store for PgStore {
 
     async fn get_subject(&self, key: &str) -> Result<Option<Subject>> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = $1"),
-                &[&key],
-            )
+        // Every webhook reads its subject: prepared once per connection.
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = $1"
+            ))
             .await?;
+        let row = client.query_opt(&stmt, &[&key]).await?;
         Ok(row.as_ref().map(subject_row))
     }
 
@@ -1349,6 +1431,9 @@ impl Store for PgStore {
     }
 
     async fn paused_for(&self, destination: &str) -> Result<Duration> {
+        if let Some(left) = self.pauses.left(destination) {
+            return Ok(left);
+        }
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(
@@ -1362,15 +1447,24 @@ impl Store for PgStore {
 
     async fn pause(&self, destination: &str, duration: Duration) -> Result<()> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO destination_limits (destination, paused_until)
-                 VALUES ($1, now() + $2 * interval '1 second')
-                 ON CONFLICT (destination) DO UPDATE
-                     SET paused_until = GREATEST(destination_limits.paused_until, EXCLUDED.paused_until)",
+        // Announced to every replica (this one included) when it commits.
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH p AS (
+                         INSERT INTO destination_limits (destination, paused_until)
+                         VALUES ($1, now() + $2 * interval '1 second')
+                         ON CONFLICT (destination) DO UPDATE
+                             SET paused_until = GREATEST(destination_limits.paused_until, EXCLUDED.paused_until)
+                         RETURNING destination,
+                             (extract(epoch FROM paused_until - now()) * 1000)::int8 AS ms)
+                     SELECT ms, pg_notify('{PAUSE_CHANNEL}', ms || ' ' || destination)::text FROM p"
+                ),
                 &[&destination, &secs(duration)],
             )
             .await?;
+        // Known here at once, before the announcement comes back.
+        self.pauses.extend(destination, row.get(0));
         Ok(())
     }
 }
