@@ -440,7 +440,12 @@ async fn deliver(relay: &Relay, deliveries: &[NewDelivery], mut ctx: Value, send
             d.destination,
             d.template
         );
-        match relay.prepare(&d.destination, &d.template, d.channel.as_deref(), &ctx) {
+        match relay.prepare(
+            &d.destination,
+            &d.template,
+            d.channel.as_deref(),
+            ctx.clone(),
+        ) {
             Ok((sender, req)) => {
                 print_request(&req);
                 if send {
@@ -506,5 +511,6 @@ fn print_request(req: &Request) {
             }
         }
         Request::Console(s) => out!("{s}"),
+        Request::JsonText(t) => out!("{}", t.trim_end()),
     }
 }

@@ -310,13 +310,25 @@ impl Relay {
         dest_name: &str,
         template: &str,
         channel: Option<&str>,
-        ctx: &serde_json::Value,
+        ctx: serde_json::Value,
     ) -> Result<(Arc<dyn Destination>, Request), String> {
         let dest = self
             .destinations
             .get(dest_name)
             .ok_or_else(|| format!("destination {dest_name:?} is not configured"))?;
-        let msg = render_message(&self.templates, dest_name, dest, template, channel, ctx)?;
+        let ctx = handlebars::Context::from(ctx);
+        if dest.sender.sends_json_as_is() {
+            // The JSON template's text is the body: no tree built from it, copied
+            // and serialized again for every delivery.
+            let text = self
+                .templates
+                .render_json_text(template, dest.type_name(), &ctx)
+                .map_err(|x| x.to_string())?;
+            if let Some(text) = text {
+                return Ok((dest.sender.clone(), Request::JsonText(text)));
+            }
+        }
+        let msg = render_message(&self.templates, dest_name, dest, template, channel, &ctx)?;
         let req = dest.sender.prepare(&msg).map_err(|x| x.message)?;
         Ok((dest.sender.clone(), req))
     }
@@ -329,15 +341,15 @@ fn render_message(
     dest: &Dest,
     template: &str,
     channel: Option<&str>,
-    ctx: &serde_json::Value,
+    ctx: &handlebars::Context,
 ) -> Result<Message, String> {
     let ty = dest.type_name();
     let body = templates
-        .render_body(template, ty, ctx)
+        .render_body_in(template, ty, ctx)
         .map_err(|x| x.to_string())?;
     let html = if destinations::kind(ty).is_some_and(|k| k.html_part) {
         templates
-            .render_html(template, ty, ctx)
+            .render_html_in(template, ty, ctx)
             .map_err(|x| x.to_string())?
     } else {
         None
@@ -345,7 +357,7 @@ fn render_message(
     let subject = match dest.cfg.kind.subject() {
         Some(_) => Some(
             templates
-                .render_inline(&subject_key(dest_name), ctx)
+                .render_inline_in(&subject_key(dest_name), ctx)
                 .map_err(|x| x.to_string())?,
         ),
         None => None,
@@ -393,7 +405,8 @@ fn check_requests(
         let ty = dest.type_name();
         for template in used {
             let failed = samples.iter().find_map(|(what, ctx)| {
-                let result = render_message(templates, name, dest, template, None, ctx)
+                let ctx = handlebars::Context::from(ctx.clone());
+                let result = render_message(templates, name, dest, template, None, &ctx)
                     .and_then(|msg| dest.sender.prepare(&msg).map_err(|e| e.message));
                 result.err().map(|e| (what, e))
             });
@@ -426,7 +439,8 @@ fn check_digest_requests(
                 continue;
             };
             let failed = samples.iter().find_map(|(what, ctx)| {
-                render_message(templates, name, dest, &d.template, None, ctx)
+                let ctx = handlebars::Context::from(ctx.clone());
+                render_message(templates, name, dest, &d.template, None, &ctx)
                     .and_then(|msg| dest.sender.prepare(&msg).map_err(|e| e.message))
                     .err()
                     .map(|e| (what, e))

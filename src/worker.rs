@@ -367,7 +367,7 @@ async fn attempt(
     let prepared = ctx.map_err(SendError::transient).and_then(|mut ctx| {
         crate::relay::set_delivery_id(&mut ctx, &delivery_id);
         relay
-            .prepare(&c.destination, &c.template, c.channel.as_deref(), &ctx)
+            .prepare(&c.destination, &c.template, c.channel.as_deref(), ctx)
             .map_err(|msg| SendError::permanent(format!("cannot render the message: {msg}")))
     });
     let result = match prepared {

@@ -68,6 +68,7 @@ impl Destination for Console {
     async fn send(&self, req: &Request, _delivery_id: &str) -> Result<Sent, SendError> {
         let text = match req {
             Request::Console(t) => t.clone(),
+            Request::JsonText(t) => t.trim_end().to_string(),
             Request::Json(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
             Request::Email { subject, text, .. } => format!("{subject}\n\n{text}"),
         };

@@ -262,6 +262,9 @@ pub struct Message {
 pub enum Request {
     /// A JSON POST (Slack, Teams, webhook).
     Json(Value),
+    /// A JSON POST whose body is this text as a JSON template rendered it
+    /// (webhook; see [`Destination::sends_json_as_is`]).
+    JsonText(String),
     Email {
         from: String,
         to: Vec<String>,
@@ -321,6 +324,11 @@ pub struct Sent {
 pub trait Destination: Send + Sync {
     /// The exact request body for `msg`, shortened to the destination's limits.
     fn prepare(&self, msg: &Message) -> Result<Request, SendError>;
+    /// Whether a body from a JSON template is sent exactly as it rendered (the
+    /// request is then a [`Request::JsonText`], prepared without [`prepare`](Self::prepare)).
+    fn sends_json_as_is(&self) -> bool {
+        false
+    }
     /// Sends a prepared request once. `delivery_id` is the same on every attempt
     /// of one delivery; HTTP destinations send it as [`DELIVERY_ID_HEADER`] so a
     /// receiver can drop a repeat (delivery is at-least-once).
@@ -543,14 +551,23 @@ pub(crate) fn json_request(
 ) -> Result<reqwest::RequestBuilder, SendError> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| SendError::permanent(format!("could not serialize the body: {e}")))?;
-    Ok(http
-        .post(url)
+    Ok(json_bytes_request(http, url, headers, bytes))
+}
+
+/// A JSON POST of `bytes` (already JSON) with `headers`, not yet sent.
+pub(crate) fn json_bytes_request(
+    http: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    bytes: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    http.post(url)
         .headers(headers)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/json; charset=utf-8",
         )
-        .body(bytes))
+        .body(bytes)
 }
 
 /// Sends `req` with the timeout, `User-Agent` and delivery id every HTTP

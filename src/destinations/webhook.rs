@@ -1,5 +1,6 @@
 //! `type: webhook`: POSTs JSON to `url` with the configured `headers`.
-//! `Body::Json(v)` is sent as is; `Body::Text(t)` as `{"text": t}`.
+//! A JSON template's body is sent exactly as it rendered (checked to be JSON);
+//! `Body::Text(t)` as `{"text": t}`.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::{classify_status, json_bytes_request, send_request};
 use super::{post_and_classify, Destination, DestinationSettings, Kind, Message, Request};
 use super::{SendError, Sent, TextEscape};
 use crate::config::{ConfigError, Secret};
@@ -116,22 +118,39 @@ impl Destination for Webhook {
         }))
     }
 
+    fn sends_json_as_is(&self) -> bool {
+        true
+    }
+
     async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
-        let Request::Json(body) = req else {
-            return Err(SendError::permanent(
-                "a webhook destination sends JSON requests only",
-            ));
-        };
         let headers = self.header_map()?;
-        post_and_classify(
+        let body = match req {
+            Request::Json(body) => {
+                return post_and_classify(
+                    &self.http,
+                    self.url.expose(),
+                    headers,
+                    body,
+                    self.timeout,
+                    delivery_id,
+                )
+                .await
+            }
+            Request::JsonText(text) => text,
+            _ => {
+                return Err(SendError::permanent(
+                    "a webhook destination sends JSON requests only",
+                ))
+            }
+        };
+        let req = json_bytes_request(
             &self.http,
             self.url.expose(),
             headers,
-            body,
-            self.timeout,
-            delivery_id,
-        )
-        .await
+            body.clone().into_bytes(),
+        );
+        let (status, headers, text) = send_request(req, self.timeout, delivery_id).await?;
+        classify_status(status, &headers, &text)
     }
 }
 
@@ -202,6 +221,25 @@ mod tests {
         assert_eq!(w.send(&req, ID).await.unwrap().status, Some(204));
         let got = &server.received_requests().await.unwrap()[0];
         assert_eq!(serde_json::from_slice::<Value>(&got.body).unwrap(), v);
+    }
+
+    #[tokio::test]
+    async fn json_text_is_sent_exactly_as_rendered() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(header("content-type", "application/json; charset=utf-8"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        let w = hook(server.uri(), &[("X-Api-Key", "k3y")], TIMEOUT);
+        assert!(w.sends_json_as_is());
+        let text = "{\n  \"b\": 1,\n  \"a\": [\"x\", null]\n}\n";
+        let sent = w.send(&Request::JsonText(text.into()), ID).await.unwrap();
+        assert_eq!(sent.status, Some(200));
+        let got = &server.received_requests().await.unwrap()[0];
+        assert_eq!(got.body, text.as_bytes());
+        assert_eq!(got.headers.get("x-api-key").unwrap(), "k3y");
+        assert_eq!(got.headers.get("hookrelay-delivery-id").unwrap(), ID);
     }
 
     #[tokio::test]

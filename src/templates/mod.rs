@@ -346,7 +346,7 @@ impl Templates {
             Names::Digest => crate::digest::sample_contexts(),
         };
         for (what, ctx) in samples {
-            if let Err(e) = self.render_key(key, &ctx) {
+            if let Err(e) = self.render_key(key, &Context::from(ctx)) {
                 // Already names the file and line; say which sample broke it.
                 let (at, msg) = split_place(&e.0, place);
                 return Err(ConfigError::new(at, format!("{msg} (for {what})")));
@@ -393,16 +393,48 @@ impl Templates {
     /// The body for a destination of type `ty`: `<name>.<ty>.json.hbs`, else
     /// `<name>.<ty>.hbs`; when `name` has neither, the same from `default`.
     pub fn render_body(&self, name: &str, ty: &str, ctx: &Value) -> Result<Body, RenderError> {
-        let key = self
-            .body_key(name, ty)
+        self.render_body_in(name, ty, &Context::from(ctx.clone()))
+    }
+
+    /// [`render_body`](Self::render_body) with the context already wrapped: one
+    /// delivery renders its body, HTML part and subject from one context, and
+    /// handlebars would copy a plain `Value` for each.
+    pub fn render_body_in(&self, name: &str, ty: &str, ctx: &Context) -> Result<Body, RenderError> {
+        let key = self.resolved_body_key(name, ty)?;
+        self.render_key(&key, ctx)
+    }
+
+    /// The body for `ty` as the text its JSON template rendered, checked to be
+    /// valid JSON but not parsed into a tree; `None` when the body comes from a
+    /// text template (`<name>.<ty>.hbs`). For a destination that sends a JSON body
+    /// as it is (webhook), parsing it and serializing it again would only cost time.
+    pub fn render_json_text(
+        &self,
+        name: &str,
+        ty: &str,
+        ctx: &Context,
+    ) -> Result<Option<String>, RenderError> {
+        let key = self.resolved_body_key(name, ty)?;
+        let Some((mode, place)) = self.files.get(&key) else {
+            return Err(RenderError(format!("no template {key}.hbs")));
+        };
+        if *mode != Mode::Json {
+            return Ok(None);
+        }
+        let text = self.render_text(&key, *mode, place, ctx)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| not_json(place, &e))?;
+        Ok(Some(text))
+    }
+
+    fn resolved_body_key(&self, name: &str, ty: &str) -> Result<String, RenderError> {
+        self.body_key(name, ty)
             .or_else(|| self.body_key(DEFAULT_NAME, ty))
             .ok_or_else(|| {
                 RenderError(format!(
                     "no template for {ty}: neither {name}.{ty}.json.hbs nor {name}.{ty}.hbs \
                      (nor the default ones) exists"
                 ))
-            })?;
-        self.render_key(&key, ctx)
+            })
     }
 
     /// The file a body for `ty` under `name` comes from (`name`'s, else
@@ -433,6 +465,16 @@ impl Templates {
         ty: &str,
         ctx: &Value,
     ) -> Result<Option<String>, RenderError> {
+        self.render_html_in(name, ty, &Context::from(ctx.clone()))
+    }
+
+    /// [`render_html`](Self::render_html) with the context already wrapped.
+    pub fn render_html_in(
+        &self,
+        name: &str,
+        ty: &str,
+        ctx: &Context,
+    ) -> Result<Option<String>, RenderError> {
         let owner = if self.body_key(name, ty).is_some() {
             name
         } else {
@@ -450,38 +492,62 @@ impl Templates {
 
     /// Renders a template registered with [`Templates::add_inline`].
     pub fn render_inline(&self, key: &str, ctx: &Value) -> Result<String, RenderError> {
+        self.render_inline_in(key, &Context::from(ctx.clone()))
+    }
+
+    /// [`render_inline`](Self::render_inline) with the context already wrapped.
+    pub fn render_inline_in(&self, key: &str, ctx: &Context) -> Result<String, RenderError> {
         let Some(place) = self.inline_places.get(key) else {
             return Err(RenderError(format!("no inline template named {key}")));
         };
         self.inline
-            .render(key, ctx)
+            .render_with_context(key, ctx)
             .map(trim_newlines)
             .map_err(|e| RenderError(format!("{place}: {}", describe_render_error(&e))))
     }
 
     /// Renders one file template by registry key, leniently (missing values are
     /// empty), parsing JSON templates.
-    fn render_key(&self, key: &str, ctx: &Value) -> Result<Body, RenderError> {
+    fn render_key(&self, key: &str, ctx: &Context) -> Result<Body, RenderError> {
         let Some((mode, place)) = self.files.get(key) else {
             return Err(RenderError(format!("no template {key}.hbs")));
         };
-        let text = self.registry(*mode).render(key, ctx).map_err(|e| {
-            let at = match e.line_no {
-                Some(line) => format!("{place}:{line}"),
-                None => place.clone(),
-            };
-            RenderError(format!("{at}: {}", describe_render_error(&e)))
-        })?;
+        let text = self.render_text(key, *mode, place, ctx)?;
         match mode {
-            Mode::Json => serde_json::from_str(&text).map(Body::Json).map_err(|e| {
-                RenderError(format!(
-                    "{place}: the template did not render valid JSON ({e} in the output)"
-                ))
-            }),
+            Mode::Json => serde_json::from_str(&text)
+                .map(Body::Json)
+                .map_err(|e| not_json(place, &e)),
             Mode::Html => Ok(Body::Text(text)),
             Mode::Slack | Mode::Plain | Mode::Markdown => Ok(Body::Text(trim_newlines(text))),
         }
     }
+}
+
+impl Templates {
+    /// Renders one file template by registry key to its text.
+    fn render_text(
+        &self,
+        key: &str,
+        mode: Mode,
+        place: &str,
+        ctx: &Context,
+    ) -> Result<String, RenderError> {
+        self.registry(mode)
+            .render_with_context(key, ctx)
+            .map_err(|e| {
+                let at = match e.line_no {
+                    Some(line) => format!("{place}:{line}"),
+                    None => place.to_string(),
+                };
+                RenderError(format!("{at}: {}", describe_render_error(&e)))
+            })
+    }
+}
+
+fn not_json(place: &str, e: &serde_json::Error) -> RenderError {
+    RenderError(format!(
+        "{place}: the template did not render valid JSON ({e} in the output)"
+    ))
 }
 
 /// Text bodies lose the newline(s) the template file ends with.

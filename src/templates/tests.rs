@@ -710,3 +710,56 @@ fn show_defaults() {
         );
     }
 }
+
+#[test]
+fn a_json_body_as_text_is_what_the_parsed_body_is() {
+    let dir = dir_with(&[
+        ("plain.webhook.hbs", "{{backup}}"),
+        ("dup.webhook.json.hbs", "{\"a\": 1, \"b\": {{json backup}}}"),
+    ]);
+    let t = Templates::load(dir.path()).unwrap();
+    let mut contexts = sample_contexts();
+    contexts.push(("nasty", nasty_ctx()));
+    for (what, ctx) in &contexts {
+        for name in ["default", "dup"] {
+            let hctx = Context::from(ctx.clone());
+            let text = t
+                .render_json_text(name, "webhook", &hctx)
+                .expect("renders")
+                .expect("a JSON template");
+            let sent: Value = serde_json::from_str(&text).expect("valid JSON");
+            assert_eq!(
+                sent,
+                render_json(&t, name, "webhook", ctx),
+                "{name}: {what}"
+            );
+        }
+        // A text template has no JSON text: the destination wraps it.
+        let plain = t.render_json_text("plain", "webhook", &Context::from(ctx.clone()));
+        assert_eq!(plain.expect("renders"), None);
+    }
+}
+
+#[test]
+fn a_json_body_as_text_that_is_not_json_is_an_error_naming_the_file() {
+    let dir = dir_with(&[("odd.webhook.json.hbs", "{\"a\": {{backup}}}")]);
+    // Loading renders the samples, whose backup names are not JSON: a load error.
+    assert!(Templates::load(dir.path()).is_err());
+    let mut t = defaults();
+    t.files.insert(
+        "odd.webhook.json".into(),
+        (Mode::Json, "templates/odd.webhook.json.hbs".into()),
+    );
+    t.registries[Mode::Json.index()]
+        .register_template_string("odd.webhook.json", "{\"a\": {{backup}}}")
+        .unwrap();
+    let e = t
+        .render_json_text("odd", "webhook", &Context::from(sample("cloud66")))
+        .unwrap_err();
+    assert!(
+        e.0.starts_with("templates/odd.webhook.json.hbs: "),
+        "{}",
+        e.0
+    );
+    assert!(e.0.contains("valid JSON"), "{}", e.0);
+}
