@@ -32,7 +32,7 @@
 #   RATE=500           fixed-rate phase, requests per second
 #   RATE_DURATION=10   fixed-rate phase, seconds
 #   BACKLOG=100000     events posted while the sink is stopped
-#   WORKERS=8          delivery.workers (8 is hookrelay's default)
+#   WORKERS=32         delivery.workers (32 is hookrelay's default)
 #   PORT_BASE=28080    hookrelay on PORT_BASE, ceiling +1, sink +2 (below the
 #                      ephemeral range: a connection to a port in that range with
 #                      nothing listening can connect to itself and hold the port)
@@ -56,7 +56,7 @@ CONNS=${CONNS:-64}
 RATE=${RATE:-500}
 RATE_DURATION=${RATE_DURATION:-10}
 BACKLOG=${BACKLOG:-100000}
-WORKERS=${WORKERS:-8}
+WORKERS=${WORKERS:-32}
 ROUNDS=${ROUNDS:-3}
 ROUND_DURATION=${ROUND_DURATION:-5}
 OPEN_RATE=${OPEN_RATE:-5000}
