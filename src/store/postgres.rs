@@ -474,10 +474,14 @@ async fn batcher(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestJob
 /// Stores `events` in one transaction; one result per event, valid once it
 /// commits (an error here means nothing was stored).
 ///
-/// Events that update a subject take its lock first (every subject of the batch,
-/// in one statement), and the subjects follow the batch's events in order, each
-/// written once: a subject's state still follows its events in commit order on
-/// every replica, while a burst costs one transaction instead of one each.
+/// The rows are written first; then the batch takes the locks of its subjects
+/// (every subject of the batch, in one statement), and the subjects follow the
+/// batch's events in order, each written once: a subject's state still follows
+/// its events in commit order on every replica, while a burst costs one
+/// transaction instead of one each. A subject's lock is held from there to the
+/// commit, and batches of one subject (a busy backup job) run that part one at a
+/// time, so it is kept short: the rows are written before it, and statements that
+/// need no answer in between are sent together (pipelined).
 async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<Ingested>>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -487,13 +491,11 @@ async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<In
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    let (mut subjects, now) = if keys.is_empty() {
-        (HashMap::new(), 0)
-    } else {
-        lock_subjects(&tx, &keys).await?
-    };
-    let r = store_batch(&tx, events).await?;
+    let (r, mut joins) = store_batch(&tx, events).await?;
     if !keys.is_empty() {
+        // Only what is written under the subject locks may wait for a lock of its
+        // own (a group's), so two batches never wait for each other in a cycle.
+        let (mut subjects, now) = lock_subjects(&tx, &keys).await?;
         let mut changed: Vec<&str> = Vec::new();
         let mut recovered: Vec<&NewEvent> = Vec::new();
         for (e, stored) in events.iter().zip(&r) {
@@ -518,15 +520,30 @@ async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<In
                 changed.push(&w.key);
             }
         }
-        for key in changed {
-            write_subject(&tx, &subjects[key]).await?;
-        }
+        futures_util::future::try_join_all(
+            changed.iter().map(|k| write_subject(&tx, &subjects[*k])),
+        )
+        .await?;
         if !recovered.is_empty() {
-            store_batch(&tx, &recovered).await?;
+            let (_, more) = store_batch(&tx, &recovered).await?;
+            joins.extend(more);
         }
     }
+    join_groups(&tx, joins).await?;
     tx.commit().await?;
     Ok(r)
+}
+
+/// Group joins [`store_batch`] leaves to its caller: (event id, join).
+type Joins<'a> = Vec<(String, &'a GroupJoin)>;
+
+/// Adds the events to their groups (locks taken in key order: see `group`).
+async fn join_groups(tx: &deadpool_postgres::Transaction<'_>, joins: Joins<'_>) -> Result<()> {
+    if joins.is_empty() {
+        return Ok(());
+    }
+    let mut j: Vec<(&str, &GroupJoin)> = joins.iter().map(|(id, g)| (id.as_str(), *g)).collect();
+    group::join_all(tx, &mut j).await
 }
 
 /// [`lock_subject`] for several: the locks are taken in the order of their
@@ -545,15 +562,18 @@ async fn lock_subjects(
                      ORDER BY h) o) l"
         ))
         .await?;
-    let now: i64 = tx.query_one(&stmt, &[&keys]).await?.get(0);
-    let stmt = tx
+    let read = tx
         .prepare_cached(&format!(
             "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = ANY($1::text[])"
         ))
         .await?;
-    let subjects = tx
-        .query(&stmt, &[&keys])
-        .await?
+    // Sent together, run in order: the read is a statement of its own, so its
+    // snapshot is taken once the locks are held.
+    let (now, rows) =
+        futures_util::future::try_join(tx.query_one(&stmt, &[&keys]), tx.query(&read, &[&keys]))
+            .await?;
+    let now: i64 = now.get(0);
+    let subjects = rows
         .iter()
         .map(|r| {
             let s = subject_row(r);
@@ -564,11 +584,12 @@ async fn lock_subjects(
 }
 
 /// Writes `events` (dedup, rows, deliveries, the NOTIFY) in the caller's
-/// transaction; the results hold once it commits.
-async fn store_batch(
+/// transaction; the results hold once it commits. The group joins are the
+/// caller's to make ([`join_groups`]).
+async fn store_batch<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
-    events: &[&NewEvent],
-) -> Result<Vec<Result<Ingested>>> {
+    events: &[&'a NewEvent],
+) -> Result<(Vec<Result<Ingested>>, Joins<'a>)> {
     let ids: Vec<String> = events
         .iter()
         .map(|_| uuid::Uuid::now_v7().to_string())
@@ -609,21 +630,24 @@ async fn store_batch(
                  RETURNING source, dedup_key, event_id",
             )
             .await?;
-        let won = tx.query(&stmt, &[&d_src, &d_key, &d_id, &d_win]).await?;
-        let won: HashSet<(String, String)> = won
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get(1)))
-            .collect();
-        let stmt = tx
+        let read = tx
             .prepare_cached(
                 "SELECT d.source, d.dedup_key, d.event_id
                  FROM dedup d JOIN unnest($1::text[], $2::text[]) AS t (s, k)
                    ON d.source = t.s AND d.dedup_key = t.k",
             )
             .await?;
-        let holders: HashMap<(String, String), String> = tx
-            .query(&stmt, &[&d_src, &d_key])
-            .await?
+        // Sent together, run in order (the read sees the insert).
+        let (won, holders) = futures_util::future::try_join(
+            tx.query(&stmt, &[&d_src, &d_key, &d_id, &d_win]),
+            tx.query(&read, &[&d_src, &d_key]),
+        )
+        .await?;
+        let won: HashSet<(String, String)> = won
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get(1)))
+            .collect();
+        let holders: HashMap<(String, String), String> = holders
             .iter()
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))
             .collect();
@@ -663,29 +687,47 @@ async fn store_batch(
             l_chan.push(d.channel.as_deref());
         }
     }
-    if !e_id.is_empty() {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO events (id, source, dedup_key, status, routed, event)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])",
-            )
-            .await?;
-        tx.execute(
-            &stmt,
-            &[&e_id, &e_src, &e_key, &e_status, &e_routed, &e_json],
+    // The events, their deliveries and the NOTIFY (delivered to listeners on
+    // commit, once however many rows) sent together; they run in order.
+    let ev_stmt = tx
+        .prepare_cached(
+            "INSERT INTO events (id, source, dedup_key, status, routed, event)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])",
         )
         .await?;
-    }
-    if !l_event.is_empty() {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO deliveries (event_id, destination, template, channel)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+    let dl_stmt = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (event_id, destination, template, channel)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+        )
+        .await?;
+    let notify = format!("NOTIFY {CHANNEL}");
+    futures_util::future::try_join3(
+        async {
+            if e_id.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(
+                &ev_stmt,
+                &[&e_id, &e_src, &e_key, &e_status, &e_routed, &e_json],
             )
-            .await?;
-        tx.execute(&stmt, &[&l_event, &l_dest, &l_tpl, &l_chan])
-            .await?;
-    }
+            .await
+        },
+        async {
+            if l_event.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&dl_stmt, &[&l_event, &l_dest, &l_tpl, &l_chan])
+                .await
+        },
+        async {
+            if l_event.is_empty() {
+                return Ok(());
+            }
+            tx.batch_execute(&notify).await
+        },
+    )
+    .await?;
     // Repeats counted on the event they repeat.
     let mut repeats: HashMap<&str, i32> = HashMap::new();
     for (i, o) in owner.iter().enumerate() {
@@ -703,20 +745,13 @@ async fn store_batch(
             .await?;
         tx.execute(&stmt, &[&r_id, &r_n]).await?;
     }
-    let mut joins: Vec<(&str, &GroupJoin)> = Vec::new();
+    let mut joins: Joins<'a> = Vec::new();
     for (i, e) in events.iter().enumerate() {
         if !duplicate[i] {
-            joins.extend(e.groups.iter().map(|g| (ids[i].as_str(), g)));
+            joins.extend(e.groups.iter().map(|g| (ids[i].clone(), g)));
         }
     }
-    if !joins.is_empty() {
-        group::join_all(tx, &mut joins).await?;
-    }
-    if !l_event.is_empty() {
-        // Delivered to listeners on commit, once however many rows.
-        tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
-    }
-    Ok(events
+    let results = events
         .iter()
         .enumerate()
         .map(|(i, e)| match (&owner[i], duplicate[i]) {
@@ -729,7 +764,8 @@ async fn store_batch(
             }),
             (None, _) => Err(StoreError::Commit),
         })
-        .collect())
+        .collect();
+    Ok((results, joins))
 }
 
 /// The database's clock, unix ms.
@@ -813,10 +849,8 @@ async fn ingest_watched(pool: &Pool, e: &NewEvent, w: &WatchUpdate) -> Result<In
     if w.claim.is_some() && prev.as_ref().and_then(|s| s.next_deadline) != w.claim {
         return Ok(Ingested::Skipped);
     }
-    let stored = store_batch(&tx, &[e])
-        .await?
-        .pop()
-        .unwrap_or(Err(StoreError::Commit))?;
+    let (mut r, mut joins) = store_batch(&tx, &[e]).await?;
+    let stored = r.pop().unwrap_or(Err(StoreError::Commit))?;
     if let Ingested::Stored { .. } = &stored {
         // Reckoned by the database's clock: replicas' clocks may differ.
         let applied = crate::watch::apply(
@@ -830,9 +864,10 @@ async fn ingest_watched(pool: &Pool, e: &NewEvent, w: &WatchUpdate) -> Result<In
         );
         write_subject(&tx, &applied.subject).await?;
         if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
-            store_batch(&tx, &[r.as_ref()]).await?;
+            joins.extend(store_batch(&tx, &[r.as_ref()]).await?.1);
         }
     }
+    join_groups(&tx, joins).await?;
     tx.commit().await?;
     Ok(stored)
 }
