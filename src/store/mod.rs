@@ -344,7 +344,7 @@ pub struct EventRecord {
 }
 
 /// How busy a backend's ingest is, for backends that gather many webhooks into one
-/// commit (SQLite): while [`BURST`] or more wait for their commit, each destination
+/// commit (both): while [`BURST`] or more wait for their commit, each destination
 /// sends one alert at a time so accepting goes first (see `worker`).
 #[derive(Debug, Default)]
 pub struct IngestGauge(AtomicUsize);

@@ -228,6 +228,9 @@ pub struct PgStore {
     /// Destinations whose `destination_limits` row exists.
     limit_rows: Mutex<HashSet<String>>,
     pauses: Arc<Pauses>,
+    /// Webhooks waiting for their batch's commit on this replica: in a burst its
+    /// delivery loops send one alert at a time (see `worker`), as on SQLite.
+    gauge: IngestGauge,
 }
 
 /// The pauses this replica heard of (see the module's notes).
@@ -316,6 +319,7 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
         ingest: tx,
         limit_rows: Mutex::default(),
         pauses,
+        gauge: IngestGauge::default(),
     }))
 }
 
@@ -979,6 +983,7 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn ingest(&self, e: NewEvent) -> Result<Ingested> {
+        let _storing = self.gauge.storing();
         // A claimed deadline is not batched: whether it is still due decides
         // whether anything is stored, in its own transaction.
         if let Some(w) = e.watch.as_ref().filter(|w| w.claim.is_some()) {
@@ -1382,6 +1387,10 @@ impl Store for PgStore {
 
     async fn clock_ms(&self) -> Result<i64> {
         self.pg_clock_ms().await
+    }
+
+    fn ingest_gauge(&self) -> Option<&IngestGauge> {
+        Some(&self.gauge)
     }
 
     async fn ready(&self) -> Result<()> {
