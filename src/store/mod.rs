@@ -21,9 +21,9 @@ pub mod limits;
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -344,34 +344,75 @@ pub struct EventRecord {
 }
 
 /// How busy a backend's ingest is, for backends that gather many webhooks into one
-/// commit (both): while [`BURST`] or more wait for their commit, each destination
-/// sends one alert at a time so accepting goes first (see `worker`).
-#[derive(Debug, Default)]
-pub struct IngestGauge(AtomicUsize);
+/// commit (both; on PostgreSQL each replica counts its own): see
+/// [`IngestGauge::in_burst`].
+#[derive(Debug)]
+pub struct IngestGauge {
+    /// Webhooks waiting for their commit.
+    waiting: AtomicUsize,
+    /// When fewer than [`BURST`] last waited (µs since `epoch`).
+    calm_at: AtomicU64,
+    epoch: Instant,
+}
 
-/// See [`IngestGauge`].
+/// See [`IngestGauge::in_burst`].
 pub const BURST: usize = 8;
+/// See [`IngestGauge::in_burst`].
+pub const BURST_SUSTAINED: Duration = Duration::from_millis(20);
+
+impl Default for IngestGauge {
+    fn default() -> Self {
+        IngestGauge {
+            waiting: AtomicUsize::new(0),
+            calm_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
 
 impl IngestGauge {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn counted(&self, waiting: usize) {
+        if waiting < BURST {
+            self.calm_at.store(self.now_us(), Ordering::Relaxed);
+        }
+    }
+
     /// Counts one webhook as being stored until the guard is dropped (also when the
     /// request is dropped mid-way).
     pub fn storing(&self) -> StoringGuard<'_> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        StoringGuard(&self.0)
+        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        self.counted(waiting);
+        StoringGuard(self)
     }
 
-    /// Whether webhooks are arriving faster than they are committed one by one.
+    /// Whether ingest is saturated: [`BURST`] or more webhooks have been waiting
+    /// for their commit at every moment of the last [`BURST_SUSTAINED`]. Webhooks
+    /// arriving steadily below what the writer can take (an open loop of
+    /// thousands a second) leave the count below `BURST` after each commit, many
+    /// times in 20 ms; a closed loop of many clients (`wrk -c32`), or a writer
+    /// stalled on a slow disk, keeps it up. Only then is delivery held back (see
+    /// `worker`): it would take CPU that accepting needs, while below saturation
+    /// it takes only what is spare.
     pub fn in_burst(&self) -> bool {
-        self.0.load(Ordering::Relaxed) >= BURST
+        self.waiting.load(Ordering::Relaxed) >= BURST
+            && self
+                .now_us()
+                .saturating_sub(self.calm_at.load(Ordering::Relaxed))
+                >= BURST_SUSTAINED.as_micros() as u64
     }
 }
 
 /// See [`IngestGauge::storing`].
-pub struct StoringGuard<'a>(&'a AtomicUsize);
+pub struct StoringGuard<'a>(&'a IngestGauge);
 
 impl Drop for StoringGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let waiting = self.0.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.0.counted(waiting);
     }
 }
 
