@@ -1,5 +1,25 @@
 //! The writer thread: one connection, kept to the file at the configured path, that
-//! drains its queue of jobs into one transaction per batch.
+//! drains its queue of jobs into one transaction per batch; and the sync thread,
+//! which makes each committed batch durable before its jobs learn their result.
+//!
+//! The writer's connection commits with `synchronous = NORMAL`: SQLite writes the
+//! batch's frames to the WAL file and returns without an `fsync`. The batch then
+//! goes to the sync thread, which `fdatasync`s the WAL file and only then answers
+//! the batch's jobs (a webhook's 202 waits for that). Meanwhile the writer already
+//! runs the next batch: the disk flush of one batch overlaps the statements of the
+//! next, where with `synchronous = FULL` the writer sat idle in every commit's
+//! `fsync`. One flush covers every batch committed before it, so batches that
+//! committed while a flush ran share the next one.
+//!
+//! What a job is told is unchanged: `Ok` means its rows are on disk. The database
+//! stays whole across a power cut as well: in WAL mode, `NORMAL` still flushes the
+//! WAL before each checkpoint copies it into the database file, and the database
+//! file after it. What other connections see may run ahead of the disk by the
+//! batches waiting for their flush (a delivery may be claimed a moment before its
+//! webhook is answered); a power cut in that moment loses those batches, whose
+//! senders were never answered 202.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 
@@ -89,6 +109,8 @@ pub(super) fn io_reason(e: &std::io::Error) -> String {
 pub(super) fn connect(path: &str) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // FULL for every connection but the writer's (see `Writer::open`); only the
+    // writer writes.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
     )?;
@@ -109,6 +131,9 @@ pub(super) struct Writer {
     pub(super) readers: Vec<Arc<Mutex<Connection>>>,
     /// Told of every subject committed (see `subjects`).
     pub(super) subjects: Arc<super::subjects::SubjectCache>,
+    /// Set by the sync thread when a flush failed: the connections are opened
+    /// again before the next batch.
+    pub(super) reopen: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -116,6 +141,8 @@ impl Writer {
     pub(super) fn open(path: &str) -> std::result::Result<(Connection, FileId), StoreError> {
         let id = file_id(path).ok_or_else(|| gone(path))?;
         let conn = connect(path)?;
+        // The sync thread flushes the WAL after each commit (see the module's doc).
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
         // SQLite opens a file it may not write read-only, without an error.
         if conn.is_readonly(rusqlite::MAIN_DB)? {
             return Err(StoreError::Unavailable(format!(
@@ -129,6 +156,12 @@ impl Writer {
     /// The connection to write with, if the file at the path is the one it has
     /// open; else the file is opened again (a new reader too), or the reason not.
     fn usable(&mut self) -> std::result::Result<&Connection, StoreError> {
+        if self.reopen.swap(false, Ordering::AcqRel) && self.conn.take().is_some() {
+            log::error!(
+                "storage: the WAL of {} could not be flushed; opening the database again",
+                self.path
+            );
+        }
         let now = file_id(&self.path);
         let current = matches!((&self.conn, now), (Some((_, id)), Some(now)) if *id == now);
         if !current {
@@ -245,7 +278,14 @@ pub(super) fn gather(
     batch
 }
 
-pub(super) fn writer_loop(writer: &mut Writer, rx: mpsc::Receiver<Box<dyn Job>>) {
+/// A committed (or failed) batch on its way to the sync thread.
+pub(super) type Committed = (Vec<Box<dyn Job>>, std::result::Result<(), StoreError>);
+
+pub(super) fn writer_loop(
+    writer: &mut Writer,
+    rx: mpsc::Receiver<Box<dyn Job>>,
+    synced: mpsc::Sender<Committed>,
+) {
     let mut last_urgent = None;
     while let Ok(first) = rx.recv() {
         let mut batch = gather(&rx, first, last_urgent, LAZY_FOR);
@@ -281,13 +321,88 @@ pub(super) fn writer_loop(writer: &mut Writer, rx: mpsc::Receiver<Box<dyn Job>>)
             // think the webhooks have stopped.
             last_urgent = Some(std::time::Instant::now());
         }
-        for job in batch {
-            let committed = match &committed {
-                Ok(()) => Ok(()),
-                Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
-                Err(_) => Err(StoreError::Commit),
+        if let Err(mpsc::SendError((batch, _))) = synced.send((batch, committed)) {
+            // The sync thread is gone (it never ends first): nobody is told Ok.
+            finish(batch, &Err(StoreError::Closed));
+        }
+    }
+}
+
+/// The sync thread: flushes the WAL once for every batch committed since the last
+/// flush, then answers those batches' jobs.
+pub(super) fn sync_loop(path: &str, rx: mpsc::Receiver<Committed>, reopen: &AtomicBool) {
+    let mut wal = WalFile::new(path);
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        batches.extend(rx.try_iter());
+        let flushed = if batches.iter().any(|(_, c)| c.is_ok()) {
+            wal.flush().inspect_err(|e| {
+                log::error!("storage: {e}");
+                reopen.store(true, Ordering::Release);
+            })
+        } else {
+            Ok(())
+        };
+        for (batch, committed) in batches {
+            let result = match (committed, &flushed) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Err(e)) => Err(reason(e)),
+                (Ok(()), Ok(())) => Ok(()),
             };
-            job.finish(committed);
+            finish(batch, &result);
+        }
+    }
+}
+
+fn finish(batch: Vec<Box<dyn Job>>, committed: &std::result::Result<(), StoreError>) {
+    for job in batch {
+        job.finish(committed.as_ref().map_err(reason).copied());
+    }
+}
+
+/// What each job of a failed batch is told: a storage outage keeps its words.
+fn reason(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        _ => StoreError::Commit,
+    }
+}
+
+/// The WAL file of the database at a path, opened for `fdatasync`.
+struct WalFile {
+    path: String,
+    file: Option<(std::fs::File, FileId)>,
+}
+
+impl WalFile {
+    fn new(db: &str) -> WalFile {
+        WalFile {
+            path: format!("{db}-wal"),
+            file: None,
+        }
+    }
+
+    /// Flushes the WAL file now at the path (opened again if it was replaced:
+    /// the writer's connection follows the file at the path too).
+    fn flush(&mut self) -> std::result::Result<(), StoreError> {
+        let failed = |e: std::io::Error| {
+            StoreError::Unavailable(format!(
+                "cannot flush {} to disk: {}",
+                self.path,
+                io_reason(&e)
+            ))
+        };
+        let now = std::fs::metadata(&self.path).map_err(failed)?;
+        let id = (now.dev(), now.ino());
+        if !matches!(&self.file, Some((_, open)) if *open == id) {
+            self.file = Some((std::fs::File::open(&self.path).map_err(failed)?, id));
+        }
+        match &self.file {
+            Some((f, _)) => f.sync_data().map_err(|e| {
+                self.file = None;
+                failed(e)
+            }),
+            None => Ok(()),
         }
     }
 }
