@@ -157,7 +157,7 @@ impl SqliteStore {
         let (synced_tx, synced_rx) = mpsc::channel::<Committed>();
         let wal_of = path.to_string();
         std::thread::Builder::new()
-            .name("hookrelay-sqlite-sync".into())
+            .name("hookrelay-fsync".into())
             .spawn(move || sync_loop(&wal_of, synced_rx, &reopen))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         std::thread::Builder::new()
@@ -253,7 +253,7 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
     let now = now_ms();
     let subject = match &e.watch {
         Some(w) => {
-            let prev = read_subject(conn, &w.key)?;
+            let prev = read_subject_tx(conn, &w.key)?;
             // One writer: what is read here is still so at the write below.
             if w.claim.is_some() && prev.as_ref().and_then(|s| s.next_deadline) != w.claim {
                 return Ok(Ingested::Skipped);
@@ -354,6 +354,15 @@ fn subject_row(r: &rusqlite::Row) -> rusqlite::Result<Subject> {
         rule: r.get(7)?,
         fields: serde_json::from_str(&fields).unwrap_or_default(),
     })
+}
+
+/// A subject read inside a write: every webhook's transaction reads its subject,
+/// and the writer mostly knows it already (see `subjects::seen`).
+fn read_subject_tx(conn: &Connection, key: &str) -> Result<Option<Subject>> {
+    match subjects::seen(key) {
+        Some(s) => Ok(Some(s)),
+        None => read_subject(conn, key),
+    }
 }
 
 fn read_subject(conn: &Connection, key: &str) -> Result<Option<Subject>> {
@@ -737,7 +746,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let (key, fields) = (key.to_string(), fields.clone());
         self.write(move |c| {
-            if read_subject(c, &key)?.is_some() {
+            if read_subject_tx(c, &key)?.is_some() {
                 return Ok(());
             }
             let now = now_ms();
@@ -760,7 +769,7 @@ impl Store for SqliteStore {
     async fn set_rule(&self, key: &str, rule: Option<Arc<Rule>>) -> Result<()> {
         let key = key.to_string();
         self.write(move |c| {
-            let Some(mut s) = read_subject(c, &key)? else {
+            let Some(mut s) = read_subject_tx(c, &key)? else {
                 return Ok(());
             };
             if s.rule == rule.as_ref().map(|r| r.fingerprint.clone()) {

@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::watch::Subject;
 
@@ -28,6 +28,22 @@ thread_local! {
     /// Subjects written by the transaction running on this thread (the writer's):
     /// published when it commits.
     static STAGED: RefCell<Vec<Subject>> = const { RefCell::new(Vec::new()) };
+    /// On the writer's thread: the cache it publishes to (see [`seen`]).
+    static COMMITTED: RefCell<Option<Arc<SubjectCache>>> = const { RefCell::new(None) };
+}
+
+/// Called once by the writer's thread: [`seen`] answers from this cache there.
+pub(super) fn serve_writes_from(cache: Arc<SubjectCache>) {
+    COMMITTED.with(|c| *c.borrow_mut() = Some(cache));
+}
+
+/// The subject as the writer's transaction would read it, without reading it:
+/// as staged by an earlier job of the transaction, else as last committed if
+/// cached. The writer is the only one that writes subjects, so what it committed
+/// is still so; `None` means read the row.
+pub(super) fn seen(key: &str) -> Option<Subject> {
+    let staged = STAGED.with(|st| st.borrow().iter().rev().find(|s| s.key == key).cloned());
+    staged.or_else(|| COMMITTED.with(|c| c.borrow().as_ref().and_then(|c| c.get(key))))
 }
 
 #[derive(Default)]

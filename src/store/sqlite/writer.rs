@@ -286,6 +286,7 @@ pub(super) fn writer_loop(
     rx: mpsc::Receiver<Box<dyn Job>>,
     synced: mpsc::Sender<Committed>,
 ) {
+    subjects::serve_writes_from(writer.subjects.clone());
     let mut last_urgent = None;
     while let Ok(first) = rx.recv() {
         let mut batch = gather(&rx, first, last_urgent, LAZY_FOR);
