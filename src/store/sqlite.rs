@@ -88,6 +88,15 @@ pub struct SqliteStore {
     wake: Arc<Notify>,
 }
 
+/// The sync thread holds a sender of the writer's queue (to say what it
+/// flushed), so the queue never closes by itself: the store tells the writer to
+/// stop, and the sync thread ends after it.
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        let _ = self.writer.send(Box::new(ControlJob(Control::Stop)));
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating the folder and file if needed) and migrates the database.
     /// A file that exists but cannot be written now (read-only) still opens:
@@ -156,9 +165,10 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let (synced_tx, synced_rx) = mpsc::channel::<Committed>();
         let wal_of = path.to_string();
+        let flushed = tx.clone();
         std::thread::Builder::new()
             .name("hookrelay-fsync".into())
-            .spawn(move || sync_loop(&wal_of, synced_rx, &reopen))
+            .spawn(move || sync_loop(&wal_of, synced_rx, flushed, &reopen))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         std::thread::Builder::new()
             .name("hookrelay-sqlite-writer".into())

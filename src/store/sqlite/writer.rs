@@ -5,11 +5,11 @@
 //! The writer's connection commits with `synchronous = NORMAL`: SQLite writes the
 //! batch's frames to the WAL file and returns without an `fsync`. The batch then
 //! goes to the sync thread, which `fdatasync`s the WAL file and only then answers
-//! the batch's jobs (a webhook's 202 waits for that). Meanwhile the writer already
-//! runs the next batch: the disk flush of one batch overlaps the statements of the
-//! next, where with `synchronous = FULL` the writer sat idle in every commit's
-//! `fsync`. One flush covers every batch committed before it, so batches that
-//! committed while a flush ran share the next one.
+//! the batch's jobs (a webhook's 202 waits for that). Meanwhile the writer runs the
+//! jobs that arrive in its next transaction, and commits it when the flush is
+//! done: the statements of one batch run while the disk flushes the one before,
+//! where with `synchronous = FULL` the writer sat idle in every commit's `fsync`,
+//! and batches stay as large (pages written and flushes per webhook as before).
 //!
 //! What a job is told is unchanged: `Ok` means its rows are on disk. The database
 //! stays whole across a power cut as well: in WAL mode, `NORMAL` still flushes the
@@ -45,6 +45,34 @@ pub(super) trait Job: Send {
     fn finish(self: Box<Self>, committed: std::result::Result<(), StoreError>);
     /// Nobody is held up until it commits: it may wait for other writes.
     fn lazy(&self) -> bool;
+    /// A message to the writer itself rather than a write (see [`Control`]).
+    fn control(&self) -> Option<Control> {
+        None
+    }
+}
+
+/// What the sync thread and the store tell the writer through its queue.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Control {
+    /// The sync thread flushed this many committed batches.
+    Flushed(usize),
+    /// The store is gone: commit what is open, then stop.
+    Stop,
+}
+
+pub(super) struct ControlJob(pub(super) Control);
+
+impl Job for ControlJob {
+    fn run(&mut self, _: &Connection) -> Ran {
+        Ran::Ok
+    }
+    fn finish(self: Box<Self>, _: std::result::Result<(), StoreError>) {}
+    fn lazy(&self) -> bool {
+        true
+    }
+    fn control(&self) -> Option<Control> {
+        Some(self.0)
+    }
 }
 
 pub(super) struct WriteJob<T, F> {
@@ -209,17 +237,28 @@ pub(super) fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
 /// Jobs almost never fail, so the first pass runs them back to back. If one does
 /// fail, its partial rows must not be committed with the others: the transaction
 /// is rolled back and the batch runs again with each job in its own savepoint,
-/// where a failing job is undone alone. (A savepoint per job on the first pass
-/// would cost SQLite a copy of every page the job touches.)
+/// where a failing job is undone alone (see [`redo`]). (A savepoint per job on the
+/// first pass would cost SQLite a copy of every page the job touches.)
 ///
 /// Subjects the jobs write are staged (see `subjects`) and unstaged with what is
-/// rolled back; the caller publishes them once this returns `Ok`.
+/// rolled back; the caller publishes them once this returns `Ok`. (The writer
+/// runs the same steps as jobs arrive: see [`writer_loop`].)
+#[cfg(test)]
 pub(super) fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<bool> {
     subjects::unstage(0);
     exec(conn, "BEGIN IMMEDIATE")?;
-    if batch.iter_mut().all(|job| matches!(job.run(conn), Ran::Ok)) {
-        return exec(conn, "COMMIT").map(|_| false);
-    }
+    let transient = if batch.iter_mut().all(|job| matches!(job.run(conn), Ran::Ok)) {
+        false
+    } else {
+        redo(conn, batch)?
+    };
+    exec(conn, "COMMIT").map(|_| transient)
+}
+
+/// After a job of the open transaction failed: rolls it back and runs every job
+/// again, each in a savepoint, so the one that fails leaves nothing. The
+/// transaction stays open; true if a job failed because of the database's state.
+fn redo(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<bool> {
     subjects::unstage(0);
     if !conn.is_autocommit() {
         exec(conn, "ROLLBACK")?;
@@ -243,7 +282,7 @@ pub(super) fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqli
         }
         exec(conn, "RELEASE job")?;
     }
-    exec(conn, "COMMIT").map(|_| transient)
+    Ok(transient)
 }
 
 /// Takes what is queued, up to [`MAX_BATCH`].
@@ -281,6 +320,25 @@ pub(super) fn gather(
 /// A committed (or failed) batch on its way to the sync thread.
 pub(super) type Committed = (Vec<Box<dyn Job>>, std::result::Result<(), StoreError>);
 
+/// The transaction the writer has open: the jobs run in it so far.
+#[derive(Default)]
+struct Open {
+    jobs: Vec<Box<dyn Job>>,
+    /// It cannot commit: its jobs are told this. The flag: the connection is
+    /// opened again afterwards (the error came from the database, not from
+    /// `Writer::usable`).
+    failed: Option<(StoreError, bool)>,
+    /// A job failed because of the database's state.
+    transient: bool,
+    /// Commit as soon as possible (after a job failed and the rest were redone).
+    now: bool,
+}
+
+/// The writer keeps one transaction open while the sync thread flushes the
+/// batch before it, running jobs into it as they arrive, and commits it once the
+/// flush is done: as many webhooks share a commit (and its pages and flush) as
+/// when the writer waited for each flush itself, but the statements of the next
+/// batch run while the disk works.
 pub(super) fn writer_loop(
     writer: &mut Writer,
     rx: mpsc::Receiver<Box<dyn Job>>,
@@ -288,54 +346,154 @@ pub(super) fn writer_loop(
 ) {
     subjects::serve_writes_from(writer.subjects.clone());
     let mut last_urgent = None;
-    while let Ok(first) = rx.recv() {
-        let mut batch = gather(&rx, first, last_urgent, LAZY_FOR);
-        let urgent = batch.iter().any(|j| !j.lazy());
-        let committed = match writer.usable() {
-            Ok(conn) => match run_batch(conn, &mut batch) {
-                Ok(transient) => {
-                    writer.subjects.publish();
-                    if transient {
-                        // Read-only or full: a new connection sees the file as it
-                        // is by the next batch (SQLite keeps a read-only open so).
-                        writer.conn = None;
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    subjects::unstage(0);
-                    log::error!("storage: cannot commit {} writes: {e}", batch.len());
-                    if !conn.is_autocommit() {
-                        let _ = conn.execute_batch("ROLLBACK");
-                    }
-                    writer.conn = None;
-                    Err(StoreError::from(e))
-                }
-            },
-            Err(e) => {
-                log::error!("storage: {} writes refused: {e}", batch.len());
-                Err(e)
+    let mut open = Open::default();
+    // Batches committed and not yet flushed.
+    let mut flushing = 0usize;
+    let mut stop = false;
+    loop {
+        let full = open.jobs.len() >= MAX_BATCH;
+        if !open.jobs.is_empty() && (flushing == 0 || full || open.now || stop) {
+            let urgent = open.jobs.iter().any(|j| !j.lazy());
+            let batch = commit(writer, &mut open);
+            if urgent {
+                // After the commit: a slow flush must not make the next records
+                // think the webhooks have stopped.
+                last_urgent = Some(std::time::Instant::now());
             }
-        };
-        if urgent {
-            // After the commit: a slow fsync must not make the next records
-            // think the webhooks have stopped.
-            last_urgent = Some(std::time::Instant::now());
+            if let Err(mpsc::SendError((jobs, _))) = synced.send(batch) {
+                // The sync thread is gone (it never ends first): nobody is told Ok.
+                finish(jobs, &Err(StoreError::Closed));
+            } else {
+                flushing += 1;
+            }
+            continue;
         }
-        if let Err(mpsc::SendError((batch, _))) = synced.send((batch, committed)) {
-            // The sync thread is gone (it never ends first): nobody is told Ok.
-            finish(batch, &Err(StoreError::Closed));
+        if stop {
+            break;
+        }
+        let Ok(first) = rx.recv() else { break };
+        let mut incoming = if first.control().is_none() && open.jobs.is_empty() && flushing == 0 {
+            gather(&rx, first, last_urgent, LAZY_FOR)
+        } else {
+            let mut jobs = vec![first];
+            jobs.extend(rx.try_iter().take(MAX_BATCH));
+            jobs
+        };
+        incoming.retain(|job| match job.control() {
+            Some(Control::Flushed(n)) => {
+                flushing = flushing.saturating_sub(n);
+                false
+            }
+            Some(Control::Stop) => {
+                stop = true;
+                false
+            }
+            None => true,
+        });
+        if !incoming.is_empty() {
+            run_into(writer, &mut open, incoming);
         }
     }
 }
 
+/// Runs jobs in the open transaction (begun if none is).
+fn run_into(writer: &mut Writer, open: &mut Open, incoming: Vec<Box<dyn Job>>) {
+    let start = open.jobs.len();
+    open.jobs.extend(incoming);
+    if open.failed.is_some() {
+        return;
+    }
+    // The file is checked (and opened again if it changed) before a transaction
+    // begins, never under an open one.
+    let conn = if start == 0 {
+        writer.usable().map_err(|e| (e, false))
+    } else {
+        match &writer.conn {
+            Some((conn, _)) => Ok(conn),
+            None => Err((StoreError::Closed, true)),
+        }
+    };
+    let conn = match conn {
+        Ok(conn) => conn,
+        Err(f) => {
+            open.failed = Some(f);
+            open.now = true;
+            return;
+        }
+    };
+    if start == 0 {
+        subjects::unstage(0);
+        if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+            open.failed = Some((e.into(), true));
+            open.now = true;
+            return;
+        }
+    }
+    if !open.jobs[start..]
+        .iter_mut()
+        .all(|job| matches!(job.run(conn), Ran::Ok))
+    {
+        match redo(conn, &mut open.jobs) {
+            Ok(transient) => open.transient |= transient,
+            Err(e) => open.failed = Some((e.into(), true)),
+        }
+        open.now = true;
+    }
+}
+
+/// Commits the open transaction (or rolls back one that failed).
+fn commit(writer: &mut Writer, open: &mut Open) -> Committed {
+    let jobs = std::mem::take(&mut open.jobs);
+    let transient = std::mem::take(&mut open.transient);
+    open.now = false;
+    let failed = open.failed.take();
+    let committed = match (failed, writer.conn.as_ref()) {
+        (None, Some((conn, _))) => exec(conn, "COMMIT").map_err(|e| (StoreError::from(e), true)),
+        (None, None) => Err((StoreError::Closed, true)),
+        (Some(f), _) => Err(f),
+    };
+    let result = match committed {
+        Ok(_) => {
+            writer.subjects.publish();
+            if transient {
+                // Read-only or full: a new connection sees the file as it
+                // is by the next batch (SQLite keeps a read-only open so).
+                writer.conn = None;
+            }
+            Ok(())
+        }
+        Err((e, from_db)) => {
+            subjects::unstage(0);
+            if from_db {
+                log::error!("storage: cannot commit {} writes: {e}", jobs.len());
+                if let Some((conn, _)) = &writer.conn {
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                }
+                writer.conn = None;
+            } else {
+                log::error!("storage: {} writes refused: {e}", jobs.len());
+            }
+            Err(e)
+        }
+    };
+    (jobs, result)
+}
+
 /// The sync thread: flushes the WAL once for every batch committed since the last
 /// flush, then answers those batches' jobs.
-pub(super) fn sync_loop(path: &str, rx: mpsc::Receiver<Committed>, reopen: &AtomicBool) {
+pub(super) fn sync_loop(
+    path: &str,
+    rx: mpsc::Receiver<Committed>,
+    writer: mpsc::Sender<Box<dyn Job>>,
+    reopen: &AtomicBool,
+) {
     let mut wal = WalFile::new(path);
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
+        let n = batches.len();
         let flushed = if batches.iter().any(|(_, c)| c.is_ok()) {
             wal.flush().inspect_err(|e| {
                 log::error!("storage: {e}");
@@ -352,6 +510,8 @@ pub(super) fn sync_loop(path: &str, rx: mpsc::Receiver<Committed>, reopen: &Atom
             };
             finish(batch, &result);
         }
+        // Gone only once the writer has stopped.
+        let _ = writer.send(Box::new(ControlJob(Control::Flushed(n))));
     }
 }
 
