@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,8 @@ const CHANNEL: &str = "hookrelay_due";
 const PAUSE_CHANNEL: &str = "hookrelay_pause";
 /// Webhooks in one ingest transaction at most.
 const MAX_BATCH: usize = 256;
-/// Ingest transactions in flight at once per replica.
+/// Ingest transactions in flight at once per replica. Each takes its own share of
+/// the webhooks: all of one subject go to the same one (see [`PgStore::ingest`]).
 const BATCHERS: usize = 4;
 /// Connections per replica.
 const POOL_SIZE: usize = 16;
@@ -224,7 +225,10 @@ struct IngestJob {
 
 pub struct PgStore {
     pool: Pool,
-    ingest: mpsc::Sender<IngestJob>,
+    /// One queue per batcher.
+    ingest: Vec<mpsc::Sender<IngestJob>>,
+    /// The batcher of the next webhook without a subject.
+    next_batcher: AtomicUsize,
     /// Destinations whose `destination_limits` row exists.
     limit_rows: Mutex<HashSet<String>>,
     pauses: Arc<Pauses>,
@@ -309,14 +313,16 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
     }
     let pauses = Arc::new(Pauses::default());
     tokio::spawn(listen(pool_cfg, opts.wake.clone(), pauses.clone()));
-    let (tx, rx) = mpsc::channel::<IngestJob>(4096);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut ingest = Vec::with_capacity(BATCHERS);
     for _ in 0..BATCHERS {
-        tokio::spawn(batcher(pool.clone(), rx.clone()));
+        let (tx, rx) = mpsc::channel::<IngestJob>(1024);
+        tokio::spawn(batcher(pool.clone(), rx));
+        ingest.push(tx);
     }
     Ok(Arc::new(PgStore {
         pool,
-        ingest: tx,
+        ingest,
+        next_batcher: AtomicUsize::new(0),
         limit_rows: Mutex::default(),
         pauses,
         gauge: IngestGauge::default(),
@@ -429,20 +435,17 @@ async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>, pauses: Arc<Paus
 
 /// Takes queued webhooks, up to [`MAX_BATCH`], into one transaction; answers each
 /// after the commit.
-async fn batcher(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestJob>>>) {
+async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>) {
     loop {
         let mut jobs = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(j) => jobs.push(j),
-                None => return,
-            }
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
+        match rx.recv().await {
+            Some(j) => jobs.push(j),
+            None => return,
+        }
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
             }
         }
         let events: Vec<&NewEvent> = jobs.iter().map(|j| &j.event).collect();
@@ -989,8 +992,20 @@ impl Store for PgStore {
         if let Some(w) = e.watch.as_ref().filter(|w| w.claim.is_some()) {
             return ingest_watched(&self.pool, &e, w).await;
         }
+        // Webhooks of one subject take its lock from their batch's subject write to
+        // its commit, so two batches of one subject run that part one after the
+        // other: they go to one batcher, whose batch then holds all that are
+        // waiting, instead of several smaller batches waiting for each other's lock.
+        let i = match &e.watch {
+            Some(w) => {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(w.key.as_str(), &mut h);
+                std::hash::Hasher::finish(&h) as usize
+            }
+            None => self.next_batcher.fetch_add(1, Ordering::Relaxed),
+        } % self.ingest.len();
         let (tx, rx) = oneshot::channel();
-        self.ingest
+        self.ingest[i]
             .send(IngestJob { event: e, tx })
             .await
             .map_err(|_| StoreError::Closed)?;
