@@ -1,10 +1,9 @@
 //! The embedded SQLite backend.
 //!
 //! Every write goes through one writer thread that drains its queue into a single
-//! transaction: a burst of webhooks costs one commit for many requests, and SQLite
-//! never sees two writers. A job learns its result only after the commit is on
-//! disk (a sync thread flushes the WAL while the writer runs the next batch: see
-//! `writer`), and one failing job never undoes the others nor leaves
+//! transaction: a burst of webhooks costs one commit (one fsync, `synchronous=FULL`)
+//! for many requests, and SQLite never sees two writers. A job learns its result
+//! only after the commit, and one failing job never undoes the others nor leaves
 //! half its rows (see [`run_batch`]). Reads use a separate connection (WAL mode
 //! lets them run beside the writer).
 //!
@@ -88,15 +87,6 @@ pub struct SqliteStore {
     wake: Arc<Notify>,
 }
 
-/// The sync thread holds a sender of the writer's queue (to say what it
-/// flushed), so the queue never closes by itself: the store tells the writer to
-/// stop, and the sync thread ends after it.
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        let _ = self.writer.send(Box::new(ControlJob(Control::Stop)));
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating the folder and file if needed) and migrates the database.
     /// A file that exists but cannot be written now (read-only) still opens:
@@ -154,25 +144,16 @@ impl SqliteStore {
         let reader = Arc::new(Mutex::new(reader_conn));
         let point = Arc::new(Mutex::new(connect(path).map_err(cannot_open)?));
         let subjects = Arc::new(subjects::SubjectCache::default());
-        let reopen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writer = Writer {
             path: path.to_string(),
             conn: writer_conn,
             readers: vec![reader.clone(), point.clone()],
             subjects: subjects.clone(),
-            reopen: reopen.clone(),
         };
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
-        let (synced_tx, synced_rx) = mpsc::channel::<Committed>();
-        let wal_of = path.to_string();
-        let flushed = tx.clone();
-        std::thread::Builder::new()
-            .name("hookrelay-fsync".into())
-            .spawn(move || sync_loop(&wal_of, synced_rx, flushed, &reopen))
-            .map_err(|e| StoreError::Db(e.to_string()))?;
         std::thread::Builder::new()
             .name("hookrelay-sqlite-writer".into())
-            .spawn(move || writer_loop(&mut writer, rx, synced_tx))
+            .spawn(move || writer_loop(&mut writer, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,

@@ -290,45 +290,4 @@ mod subject_cache {
         assert!(failed.is_err());
         assert_eq!(store.get_subject("a").await.unwrap().unwrap().failures, 1);
     }
-
-    /// A write is answered after the WAL file at the path is flushed: when it
-    /// cannot be (here: removed under the running store), the write is refused.
-    #[tokio::test]
-    async fn a_write_whose_wal_cannot_be_flushed_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            wake: Arc::default(),
-        };
-        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap(), opts).unwrap();
-        let insert = |n: i64| {
-            move |c: &Connection| {
-                c.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])?;
-                c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
-                Ok(())
-            }
-        };
-        store.write(insert(1)).await.unwrap();
-        let wal = dir.path().join("t.db-wal");
-        assert!(wal.exists(), "the writer works in WAL mode");
-        let writer_sync: i64 = store
-            .write(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(
-            writer_sync, 1,
-            "the writer commits with NORMAL, the sync thread flushes"
-        );
-
-        std::fs::remove_file(&wal).unwrap();
-        match store.write(insert(2)).await {
-            Err(StoreError::Unavailable(m)) => {
-                assert!(m.contains("cannot flush") && m.contains("t.db-wal"), "{m}")
-            }
-            other => panic!("a write whose WAL is gone was answered {other:?}"),
-        }
-        // SQLite cannot go on without the WAL it had (the shared-memory index
-        // still points into it): what comes next is refused too, never answered
-        // as stored.
-        assert!(store.write(insert(3)).await.is_err());
-    }
 }
