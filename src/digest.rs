@@ -251,8 +251,12 @@ pub fn compile(
 
 /// A stored digest's template context (kept as its `raw`), if `e` is a digest.
 pub fn context_of(e: &Event) -> Option<Value> {
-    (e.provider == SOURCE && e.source == SOURCE && e.event.as_deref() == Some(EVENT))
-        .then(|| e.raw.clone())
+    is_digest(e).then(|| e.raw.clone())
+}
+
+/// Whether `e` is a stored digest (its `raw` is the digest's context).
+pub fn is_digest(e: &Event) -> bool {
+    e.provider == SOURCE && e.source == SOURCE && e.event.as_deref() == Some(EVENT)
 }
 
 /// What the digest counts besides the subjects: since the previous digest.

@@ -363,13 +363,25 @@ async fn attempt(
     let delivery_id = crate::relay::delivery_id(&c.event_id, c.id);
     // A group's delivery reads its events (a store read that may fail for now).
     let event = std::mem::take(&mut c.event);
-    let ctx = crate::group::delivery_context(shared.store.as_ref(), event, c.group).await;
-    let prepared = ctx.map_err(SendError::transient).and_then(|mut ctx| {
-        crate::relay::set_delivery_id(&mut ctx, &delivery_id);
-        relay
-            .prepare(&c.destination, &c.template, c.channel.as_deref(), ctx)
-            .map_err(|msg| SendError::permanent(format!("cannot render the message: {msg}")))
-    });
+    // One event to a webhook with the default body needs no template context.
+    let direct = match c.group {
+        None => relay.prepare_direct(&c.destination, &c.template, &event, &delivery_id),
+        Some(_) => None,
+    };
+    let prepared = match direct {
+        Some(p) => Ok(p),
+        None => {
+            let ctx = crate::group::delivery_context(shared.store.as_ref(), event, c.group).await;
+            ctx.map_err(SendError::transient).and_then(|mut ctx| {
+                crate::relay::set_delivery_id(&mut ctx, &delivery_id);
+                relay
+                    .prepare(&c.destination, &c.template, c.channel.as_deref(), ctx)
+                    .map_err(|msg| {
+                        SendError::permanent(format!("cannot render the message: {msg}"))
+                    })
+            })
+        }
+    };
     let result = match prepared {
         Ok((sender, req)) => {
             // The destination bounds its own requests; this bounds everything else

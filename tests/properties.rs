@@ -440,6 +440,57 @@ proptest! {
             prop_assert!(!html.contains("<!channel>"), "{}", html);
         }
     }
+
+    /// The default webhook body written without Handlebars is, byte for byte, what
+    /// `default.webhook.json.hbs` renders: for any values in any field.
+    #[test]
+    fn the_direct_default_webhook_body_is_the_templates(
+        values in prop::collection::vec(prop::option::of(hostile()), 16),
+        status in 0..6usize,
+        size in prop::option::of(any::<u64>()),
+        failures in any::<u32>(),
+        raw in json_value(),
+        kind in 0..4usize,
+        payload in payload(),
+    ) {
+        let t = defaults();
+        let v = |i: usize| values[i].clone();
+        let mut e = Event {
+            source: v(0).unwrap_or_default(),
+            provider: v(1).unwrap_or_default(),
+            event: v(2),
+            status: Status::parse(Status::NAMES[status]).unwrap(),
+            stack: v(3),
+            environment: v(4),
+            server: v(5),
+            account: v(6),
+            backup: v(7),
+            database: v(8),
+            size_bytes: size,
+            occurred_at: v(9),
+            id: v(10),
+            message: v(11),
+            received_at: v(12).unwrap_or_default(),
+            subject: v(13),
+            failures,
+            last_success_at: v(14),
+            down_since: v(15),
+            raw,
+        };
+        // Half the cases: a provider's own normalization of a real-shaped payload.
+        if kind % 2 == 1 {
+            e = normalize(KINDS[kind], payload);
+        }
+        let id = "0190f3c2-7a1b-7cc3-9a4e-2b5d1e6f7a80-7";
+        let direct = t.default_webhook_json("default", &e, id);
+        let mut ctx = e.template_context();
+        ctx["delivery_id"] = json!(id);
+        let rendered = t
+            .render_json_text("default", "webhook", &handlebars::Context::from(ctx))
+            .unwrap()
+            .unwrap();
+        prop_assert_eq!(direct.as_deref(), Some(rendered.as_str()));
+    }
 }
 
 /// Every string in a JSON value.

@@ -360,7 +360,12 @@ pub fn streak(ctx: &Value) -> String {
 /// production". The words follow the status and, where they matter, the event
 /// type (a failed *verification* is not a failed backup).
 pub fn headline(ctx: &Value) -> String {
-    let field = |k: &str| text_of(ctx.get(k).unwrap_or(&Value::Null));
+    headline_of(&|k| text_of(ctx.get(k).unwrap_or(&Value::Null)))
+}
+
+/// [`headline`] from any source of the fields' text (empty when missing): the
+/// context's values, or an event's fields for the default webhook body.
+pub(super) fn headline_of(field: &dyn Fn(&str) -> String) -> String {
     let event = field("event");
     let mut line = match field("status").as_str() {
         "failure" if event == "backup.verification.failed" => "Backup verification failed".into(),

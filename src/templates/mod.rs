@@ -29,6 +29,7 @@ use crate::destinations::TextEscape;
 use crate::event::{Event, Status, FIELDS};
 
 mod check;
+mod fast;
 mod helpers;
 mod samples;
 #[cfg(test)]
@@ -191,6 +192,9 @@ pub struct Templates {
     /// Inline key -> the config key shown in errors.
     inline_places: BTreeMap<String, String>,
     names: BTreeSet<String>,
+    /// Whether `default.webhook.json` is the embedded file (no folder file took
+    /// its place), so [`Templates::default_webhook_json`] may write it directly.
+    embedded_webhook: bool,
 }
 
 impl std::fmt::Debug for Templates {
@@ -210,6 +214,7 @@ impl Templates {
             files: BTreeMap::new(),
             inline_places: BTreeMap::new(),
             names: BTreeSet::new(),
+            embedded_webhook: false,
         }
     }
 
@@ -300,6 +305,9 @@ impl Templates {
                 errors.append(&mut errs);
             }
         }
+        templates.embedded_webhook = sources
+            .get(&format!("{}.hbs", fast::KEY))
+            .is_some_and(|(_, _, embedded)| *embedded);
         if errors.is_empty() {
             Ok(templates)
         } else {
@@ -424,6 +432,21 @@ impl Templates {
         let text = self.render_text(&key, *mode, place, ctx)?;
         serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| not_json(place, &e))?;
         Ok(Some(text))
+    }
+
+    /// The body of `name`'s webhook template for one event (not a group's, not a
+    /// digest's), written without Handlebars when that template is the embedded
+    /// `default.webhook.json.hbs`: the same bytes it renders (see `fast.rs`).
+    /// `None` when another template applies.
+    pub fn default_webhook_json(&self, name: &str, e: &Event, delivery_id: &str) -> Option<String> {
+        let ty = crate::destinations::webhook::KIND.name;
+        if !self.embedded_webhook
+            || crate::digest::is_digest(e)
+            || self.resolved_body_key(name, ty).ok()?.as_str() != fast::KEY
+        {
+            return None;
+        }
+        Some(fast::default_webhook_body(e, delivery_id))
     }
 
     fn resolved_body_key(&self, name: &str, ty: &str) -> Result<String, RenderError> {

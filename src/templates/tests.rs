@@ -763,3 +763,167 @@ fn a_json_body_as_text_that_is_not_json_is_an_error_naming_the_file() {
     );
     assert!(e.0.contains("valid JSON"), "{}", e.0);
 }
+
+// ---- the default webhook body written directly (fast.rs) ----
+
+/// What Handlebars renders from `default.webhook.json.hbs` for `e`, with the
+/// context a delivery builds.
+fn webhook_by_template(t: &Templates, name: &str, e: &Event, id: &str) -> String {
+    let mut ctx = e.clone().into_template_context();
+    crate::relay::set_delivery_id(&mut ctx, id);
+    t.render_json_text(name, "webhook", &Context::from(ctx))
+        .expect("renders")
+        .expect("a JSON template")
+}
+
+/// Every payload in `tests/fixtures/`, normalized as at ingest by its provider,
+/// with the backup watch's fields as a run of failures would give them.
+fn fixture_events() -> Vec<(String, Event)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    for provider in ["cloud66", "centurylink", "simplebackups"] {
+        let cfg: crate::config::SourceConfig =
+            serde_json::from_value(json!({"kind": provider, "token": "t"})).unwrap();
+        let mut files: Vec<_> = fs::read_dir(dir.join(provider))
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            let raw: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+            let at = DateTime::parse_from_rfc3339("2025-09-04T18:38:02.123Z")
+                .unwrap()
+                .with_timezone(&Utc);
+            let mut e = crate::providers::normalize(provider, &cfg, raw, at);
+            if e.status != Status::Success {
+                e.failures = 2;
+                e.last_success_at = Some("2025-09-02T17:05:00Z".into());
+                e.down_since = Some("2025-09-03T17:04:00Z".into());
+            }
+            out.push((file.display().to_string(), e));
+        }
+    }
+    assert!(out.len() >= 12, "the fixtures are there: {}", out.len());
+    out
+}
+
+/// The sample events (not the group, not the all-null context), read back from
+/// their contexts, and events whose values stress escaping and the headline.
+fn odd_events() -> Vec<(String, Event)> {
+    let mut out: Vec<(String, Event)> = sample_contexts()
+        .into_iter()
+        .filter(|(_, ctx)| ctx.get("events").is_none())
+        .filter_map(|(what, ctx)| Some((what.to_string(), serde_json::from_value(ctx).ok()?)))
+        .collect();
+    assert!(out.len() >= 10, "samples read back: {}", out.len());
+    let odd = "\"\\/\u{0}\u{1f}\u{7f}\u{2028}\u{2029}\r\n\t</script> ✅ 🚀 <!channel> {{x}}";
+    for (i, status) in Status::NAMES.iter().enumerate() {
+        let s = |n: usize| match (i + n) % 3 {
+            0 => None,
+            1 => Some(String::new()),
+            _ => Some(format!("{odd} {n}")),
+        };
+        out.push((
+            format!("odd values, {status}"),
+            Event {
+                source: format!("{odd} source"),
+                provider: if i % 2 == 0 { odd.into() } else { String::new() },
+                event: s(0),
+                status: Status::parse(status).unwrap(),
+                stack: s(1),
+                environment: s(2),
+                server: s(3),
+                account: s(4),
+                backup: s(5),
+                database: s(6),
+                size_bytes: [None, Some(0), Some(u64::MAX)][i % 3],
+                occurred_at: s(7),
+                id: s(8),
+                message: s(9),
+                received_at: odd.into(),
+                subject: s(10),
+                failures: [0, 1, u32::MAX][i % 3],
+                last_success_at: s(11),
+                down_since: s(12),
+                raw: json!({"z": 1, "a": [1.5, -0.0, 1e300, 18446744073709551615u64, -9223372036854775808i64],
+                    "nested": {"k": odd, "": null, "t": true}, odd: [odd]}),
+            },
+        ));
+    }
+    out.push((
+        "a verification that failed, nothing else".into(),
+        Event {
+            event: Some("backup.verification.failed".into()),
+            status: Status::Failure,
+            raw: json!([]),
+            ..Default::default()
+        },
+    ));
+    out.push(("an empty event".into(), Event::default()));
+    out
+}
+
+#[test]
+fn fast_webhook_body_is_the_templates_bytes() {
+    let t = defaults();
+    let mut events = fixture_events();
+    events.extend(odd_events());
+    for (i, (what, e)) in events.iter().enumerate() {
+        let id = format!("0190f3c2-7a1b-7cc3-9a4e-2b5d1e6f7a80-{i}");
+        for name in ["default", "no-such-template"] {
+            let fast = t
+                .default_webhook_json(name, e, &id)
+                .unwrap_or_else(|| panic!("{what}: the default body applies"));
+            assert_eq!(fast, webhook_by_template(&t, name, e, &id), "{what}");
+        }
+    }
+}
+
+#[test]
+fn fast_webhook_body_only_while_the_embedded_template_is_in_force() {
+    let (_, e) = fixture_events().remove(0);
+    // A folder file of the default body (JSON or text) takes its place.
+    for file in ["default.webhook.json.hbs", "default.webhook.hbs"] {
+        let dir = dir_with(&[(file, "{\"text\": {{json backup}}}")]);
+        let t = Templates::load(dir.path()).unwrap();
+        assert_eq!(t.default_webhook_json("default", &e, "d-1"), None, "{file}");
+    }
+    // A template of its own for the webhook type; another type's file changes nothing.
+    let dir = dir_with(&[
+        ("mine.webhook.json.hbs", "{\"b\": {{json backup}}}"),
+        ("mine.slack.json.hbs", "{\"text\": {{json backup}}}"),
+        ("other.slack.json.hbs", "{\"text\": {{json backup}}}"),
+    ]);
+    let t = Templates::load(dir.path()).unwrap();
+    assert_eq!(t.default_webhook_json("mine", &e, "d-1"), None);
+    let fast = t
+        .default_webhook_json("other", &e, "d-1")
+        .expect("default body");
+    assert_eq!(fast, webhook_by_template(&t, "other", &e, "d-1"));
+    // A digest's body is the digest template's.
+    let digest = Event {
+        source: crate::digest::SOURCE.into(),
+        provider: crate::digest::SOURCE.into(),
+        event: Some(crate::digest::EVENT.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        defaults().default_webhook_json("default", &digest, "d-1"),
+        None
+    );
+}
+
+#[test]
+fn the_default_webhook_body_is_pretty_json_with_every_field() {
+    // What a receiver gets: the fields in the documented order, raw last.
+    let t = defaults();
+    let (_, e) = fixture_events().remove(0);
+    let text = t.default_webhook_json("default", &e, "d-1").unwrap();
+    assert!(text.starts_with("{\n  \"text\": \"❌ Backup"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys[0], "text");
+    assert_eq!(keys[keys.len() - 1], "raw");
+    assert_eq!(v["raw"], e.raw);
+    assert_eq!(v["delivery_id"], "d-1");
+}
