@@ -536,7 +536,7 @@ pub fn sample_contexts() -> Vec<(&'static str, Value)> {
             down_since: (failures > 0).then_some(now - 29 * 3_600_000),
             next_deadline: Some(now + 19 * 3_600_000),
             rule: None,
-            fields,
+            fields: std::sync::Arc::new(fields),
         }
     };
     let mut many = vec![

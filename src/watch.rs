@@ -98,8 +98,10 @@ pub struct Subject {
     pub next_deadline: Option<i64>,
     /// The fingerprint of the `expect` rule its deadline was reckoned with.
     pub rule: Option<String>,
-    /// [`SUBJECT_FIELDS`] of its latest provider event.
-    pub fields: Map<String, Value>,
+    /// [`SUBJECT_FIELDS`] of its latest provider event. Shared: a subject is
+    /// copied on every webhook (from the cache, into the new state), its fields
+    /// only change when an event brings new ones.
+    pub fields: Arc<Map<String, Value>>,
 }
 
 impl Subject {
@@ -113,7 +115,7 @@ impl Subject {
             down_since: None,
             next_deadline: None,
             rule: None,
-            fields: Map::new(),
+            fields: Arc::default(),
         }
     }
 
@@ -523,7 +525,7 @@ pub struct Applied {
 pub fn apply(
     prev: Option<&Subject>,
     key: &str,
-    fields: Option<&Map<String, Value>>,
+    fields: Option<&Arc<Map<String, Value>>>,
     status: Status,
     now: i64,
     rule: Option<&Rule>,
@@ -533,7 +535,7 @@ pub fn apply(
     let mut s = prev.cloned().unwrap_or_else(|| Subject::fresh(key));
     // A provider's event: hookrelay's own keep the subject's fields and times.
     if let Some(f) = fields {
-        s.fields = f.clone();
+        s.fields = Arc::clone(f);
         s.last_event_at = Some(now);
     }
     let previous_success = s.last_success_at;
@@ -590,7 +592,7 @@ pub fn apply(
 pub fn prepare(watch: &Watch, e: &mut Event, prev: Option<&Subject>, now: i64) -> WatchUpdate {
     let key = watch.subject_key(e);
     let rule = watch.rule_for(e).cloned();
-    let fields = subject_fields(e);
+    let fields = Arc::new(subject_fields(e));
     let applied = apply(
         prev,
         &key,

@@ -373,7 +373,10 @@ fn watched(status: Status, claim: Option<i64>) -> NewEvent {
     e.watch = Some(store::WatchUpdate {
         key: "k".into(),
         fields: claim.is_none().then(|| {
-            serde_json::from_value(serde_json::json!({"source": "s", "server": "db1"})).unwrap()
+            std::sync::Arc::new(
+                serde_json::from_value(serde_json::json!({"source": "s", "server": "db1"}))
+                    .unwrap(),
+            )
         }),
         rule: Some(w.rules[0].clone()),
         at: None,

@@ -130,7 +130,7 @@ pub struct WatchUpdate {
     pub key: String,
     /// The subject's fields from a provider's event; `None` for hookrelay's own
     /// events, which keep the subject's.
-    pub fields: Option<serde_json::Map<String, Value>>,
+    pub fields: Option<Arc<serde_json::Map<String, Value>>>,
     /// The `expect` rule watching the subject, if any.
     pub rule: Option<Arc<Rule>>,
     /// When the event was received (unix ms), if the backend's clock did not

@@ -791,7 +791,7 @@ fn subject_row(r: &tokio_postgres::Row) -> Subject {
         down_since: r.get(5),
         next_deadline: r.get(6),
         rule: r.get(7),
-        fields: serde_json::from_str(r.get(8)).unwrap_or_default(),
+        fields: Arc::new(serde_json::from_str(r.get(8)).unwrap_or_default()),
     }
 }
 
@@ -818,7 +818,7 @@ async fn lock_subject(
 }
 
 async fn write_subject(tx: &deadpool_postgres::Transaction<'_>, s: &Subject) -> Result<()> {
-    let fields = serde_json::to_string(&s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
+    let fields = serde_json::to_string(&*s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
     let stmt = tx
         .prepare_cached(&format!(
             "INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -1145,7 +1145,7 @@ impl Store for PgStore {
                 down_since: None,
                 next_deadline: Some(rule.deadline_after(now)),
                 rule: Some(rule.fingerprint.clone()),
-                fields: fields.clone(),
+                fields: Arc::new(fields.clone()),
             };
             write_subject(&tx, &s).await?;
         }

@@ -343,7 +343,7 @@ fn subject_row(r: &rusqlite::Row) -> rusqlite::Result<Subject> {
         down_since: r.get(5)?,
         next_deadline: r.get(6)?,
         rule: r.get(7)?,
-        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        fields: Arc::new(serde_json::from_str(&fields).unwrap_or_default()),
     })
 }
 
@@ -368,7 +368,7 @@ fn read_subject(conn: &Connection, key: &str) -> Result<Option<Subject>> {
 /// Every write of a subject goes through here: the in-memory copy of committed
 /// subjects (see `subjects`) is told of it at the commit.
 fn write_subject(conn: &Connection, s: &Subject) -> Result<()> {
-    let fields = serde_json::to_string(&s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
+    let fields = serde_json::to_string(&*s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO subjects ({SUBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     ))?
@@ -750,7 +750,7 @@ impl Store for SqliteStore {
                 down_since: None,
                 next_deadline: Some(rule.deadline_after(now)),
                 rule: Some(rule.fingerprint.clone()),
-                fields: fields.clone(),
+                fields: Arc::new(fields.clone()),
             };
             write_subject(c, &s)
         })

@@ -296,10 +296,12 @@ mod tests {
             down_since: None,
             next_deadline: next,
             rule: None,
-            fields: serde_json::json!({"source": "ctl", "server": "db1", "backup": ""})
-                .as_object()
-                .unwrap()
-                .clone(),
+            fields: std::sync::Arc::new(
+                serde_json::json!({"source": "ctl", "server": "db1", "backup": ""})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
         };
         let subjects = [
             stored("ctl/db1/nightly", SubjectState::Ok, Some(99)),
