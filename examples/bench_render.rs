@@ -164,6 +164,52 @@ fn main() {
             .unwrap();
         std::hint::black_box(t);
     });
+    for ty in ["slack", "teams"] {
+        measure(
+            &format!("{ty}: render text + JSON check"),
+            &contexts,
+            n,
+            |c| {
+                let t = relay.templates.render_json_text("default", ty, c).unwrap();
+                std::hint::black_box(t);
+            },
+        );
+    }
+    let bodies: Vec<(&str, hookrelay::templates::Body)> = ["slack", "teams"]
+        .iter()
+        .flat_map(|ty| {
+            contexts.iter().map(|c| {
+                (
+                    *ty,
+                    relay.templates.render_body_in("default", ty, c).unwrap(),
+                )
+            })
+        })
+        .collect();
+    measure(
+        "slack+teams: prepare from the rendered body",
+        &bodies,
+        n,
+        |(ty, b)| {
+            let msg = hookrelay::destinations::Message {
+                body: b.clone(),
+                html: None,
+                subject: None,
+                channel: None,
+            };
+            let dest = if *ty == "slack" { "slack" } else { "teams" };
+            let req = relay.destinations[dest].sender.prepare(&msg).unwrap();
+            std::hint::black_box(req);
+        },
+    );
+    measure(
+        "slack+teams: copy of the rendered body",
+        &bodies,
+        n,
+        |(_, b)| {
+            std::hint::black_box(b.clone());
+        },
+    );
     let texts: Vec<String> = contexts
         .iter()
         .map(|c| {

@@ -196,7 +196,8 @@ impl Event {
     /// The normalized fields without `raw`, every known field present (`null` where
     /// the provider lacks it). This is what the admin API lists.
     pub fn fields_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
+        // Room for every field, `raw` and `delivery_id`: no regrowth while filling.
+        let mut m = Map::with_capacity(FIELDS.len() + 2);
         let s = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
         m.insert("source".into(), Value::String(self.source.clone()));
         m.insert("provider".into(), Value::String(self.provider.clone()));

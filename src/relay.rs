@@ -350,7 +350,7 @@ impl Relay {
             }
         }
         let msg = render_message(&self.templates, dest_name, dest, template, channel, &ctx)?;
-        let req = dest.sender.prepare(&msg).map_err(|x| x.message)?;
+        let req = dest.sender.prepare_owned(msg).map_err(|x| x.message)?;
         Ok((dest.sender.clone(), req))
     }
 }

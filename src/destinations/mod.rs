@@ -324,6 +324,12 @@ pub struct Sent {
 pub trait Destination: Send + Sync {
     /// The exact request body for `msg`, shortened to the destination's limits.
     fn prepare(&self, msg: &Message) -> Result<Request, SendError>;
+    /// [`prepare`](Self::prepare) of a message not needed afterwards (a
+    /// delivery's): a destination that builds its request from the rendered body
+    /// takes it instead of copying it.
+    fn prepare_owned(&self, msg: Message) -> Result<Request, SendError> {
+        self.prepare(&msg)
+    }
     /// Whether a body from a JSON template is sent exactly as it rendered (the
     /// request is then a [`Request::JsonText`], prepared without [`prepare`](Self::prepare)).
     fn sends_json_as_is(&self) -> bool {
@@ -694,6 +700,19 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `s` holds a bidi control. Every one of them is encoded in UTF-8 as
+/// `E2 80 AA..AE` or `E2 81 A6..A9`: a byte scan, not a decode of every character
+/// of every string of every request body.
+fn has_bidi(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.contains(&0xE2)
+        && b.windows(3).any(|w| {
+            w[0] == 0xE2
+                && ((w[1] == 0x80 && (0xAA..=0xAE).contains(&w[2]))
+                    || (w[1] == 0x81 && (0xA6..=0xA9).contains(&w[2])))
+        })
+}
+
 /// `s` without bidi controls ([`is_bidi_control`]).
 pub fn strip_bidi(s: &str) -> String {
     s.chars().filter(|c| !is_bidi_control(*c)).collect()
@@ -702,7 +721,7 @@ pub fn strip_bidi(s: &str) -> String {
 /// Removes bidi controls from every string (and key) of a chat request body.
 pub fn strip_bidi_json(v: &mut Value) {
     match v {
-        Value::String(s) if s.chars().any(is_bidi_control) => *s = strip_bidi(s),
+        Value::String(s) if has_bidi(s) => *s = strip_bidi(s),
         Value::Array(a) => a.iter_mut().for_each(strip_bidi_json),
         Value::Object(o) if o.keys().any(|k| k.chars().any(is_bidi_control)) => {
             *o = std::mem::take(o)
@@ -1051,6 +1070,23 @@ mod tests {
             v,
             serde_json::json!({"text": "abc", "blocks": [{"k": ["x"]}], "n": 1, "keep": "עברית \u{200F} ✅"})
         );
+    }
+
+    #[test]
+    fn the_byte_scan_for_bidi_controls_agrees_with_the_characters() {
+        // Every character from U+2000 to U+20FF (the bidi controls and their
+        // neighbours, which share the lead byte), alone and among others.
+        for c in (0x2000..0x2100).filter_map(char::from_u32) {
+            for s in [c.to_string(), format!("ab{c}✅"), format!("✅{c}{c}x")] {
+                assert_eq!(
+                    has_bidi(&s),
+                    s.chars().any(is_bidi_control),
+                    "{:X}",
+                    c as u32
+                );
+            }
+        }
+        assert!(!has_bidi("plain ascii, ✅ ❌ ⚠️ ⏰ ❓ …"));
     }
 
     /// A config of every type whose secrets all hold "SECRET", sending to `base`

@@ -300,16 +300,20 @@ fn classify_api(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, Se
 #[async_trait]
 impl Destination for Slack {
     fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
-        let mut body = match (&msg.body, &self.mode) {
+        self.prepare_owned(msg.clone())
+    }
+
+    fn prepare_owned(&self, msg: Message) -> Result<Request, SendError> {
+        let mut body = match (msg.body, &self.mode) {
             (Body::Text(t), _) => json!({ "text": t }),
-            (Body::Json(v), Mode::Webhook(_)) => v.clone(),
+            (Body::Json(v), Mode::Webhook(_)) => v,
             (Body::Json(v), _) => {
                 if !v.is_object() {
                     return Err(SendError::permanent(
                         "a Slack bot message body must be a JSON object",
                     ));
                 }
-                v.clone()
+                v
             }
         };
         if let Mode::Bot { channel, .. } = &self.mode {

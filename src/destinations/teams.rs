@@ -253,7 +253,22 @@ fn escaped_len(c: char) -> usize {
 }
 
 fn serialized_len(v: &Value) -> usize {
-    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+    // Counted, not written: the body is serialized again when it is sent.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, v) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Visits every content string (not under a protected key) in document order.
@@ -314,13 +329,17 @@ pub fn fit_payload(v: &mut Value, max_bytes: usize) -> bool {
 #[async_trait]
 impl Destination for Teams {
     fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
-        let mut body = match (&msg.body, self.format) {
-            (Body::Json(v), TeamsFormat::Adaptivecard) => v.clone(),
+        self.prepare_owned(msg.clone())
+    }
+
+    fn prepare_owned(&self, msg: Message) -> Result<Request, SendError> {
+        let mut body = match (msg.body, self.format) {
+            (Body::Json(v), TeamsFormat::Adaptivecard) => v,
             // A legacy connector shows only MessageCards: any other body (the
             // default template's Adaptive Card included) is turned into one.
-            (Body::Json(v), TeamsFormat::Messagecard) => to_message_card(v),
-            (Body::Text(t), TeamsFormat::Adaptivecard) => adaptive_card(t),
-            (Body::Text(t), TeamsFormat::Messagecard) => message_card(t),
+            (Body::Json(v), TeamsFormat::Messagecard) => to_message_card(&v),
+            (Body::Text(t), TeamsFormat::Adaptivecard) => adaptive_card(&t),
+            (Body::Text(t), TeamsFormat::Messagecard) => message_card(&t),
         };
         super::strip_bidi_json(&mut body);
         if !fit_payload(&mut body, MAX_PAYLOAD_BYTES) {

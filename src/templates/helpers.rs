@@ -42,7 +42,7 @@ pub fn slack_escape(s: &str) -> String {
     out
 }
 
-pub(super) type ValueFn = fn(&[Value], &Helper<'_>, &Context) -> Value;
+pub(super) type ValueFn = fn(&[&Value], &Helper<'_>, &Context) -> Value;
 
 /// A helper computing a value; Handlebars escapes it in `{{…}}` (not in `{{{…}}}`)
 /// and it composes in subexpressions.
@@ -56,7 +56,8 @@ impl HelperDef for ValueHelper {
         ctx: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, handlebars::RenderError> {
-        let args: Vec<Value> = h.params().iter().map(|p| p.value().clone()).collect();
+        // Borrowed: the values stay in the context (or in the parameters).
+        let args: Vec<&Value> = h.params().iter().map(|p| p.value()).collect();
         Ok(ScopedJson::Derived((self.0)(&args, h, ctx)))
     }
 }
@@ -145,8 +146,8 @@ pub(super) fn register_helpers(r: &mut Handlebars<'static>, mode: Mode) {
     );
 }
 
-pub(super) fn arg(args: &[Value], i: usize) -> &Value {
-    args.get(i).unwrap_or(&Value::Null)
+pub(super) fn arg<'a>(args: &[&'a Value], i: usize) -> &'a Value {
+    args.get(i).copied().unwrap_or(&Value::Null)
 }
 
 /// A value as text: strings as they are, null as empty, anything else as JSON.
@@ -161,20 +162,20 @@ pub(super) fn text_of(v: &Value) -> String {
 }
 
 /// `{{default a b "n/a"}}`: the first argument that is neither null nor empty.
-pub(super) fn helper_default(args: &[Value]) -> Value {
+pub(super) fn helper_default(args: &[&Value]) -> Value {
     args.iter()
         .find(|v| match v {
             Value::Null => false,
             Value::String(s) => !s.is_empty(),
             _ => true,
         })
-        .cloned()
+        .map(|v| (*v).clone())
         .unwrap_or(Value::Null)
 }
 
 /// `(eq a b)`: equal values; `(eq status "failure" "missing")` is true when the
 /// first equals any of the others. A number equals its decimal string.
-pub(super) fn helper_eq(args: &[Value]) -> bool {
+pub(super) fn helper_eq(args: &[&Value]) -> bool {
     let Some((first, rest)) = args.split_first() else {
         return false;
     };
@@ -401,7 +402,7 @@ pub(super) fn headline_of(field: &dyn Fn(&str) -> String) -> String {
 
 /// `{{more count 15}}`: "… and 7 more" when a list of `count` shows only its first
 /// 15 (a group shortened to a destination's limits), else empty.
-pub(super) fn helper_more(args: &[Value]) -> String {
+pub(super) fn helper_more(args: &[&Value]) -> String {
     let n = |v: &Value| match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
