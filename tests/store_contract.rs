@@ -1020,3 +1020,54 @@ async fn two_replicas_send_a_scheduled_digest_once() {
         [("out".to_string(), 1)]
     );
 }
+
+async fn failures(s: &dyn Store) -> Option<u32> {
+    s.get_subject("k").await.unwrap().map(|s| s.failures)
+}
+
+/// Each replica keeps the subjects it read or wrote in memory while its LISTEN
+/// connection is up: a write on another replica must make it read them again.
+#[tokio::test]
+async fn a_subject_written_on_one_replica_is_read_on_another() {
+    let url = pg::fresh_database().await;
+    let (a, _) = pg_store(&url).await;
+    let (b, wake_b) = pg_store(&url).await;
+    // Once B has been woken by A's commit, its LISTEN connection is up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        let notified = wake_b.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        a.ingest(new_event(&format!("s{i}"), &["d"], Duration::ZERO))
+            .await
+            .unwrap();
+        i += 1;
+        if tokio::time::timeout(Duration::from_millis(500), notified)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B was never woken by A's commit");
+    }
+    // B reads (and keeps) "no such subject"; then A writes it, twice.
+    assert_eq!(failures(&*b).await, None);
+    for n in 1..=2 {
+        a.ingest(watched(Status::Failure, None)).await.unwrap();
+        assert_eq!(failures(&*a).await, Some(n), "A sees its own write at once");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while failures(&*b).await != Some(n) {
+            assert!(Instant::now() < deadline, "B never read A's write {n}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // And the other way round: A had kept what it wrote.
+    b.ingest(watched(Status::Failure, None)).await.unwrap();
+    assert_eq!(failures(&*b).await, Some(3));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures(&*a).await != Some(3) {
+        assert!(Instant::now() < deadline, "A never read B's write");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

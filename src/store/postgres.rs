@@ -20,6 +20,12 @@
 //!   the pauses it heard of in memory while its `LISTEN` connection is up: the
 //!   delivery loop checks the pause before every send, and this way that check is
 //!   no round trip to the database.
+//! - Every webhook reads its subject before it is stored (`watch::subject_for`).
+//!   Each replica keeps the subjects as last committed in memory while its
+//!   `LISTEN` connection is up: a subject write is announced (`NOTIFY`, with the
+//!   writing replica's id) in its transaction, the other replicas forget the
+//!   subject when they hear of it, and the writer keeps what it committed. So that
+//!   read is no round trip while a subject's webhooks come to one replica.
 //! - The schema is migrated under an advisory lock: replicas starting at the same
 //!   moment migrate once.
 
@@ -45,6 +51,12 @@ const CHANNEL: &str = "hookrelay_due";
 /// The channel pauses are announced on: "MS DESTINATION", the pause's length
 /// left when it was recorded, by the database's clock.
 const PAUSE_CHANNEL: &str = "hookrelay_pause";
+/// The channel subject writes are announced on: "REPLICA KEY", or "REPLICA *"
+/// for a key too long for a payload (every subject is forgotten).
+const SUBJECT_CHANNEL: &str = "hookrelay_subject";
+/// Subjects kept in memory at most per replica; past that they are all forgotten
+/// and read again (a subject is a backup job: there are few).
+const MAX_SUBJECTS: usize = 4096;
 /// Webhooks in one ingest transaction at most.
 const MAX_BATCH: usize = 256;
 /// Ingest transactions in flight at once per replica. Each takes its own share of
@@ -240,6 +252,9 @@ pub struct PgStore {
     /// Destinations whose `destination_limits` row exists.
     limit_rows: Mutex<HashSet<String>>,
     pauses: Arc<Pauses>,
+    subjects: Arc<SubjectCache>,
+    /// This replica's id in subject announcements (random).
+    replica: String,
     /// Webhooks waiting for their batch's commit on this replica: in a burst its
     /// delivery loops send one alert at a time (see `worker`), as on SQLite.
     gauge: IngestGauge,
@@ -289,6 +304,93 @@ impl Pauses {
     }
 }
 
+/// The subjects this replica knows as last committed (see the module's notes).
+#[derive(Default)]
+struct SubjectCache {
+    /// Whether announcements are heard: the LISTEN connection is up and
+    /// subscribed. Else nothing is served from memory or kept.
+    live: AtomicBool,
+    inner: Mutex<KnownSubjects>,
+}
+
+#[derive(Default)]
+struct KnownSubjects {
+    /// `None`: the subject does not exist (yet).
+    map: HashMap<String, Option<Subject>>,
+    /// Bumped by every change to `map` but a read's fill: a value read or written
+    /// while it moved may be older than what is known now, so it is not kept.
+    generation: u64,
+}
+
+impl SubjectCache {
+    /// The subject as last committed, if known here.
+    fn get(&self, key: &str) -> Option<Option<Subject>> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.lock().ok()?.map.get(key).cloned()
+    }
+
+    /// Taken before reading or writing a subject; `None` while nothing is kept.
+    fn generation(&self) -> Option<u64> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.lock().ok().map(|k| k.generation)
+    }
+
+    /// Keeps what a read found, unless anything changed since `generation`.
+    fn fill(&self, key: &str, value: Option<Subject>, generation: Option<u64>) {
+        let Ok(mut k) = self.inner.lock() else { return };
+        if Some(k.generation) == generation && self.live.load(Ordering::Acquire) {
+            if k.map.len() >= MAX_SUBJECTS {
+                k.map.clear();
+            }
+            k.map.insert(key.to_string(), value);
+        }
+    }
+
+    /// After this replica committed `value` under the subject's lock: kept if
+    /// nothing changed since `generation` (taken before the lock), else forgotten.
+    fn committed(&self, value: &Subject, generation: Option<u64>) {
+        let Ok(mut k) = self.inner.lock() else { return };
+        let keep = Some(k.generation) == generation && self.live.load(Ordering::Acquire);
+        k.generation += 1;
+        if keep {
+            if k.map.len() >= MAX_SUBJECTS {
+                k.map.clear();
+            }
+            k.map.insert(value.key.clone(), Some(value.clone()));
+        } else {
+            k.map.remove(&value.key);
+        }
+    }
+
+    /// Written elsewhere (or here, outside the ingest batch): read it again.
+    fn forget(&self, key: &str) {
+        if let Ok(mut k) = self.inner.lock() {
+            k.generation += 1;
+            k.map.remove(key);
+        }
+    }
+
+    fn forget_all(&self) {
+        if let Ok(mut k) = self.inner.lock() {
+            k.generation += 1;
+            k.map.clear();
+        }
+    }
+
+    /// An announcement: "REPLICA KEY". This replica's own are already applied.
+    fn heard(&self, payload: &str, me: &str) {
+        match payload.split_once(' ') {
+            Some((who, _)) if who == me => {}
+            Some((_, "*")) | None => self.forget_all(),
+            Some((_, key)) => self.forget(key),
+        }
+    }
+}
+
 /// Connects, migrates and starts the replica's LISTEN connection and ingest
 /// batchers.
 pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
@@ -320,11 +422,23 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
         migrate(&mut client).await.map_err(unusable)?;
     }
     let pauses = Arc::new(Pauses::default());
-    tokio::spawn(listen(pool_cfg, opts.wake.clone(), pauses.clone()));
+    let subjects = Arc::new(SubjectCache::default());
+    let replica = format!("{:016x}", fastrand::u64(..));
+    tokio::spawn(listen(
+        pool_cfg,
+        opts.wake.clone(),
+        pauses.clone(),
+        subjects.clone(),
+        replica.clone(),
+    ));
     let mut ingest = Vec::with_capacity(BATCHERS);
     for _ in 0..BATCHERS {
         let (tx, rx) = mpsc::channel::<IngestJob>(1024);
-        tokio::spawn(batcher(pool.clone(), rx));
+        let writer = SubjectWriter {
+            cache: subjects.clone(),
+            replica: replica.clone(),
+        };
+        tokio::spawn(batcher(pool.clone(), rx, writer));
         ingest.push(tx);
     }
     Ok(Arc::new(PgStore {
@@ -333,6 +447,8 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
         next_batcher: AtomicUsize::new(0),
         limit_rows: Mutex::default(),
         pauses,
+        subjects,
+        replica,
         gauge: IngestGauge::default(),
     }))
 }
@@ -364,8 +480,14 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()> {
 /// The replica's LISTEN connection: wakes the delivery loops on each NOTIFY, and
 /// keeps [`Pauses`]. While it is down, the loops are woken every second instead
 /// (polling), and once more when it is back (anything announced meanwhile); the
-/// pauses are read from the database meanwhile.
-async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>, pauses: Arc<Pauses>) {
+/// pauses are read from the database meanwhile, and so are subjects.
+async fn listen(
+    cfg: tokio_postgres::Config,
+    wake: Arc<Notify>,
+    pauses: Arc<Pauses>,
+    subjects: Arc<SubjectCache>,
+    me: String,
+) {
     let mut logged = false;
     loop {
         match cfg.connect(NoTls).await {
@@ -375,7 +497,9 @@ async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>, pauses: Arc<Paus
                 // both read and announced, never neither.
                 let subscribe = async {
                     client
-                        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {PAUSE_CHANNEL}"))
+                        .batch_execute(&format!(
+                            "LISTEN {CHANNEL}; LISTEN {PAUSE_CHANNEL}; LISTEN {SUBJECT_CHANNEL}"
+                        ))
                         .await?;
                     client
                         .query(
@@ -396,6 +520,9 @@ async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>, pauses: Arc<Paus
                                     pauses.extend(r.get(0), r.get(1));
                                 }
                                 pauses.live.store(true, Ordering::Release);
+                                // Written while nobody listened: known from here on.
+                                subjects.forget_all();
+                                subjects.live.store(true, Ordering::Release);
                                 subscribed = true;
                                 if logged {
                                     log::info!("storage: listening for new deliveries again");
@@ -412,6 +539,8 @@ async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>, pauses: Arc<Paus
                             Some(Ok(AsyncMessage::Notification(n))) => {
                                 if n.channel() == PAUSE_CHANNEL {
                                     pauses.heard(n.payload());
+                                } else if n.channel() == SUBJECT_CHANNEL {
+                                    subjects.heard(n.payload(), &me);
                                 } else {
                                     wake.notify_waiters();
                                 }
@@ -434,16 +563,26 @@ async fn listen(cfg: tokio_postgres::Config, wake: Arc<Notify>, pauses: Arc<Paus
                 }
             }
         }
-        // Announcements are missed from here on: pauses are read from the database.
+        // Announcements are missed from here on: pauses and subjects are read from
+        // the database.
         pauses.live.store(false, Ordering::Release);
+        subjects.live.store(false, Ordering::Release);
+        subjects.forget_all();
         wake.notify_waiters();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
+/// What a transaction that writes subjects needs: the replica's id for the
+/// announcement, and its memory of subjects.
+struct SubjectWriter {
+    cache: Arc<SubjectCache>,
+    replica: String,
+}
+
 /// Takes queued webhooks, up to [`MAX_BATCH`], into one transaction; answers each
 /// after the commit.
-async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>) {
+async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>, writer: SubjectWriter) {
     loop {
         let mut jobs = Vec::new();
         match rx.recv().await {
@@ -457,7 +596,7 @@ async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>) {
             }
         }
         let events: Vec<&NewEvent> = jobs.iter().map(|j| &j.event).collect();
-        let results = match ingest_batch(&pool, &events).await {
+        let results = match ingest_batch(&pool, &events, &writer).await {
             Ok(r) => r,
             Err(e) if e.is_transient() || jobs.len() == 1 => {
                 let msg = e.to_string();
@@ -471,7 +610,7 @@ async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>) {
                 let mut out = Vec::with_capacity(events.len());
                 for e in &events {
                     out.push(
-                        ingest_batch(&pool, &[*e])
+                        ingest_batch(&pool, &[*e], &writer)
                             .await
                             .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Commit))),
                     );
@@ -497,20 +636,52 @@ async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>) {
 /// commit, and batches of one subject (a busy backup job) run that part one at a
 /// time, so it is kept short: the rows are written before it, and statements that
 /// need no answer in between are sent together (pipelined).
-async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<Ingested>>> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
+async fn ingest_batch(
+    pool: &Pool,
+    events: &[&NewEvent],
+    writer: &SubjectWriter,
+) -> Result<Vec<Result<Ingested>>> {
     let mut keys: Vec<&str> = events
         .iter()
         .filter_map(|e| e.watch.as_ref().map(|w| w.key.as_str()))
         .collect();
     keys.sort_unstable();
     keys.dedup();
+    // Before the subjects' locks: see `SubjectCache::committed`.
+    let generation = writer.cache.generation();
+    match write_batch(pool, events, &keys, &writer.replica).await {
+        Ok((r, written)) => {
+            for s in &written {
+                writer.cache.committed(s, generation);
+            }
+            Ok(r)
+        }
+        Err(e) => {
+            // It may have committed all the same (an answer lost with the
+            // connection), and this replica does not hear its own announcements.
+            for k in keys {
+                writer.cache.forget(k);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// [`ingest_batch`]'s transaction; also returns the subjects it wrote.
+async fn write_batch(
+    pool: &Pool,
+    events: &[&NewEvent],
+    keys: &[&str],
+    replica: &str,
+) -> Result<(Vec<Result<Ingested>>, Vec<Subject>)> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     let (r, mut joins) = store_batch(&tx, events).await?;
+    let mut written: Vec<Subject> = Vec::new();
     if !keys.is_empty() {
         // Only what is written under the subject locks may wait for a lock of its
         // own (a group's), so two batches never wait for each other in a cycle.
-        let (mut subjects, now) = lock_subjects(&tx, &keys).await?;
+        let (mut subjects, now) = lock_subjects(&tx, keys).await?;
         let mut changed: Vec<&str> = Vec::new();
         let mut recovered: Vec<&NewEvent> = Vec::new();
         for (e, stored) in events.iter().zip(&r) {
@@ -536,9 +707,12 @@ async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<In
             }
         }
         futures_util::future::try_join_all(
-            changed.iter().map(|k| write_subject(&tx, &subjects[*k])),
+            changed
+                .iter()
+                .map(|k| write_subject(&tx, &subjects[*k], replica)),
         )
         .await?;
+        written = changed.iter().filter_map(|k| subjects.remove(*k)).collect();
         if !recovered.is_empty() {
             let (_, more) = store_batch(&tx, &recovered).await?;
             joins.extend(more);
@@ -546,7 +720,7 @@ async fn ingest_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Result<In
     }
     join_groups(&tx, joins).await?;
     tx.commit().await?;
-    Ok(r)
+    Ok((r, written))
 }
 
 /// Group joins [`store_batch`] leaves to its caller: (event id, join).
@@ -832,15 +1006,26 @@ async fn lock_subject(
     Ok((row.as_ref().map(subject_row), now))
 }
 
-async fn write_subject(tx: &deadpool_postgres::Transaction<'_>, s: &Subject) -> Result<()> {
+/// Writes the subject and announces it (on commit) to the other replicas, which
+/// forget what they knew of it. The caller updates this replica's memory.
+async fn write_subject(
+    tx: &deadpool_postgres::Transaction<'_>,
+    s: &Subject,
+    replica: &str,
+) -> Result<()> {
     let fields = serde_json::to_string(&*s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
+    // A payload is at most 8,000 bytes: a longer key makes the others forget all.
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
-                 last_event_at = EXCLUDED.last_event_at, last_success_at = EXCLUDED.last_success_at,
-                 down_since = EXCLUDED.down_since, next_deadline = EXCLUDED.next_deadline,
-                 rule = EXCLUDED.rule, fields = EXCLUDED.fields"
+            "WITH w AS (
+                 INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
+                     last_event_at = EXCLUDED.last_event_at, last_success_at = EXCLUDED.last_success_at,
+                     down_since = EXCLUDED.down_since, next_deadline = EXCLUDED.next_deadline,
+                     rule = EXCLUDED.rule, fields = EXCLUDED.fields
+                 RETURNING key)
+             SELECT pg_notify('{SUBJECT_CHANNEL}', $10::text || ' ' ||
+                 CASE WHEN octet_length(key) < 7000 THEN key ELSE '*' END)::text FROM w"
         ))
         .await?;
     tx.execute(
@@ -855,6 +1040,7 @@ async fn write_subject(tx: &deadpool_postgres::Transaction<'_>, s: &Subject) -> 
             &s.next_deadline,
             &s.rule,
             &fields,
+            &replica,
         ],
     )
     .await?;
@@ -864,7 +1050,12 @@ async fn write_subject(tx: &deadpool_postgres::Transaction<'_>, s: &Subject) -> 
 /// An event that updates its subject: its own transaction, under the subject's
 /// lock, so the state follows the events in commit order on every replica, and a
 /// claimed deadline is fired by exactly one of them.
-async fn ingest_watched(pool: &Pool, e: &NewEvent, w: &WatchUpdate) -> Result<Ingested> {
+async fn ingest_watched(
+    pool: &Pool,
+    e: &NewEvent,
+    w: &WatchUpdate,
+    replica: &str,
+) -> Result<Ingested> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (prev, now) = lock_subject(&tx, &w.key).await?;
@@ -884,7 +1075,7 @@ async fn ingest_watched(pool: &Pool, e: &NewEvent, w: &WatchUpdate) -> Result<In
             w.rule.as_deref(),
             w.claim.is_some(),
         );
-        write_subject(&tx, &applied.subject).await?;
+        write_subject(&tx, &applied.subject, replica).await?;
         if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
             joins.extend(store_batch(&tx, &[r.as_ref()]).await?.1);
         }
@@ -977,6 +1168,51 @@ impl PgStore {
             .collect()
     }
 
+    async fn pg_watch_subject(
+        &self,
+        key: &str,
+        fields: &serde_json::Map<String, Value>,
+        rule: Arc<Rule>,
+    ) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (prev, now) = lock_subject(&tx, key).await?;
+        if prev.is_none() {
+            let s = Subject {
+                key: key.to_string(),
+                state: SubjectState::New,
+                failures: 0,
+                last_event_at: None,
+                last_success_at: None,
+                down_since: None,
+                next_deadline: Some(rule.deadline_after(now)),
+                rule: Some(rule.fingerprint.clone()),
+                fields: Arc::new(fields.clone()),
+            };
+            write_subject(&tx, &s, &self.replica).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pg_set_rule(&self, key: &str, rule: Option<Arc<Rule>>) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (prev, now) = lock_subject(&tx, key).await?;
+        let fingerprint = rule.as_ref().map(|r| r.fingerprint.clone());
+        if let Some(mut s) = prev.filter(|s| s.rule != fingerprint) {
+            s.rule = fingerprint;
+            // A missing subject keeps its reminder (or none): it already fired.
+            if s.state != SubjectState::Missing || rule.is_none() {
+                let base = s.last_success_at.or(s.last_event_at).unwrap_or(now);
+                s.next_deadline = rule.as_ref().map(|r| r.deadline_after(base));
+            }
+            write_subject(&tx, &s, &self.replica).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn limit_row(&self, client: &deadpool_postgres::Object, destination: &str) -> Result<()> {
         if self
             .limit_rows
@@ -1005,7 +1241,10 @@ impl Store for PgStore {
         // A claimed deadline is not batched: whether it is still due decides
         // whether anything is stored, in its own transaction.
         if let Some(w) = e.watch.as_ref().filter(|w| w.claim.is_some()) {
-            return ingest_watched(&self.pool, &e, w).await;
+            let r = ingest_watched(&self.pool, &e, w, &self.replica).await;
+            // Written or not (an answer lost with the connection): read it again.
+            self.subjects.forget(&w.key);
+            return r;
         }
         // Webhooks of one subject take its lock from their batch's subject write to
         // its commit, so two batches of one subject run that part one after the
@@ -1102,6 +1341,10 @@ impl Store for PgStore {
     }
 
     async fn get_subject(&self, key: &str) -> Result<Option<Subject>> {
+        if let Some(known) = self.subjects.get(key) {
+            return Ok(known);
+        }
+        let generation = self.subjects.generation();
         let client = self.pool.get().await?;
         // Every webhook reads its subject: prepared once per connection.
         let stmt = client
@@ -1110,7 +1353,9 @@ impl Store for PgStore {
             ))
             .await?;
         let row = client.query_opt(&stmt, &[&key]).await?;
-        Ok(row.as_ref().map(subject_row))
+        let subject = row.as_ref().map(subject_row);
+        self.subjects.fill(key, subject.clone(), generation);
+        Ok(subject)
     }
 
     async fn list_subjects(&self, state: Option<SubjectState>) -> Result<Vec<Subject>> {
@@ -1149,43 +1394,16 @@ impl Store for PgStore {
         fields: &serde_json::Map<String, Value>,
         rule: Arc<Rule>,
     ) -> Result<()> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let (prev, now) = lock_subject(&tx, key).await?;
-        if prev.is_none() {
-            let s = Subject {
-                key: key.to_string(),
-                state: SubjectState::New,
-                failures: 0,
-                last_event_at: None,
-                last_success_at: None,
-                down_since: None,
-                next_deadline: Some(rule.deadline_after(now)),
-                rule: Some(rule.fingerprint.clone()),
-                fields: Arc::new(fields.clone()),
-            };
-            write_subject(&tx, &s).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let r = self.pg_watch_subject(key, fields, rule).await;
+        // Written or not (an answer lost with the connection): read it again.
+        self.subjects.forget(key);
+        r
     }
 
     async fn set_rule(&self, key: &str, rule: Option<Arc<Rule>>) -> Result<()> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let (prev, now) = lock_subject(&tx, key).await?;
-        let fingerprint = rule.as_ref().map(|r| r.fingerprint.clone());
-        if let Some(mut s) = prev.filter(|s| s.rule != fingerprint) {
-            s.rule = fingerprint;
-            // A missing subject keeps its reminder (or none): it already fired.
-            if s.state != SubjectState::Missing || rule.is_none() {
-                let base = s.last_success_at.or(s.last_event_at).unwrap_or(now);
-                s.next_deadline = rule.as_ref().map(|r| r.deadline_after(base));
-            }
-            write_subject(&tx, &s).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let r = self.pg_set_rule(key, rule).await;
+        self.subjects.forget(key);
+        r
     }
 
     async fn renew(&self, lease: Lease, duration: Duration) -> Result<()> {
