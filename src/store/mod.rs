@@ -350,15 +350,23 @@ pub struct EventRecord {
 pub struct IngestGauge {
     /// Webhooks waiting for their commit.
     waiting: AtomicUsize,
-    /// When fewer than [`BURST`] last waited (µs since `epoch`).
+    /// When fewer than [`BURST`] last waited (µs since `epoch`); by batches,
+    /// when a batch last held fewer than [`BURST_BATCH`].
     calm_at: AtomicU64,
     epoch: Instant,
+    /// Judged by the batches taken, not by the count waiting: see
+    /// [`IngestGauge::by_batches`].
+    by_batches: bool,
+    /// When the last batch was taken (µs since `epoch`), by batches.
+    batch_at: AtomicU64,
 }
 
 /// See [`IngestGauge::in_burst`].
 pub const BURST: usize = 8;
 /// See [`IngestGauge::in_burst`].
 pub const BURST_SUSTAINED: Duration = Duration::from_millis(20);
+/// See [`IngestGauge::by_batches`].
+pub const BURST_BATCH: usize = 4;
 
 impl Default for IngestGauge {
     fn default() -> Self {
@@ -366,6 +374,8 @@ impl Default for IngestGauge {
             waiting: AtomicUsize::new(0),
             calm_at: AtomicU64::new(0),
             epoch: Instant::now(),
+            by_batches: false,
+            batch_at: AtomicU64::new(0),
         }
     }
 }
@@ -375,7 +385,33 @@ impl IngestGauge {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// A gauge for a backend whose commits answer a whole batch at once and take
+    /// the next batch right after (PostgreSQL): the count waiting falls to zero at
+    /// every commit, however saturated ingest is, and would never stay at
+    /// [`BURST`] for long. There, ingest is saturated when every batch taken in the
+    /// last [`BURST_SUSTAINED`] held [`BURST_BATCH`] or more webhooks (they arrive
+    /// faster than one commit takes) and batches are still being taken. The
+    /// backend reports each batch with [`IngestGauge::batch`].
+    pub fn by_batches() -> Self {
+        IngestGauge {
+            by_batches: true,
+            ..IngestGauge::default()
+        }
+    }
+
+    /// A batch of `n` webhooks taken for one commit (see [`Self::by_batches`]).
+    pub fn batch(&self, n: usize) {
+        let now = self.now_us();
+        self.batch_at.store(now, Ordering::Relaxed);
+        if n < BURST_BATCH {
+            self.calm_at.store(now, Ordering::Relaxed);
+        }
+    }
+
     fn counted(&self, waiting: usize) {
+        if self.by_batches {
+            return;
+        }
         if waiting < BURST {
             self.calm_at.store(self.now_us(), Ordering::Relaxed);
         }
@@ -398,11 +434,17 @@ impl IngestGauge {
     /// `worker`): it would take CPU that accepting needs, while below saturation
     /// it takes only what is spare.
     pub fn in_burst(&self) -> bool {
+        let sustained = BURST_SUSTAINED.as_micros() as u64;
+        if self.by_batches {
+            let now = self.now_us();
+            return now.saturating_sub(self.calm_at.load(Ordering::Relaxed)) >= sustained
+                && now.saturating_sub(self.batch_at.load(Ordering::Relaxed)) < sustained;
+        }
         self.waiting.load(Ordering::Relaxed) >= BURST
             && self
                 .now_us()
                 .saturating_sub(self.calm_at.load(Ordering::Relaxed))
-                >= BURST_SUSTAINED.as_micros() as u64
+                >= sustained
     }
 }
 
@@ -666,5 +708,42 @@ mod tests {
             let read_plain: Event = serde_json::from_str(&plain.unwrap().event_json).unwrap();
             assert_eq!(read_plain, before);
         }
+    }
+
+    /// Polls `f` every millisecond until it holds, for at most 5 s.
+    fn eventually(f: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn by_batches_a_burst_is_full_batches_for_a_sustained_spell() {
+        let g = IngestGauge::by_batches();
+        // Many webhooks waiting, but no batch taken: the count alone never makes
+        // a burst here (it falls to zero at every commit).
+        let held: Vec<_> = (0..BURST * 4).map(|_| g.storing()).collect();
+        g.batch(1);
+        assert!(!g.in_burst());
+        drop(held);
+        // Full batches, one after another: a burst once they have lasted.
+        assert!(eventually(|| {
+            g.batch(BURST_BATCH);
+            g.in_burst()
+        }));
+        // One small batch: calm at once.
+        g.batch(BURST_BATCH - 1);
+        assert!(!g.in_burst());
+        assert!(eventually(|| {
+            g.batch(BURST_BATCH * 2);
+            g.in_burst()
+        }));
+        // No batch taken any more (ingest stopped): the burst ends by itself.
+        assert!(eventually(|| !g.in_burst()));
     }
 }

@@ -255,9 +255,10 @@ pub struct PgStore {
     subjects: Arc<SubjectCache>,
     /// This replica's id in subject announcements (random).
     replica: String,
-    /// Webhooks waiting for their batch's commit on this replica: in a burst its
-    /// delivery loops send one alert at a time (see `worker`), as on SQLite.
-    gauge: IngestGauge,
+    /// This replica's batches: in a burst its delivery loops send one alert at a
+    /// time (see `worker`), as on SQLite. Judged by batch sizes
+    /// ([`IngestGauge::by_batches`]): each commit answers its whole batch.
+    gauge: Arc<IngestGauge>,
 }
 
 /// The pauses this replica heard of (see the module's notes).
@@ -431,6 +432,7 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
         subjects.clone(),
         replica.clone(),
     ));
+    let gauge = Arc::new(IngestGauge::by_batches());
     let mut ingest = Vec::with_capacity(BATCHERS);
     for _ in 0..BATCHERS {
         let (tx, rx) = mpsc::channel::<IngestJob>(1024);
@@ -438,7 +440,7 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
             cache: subjects.clone(),
             replica: replica.clone(),
         };
-        tokio::spawn(batcher(pool.clone(), rx, writer));
+        tokio::spawn(batcher(pool.clone(), rx, writer, gauge.clone()));
         ingest.push(tx);
     }
     Ok(Arc::new(PgStore {
@@ -449,7 +451,7 @@ pub async fn open(url: &str, opts: Options) -> Result<Arc<dyn Store>> {
         pauses,
         subjects,
         replica,
-        gauge: IngestGauge::default(),
+        gauge,
     }))
 }
 
@@ -582,7 +584,12 @@ struct SubjectWriter {
 
 /// Takes queued webhooks, up to [`MAX_BATCH`], into one transaction; answers each
 /// after the commit.
-async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>, writer: SubjectWriter) {
+async fn batcher(
+    pool: Pool,
+    mut rx: mpsc::Receiver<IngestJob>,
+    writer: SubjectWriter,
+    gauge: Arc<IngestGauge>,
+) {
     loop {
         let mut jobs = Vec::new();
         match rx.recv().await {
@@ -595,6 +602,7 @@ async fn batcher(pool: Pool, mut rx: mpsc::Receiver<IngestJob>, writer: SubjectW
                 Err(_) => break,
             }
         }
+        gauge.batch(jobs.len());
         let events: Vec<&NewEvent> = jobs.iter().map(|j| &j.event).collect();
         let results = match ingest_batch(&pool, &events, &writer).await {
             Ok(r) => r,
