@@ -710,6 +710,31 @@ async fn pg_store(url: &str) -> (Arc<dyn Store>, Arc<tokio::sync::Notify>) {
     (store::open(url, opts).await.unwrap(), wake)
 }
 
+/// Stores events on `a` (ids `prefix0`, `prefix1`, …, one delivery each to "d")
+/// until `wake` — another replica's wake-up — fires for one of them: from then
+/// on that replica's LISTEN connection is up. Returns how many were stored.
+async fn until_woken(a: &dyn Store, wake: &tokio::sync::Notify, prefix: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        // Armed before the commit: a notification may race the replica's start.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        a.ingest(new_event(&format!("{prefix}{i}"), &["d"], Duration::ZERO))
+            .await
+            .unwrap();
+        i += 1;
+        if tokio::time::timeout(Duration::from_millis(500), notified)
+            .await
+            .is_ok()
+        {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "B was never woken by A's commit");
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error_naming_storage_url_but_not_its_password() {
     // A port nothing listens on.
@@ -771,24 +796,7 @@ async fn a_commit_on_one_replica_wakes_the_loops_of_another() {
     let (b, wake_b) = pg_store(&url).await;
     // B's LISTEN is up once B's ready; a notification may race its start, so
     // each round arms the wait before A commits.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut i = 0;
-    loop {
-        let notified = wake_b.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        a.ingest(new_event(&format!("w{i}"), &["d"], Duration::ZERO))
-            .await
-            .unwrap();
-        i += 1;
-        if tokio::time::timeout(Duration::from_millis(500), notified)
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B was never woken by A's commit");
-    }
+    let i = until_woken(&*a, &wake_b, "w").await;
     assert_eq!(b.claim("d", 100, LONG).await.unwrap().len(), i);
 }
 
@@ -799,24 +807,7 @@ async fn a_pause_recorded_on_one_replica_holds_on_another() {
     let (b, wake_b) = pg_store(&url).await;
     // Once B has been woken by A's commit its LISTEN connection is up, and B
     // knows pauses from their announcements instead of asking the database.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut i = 0;
-    loop {
-        let notified = wake_b.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        a.ingest(new_event(&format!("p{i}"), &["d"], Duration::ZERO))
-            .await
-            .unwrap();
-        i += 1;
-        if tokio::time::timeout(Duration::from_millis(500), notified)
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B was never woken by A's commit");
-    }
+    until_woken(&*a, &wake_b, "p").await;
     assert_eq!(b.paused_for("d").await.unwrap(), Duration::ZERO);
     a.pause("d", Duration::from_secs(30)).await.unwrap();
     let p = a.paused_for("d").await.unwrap();
@@ -1033,24 +1024,7 @@ async fn a_subject_written_on_one_replica_is_read_on_another() {
     let (a, _) = pg_store(&url).await;
     let (b, wake_b) = pg_store(&url).await;
     // Once B has been woken by A's commit, its LISTEN connection is up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut i = 0;
-    loop {
-        let notified = wake_b.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        a.ingest(new_event(&format!("s{i}"), &["d"], Duration::ZERO))
-            .await
-            .unwrap();
-        i += 1;
-        if tokio::time::timeout(Duration::from_millis(500), notified)
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B was never woken by A's commit");
-    }
+    until_woken(&*a, &wake_b, "s").await;
     // B reads (and keeps) "no such subject"; then A writes it, twice.
     assert_eq!(failures(&*b).await, None);
     for n in 1..=2 {
