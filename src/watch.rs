@@ -119,6 +119,17 @@ impl Subject {
         }
     }
 
+    /// A subject an `expect` rule watches before any event of it arrived: new,
+    /// with the rule's first deadline from `now` and the rule's own fields.
+    pub fn pinned(key: &str, fields: &Map<String, Value>, rule: &Rule, now: i64) -> Subject {
+        Subject {
+            next_deadline: Some(rule.deadline_after(now)),
+            rule: Some(rule.fingerprint.clone()),
+            fields: Arc::new(fields.clone()),
+            ..Subject::fresh(key)
+        }
+    }
+
     /// An item of `GET /api/backups`.
     pub fn to_json(&self) -> Value {
         let t = |v: Option<i64>| {

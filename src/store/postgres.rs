@@ -1186,17 +1186,7 @@ impl PgStore {
         let tx = client.transaction().await?;
         let (prev, now) = lock_subject(&tx, key).await?;
         if prev.is_none() {
-            let s = Subject {
-                key: key.to_string(),
-                state: SubjectState::New,
-                failures: 0,
-                last_event_at: None,
-                last_success_at: None,
-                down_since: None,
-                next_deadline: Some(rule.deadline_after(now)),
-                rule: Some(rule.fingerprint.clone()),
-                fields: Arc::new(fields.clone()),
-            };
+            let s = Subject::pinned(key, fields, &rule, now);
             write_subject(&tx, &s, &self.replica).await?;
         }
         tx.commit().await?;

@@ -741,18 +741,7 @@ impl Store for SqliteStore {
                 return Ok(());
             }
             let now = now_ms();
-            let s = Subject {
-                key: key.clone(),
-                state: SubjectState::New,
-                failures: 0,
-                last_event_at: None,
-                last_success_at: None,
-                down_since: None,
-                next_deadline: Some(rule.deadline_after(now)),
-                rule: Some(rule.fingerprint.clone()),
-                fields: Arc::new(fields.clone()),
-            };
-            write_subject(c, &s)
+            write_subject(c, &Subject::pinned(&key, &fields, &rule, now))
         })
         .await
     }
