@@ -96,6 +96,47 @@ async fn a_database_file_deleted_under_the_server_is_refused_until_it_is_back() 
     assert_eq!(stored_ids(&app).await, ["after", "before"]);
 }
 
+/// Events in the database a restart after a crash would read: the file at the
+/// path and the WAL at the path, if any (copied, so nothing checkpoints them).
+fn events_after_a_crash(dir: &Path) -> Result<i64, String> {
+    let crash = dir.join("crash");
+    std::fs::create_dir_all(&crash).unwrap();
+    for f in ["hookrelay.db", "hookrelay.db-wal"] {
+        if dir.join(f).exists() {
+            std::fs::copy(dir.join(f), crash.join(f)).unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(crash.join("hookrelay.db")).map_err(|e| e.to_string())?;
+    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_wal_file_deleted_under_the_server_loses_nothing_acknowledged() {
+    let app = spawn_app(&format!("{SOURCE}admin: {{ token: {ADMIN} }}\n")).await;
+    let dir = app._dir.path();
+    let wal = dir.join("hookrelay.db-wal");
+    assert_eq!(post(&app, "before").await.status(), 202);
+    assert!(wal.exists(), "the database is in WAL mode");
+
+    // Deleted, as a cleanup script might: the commits the server makes into the
+    // file it still has open would be gone at the next start.
+    std::fs::remove_file(&wal).unwrap();
+    assert_eq!(post(&app, "after").await.status(), 202);
+    assert_eq!(
+        events_after_a_crash(dir),
+        Ok(2),
+        "both acknowledged webhooks are in what a restart would read"
+    );
+
+    // And it goes on: a new WAL, everything readable, nothing lost.
+    assert_eq!(post(&app, "later").await.status(), 202);
+    assert!(wal.exists(), "a new WAL is in use");
+    assert_eq!(stored_ids(&app).await, ["after", "before", "later"]);
+    assert_eq!(events_after_a_crash(dir), Ok(3));
+    assert_eq!(ready(&app).await, 200);
+}
+
 #[tokio::test]
 async fn a_database_file_replaced_under_the_server_is_opened_again() {
     let app = spawn_app(&format!("{SOURCE}admin: {{ token: {ADMIN} }}\n")).await;

@@ -105,6 +105,8 @@ pub(super) fn connect(path: &str) -> Result<Connection> {
 pub(super) struct Writer {
     pub(super) path: String,
     pub(super) conn: Option<(Connection, FileId)>,
+    /// The WAL file the connection writes to, as found after it was opened.
+    pub(super) wal: Option<FileId>,
     /// The read connections, opened again with the writer's.
     pub(super) readers: Vec<Arc<Mutex<Connection>>>,
     /// Told of every subject committed (see `subjects`).
@@ -151,6 +153,7 @@ impl Writer {
             }
             self.subjects.clear();
             log::info!("storage: {} opened again", self.path);
+            self.wal = file_id(&wal_path(&self.path));
             self.conn = Some((conn, id));
         }
         match &self.conn {
@@ -158,6 +161,52 @@ impl Writer {
             None => Err(gone(&self.path)),
         }
     }
+
+    /// After a commit: the WAL the connection wrote to is still the file at
+    /// `<path>-wal`. If that file was deleted (or replaced) under the server, the
+    /// commit sits in a file no later open will read, and a crash would lose it:
+    /// what it holds is copied into the database file now, through the
+    /// connection that still has it open, before anyone is told it is stored.
+    /// Every connection is then opened again, with a new WAL.
+    fn keep_wal(&mut self) -> std::result::Result<(), StoreError> {
+        let Some((conn, _)) = &self.conn else {
+            return Ok(());
+        };
+        let wal = wal_path(&self.path);
+        let now = file_id(&wal);
+        if now.is_some() && now == self.wal {
+            return Ok(());
+        }
+        if self.wal.is_none() && now.is_some() {
+            // Not there when the connection was opened: made by its first write.
+            self.wal = now;
+            return Ok(());
+        }
+        log::error!(
+            "storage: the WAL file {wal} was {} while in use; copying what it holds into {} \
+             and opening the database again",
+            if now.is_some() { "replaced" } else { "removed" },
+            self.path
+        );
+        // (busy, frames in the WAL, frames copied): busy means readers kept part of it.
+        let copied = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        self.conn = None;
+        self.wal = None;
+        match copied {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(StoreError::Unavailable(format!(
+                "the WAL file {wal} was removed and what it held could not all be copied \
+                 into the database"
+            ))),
+            Err(e) => Err(StoreError::from(e)),
+        }
+    }
+}
+
+pub(super) fn wal_path(path: &str) -> String {
+    format!("{path}-wal")
 }
 
 pub(super) fn gone(path: &str) -> StoreError {
@@ -260,7 +309,7 @@ pub(super) fn writer_loop(writer: &mut Writer, rx: mpsc::Receiver<Box<dyn Job>>)
                         // is by the next batch (SQLite keeps a read-only open so).
                         writer.conn = None;
                     }
-                    Ok(())
+                    writer.keep_wal()
                 }
                 Err(e) => {
                     subjects::unstage(0);
