@@ -313,9 +313,11 @@ async fn a_replica_killed_mid_send_has_its_delivery_sent_by_another_after_the_le
     assert_eq!(a.post(&client, "held").await.0, 202);
     // A is mid-send (the destination never answers the first request).
     assert!(wait_for(Duration::from_secs(10), || async { sink.count() == 1 }).await);
-    let b = Replica::start(&db, &hook(&sink)).await;
+    // Killed before B starts: starting a replica on a loaded machine can take
+    // longer than the 2 s destination timeout, and A must not live to time out.
     a.child.kill().unwrap();
     a.child.wait().unwrap();
+    let b = Replica::start(&db, &hook(&sink)).await;
 
     // B sends it once A's lease has run out.
     let all = b.settled(&client, Duration::from_secs(60)).await;
