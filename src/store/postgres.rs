@@ -759,10 +759,16 @@ async fn lock_subjects(
                      ORDER BY h) o) l"
         ))
         .await?;
+    // Nearly every batch has one subject (a backup job's webhooks go to one
+    // batcher): read by `key = $1` then. `key = ANY($1)` is planned again on every
+    // call (its generic plan, made for an array of unknown length, never looks
+    // cheaper than a custom one for one key): ~8% of the ingest statements' time.
     let read = tx
-        .prepare_cached(&format!(
-            "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = ANY($1::text[])"
-        ))
+        .prepare_cached(&if keys.len() == 1 {
+            format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = ($1::text[])[1]")
+        } else {
+            format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE key = ANY($1::text[])")
+        })
         .await?;
     // Sent together, run in order: the read is a statement of its own, so its
     // snapshot is taken once the locks are held.
