@@ -132,7 +132,9 @@ fn main() {
     }
     measure("hook: clone + direct default body", &events, n, |e| {
         let e = e.clone();
-        let (_, req) = relay.prepare_direct("hook", "default", &e, "x-1").unwrap();
+        let (_, req) = relay
+            .prepare_direct("hook", "default", &e, None, "x-1")
+            .unwrap();
         std::hint::black_box(req);
     });
     let contexts: Vec<handlebars::Context> = events

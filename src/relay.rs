@@ -307,21 +307,23 @@ impl Relay {
     /// The request of one event's delivery when it needs no template context: a
     /// webhook destination with the embedded default body, written directly
     /// ([`Templates::default_webhook_json`]); `None` for anything else, which
-    /// [`prepare`](Self::prepare) renders.
+    /// [`prepare`](Self::prepare) renders. `raw_text`: `event.raw` as JSON text
+    /// not parsed yet, if so (see [`Templates::default_webhook_json_with`]).
     pub fn prepare_direct(
         &self,
         dest_name: &str,
         template: &str,
         event: &Event,
+        raw_text: Option<&str>,
         delivery_id: &str,
     ) -> Option<(Arc<dyn Destination>, Request)> {
         let dest = self.destinations.get(dest_name)?;
         if dest.type_name() != destinations::webhook::KIND.name || !dest.sender.sends_json_as_is() {
             return None;
         }
-        let text = self
-            .templates
-            .default_webhook_json(template, event, delivery_id)?;
+        let text =
+            self.templates
+                .default_webhook_json_with(template, event, raw_text, delivery_id)?;
         Some((dest.sender.clone(), Request::JsonText(text)))
     }
 

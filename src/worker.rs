@@ -361,26 +361,37 @@ async fn attempt(
     }
     let started = Instant::now();
     let delivery_id = crate::relay::delivery_id(&c.event_id, c.id);
-    // A group's delivery reads its events (a store read that may fail for now).
-    let event = std::mem::take(&mut c.event);
-    // One event to a webhook with the default body needs no template context.
+    // One event to a webhook with the default body needs no template context,
+    // nor the tree of its `raw`.
     let direct = match c.group {
-        None => relay.prepare_direct(&c.destination, &c.template, &event, &delivery_id),
+        None => relay.prepare_direct(
+            &c.destination,
+            &c.template,
+            &c.event,
+            c.raw_text.as_deref(),
+            &delivery_id,
+        ),
         Some(_) => None,
     };
     let prepared = match direct {
         Some(p) => Ok(p),
-        None => {
-            let ctx = crate::group::delivery_context(shared.store.as_ref(), event, c.group).await;
-            ctx.map_err(SendError::transient).and_then(|mut ctx| {
-                crate::relay::set_delivery_id(&mut ctx, &delivery_id);
-                relay
-                    .prepare(&c.destination, &c.template, c.channel.as_deref(), ctx)
-                    .map_err(|msg| {
-                        SendError::permanent(format!("cannot render the message: {msg}"))
-                    })
-            })
-        }
+        None => match c.take_event() {
+            // Nothing can send it: it ends dead, with the reason.
+            Err(e) => Err(SendError::permanent(e.to_string())),
+            Ok(event) => {
+                // A group's delivery reads its events (a store read that may fail for now).
+                let ctx =
+                    crate::group::delivery_context(shared.store.as_ref(), event, c.group).await;
+                ctx.map_err(SendError::transient).and_then(|mut ctx| {
+                    crate::relay::set_delivery_id(&mut ctx, &delivery_id);
+                    relay
+                        .prepare(&c.destination, &c.template, c.channel.as_deref(), ctx)
+                        .map_err(|msg| {
+                            SendError::permanent(format!("cannot render the message: {msg}"))
+                        })
+                })
+            }
+        },
     };
     let result = match prepared {
         Ok((sender, req)) => {
@@ -441,7 +452,8 @@ async fn attempt(
         Outcome::Retry { .. } => "retry",
         Outcome::Dead => "dead",
     };
-    let status_text = status.map(|s| format!("status {s}, ")).unwrap_or_default();
+    // Written only if the line is logged (not for every delivery).
+    let status_text = StatusText(status);
     match (&outcome, &error) {
         (Outcome::Delivered, _) => log::info!(
             "delivery {} (event {}) to {}: delivered ({status_text}{} ms, attempt {attempt_no})",
@@ -496,6 +508,18 @@ async fn attempt(
         // The loop may be asleep until the lease would have run out; its next
         // due time is now the retry time.
         shared.notify.notify_waiters();
+    }
+}
+
+/// `status 200, ` in a delivery's log line, or nothing without a status.
+struct StatusText(Option<u16>);
+
+impl std::fmt::Display for StatusText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(s) => write!(f, "status {s}, "),
+            None => Ok(()),
+        }
     }
 }
 

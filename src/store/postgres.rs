@@ -1338,6 +1338,7 @@ impl Store for PgStore {
                 age: millis(r.get(6)),
                 claimed_at,
                 event,
+                raw_text: None,
                 group: r.get(8),
             });
         }

@@ -544,8 +544,8 @@ impl Store for SqliteStore {
             rows.into_iter().enumerate()
         {
             let token = first_token + i as i64;
-            let event = match parse_event(&json) {
-                Ok(event) => event,
+            let (event, raw_text) = match parse_stored_event(json) {
+                Ok(parsed) => parsed,
                 Err(e) => {
                     // Nothing can send it, and it must not stop the deliveries
                     // behind it: it ends dead, with the reason.
@@ -571,6 +571,7 @@ impl Store for SqliteStore {
                 age: Duration::from_millis(age_ms.max(0) as u64),
                 claimed_at,
                 event,
+                raw_text,
                 group,
             });
         }

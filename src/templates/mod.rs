@@ -439,6 +439,19 @@ impl Templates {
     /// `default.webhook.json.hbs`: the same bytes it renders (see `fast.rs`).
     /// `None` when another template applies.
     pub fn default_webhook_json(&self, name: &str, e: &Event, delivery_id: &str) -> Option<String> {
+        self.default_webhook_json_with(name, e, None, delivery_id)
+    }
+
+    /// [`default_webhook_json`](Self::default_webhook_json) for an event whose
+    /// `raw` is still the stored JSON text `raw_text` (see
+    /// `store::parse_stored_event`); `None` also when that text is not JSON.
+    pub fn default_webhook_json_with(
+        &self,
+        name: &str,
+        e: &Event,
+        raw_text: Option<&str>,
+        delivery_id: &str,
+    ) -> Option<String> {
         let ty = crate::destinations::webhook::KIND.name;
         if !self.embedded_webhook
             || crate::digest::is_digest(e)
@@ -446,7 +459,7 @@ impl Templates {
         {
             return None;
         }
-        Some(fast::default_webhook_body(e, delivery_id))
+        fast::default_webhook_body(e, raw_text, delivery_id)
     }
 
     fn resolved_body_key(&self, name: &str, ty: &str) -> Result<String, RenderError> {

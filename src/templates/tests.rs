@@ -880,6 +880,67 @@ fn fast_webhook_body_is_the_templates_bytes() {
 }
 
 #[test]
+fn fast_webhook_body_from_raw_text_is_the_trees_bytes() {
+    // `raw` still as stored text (a claimed delivery's) is written exactly as
+    // the tree parsed from it, whatever the text's layout.
+    let t = defaults();
+    let wide: String = format!(
+        "{{{}}}",
+        (0..100)
+            .map(|i| format!("\"k{i}\": {i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut texts: Vec<String> = fixture_events()
+        .into_iter()
+        .map(|(_, e)| serde_json::to_string_pretty(&e.raw).unwrap())
+        .collect();
+    texts.extend(
+        [
+            r#" { "b" : 1 , "a" : [ 1 , 2.50 , -0 , 1e5 , 1.5E-7 , 18446744073709551616 , -9223372036854775808 , 0.1 , 123456789012345678901234567890 ] } "#,
+            r#"{"s": "\u00e9\/\t\"q\" \\ \ud83d\ude00 \u0001", "n": null, "t": true, "f": false}"#,
+            r#"{"nested": {"deeper": {"x": [[], {}, [{}], {"y": []}]}}, "e": {}, "l": []}"#,
+            r#"{"k\u0065y": 1, "key": 2}"#,
+            r#"{"status": "error", "a": {"status": 1, "status": 2}, "status": "success"}"#,
+            r#"{"x": {"a": 1}, "y": {"a": 2}, "a": 3}"#,
+            r#"[1, "two", {"three": 3}]"#,
+            r#""just a string""#,
+            "42",
+            "null",
+            "{}",
+        ]
+        .map(String::from),
+    );
+    texts.push(wide);
+    let (_, base) = fixture_events().remove(0);
+    for (i, text) in texts.iter().enumerate() {
+        let raw: Value = serde_json::from_str(text).unwrap();
+        let parsed = Event {
+            raw,
+            ..base.clone()
+        };
+        let head = Event {
+            raw: Value::Null,
+            ..base.clone()
+        };
+        let id = format!("d-{i}");
+        let want = t.default_webhook_json("default", &parsed, &id).unwrap();
+        let got = t
+            .default_webhook_json_with("default", &head, Some(text), &id)
+            .unwrap();
+        assert_eq!(got, want, "{text}");
+    }
+    // Not JSON: no body (the delivery then ends dead, with the parse error).
+    for bad in ["{\"a\":", "{\"a\": 1} x", ""] {
+        assert_eq!(
+            t.default_webhook_json_with("default", &base, Some(bad), "d"),
+            None,
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn fast_webhook_body_only_while_the_embedded_template_is_in_force() {
     let (_, e) = fixture_events().remove(0);
     // A folder file of the default body (JSON or text) takes its place.

@@ -157,6 +157,44 @@ async fn permanent_failures_and_spent_retries_end_dead_with_their_error() {
 }
 
 #[tokio::test]
+async fn a_stored_payload_that_cannot_be_read_ends_dead_with_the_reason_and_nothing_is_sent() {
+    // The payload (`raw`) of a claimed event is read only when its message is
+    // written: broken there, the delivery still ends dead with the reason, both
+    // for the default webhook body and for a template.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let app = spawn_app_drained(&format!(
+        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  hook: {{ type: webhook, url: \"{0}/hook\" }}\n  chat: {{ type: slack, webhook_url: \"{0}/chat\", rate_limit: 100/s }}\nroutes:\n  - to: [hook, chat]\n",
+        server.uri()
+    ))
+    .await;
+    let v = post_c66(&app, &fixture("cloud66/backup.verification.failed.json")).await;
+    assert_eq!(v["deliveries"], 2);
+    let db = rusqlite::Connection::open(app._dir.path().join("hookrelay.db")).unwrap();
+    // `..."raw":{...}}` becomes `..."raw":{...},}`: the fields still read, `raw` not.
+    let n = db
+        .execute(
+            "UPDATE events SET event = substr(event, 1, length(event) - 1) || ',}'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(app.drain(3).await, 2);
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let dead = app.api("/api/deliveries?state=dead").await;
+    let dead = dead["items"].as_array().unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in dead {
+        let err = d["last_error"].as_str().unwrap();
+        assert!(err.contains("stored event unreadable"), "{d}");
+        assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{d}");
+    }
+}
+
+#[tokio::test]
 async fn a_burst_to_a_slack_webhook_is_paced_and_a_dead_destination_delays_no_other() {
     let slack = MockServer::start().await;
     Mock::given(method("POST"))
