@@ -63,6 +63,9 @@ pub struct Webhook {
     headers: Vec<(String, Secret)>,
     http: reqwest::Client,
     timeout: Duration,
+    /// `url` parsed and `headers` built once, not for every send; `None` if
+    /// the configuration cannot give them (then each send says why).
+    parsed: Option<(reqwest::Url, HeaderMap)>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -80,7 +83,7 @@ impl std::fmt::Debug for Webhook {
 
 impl Webhook {
     pub fn new(cfg: &WebhookConfig, http: reqwest::Client, timeout: Duration) -> Webhook {
-        Webhook {
+        let mut w = Webhook {
             url: cfg.url.clone(),
             headers: cfg
                 .headers
@@ -89,7 +92,12 @@ impl Webhook {
                 .collect(),
             http,
             timeout,
-        }
+            parsed: None,
+        };
+        w.parsed = reqwest::Url::parse(w.url.expose())
+            .ok()
+            .zip(w.header_map().ok());
+        w
     }
 
     /// The configured headers; values are marked sensitive (they often hold tokens)
@@ -123,9 +131,12 @@ impl Destination for Webhook {
     }
 
     async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
-        let headers = self.header_map()?;
         let body = match req {
             Request::Json(body) => {
+                let headers = match &self.parsed {
+                    Some((_, h)) => h.clone(),
+                    None => self.header_map()?,
+                };
                 return post_and_classify(
                     &self.http,
                     self.url.expose(),
@@ -134,7 +145,7 @@ impl Destination for Webhook {
                     self.timeout,
                     delivery_id,
                 )
-                .await
+                .await;
             }
             Request::JsonText(text) => text,
             _ => {
@@ -143,12 +154,23 @@ impl Destination for Webhook {
                 ))
             }
         };
-        let req = json_bytes_request(
-            &self.http,
-            self.url.expose(),
-            headers,
-            body.clone().into_bytes(),
-        );
+        let req = match &self.parsed {
+            Some((url, headers)) => self
+                .http
+                .post(url.clone())
+                .headers(headers.clone())
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                )
+                .body(body.clone()),
+            None => json_bytes_request(
+                &self.http,
+                self.url.expose(),
+                self.header_map()?,
+                body.clone().into_bytes(),
+            ),
+        };
         let (status, headers, text) = send_request(req, self.timeout, delivery_id).await?;
         classify_status(status, &headers, &text)
     }
