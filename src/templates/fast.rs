@@ -10,8 +10,6 @@
 //! and a test renders every fixture, sample and odd event both ways and asserts
 //! the same bytes (`tests.rs`, `fast_webhook_body_is_the_templates_bytes`).
 
-use std::io::Write as _;
-
 use serde::Serialize;
 
 use super::helpers::{emoji, headline_of};
@@ -244,7 +242,10 @@ impl<'de> de::Visitor<'de> for Key {
 
 /// `,\n  "name": <value as {{json}} writes it>`.
 fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
-    let _ = write!(out, ",\n  \"{name}\": ");
+    // Not `write!`: the formatting machinery cost more than the copy, 22 times a body.
+    out.extend_from_slice(b",\n  \"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\": ");
     json(out, value);
 }
 
