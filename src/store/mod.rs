@@ -190,7 +190,7 @@ fn unreadable(e: serde_json::Error) -> StoreError {
 /// `,"raw":` ends the fields: no string can hold those bytes (its quotes would
 /// be escaped) and no field before it is an object. Text laid out otherwise is
 /// parsed whole, as before.
-pub(crate) fn parse_stored_event(mut json: String) -> Result<(Event, Option<String>)> {
+pub fn parse_stored_event(mut json: String) -> Result<(Event, Option<String>)> {
     const RAW: &str = r#","raw":"#;
     let Some(at) = json.find(RAW).filter(|_| json.ends_with('}')) else {
         return Ok((serde_json::from_str(&json).map_err(unreadable)?, None));
