@@ -291,3 +291,57 @@ mod subject_cache {
         assert_eq!(store.get_subject("a").await.unwrap().unwrap().failures, 1);
     }
 }
+
+mod retention {
+    use super::super::*;
+
+    /// How many events retention finds to delete and the SQLite VM steps it takes
+    /// to find them, with `old` finished events past retention before `kept`
+    /// recent ones.
+    fn purge_query(old: usize, kept: usize) -> (usize, i32) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("db").to_str().unwrap()).unwrap();
+        migrate(&conn).unwrap();
+        let day = 86_400_000;
+        let now = now_ms();
+        let add = |i: usize, at: i64| {
+            conn.execute(
+                "INSERT INTO events (id, source, received_at, dedup_key, status, routed, event)
+                 VALUES (?1, 's', ?2, ?1, 'error', 1, '{}')",
+                params![format!("e{i}"), at],
+            )
+            .unwrap();
+        };
+        (0..old).for_each(|i| add(i, now - 40 * day));
+        (old..old + kept).for_each(|i| add(i, now));
+        let found = purge_candidates(&conn, now - 30 * day, 200).unwrap().len();
+        // The cached statements it ran, with their counts.
+        let steps = [PURGE_OLDEST, PURGE_DELETABLE]
+            .iter()
+            .map(|sql| {
+                let s = conn.prepare_cached(sql).unwrap();
+                s.get_status(rusqlite::StatementStatus::VmStep)
+            })
+            .sum();
+        (found, steps)
+    }
+
+    #[test]
+    fn finding_what_retention_may_delete_does_not_read_the_events_it_keeps() {
+        let (found, few) = purge_query(3, 10);
+        assert_eq!(found, 3);
+        let (found, many) = purge_query(3, 5_000);
+        assert_eq!(found, 3);
+        // Every kept event read would be several steps: 5,000 of them, thousands.
+        assert!(
+            many <= few + 20,
+            "{many} steps with 5,000 kept events, {few} with 10"
+        );
+        // Nothing past retention: nothing found, and nothing read to find it.
+        let (found, none) = purge_query(0, 5_000);
+        assert_eq!(found, 0);
+        assert!(none <= few, "{none} steps to find nothing");
+        // More past retention than a batch: one batch, oldest first.
+        assert_eq!(purge_query(500, 10).0, 200);
+    }
+}
