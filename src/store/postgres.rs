@@ -890,47 +890,32 @@ async fn store_batch<'a>(
             l_chan.push(d.channel.as_deref());
         }
     }
-    // The events, their deliveries and the NOTIFY (delivered to listeners on
-    // commit, once however many rows) sent together; they run in order.
-    let ev_stmt = tx
-        .prepare_cached(
-            "INSERT INTO events (id, source, dedup_key, status, routed, event)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])",
+    // The events, their deliveries and the announcement (delivered to listeners
+    // on commit, once however many rows) in one statement: the server runs one
+    // statement's start-up and end per batch instead of three. The deliveries'
+    // foreign-key checks run at the statement's end, after the events' insert.
+    if !e_id.is_empty() {
+        let stmt = tx
+            .prepare_cached(&format!(
+                "WITH e AS (
+                     INSERT INTO events (id, source, dedup_key, status, routed, event)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                          $5::bool[], $6::text[])),
+                 d AS (
+                     INSERT INTO deliveries (event_id, destination, template, channel)
+                     SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]))
+                 SELECT pg_notify('{CHANNEL}', '')::text WHERE cardinality($7::text[]) > 0"
+            ))
+            .await?;
+        tx.query(
+            &stmt,
+            &[
+                &e_id, &e_src, &e_key, &e_status, &e_routed, &e_json, &l_event, &l_dest, &l_tpl,
+                &l_chan,
+            ],
         )
         .await?;
-    let dl_stmt = tx
-        .prepare_cached(
-            "INSERT INTO deliveries (event_id, destination, template, channel)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
-        )
-        .await?;
-    let notify = format!("NOTIFY {CHANNEL}");
-    futures_util::future::try_join3(
-        async {
-            if e_id.is_empty() {
-                return Ok(0);
-            }
-            tx.execute(
-                &ev_stmt,
-                &[&e_id, &e_src, &e_key, &e_status, &e_routed, &e_json],
-            )
-            .await
-        },
-        async {
-            if l_event.is_empty() {
-                return Ok(0);
-            }
-            tx.execute(&dl_stmt, &[&l_event, &l_dest, &l_tpl, &l_chan])
-                .await
-        },
-        async {
-            if l_event.is_empty() {
-                return Ok(());
-            }
-            tx.batch_execute(&notify).await
-        },
-    )
-    .await?;
+    }
     // Repeats counted on the event they repeat.
     let mut repeats: HashMap<&str, i32> = HashMap::new();
     for (i, o) in owner.iter().enumerate() {
