@@ -603,7 +603,13 @@ pub fn apply(
 pub fn prepare(watch: &Watch, e: &mut Event, prev: Option<&Subject>, now: i64) -> WatchUpdate {
     let key = watch.subject_key(e);
     let rule = watch.rule_for(e).cloned();
-    let fields = Arc::new(subject_fields(e));
+    // The subject's own map when nothing changed: shared, not copied, down to the
+    // store's write (which then leaves the fields as they are).
+    let fresh = subject_fields(e);
+    let fields = match prev {
+        Some(p) if *p.fields == fresh => Arc::clone(&p.fields),
+        _ => Arc::new(fresh),
+    };
     let applied = apply(
         prev,
         &key,

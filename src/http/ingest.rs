@@ -367,12 +367,17 @@ async fn accept(
     let (routed, deliveries, groups) = relay.plan_grouped(&event);
     let key = dedup_key(&event, text.as_bytes());
     let status = event.status.as_str();
-    let summary = format!(
-        "{} {} {}",
-        event.provider,
-        event.event.as_deref().unwrap_or("-"),
-        status
-    );
+    // For the log lines below; not made when they are not written.
+    let summary = if log::log_enabled!(log::Level::Info) {
+        format!(
+            "{} {} {}",
+            event.provider,
+            event.event.as_deref().unwrap_or("-"),
+            status
+        )
+    } else {
+        String::new()
+    };
     // Stored as it came: `raw` is exactly this text, parsed.
     let new = NewEvent::new(
         &mut event,

@@ -288,7 +288,7 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
             w.rule.as_deref(),
             w.claim.is_some(),
         );
-        write_subject(conn, &applied.subject)?;
+        write_subject_over(conn, &applied.subject, prev.as_ref())?;
         if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
             let rid = uuid::Uuid::now_v7().to_string();
             insert_event(conn, &rid, r, now, &format!("recovered:{id}"))?;
@@ -369,10 +369,61 @@ fn read_subject(conn: &Connection, key: &str) -> Result<Option<Subject>> {
 /// Every write of a subject goes through here: the in-memory copy of committed
 /// subjects (see `subjects`) is told of it at the commit.
 fn write_subject(conn: &Connection, s: &Subject) -> Result<()> {
+    write_subject_over(conn, s, None)
+}
+
+/// Writes `s` over `prev`, the row as this transaction found it (see
+/// `read_subject_tx`): every webhook of a watched backup writes its subject, and
+/// mostly only its times and counts change. Then the row is updated in place, and
+/// its fields are written only if the event brought new ones. With no row to update, it is inserted.
+fn write_subject_over(conn: &Connection, s: &Subject, prev: Option<&Subject>) -> Result<()> {
+    if let Some(p) = prev {
+        let updated = if Arc::ptr_eq(&p.fields, &s.fields) || p.fields == s.fields {
+            conn.prepare_cached(
+                "UPDATE subjects SET state = ?2, failures = ?3, last_event_at = ?4,
+                 last_success_at = ?5, down_since = ?6, next_deadline = ?7, rule = ?8
+                 WHERE key = ?1",
+            )?
+            .execute(params![
+                s.key,
+                s.state.as_str(),
+                s.failures,
+                s.last_event_at,
+                s.last_success_at,
+                s.down_since,
+                s.next_deadline,
+                s.rule,
+            ])?
+        } else {
+            let fields =
+                serde_json::to_string(&*s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
+            conn.prepare_cached(
+                "UPDATE subjects SET state = ?2, failures = ?3, last_event_at = ?4,
+                 last_success_at = ?5, down_since = ?6, next_deadline = ?7, rule = ?8, fields = ?9
+                 WHERE key = ?1",
+            )?
+            .execute(params![
+                s.key,
+                s.state.as_str(),
+                s.failures,
+                s.last_event_at,
+                s.last_success_at,
+                s.down_since,
+                s.next_deadline,
+                s.rule,
+                fields
+            ])?
+        };
+        if updated == 1 {
+            subjects::stage(s);
+            return Ok(());
+        }
+    }
     let fields = serde_json::to_string(&*s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
-    conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO subjects ({SUBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))?
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO subjects (key, state, failures, last_event_at, last_success_at,
+         down_since, next_deadline, rule, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
     .execute(params![
         s.key,
         s.state.as_str(),

@@ -268,6 +268,43 @@ mod subject_cache {
         assert_eq!(cache.get("z").unwrap().failures, 5);
     }
 
+    #[test]
+    fn a_subject_written_over_its_row_keeps_or_replaces_its_fields_and_comes_back_if_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        migrate(&conn).unwrap();
+        let fields = |v: &str| {
+            let mut m = serde_json::Map::new();
+            m.insert("server".into(), Value::String(v.into()));
+            Arc::new(m)
+        };
+        let mut first = subject("k", 1);
+        first.fields = fields("a");
+        write_subject(&conn, &first).unwrap();
+        // Same fields (the same map): the row's counts change, its fields stay.
+        let mut second = first.clone();
+        second.failures = 2;
+        second.next_deadline = Some(7);
+        write_subject_over(&conn, &second, Some(&first)).unwrap();
+        let row = read_subject(&conn, "k").unwrap().unwrap();
+        assert_eq!((row.failures, row.next_deadline), (2, Some(7)));
+        assert_eq!(row.fields, fields("a"));
+        // New fields: written.
+        let mut third = second.clone();
+        third.failures = 3;
+        third.fields = fields("b");
+        write_subject_over(&conn, &third, Some(&second)).unwrap();
+        let row = read_subject(&conn, "k").unwrap().unwrap();
+        assert_eq!((row.failures, row.fields), (3, fields("b")));
+        // The row gone under the writer (its cache still knows it): written whole.
+        conn.execute("DELETE FROM subjects", []).unwrap();
+        let mut fourth = third.clone();
+        fourth.failures = 4;
+        write_subject_over(&conn, &fourth, Some(&third)).unwrap();
+        let row = read_subject(&conn, "k").unwrap().unwrap();
+        assert_eq!((row.failures, row.fields), (4, fields("b")));
+    }
+
     #[tokio::test]
     async fn webhooks_read_their_subject_as_last_committed() {
         let dir = tempfile::tempdir().unwrap();
