@@ -77,6 +77,11 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     log "building (release): hookrelay, bench_baseline, bench_sink, bench_load"
     cargo build --release --bins --example bench_baseline --example bench_sink --example bench_load >&2
 fi
+# What the build (or anything before) left unwritten goes to disk now, not during
+# the run: hookrelay's fsyncs would otherwise wait behind gigabytes of someone
+# else's dirty pages, which measures the disk queue, not hookrelay.
+log "sync (dirty pages written back before measuring)"
+sync
 BIN=${HOOKRELAY_BIN:-$ROOT/target/release/hookrelay}
 EX=$ROOT/target/release/examples
 
