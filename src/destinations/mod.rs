@@ -11,6 +11,7 @@
 //! [`Kind`]), one line in [`KINDS`], its default templates in `templates/`, and a
 //! test against a local server.
 
+pub mod client;
 pub mod console;
 pub mod discord;
 pub mod email;
@@ -531,7 +532,7 @@ pub(crate) fn scrub(message: &str, secret: &str) -> String {
 /// POSTs `body` as JSON with the destination's timeout, hookrelay's `User-Agent`
 /// and the delivery id, plus `headers`; returns the status, headers and (at most
 /// [`MAX_RESPONSE_BYTES`] of the) body text of the answer, or the classified
-/// transport error.
+/// transport error. Sent with [`client`] unless a proxy is set (then `http`).
 pub(crate) async fn post_json(
     http: &reqwest::Client,
     url: &str,
@@ -540,12 +541,59 @@ pub(crate) async fn post_json(
     timeout: Duration,
     delivery_id: &str,
 ) -> Result<(u16, HeaderMap, String), SendError> {
-    send_request(
-        json_request(http, url, headers, body)?,
+    if !client::enabled() {
+        return send_request(
+            json_request(http, url, headers, body)?,
+            timeout,
+            delivery_id,
+        )
+        .await;
+    }
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| SendError::permanent(format!("could not serialize the body: {e}")))?;
+    let url = url::Url::parse(url).map_err(|e| {
+        SendError::permanent(format!("destination could not build the request: {e}"))
+    })?;
+    post_json_bytes(
+        &client::Target::new(&url)?,
+        headers,
+        bytes.into(),
         timeout,
         delivery_id,
     )
     .await
+}
+
+/// POSTs `bytes` (already JSON) to `target` with [`client`]: `headers` plus the
+/// `Content-Type`, `User-Agent` and delivery id every JSON send carries.
+pub(crate) async fn post_json_bytes(
+    target: &client::Target,
+    mut headers: HeaderMap,
+    bytes: bytes::Bytes,
+    timeout: Duration,
+    delivery_id: &str,
+) -> Result<(u16, HeaderMap, String), SendError> {
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    add_common_headers(&mut headers, delivery_id)?;
+    client::exchange(target, reqwest::Method::POST, headers, bytes, timeout).await
+}
+
+/// `User-Agent`, `Accept` (unless set) and the delivery id.
+fn add_common_headers(headers: &mut HeaderMap, delivery_id: &str) -> Result<(), SendError> {
+    headers.insert(
+        reqwest::header::USER_AGENT,
+        HeaderValue::from_static(USER_AGENT),
+    );
+    if !headers.contains_key(reqwest::header::ACCEPT) {
+        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    let id = HeaderValue::from_str(delivery_id)
+        .map_err(|_| SendError::permanent("the delivery id is not a valid header value"))?;
+    headers.insert(HeaderName::from_static("hookrelay-delivery-id"), id);
+    Ok(())
 }
 
 /// A JSON POST of `body` (serialized) with `headers`, not yet sent.
@@ -578,14 +626,42 @@ pub(crate) fn json_bytes_request(
 
 /// Sends `req` with the timeout, `User-Agent` and delivery id every HTTP
 /// destination uses, and reads at most [`MAX_RESPONSE_BYTES`] of the answer.
+/// The request is built by the general client and sent with [`client`], unless
+/// a proxy is set or its body is not in memory.
 pub(crate) async fn send_request(
     req: reqwest::RequestBuilder,
     timeout: Duration,
     delivery_id: &str,
 ) -> Result<(u16, HeaderMap, String), SendError> {
-    let mut resp = req
+    let req = req
         .header(reqwest::header::USER_AGENT, USER_AGENT)
-        .header(DELIVERY_ID_HEADER, delivery_id)
+        .header(DELIVERY_ID_HEADER, delivery_id);
+    if !client::enabled() {
+        return send_with_reqwest(req, timeout).await;
+    }
+    let (http, built) = req.build_split();
+    let mut built = built.map_err(|e| classify_reqwest(&e))?;
+    let bytes = match built.body().map(|b| b.as_bytes()) {
+        None => bytes::Bytes::new(),
+        Some(Some(b)) => bytes::Bytes::copy_from_slice(b),
+        // A streamed body: only the general client sends those.
+        Some(None) => {
+            return send_with_reqwest(reqwest::RequestBuilder::from_parts(http, built), timeout)
+                .await
+        }
+    };
+    let target = client::Target::new(built.url())?;
+    let mut headers = std::mem::take(built.headers_mut());
+    add_common_headers(&mut headers, delivery_id)?;
+    client::exchange(&target, built.method().clone(), headers, bytes, timeout).await
+}
+
+/// [`send_request`] with the general client (it honours proxies).
+async fn send_with_reqwest(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<(u16, HeaderMap, String), SendError> {
+    let mut resp = req
         .timeout(timeout)
         .send()
         .await

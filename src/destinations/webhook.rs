@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{classify_status, json_bytes_request, send_request};
+use super::{classify_status, json_bytes_request, post_json_bytes, send_request};
 use super::{post_and_classify, Destination, DestinationSettings, Kind, Message, Request};
 use super::{SendError, Sent, TextEscape};
 use crate::config::{ConfigError, Secret};
@@ -66,6 +66,8 @@ pub struct Webhook {
     /// `url` parsed and `headers` built once, not for every send; `None` if
     /// the configuration cannot give them (then each send says why).
     parsed: Option<(reqwest::Url, HeaderMap)>,
+    /// Where [`client`](super::client) sends, from `parsed`'s URL.
+    target: Option<super::client::Target>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -93,10 +95,15 @@ impl Webhook {
             http,
             timeout,
             parsed: None,
+            target: None,
         };
         w.parsed = reqwest::Url::parse(w.url.expose())
             .ok()
             .zip(w.header_map().ok());
+        w.target = w
+            .parsed
+            .as_ref()
+            .and_then(|(url, _)| super::client::Target::new(url).ok());
         w
     }
 
@@ -154,6 +161,19 @@ impl Destination for Webhook {
                 ))
             }
         };
+        if let (Some((_, headers)), Some(target), true) =
+            (&self.parsed, &self.target, super::client::enabled())
+        {
+            let (status, headers, text) = post_json_bytes(
+                target,
+                headers.clone(),
+                bytes::Bytes::copy_from_slice(body.as_bytes()),
+                self.timeout,
+                delivery_id,
+            )
+            .await?;
+            return classify_status(status, &headers, &text);
+        }
         let req = match &self.parsed {
             Some((url, headers)) => self
                 .http
