@@ -201,12 +201,12 @@ impl Pool {
             Some(l) => l,
             None => all.entry(key.to_string()).or_default(),
         };
-        list.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= IDLE_TIMEOUT);
+        // One clock read for the whole list: a drain puts a connection back
+        // after every send.
+        let now = Instant::now();
+        list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= IDLE_TIMEOUT);
         if list.len() < MAX_IDLE_PER_HOST {
-            list.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            list.push(Idle { sender, since: now });
         }
     }
 
@@ -217,8 +217,10 @@ impl Pool {
         // As the general client did: a request goes out in one segment, now.
         let _ = tcp.set_nodelay(true);
         if target.https {
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-                .map_err(|_| SendError::permanent("could not build the request: the URL has no valid host"))?;
+            let name =
+                rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|_| {
+                    SendError::permanent("could not build the request: the URL has no valid host")
+                })?;
             let tls = self
                 .tls
                 .get_or_init(tls_connector)
@@ -291,9 +293,7 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| rustls::ClientConfig::builder());
-    let mut config = builder
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
@@ -446,7 +446,11 @@ mod tests {
         let (url, _) = server(|_| (Vec::new(), true)).await;
         let e = post(&url, Duration::from_secs(5)).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
-        assert!(e.message.starts_with("destination connection failed"), "{}", e.message);
+        assert!(
+            e.message.starts_with("destination connection failed"),
+            "{}",
+            e.message
+        );
         assert!(!e.message.contains("/in"), "{}", e.message);
     }
 
@@ -523,18 +527,32 @@ mod tests {
         let url = url::Url::parse(&format!("http://{addr}/secret-path")).unwrap();
         let e = post(&url, Duration::from_secs(5)).await.unwrap_err();
         assert!(e.is_transient());
-        assert!(e.message.starts_with("destination could not connect: "), "{}", e.message);
+        assert!(
+            e.message.starts_with("destination could not connect: "),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("refused"), "{}", e.message);
         assert!(!e.message.contains("secret"), "{}", e.message);
     }
 
     #[test]
     fn targets_carry_host_port_and_path() {
-        let t = Target::new(&url::Url::parse("https://hooks.example/a/b?c=d#frag").unwrap())
-            .unwrap();
+        let t =
+            Target::new(&url::Url::parse("https://hooks.example/a/b?c=d#frag").unwrap()).unwrap();
         assert_eq!(
-            (t.key.as_str(), t.host.as_str(), t.port, t.authority.to_str().unwrap()),
-            ("https://hooks.example:443", "hooks.example", 443, "hooks.example")
+            (
+                t.key.as_str(),
+                t.host.as_str(),
+                t.port,
+                t.authority.to_str().unwrap()
+            ),
+            (
+                "https://hooks.example:443",
+                "hooks.example",
+                443,
+                "hooks.example"
+            )
         );
         assert_eq!(t.path, "/a/b?c=d");
         let t = Target::new(&url::Url::parse("http://[::1]:8080").unwrap()).unwrap();

@@ -31,6 +31,11 @@ pub(crate) struct Serve {
 
 impl Serve {
     pub(crate) async fn start(dir: &Path, port: u16) -> Serve {
+        Self::start_env(dir, port, &[]).await
+    }
+
+    /// [`start`](Self::start) with more environment variables.
+    pub(crate) async fn start_env(dir: &Path, port: u16, env: &[(&str, &str)]) -> Serve {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -41,6 +46,7 @@ impl Serve {
             .args(["serve", "-c", "relay.yaml"])
             .env("RUST_LOG", "info")
             .env("HOOKRELAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -187,6 +193,39 @@ async fn kill_9_while_the_destination_is_down_loses_nothing() {
     assert_eq!(distinct.len(), 200, "every accepted event delivered");
     // None had succeeded before the kill, so none is sent twice.
     assert_eq!(ids.len(), 200, "no duplicates: {}", ids.len());
+}
+
+#[tokio::test]
+async fn with_http_proxy_set_destinations_send_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    // The destination's host does not resolve: only the proxy can deliver it.
+    write_config(
+        dir.path(),
+        "  sink: { type: webhook, url: \"http://hooks.invalid/in?key=k\" }",
+        "  - to: [sink]",
+    );
+    let proxy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&proxy)
+        .await;
+    let port = free_port();
+    let s = Serve::start_env(dir.path(), port, &[("HTTP_PROXY", &proxy.uri())]).await;
+    let r = reqwest::Client::new()
+        .post(s.url("/hooks/sb"))
+        .body(sb_event(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_received(&proxy, 1, Duration::from_secs(20)).await;
+    let got = proxy.received_requests().await.unwrap();
+    // The proxy was asked for the destination's URL, with the body and headers.
+    assert_eq!(got[0].url.host_str(), Some("hooks.invalid"));
+    assert_eq!(got[0].url.path(), "/in");
+    assert!(got[0].headers.contains_key("hookrelay-delivery-id"));
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert!(body.get("delivery_id").is_some(), "{body}");
 }
 
 #[tokio::test]
