@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper::header::{HeaderMap, HeaderValue, CONNECTION, HOST};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONNECTION, HOST};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -59,7 +59,7 @@ pub(crate) fn enabled() -> bool {
 
 /// Where a request goes, parsed once: the pool's key, the address to connect to,
 /// the `Host` header and the request target (path and query).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Target {
     https: bool,
     /// `scheme://host:port`: the pool's key.
@@ -70,6 +70,16 @@ pub(crate) struct Target {
     /// The `Host` header: the port only when it is not the scheme's.
     authority: HeaderValue,
     path: hyper::Uri,
+    /// `Authorization: Basic` from the URL's `user:password@`, as the general
+    /// client sends it (marked sensitive).
+    auth: Option<HeaderValue>,
+}
+
+/// Only the scheme, host and port: a URL's path and query are often its secret.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("key", &self.key).finish()
+    }
 }
 
 impl Target {
@@ -102,7 +112,23 @@ impl Target {
         let path = hyper::Uri::try_from(path).map_err(|_| {
             SendError::permanent("could not build the request: the URL's path is not valid")
         })?;
+        let auth = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|d| d.into_owned())
+            };
+            let user = decode(url.username()).map_err(|_| bad())?;
+            let password = decode(url.password().unwrap_or("")).map_err(|_| bad())?;
+            let mut v =
+                HeaderValue::try_from(super::basic_auth(&user, &password)).map_err(|_| bad())?;
+            v.set_sensitive(true);
+            Some(v)
+        };
         Ok(Target {
+            auth,
             https,
             key: format!("{}://{shown}:{port}", url.scheme()),
             host,
@@ -123,6 +149,11 @@ pub(crate) async fn exchange(
     timeout: Duration,
 ) -> Result<Answer, SendError> {
     headers.insert(HOST, target.authority.clone());
+    if let Some(auth) = &target.auth {
+        if !headers.contains_key(AUTHORIZATION) {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
+    }
     let mut req = hyper::Request::new(Full::new(body));
     *req.method_mut() = method;
     *req.uri_mut() = target.path.clone();
@@ -561,6 +592,23 @@ mod tests {
             ("::1", 8080, "[::1]:8080")
         );
         assert_eq!(t.path, "/");
+        assert!(t.auth.is_none());
+        // As the general client did: credentials in the URL become basic auth,
+        // percent-decoded, and are not part of the key, `Host` or path.
+        let t = Target::new(&url::Url::parse("https://ops:p%40ss%20w@hooks.example/in").unwrap())
+            .unwrap();
+        assert_eq!(
+            t.auth.as_ref().unwrap(),
+            &super::super::basic_auth("ops", "p@ss w")
+        );
+        assert!(t.auth.as_ref().unwrap().is_sensitive());
+        assert_eq!(
+            (t.key.as_str(), t.authority.to_str().unwrap()),
+            ("https://hooks.example:443", "hooks.example")
+        );
+        assert_eq!(t.path, "/in");
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("p@ss") && !shown.contains("/in"), "{shown}");
         assert!(Target::new(&url::Url::parse("ftp://x/").unwrap())
             .unwrap_err()
             .is_permanent());

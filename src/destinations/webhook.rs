@@ -217,6 +217,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn credentials_in_the_url_are_sent_as_basic_auth() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/in"))
+            // ops:p@ss w
+            .and(header("authorization", "Basic b3BzOnBAc3Mgdw=="))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        let url = server.uri().replace("http://", "http://ops:p%40ss%20w@") + "/in";
+        let w = hook(url, &[], TIMEOUT);
+        for req in [
+            Request::JsonText("{}".into()),
+            w.prepare(&text("hi")).unwrap(),
+        ] {
+            assert_eq!(w.send(&req, ID).await.unwrap().status, Some(200));
+        }
+        // A header of the user's own wins over the URL's credentials.
+        let url = server.uri().replace("http://", "http://ops:wrong@") + "/in";
+        let w = hook(url, &[("Authorization", "Basic b3BzOnBAc3Mgdw==")], TIMEOUT);
+        let req = Request::JsonText("{}".into());
+        assert_eq!(w.send(&req, ID).await.unwrap().status, Some(200));
+    }
+
+    #[tokio::test]
     async fn posts_json_with_custom_headers() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
