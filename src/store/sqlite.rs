@@ -378,28 +378,17 @@ fn write_subject(conn: &Connection, s: &Subject) -> Result<()> {
 /// its fields are written only if the event brought new ones. With no row to update, it is inserted.
 fn write_subject_over(conn: &Connection, s: &Subject, prev: Option<&Subject>) -> Result<()> {
     if let Some(p) = prev {
-        let updated = if Arc::ptr_eq(&p.fields, &s.fields) || p.fields == s.fields {
-            conn.prepare_cached(
-                "UPDATE subjects SET state = ?2, failures = ?3, last_event_at = ?4,
-                 last_success_at = ?5, down_since = ?6, next_deadline = ?7, rule = ?8
-                 WHERE key = ?1",
-            )?
-            .execute(params![
-                s.key,
-                s.state.as_str(),
-                s.failures,
-                s.last_event_at,
-                s.last_success_at,
-                s.down_since,
-                s.next_deadline,
-                s.rule,
-            ])?
+        // NULL leaves the stored fields as they are.
+        let fields = if Arc::ptr_eq(&p.fields, &s.fields) || p.fields == s.fields {
+            None
         } else {
-            let fields =
-                serde_json::to_string(&*s.fields).map_err(|e| StoreError::Db(e.to_string()))?;
-            conn.prepare_cached(
+            Some(serde_json::to_string(&*s.fields).map_err(|e| StoreError::Db(e.to_string()))?)
+        };
+        let updated = conn
+            .prepare_cached(
                 "UPDATE subjects SET state = ?2, failures = ?3, last_event_at = ?4,
-                 last_success_at = ?5, down_since = ?6, next_deadline = ?7, rule = ?8, fields = ?9
+                 last_success_at = ?5, down_since = ?6, next_deadline = ?7, rule = ?8,
+                 fields = coalesce(?9, fields)
                  WHERE key = ?1",
             )?
             .execute(params![
@@ -412,8 +401,7 @@ fn write_subject_over(conn: &Connection, s: &Subject, prev: Option<&Subject>) ->
                 s.next_deadline,
                 s.rule,
                 fields
-            ])?
-        };
+            ])?;
         if updated == 1 {
             subjects::stage(s);
             return Ok(());
