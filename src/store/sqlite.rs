@@ -368,6 +368,24 @@ fn read_subject(conn: &Connection, key: &str) -> Result<Option<Subject>> {
 
 /// Every write of a subject goes through here: the in-memory copy of committed
 /// subjects (see `subjects`) is told of it at the commit.
+/// A subject's row as `?1`..`?9` (key, state, failures, last_event_at,
+/// last_success_at, down_since, next_deadline, rule, fields).
+macro_rules! subject_params {
+    ($s:expr, $fields:expr) => {
+        params![
+            $s.key,
+            $s.state.as_str(),
+            $s.failures,
+            $s.last_event_at,
+            $s.last_success_at,
+            $s.down_since,
+            $s.next_deadline,
+            $s.rule,
+            $fields
+        ]
+    };
+}
+
 fn write_subject(conn: &Connection, s: &Subject) -> Result<()> {
     write_subject_over(conn, s, None)
 }
@@ -391,17 +409,7 @@ fn write_subject_over(conn: &Connection, s: &Subject, prev: Option<&Subject>) ->
                  fields = coalesce(?9, fields)
                  WHERE key = ?1",
             )?
-            .execute(params![
-                s.key,
-                s.state.as_str(),
-                s.failures,
-                s.last_event_at,
-                s.last_success_at,
-                s.down_since,
-                s.next_deadline,
-                s.rule,
-                fields
-            ])?;
+            .execute(subject_params!(s, fields))?;
         if updated == 1 {
             subjects::stage(s);
             return Ok(());
@@ -412,17 +420,7 @@ fn write_subject_over(conn: &Connection, s: &Subject, prev: Option<&Subject>) ->
         "INSERT OR REPLACE INTO subjects (key, state, failures, last_event_at, last_success_at,
          down_since, next_deadline, rule, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![
-        s.key,
-        s.state.as_str(),
-        s.failures,
-        s.last_event_at,
-        s.last_success_at,
-        s.down_since,
-        s.next_deadline,
-        s.rule,
-        fields
-    ])?;
+    .execute(subject_params!(s, Some(fields)))?;
     subjects::stage(s);
     Ok(())
 }
