@@ -147,7 +147,7 @@ impl SqliteStore {
         let mut writer = Writer {
             path: path.to_string(),
             conn: writer_conn,
-            wal: file_id(&wal_path(path)),
+            wal: wal_ids(path),
             readers: vec![reader.clone(), point.clone()],
             subjects: subjects.clone(),
         };

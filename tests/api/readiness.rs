@@ -3,7 +3,8 @@
 //! file deleted or replaced under the running server, read-only at the start, or
 //! its disk full. Each case recovers without a restart once storage is usable
 //! again. (A file made read-only while open stays writable through the open file,
-//! WAL included: webhooks are then really stored, and 202 is the truth.)
+//! WAL included: webhooks are then really stored, and 202 is the truth.) Its WAL
+//! or WAL index (`-shm`) deleted loses nothing acknowledged.
 //!
 //! Read-only and full are provoked as root (CI runs as root): `chattr +i` makes a
 //! file read-only even for root, and a small tmpfs fills up. Without root these
@@ -39,24 +40,27 @@ async fn stored_ids(app: &TestApp) -> Vec<String> {
     ids
 }
 
-fn run(cmd: &str, args: &[&str]) {
+/// Runs a command to its end; `needs` says what it takes, for when it fails.
+fn run(cmd: &str, args: &[&str], needs: &str) {
     let out = Command::new(cmd)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("{cmd} cannot run: {e}"));
+        .unwrap_or_else(|e| panic!("{cmd} cannot run ({needs}): {e}"));
     assert!(
         out.status.success(),
-        "{cmd} {args:?} failed (these tests need root): {}",
+        "{cmd} {args:?} failed ({needs}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const ROOT: &str = "these tests need root";
 
 /// `chattr +i` while alive, `-i` when dropped (so the temp folder can be removed).
 struct Immutable<'a>(&'a Path);
 
 impl<'a> Immutable<'a> {
     fn set(path: &'a Path) -> Immutable<'a> {
-        run("chattr", &["+i", path.to_str().unwrap()]);
+        run("chattr", &["+i", path.to_str().unwrap()], ROOT);
         Immutable(path)
     }
 }
@@ -98,15 +102,23 @@ async fn a_database_file_deleted_under_the_server_is_refused_until_it_is_back() 
 
 /// Events in the database a restart after a crash would read: the file at the
 /// path and the WAL at the path, if any (copied, so nothing checkpoints them).
+/// Copied by `cp`, in a process of its own: a file opened and closed in the
+/// server's process would drop the server's locks on it (POSIX locks belong to
+/// the process), which SQLite elsewhere reads as nobody else having it open.
 fn events_after_a_crash(dir: &Path) -> Result<i64, String> {
     let crash = dir.join("crash");
     std::fs::create_dir_all(&crash).unwrap();
     for f in ["hookrelay.db", "hookrelay.db-wal"] {
         if dir.join(f).exists() {
-            std::fs::copy(dir.join(f), crash.join(f)).unwrap();
+            let (from, to) = (dir.join(f), crash.join(f));
+            run("cp", &[from.to_str().unwrap(), to.to_str().unwrap()], "cp");
         }
     }
-    let conn = rusqlite::Connection::open(crash.join("hookrelay.db")).map_err(|e| e.to_string())?;
+    count_events(&crash.join("hookrelay.db"))
+}
+
+fn count_events(db: &Path) -> Result<i64, String> {
+    let conn = rusqlite::Connection::open(db).map_err(|e| e.to_string())?;
     conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
         .map_err(|e| e.to_string())
 }
@@ -134,6 +146,66 @@ async fn a_wal_file_deleted_under_the_server_loses_nothing_acknowledged() {
     assert!(wal.exists(), "a new WAL is in use");
     assert_eq!(stored_ids(&app).await, ["after", "before", "later"]);
     assert_eq!(events_after_a_crash(dir), Ok(3));
+    assert_eq!(ready(&app).await, 200);
+}
+
+/// Runs the `sqlite3` shell on the database in a process of its own, as a backup
+/// tool would (a connection made in this process would share the server's WAL
+/// index instead of opening the file at `<path>-shm`).
+fn sqlite3(db: &Path, commands: &[&str]) {
+    let args: Vec<&str> = [db.to_str().unwrap()]
+        .into_iter()
+        .chain(commands.iter().copied())
+        .collect();
+    run(
+        "sqlite3",
+        &args,
+        "the sqlite3 shell, which .ci/run installs",
+    );
+}
+
+#[tokio::test]
+async fn a_shm_file_deleted_under_the_server_loses_nothing_acknowledged() {
+    let app = spawn_app(&format!("{SOURCE}admin: {{ token: {ADMIN} }}\n")).await;
+    let dir = app._dir.path();
+    let db = dir.join("hookrelay.db");
+    let shm = dir.join("hookrelay.db-shm");
+    assert_eq!(post(&app, "before").await.status(), 202);
+    assert!(shm.exists(), "the database is in WAL mode, with its index");
+
+    // Deleted, as a cleanup script might: the server's connections go on with the
+    // file they have open, and the next process to open the database makes a new
+    // one, blind to the server's locks and to what its WAL holds.
+    std::fs::remove_file(&shm).unwrap();
+    assert_eq!(post(&app, "after").await.status(), 202);
+    assert!(
+        shm.exists(),
+        "a new index, made by the server's connections"
+    );
+
+    // Backups from another process, as an operator takes them: everything copied
+    // into the database file, then a copy of that. Each time, the server goes on
+    // writing where the backup left the files.
+    let mut acknowledged = vec!["after", "before"];
+    for (i, next) in ["later", "last"].into_iter().enumerate() {
+        let backup = dir.join(format!("backup-{i}.db"));
+        let to = format!(".backup {}", backup.display());
+        sqlite3(&db, &["PRAGMA wal_checkpoint(TRUNCATE);", &to]);
+        assert_eq!(
+            count_events(&backup),
+            Ok(acknowledged.len() as i64),
+            "the backup has every acknowledged webhook"
+        );
+        assert_eq!(post(&app, next).await.status(), 202);
+        acknowledged.push(next);
+        assert_eq!(
+            events_after_a_crash(dir),
+            Ok(acknowledged.len() as i64),
+            "every acknowledged webhook is in what a restart would read"
+        );
+    }
+    acknowledged.sort();
+    assert_eq!(stored_ids(&app).await, acknowledged);
     assert_eq!(ready(&app).await, 200);
 }
 
@@ -204,6 +276,7 @@ async fn a_full_disk_is_not_ready_and_refuses_webhooks_until_there_is_room() {
             "tmpfs",
             mnt.to_str().unwrap(),
         ],
+        ROOT,
     );
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {

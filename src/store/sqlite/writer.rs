@@ -105,8 +105,9 @@ pub(super) fn connect(path: &str) -> Result<Connection> {
 pub(super) struct Writer {
     pub(super) path: String,
     pub(super) conn: Option<(Connection, FileId)>,
-    /// The WAL file the connection writes to, as found after it was opened.
-    pub(super) wal: Option<FileId>,
+    /// The WAL file the connections write to and its index (see [`wal_files`]), as
+    /// found after they were opened.
+    pub(super) wal: [Option<FileId>; 2],
     /// The read connections, opened again with the writer's.
     pub(super) readers: Vec<Arc<Mutex<Connection>>>,
     /// Told of every subject committed (see `subjects`).
@@ -146,15 +147,7 @@ impl Writer {
             if now.is_none() {
                 return Err(gone(&self.path));
             }
-            let (conn, id) = Writer::open(&self.path)?;
-            for r in &self.readers {
-                let reader = connect(&self.path)?;
-                *r.lock().unwrap_or_else(|e| e.into_inner()) = reader;
-            }
-            self.subjects.clear();
-            log::info!("storage: {} opened again", self.path);
-            self.wal = file_id(&wal_path(&self.path));
-            self.conn = Some((conn, id));
+            self.open_again(false)?;
         }
         match &self.conn {
             Some((conn, _)) => Ok(conn),
@@ -162,42 +155,86 @@ impl Writer {
         }
     }
 
-    /// After a commit: the WAL the connection wrote to is still the file at
-    /// `<path>-wal`. If that file was deleted (or replaced) under the server, the
-    /// commit sits in a file no later open will read, and a crash would lose it:
-    /// what it holds is copied into the database file now, through the
-    /// connection that still has it open, before anyone is told it is stored.
-    /// Every connection is then opened again, with a new WAL.
+    /// Opens the writer and every reader again. With `new_index`, every old
+    /// connection is closed before the first new one opens: SQLite shares one WAL
+    /// index among a process's connections to a file, and a connection opened
+    /// beside an old one would use the old index, even one deleted from the disk.
+    /// Without it, the readers are opened again only once the writer is: until it
+    /// can be, they go on reading through the connections they have.
+    fn open_again(&mut self, new_index: bool) -> std::result::Result<(), StoreError> {
+        self.conn = None;
+        if new_index {
+            let mut readers: Vec<_> = self.readers.iter().map(|r| lock(r)).collect();
+            for r in &mut readers {
+                **r = Connection::open_in_memory()?;
+            }
+            for r in &mut readers {
+                **r = connect(&self.path)?;
+            }
+        }
+        let (conn, id) = Writer::open(&self.path)?;
+        if !new_index {
+            for r in &self.readers {
+                *lock(r) = connect(&self.path)?;
+            }
+        }
+        self.subjects.clear();
+        log::info!("storage: {} opened again", self.path);
+        self.wal = wal_ids(&self.path);
+        self.conn = Some((conn, id));
+        Ok(())
+    }
+
+    /// After a commit: the WAL the connections write to and its index are still
+    /// the files at their paths (see [`wal_files`]). If the WAL was deleted (or
+    /// replaced) under the server, the commit sits in a file no later open will
+    /// read, and a crash would lose it. If the index was, the next connection to
+    /// open the database (a `hookrelay` command, a backup) makes a new one that
+    /// knows neither what the WAL holds nor the server's locks on it, and may copy
+    /// the WAL into the database and start it over while the server still appends
+    /// to it. Either way, what the WAL holds is copied into the database file now,
+    /// through the connection that still has it open, before anyone is told it is
+    /// stored; every connection is then opened again, with a new WAL and index.
     fn keep_wal(&mut self) -> std::result::Result<(), StoreError> {
         let Some((conn, _)) = &self.conn else {
             return Ok(());
         };
-        let wal = wal_path(&self.path);
-        let now = file_id(&wal);
-        if now.is_some() && now == self.wal {
-            return Ok(());
+        let files = wal_files(&self.path);
+        let mut lost = None;
+        for (i, file) in files.iter().enumerate() {
+            let now = file_id(file);
+            if now.is_some() && now == self.wal[i] {
+                continue;
+            }
+            if self.wal[i].is_none() && now.is_some() {
+                // Not there when the connections were opened: made since.
+                self.wal[i] = now;
+                continue;
+            }
+            lost = Some((i, if now.is_some() { "replaced" } else { "removed" }));
+            break;
         }
-        if self.wal.is_none() && now.is_some() {
-            // Not there when the connection was opened: made by its first write.
-            self.wal = now;
+        let Some((i, how)) = lost else {
             return Ok(());
-        }
+        };
+        let what = format!("{} {}", ["WAL file", "WAL index file"][i], files[i]);
         log::error!(
-            "storage: the WAL file {wal} was {} while in use; copying what it holds into {} \
+            "storage: the {what} was {how} while in use; copying what the WAL holds into {} \
              and opening the database again",
-            if now.is_some() { "replaced" } else { "removed" },
             self.path
         );
         // (busy, frames in the WAL, frames copied): busy means readers kept part of it.
         let copied = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             r.get::<_, i64>(0)
         });
-        self.conn = None;
-        self.wal = None;
+        if let Err(e) = self.open_again(true) {
+            // What the WAL held is in the database file: the next batch tries again.
+            log::error!("storage: cannot open {} again: {e}", self.path);
+        }
         match copied {
             Ok(0) => Ok(()),
             Ok(_) => Err(StoreError::Unavailable(format!(
-                "the WAL file {wal} was removed and what it held could not all be copied \
+                "the {what} was {how} and what the WAL held could not all be copied \
                  into the database"
             ))),
             Err(e) => Err(StoreError::from(e)),
@@ -205,8 +242,19 @@ impl Writer {
     }
 }
 
-pub(super) fn wal_path(path: &str) -> String {
-    format!("{path}-wal")
+/// A reader's connection, even if a thread panicked holding it (it is replaced).
+fn lock(r: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The WAL file and its index (`-shm`, which also holds the WAL's locks), where
+/// SQLite keeps them beside the database file.
+pub(super) fn wal_files(path: &str) -> [String; 2] {
+    [format!("{path}-wal"), format!("{path}-shm")]
+}
+
+pub(super) fn wal_ids(path: &str) -> [Option<FileId>; 2] {
+    wal_files(path).map(|f| file_id(&f))
 }
 
 pub(super) fn gone(path: &str) -> StoreError {
