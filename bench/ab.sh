@@ -8,7 +8,7 @@
 # Per round and binary: wrk -t2 -c$CONNS -d${DURATION}s (the wrk source, as in
 # run.sh) -> accepted req/s and 202s vs rows committed; then the sink is stopped
 # (SIGSTOP), BACKLOG events are posted, the sink continues and the drain rate is
-# taken from the queue depth. Printed per round and binary: the load average, wrk's
+# taken from the sink's count. Printed per round and binary: the load average, wrk's
 # req/s, hookrelay's CPU per accepted request (deliveries running alongside
 # included), 202s and rows, drain rate, CPU and context switches per delivery.
 # OPEN_RATE (0 = off; e.g. 5000) adds, before the backlog, an open loop of the own
@@ -60,6 +60,18 @@ depth() { metric hookrelay_queue_depth 'destination="sink"'; }
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 ctx() { # voluntary + involuntary context switches of every thread of $1
     cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v, n}'
+}
+sink_count() { curl -s "http://127.0.0.1:$SINK_PORT/stats" | grep -o '"count": *[0-9]*' | grep -o '[0-9]*$' || echo 0; }
+# The timed drain ends when the sink has received the backlog: reading the queue
+# depth counts the pending rows on every scrape, CPU the drain would be charged.
+wait_sink() {
+    local t0 limit=$2
+    t0=$(now_ms)
+    while (($(sink_count) < $1)); do
+        (($(now_ms) - t0 > limit * 1000)) && break
+        sleep 0.05
+    done
+    echo $(($(now_ms) - t0))
 }
 wait_drain() {
     local t0 d limit=$1
@@ -137,6 +149,7 @@ for r in $(seq "$ROUNDS"); do
             open="$ol $(python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); s=json.load(open(sys.argv[2])); print(o.get("ok"), sys.argv[3], s.get("p50_ms"), s.get("p99_ms"))' \
                 "$TMP/open.json" <(curl -s "http://127.0.0.1:$SINK_PORT/stats") "$od")"
         fi
+        curl -s -X POST "http://127.0.0.1:$SINK_PORT/reset" >/dev/null
         kill -STOP "$SINK_PID"
         "$EX/bench_load" --url "$URL" --connections 32 --count "$BACKLOG" --timeout 120 >/dev/null
         sleep 1
@@ -144,10 +157,11 @@ for r in $(seq "$ROUNDS"); do
         q0=$(pg_ticks)
         read -r v0 n0 < <(ctx "$hr")
         kill -CONT "$SINK_PID"
-        ms=$(wait_drain 600)
+        ms=$(wait_sink "$BACKLOG" 600)
         t1=$(ticks "$hr")
         q1=$(pg_ticks)
         read -r v1 n1 < <(ctx "$hr")
+        wait_drain 60 >/dev/null
         python3 - "$r" "$who" "$wrk_json" "$rows" "$BACKLOG" "$ms" "$t0" "$t1" "$v0" "$v1" "$n0" "$n1" "$(cut -d' ' -f1 /proc/loadavg)" "$w0" "$w1" "$open" "$PG" "$p0" "$p1" "$q0" "$q1" <<'EOF'
 import json, sys, os
 r, who, wj, rows, backlog, ms, t0, t1, v0, v1, n0, n1, load, w0, w1, open_, pg, p0, p1, q0, q1 = sys.argv[1:]
