@@ -12,7 +12,12 @@
 //! before, never quoting the URL. A pooled connection the server closed meanwhile
 //! is dropped before use; if a request could not be written to a pooled
 //! connection at all, it is sent again on another one (nothing of it reached the
-//! server). A connection that breaks after the request was written is a transient
+//! server). A reused connection that the server closes after the request was
+//! written, before any answer, is the race of a server closing an idle kept-alive
+//! connection just as it is reused (it never read the request): the request goes
+//! out once more, at once, on a new connection, rather than waiting for the first
+//! retry of the schedule (which would send it again all the same, with the same
+//! delivery id). Any other break after the request was written is a transient
 //! failure: the server may have acted on it, and the worker's retry (with the same
 //! delivery id) decides.
 //!
@@ -196,12 +201,27 @@ impl Pool {
                 Some(s) => (s, true),
                 None => (self.connect(target).await?, false),
             };
+            // Kept for the one case where a request that was written is sent
+            // again (see the module's notes): the body is shared, not copied.
+            let again = pooled.then(|| copy(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => return self.answer(target, sender, resp).await,
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), again) {
                     // Nothing of it was written: the pooled connection had closed
                     // meanwhile. Send it on another (or a new) one.
-                    Some(r) if pooled => req = r,
+                    (Some(r), _) if pooled => req = r,
+                    // Written, and the reused connection closed with no answer.
+                    (None, Some(r)) if e.error().is_incomplete_message() => {
+                        log::debug!(
+                            "destination closed a kept-alive connection as it was reused; \
+                             sending on a new one"
+                        );
+                        let mut sender = self.connect(target).await?;
+                        return match sender.try_send_request(r).await {
+                            Ok(resp) => self.answer(target, sender, resp).await,
+                            Err(e) => Err(broken(&e.into_error())),
+                        };
+                    }
                     _ => return Err(broken(&e.into_error())),
                 },
             }
@@ -301,6 +321,15 @@ impl Pool {
         };
         Ok((parts.status.as_u16(), parts.headers, text))
     }
+}
+
+/// The same request again: method, target, headers and the (shared) body.
+fn copy(req: &hyper::Request<Full<Bytes>>) -> hyper::Request<Full<Bytes>> {
+    let mut r = hyper::Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.headers_mut() = req.headers().clone();
+    r
 }
 
 async fn handshake<T>(io: TokioIo<T>) -> Result<Sender, SendError>
@@ -483,6 +512,56 @@ mod tests {
             e.message
         );
         assert!(!e.message.contains("/in"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_closed_without_an_answer_sends_once_more_on_a_new_one() {
+        // The keep-alive race: the server closes the idle connection as the next
+        // request arrives on it (here: reads it and closes without answering).
+        let (url, conns) = server(|n| {
+            if n == 1 {
+                (Vec::new(), true)
+            } else {
+                (OK.to_vec(), false)
+            }
+        })
+        .await;
+        let (status, _, _) = post(&url, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((status, conns.load(Ordering::SeqCst)), (200, 1));
+        let (status, _, body) = post(&url, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            2,
+            "sent again on a new connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_again_that_fails_again_is_a_transient_failure() {
+        // The first answer keeps the connection; every later request is read and
+        // the connection closed without an answer: one more try, then the error.
+        let (url, conns) = server(|n| {
+            if n == 0 {
+                (OK.to_vec(), false)
+            } else {
+                (Vec::new(), true)
+            }
+        })
+        .await;
+        assert_eq!(post(&url, Duration::from_secs(5)).await.unwrap().0, 200);
+        let e = post(&url, Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        assert!(
+            e.message.starts_with("destination connection failed"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            2,
+            "one new connection, not more"
+        );
     }
 
     #[tokio::test]
