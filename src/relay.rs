@@ -62,7 +62,7 @@ impl Relay {
     pub fn load(
         path: &Path,
         env: &BTreeMap<String, String>,
-        http: &reqwest::Client,
+        http: &crate::destinations::Http,
     ) -> Result<Relay, ConfigErrors> {
         let (settings, mut errors) = config::load_partial(path, env)?;
         let built = Relay::build(settings, http);
@@ -79,7 +79,10 @@ impl Relay {
 
     /// Validates everything the settings name and builds the relay, or returns
     /// every error found.
-    pub fn build(settings: Settings, http: &reqwest::Client) -> Result<Relay, ConfigErrors> {
+    pub fn build(
+        settings: Settings,
+        http: &crate::destinations::Http,
+    ) -> Result<Relay, ConfigErrors> {
         let mut errors = Vec::new();
         let mut templates = match Templates::load(&settings.templates.dir) {
             Ok(t) => Some(t),

@@ -25,7 +25,7 @@ pub struct Shared {
     pub notify: Arc<Notify>,
     /// Woken after a reload.
     pub reloaded: Notify,
-    pub http: reqwest::Client,
+    pub http: crate::destinations::Http,
     pub config_path: PathBuf,
     /// Wrong admin tokens per client address (admin API and web page sign-in).
     pub wrong_tokens: crate::auth::WrongTokens,
@@ -63,7 +63,7 @@ impl Shared {
 
 /// The HTTP client every destination shares (redirects never followed; see
 /// [`crate::destinations::http_client`]).
-pub fn http_client() -> reqwest::Client {
+pub fn http_client() -> crate::destinations::Http {
     crate::destinations::http_client()
 }
 

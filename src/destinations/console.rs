@@ -40,7 +40,7 @@ impl DestinationSettings for ConsoleConfig {
 
     fn build(
         &self,
-        _http: &reqwest::Client,
+        _http: &crate::destinations::Http,
         _timeout: std::time::Duration,
     ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Console::default())

@@ -85,7 +85,11 @@ impl DestinationSettings for DiscordConfig {
         }
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Discord {
             url: self.webhook_url.clone(),
             username: self.username.clone(),
@@ -98,7 +102,7 @@ impl DestinationSettings for DiscordConfig {
 pub struct Discord {
     url: Secret,
     username: Option<String>,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 

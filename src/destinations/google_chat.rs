@@ -81,7 +81,11 @@ impl DestinationSettings for GoogleChatConfig {
         "space webhook".into()
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(GoogleChat {
             url: self.webhook_url.clone(),
             http: http.clone(),
@@ -100,7 +104,7 @@ impl DestinationSettings for GoogleChatConfig {
 
 pub struct GoogleChat {
     url: Secret,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 

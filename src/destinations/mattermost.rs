@@ -110,7 +110,11 @@ impl DestinationSettings for MattermostConfig {
         s
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Mattermost {
             url: self.webhook_url.clone(),
             username: self.username.clone(),
@@ -135,7 +139,7 @@ pub struct Mattermost {
     url: Secret,
     username: Option<String>,
     icon_url: Option<String>,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 

@@ -113,7 +113,7 @@ pub trait DestinationSettings: std::fmt::Debug + Send + Sync {
     /// Where it sends, in a few words, for `hookrelay check`; never a secret.
     fn describe(&self) -> String;
     /// Builds the sender; `timeout` bounds each send.
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> Arc<dyn Destination>;
+    fn build(&self, http: &Http, timeout: Duration) -> Arc<dyn Destination>;
     /// The rate limit when `rate_limit` is not set (the service's own limit).
     fn default_rate_limit(&self) -> Option<RateLimit> {
         None
@@ -353,11 +353,37 @@ pub const DELIVERY_ID_HEADER: &str = "Hookrelay-Delivery-Id";
 /// worker hold it.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// The HTTP client every destination shares. Redirects are never followed: a
-/// 301/302/303 would be followed as a GET without the body (the alert silently
-/// lost, recorded delivered) and a 307/308 would carry the body and API keys to
-/// any host; [`classify_status`] reports a 3xx with its `Location` instead.
-pub fn http_client() -> reqwest::Client {
+/// The HTTP client every destination shares, built when a send first needs it:
+/// most sends go out through [`client`] and never do, and building it (TLS roots,
+/// connection pool) costs a started server most of a megabyte before any alert.
+/// Redirects are never followed: a 301/302/303 would be followed as a GET without
+/// the body (the alert silently lost, recorded delivered) and a 307/308 would
+/// carry the body and API keys to any host; [`classify_status`] reports a 3xx
+/// with its `Location` instead.
+#[derive(Clone, Default)]
+pub struct Http(Arc<std::sync::OnceLock<reqwest::Client>>);
+
+impl std::ops::Deref for Http {
+    type Target = reqwest::Client;
+
+    fn deref(&self) -> &reqwest::Client {
+        self.0.get_or_init(new_http_client)
+    }
+}
+
+impl Http {
+    /// Whether the client has been built (see [`Http`]).
+    pub fn built(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+/// See [`Http`].
+pub fn http_client() -> Http {
+    Http::default()
+}
+
+fn new_http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
@@ -373,7 +399,7 @@ const EXCERPT_CHARS: usize = 200;
 
 /// Builds the destination for `cfg`. `http` is the shared client; `cfg.common.timeout`
 /// bounds each send.
-pub fn build(cfg: &DestinationConfig, http: &reqwest::Client) -> Arc<dyn Destination> {
+pub fn build(cfg: &DestinationConfig, http: &Http) -> Arc<dyn Destination> {
     cfg.kind.build(http, cfg.common.timeout)
 }
 
@@ -534,7 +560,7 @@ pub(crate) fn scrub(message: &str, secret: &str) -> String {
 /// [`MAX_RESPONSE_BYTES`] of the) body text of the answer, or the classified
 /// transport error. Sent with [`client`] unless a proxy is set (then `http`).
 pub(crate) async fn post_json(
-    http: &reqwest::Client,
+    http: &Http,
     url: &str,
     headers: HeaderMap,
     body: &Value,
@@ -598,7 +624,7 @@ fn add_common_headers(headers: &mut HeaderMap, delivery_id: &str) -> Result<(), 
 
 /// A JSON POST of `body` (serialized) with `headers`, not yet sent.
 pub(crate) fn json_request(
-    http: &reqwest::Client,
+    http: &Http,
     url: &str,
     headers: HeaderMap,
     body: &Value,
@@ -610,7 +636,7 @@ pub(crate) fn json_request(
 
 /// A JSON POST of `bytes` (already JSON) with `headers`, not yet sent.
 pub(crate) fn json_bytes_request(
-    http: &reqwest::Client,
+    http: &Http,
     url: &str,
     headers: HeaderMap,
     bytes: Vec<u8>,
@@ -726,7 +752,7 @@ pub(crate) fn judge(
 
 /// A POST of `body` judged by [`classify_status`].
 pub(crate) async fn post_and_classify(
-    http: &reqwest::Client,
+    http: &Http,
     url: &str,
     headers: HeaderMap,
     body: &Value,
@@ -827,7 +853,7 @@ pub(crate) mod test_support {
         format!("127.0.0.1:{port}")
     }
 
-    pub fn client() -> reqwest::Client {
+    pub fn client() -> super::Http {
         super::http_client()
     }
 

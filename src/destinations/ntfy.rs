@@ -141,7 +141,11 @@ impl DestinationSettings for NtfyConfig {
         format!("topic on {host}{auth}")
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         let (root, topic) = split_topic(self.url.expose()).unwrap_or_default();
         let auth = match (&self.token, &self.user, &self.password) {
             (Some(t), _, _) => Some(Secret::new(format!("Bearer {}", t.expose()))),
@@ -163,7 +167,7 @@ pub struct Ntfy {
     topic: Secret,
     /// The whole `Authorization` value.
     auth: Option<Secret>,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 

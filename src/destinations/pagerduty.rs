@@ -95,7 +95,11 @@ impl DestinationSettings for PagerDutyConfig {
         }
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(PagerDuty::new(self, http.clone(), timeout))
     }
 }
@@ -103,7 +107,7 @@ impl DestinationSettings for PagerDutyConfig {
 pub struct PagerDuty {
     routing_key: Secret,
     url: String,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 
@@ -118,7 +122,11 @@ impl std::fmt::Debug for PagerDuty {
 }
 
 impl PagerDuty {
-    pub fn new(cfg: &PagerDutyConfig, http: reqwest::Client, timeout: Duration) -> PagerDuty {
+    pub fn new(
+        cfg: &PagerDutyConfig,
+        http: crate::destinations::Http,
+        timeout: Duration,
+    ) -> PagerDuty {
         PagerDuty {
             routing_key: cfg.routing_key.clone(),
             url: cfg.url.clone(),

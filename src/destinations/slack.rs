@@ -101,7 +101,11 @@ impl DestinationSettings for SlackConfig {
         }
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Slack::new(self, http.clone(), timeout))
     }
 
@@ -156,7 +160,7 @@ enum Mode {
 
 pub struct Slack {
     mode: Mode,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 
@@ -175,7 +179,7 @@ impl std::fmt::Debug for Slack {
 }
 
 impl Slack {
-    pub fn new(cfg: &SlackConfig, http: reqwest::Client, timeout: Duration) -> Slack {
+    pub fn new(cfg: &SlackConfig, http: crate::destinations::Http, timeout: Duration) -> Slack {
         let mode = match (&cfg.webhook_url, &cfg.token) {
             (Some(url), _) => Mode::Webhook(url.clone()),
             (None, Some(token)) => Mode::Bot {

@@ -63,7 +63,11 @@ impl DestinationSettings for TeamsConfig {
         format!("{:?} webhook", self.format).to_lowercase()
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Teams::new(self, http.clone(), timeout))
     }
 }
@@ -91,7 +95,7 @@ const PROTECTED_KEYS: &[&str] = &[
 pub struct Teams {
     url: Secret,
     format: TeamsFormat,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 
@@ -106,7 +110,7 @@ impl std::fmt::Debug for Teams {
 }
 
 impl Teams {
-    pub fn new(cfg: &TeamsConfig, http: reqwest::Client, timeout: Duration) -> Teams {
+    pub fn new(cfg: &TeamsConfig, http: crate::destinations::Http, timeout: Duration) -> Teams {
         Teams {
             url: cfg.webhook_url.clone(),
             format: cfg.format,

@@ -127,7 +127,11 @@ impl DestinationSettings for TelegramConfig {
         format!("sendMessage to chat {}", self.chat_id)
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Telegram::new(self, http.clone(), timeout))
     }
 }
@@ -136,7 +140,7 @@ pub struct Telegram {
     token: Secret,
     chat_id: String,
     api_url: String,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 
@@ -152,7 +156,11 @@ impl std::fmt::Debug for Telegram {
 }
 
 impl Telegram {
-    pub fn new(cfg: &TelegramConfig, http: reqwest::Client, timeout: Duration) -> Telegram {
+    pub fn new(
+        cfg: &TelegramConfig,
+        http: crate::destinations::Http,
+        timeout: Duration,
+    ) -> Telegram {
         Telegram {
             token: cfg.token.clone(),
             chat_id: cfg.chat_id.clone(),

@@ -53,7 +53,11 @@ impl DestinationSettings for WebhookConfig {
         "POST JSON".into()
     }
 
-    fn build(&self, http: &reqwest::Client, timeout: Duration) -> std::sync::Arc<dyn Destination> {
+    fn build(
+        &self,
+        http: &crate::destinations::Http,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Webhook::new(self, http.clone(), timeout))
     }
 }
@@ -61,7 +65,7 @@ impl DestinationSettings for WebhookConfig {
 pub struct Webhook {
     url: Secret,
     headers: Vec<(String, Secret)>,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
     /// `url` parsed and `headers` built once, not for every send; `None` if
     /// the configuration cannot give them (then each send says why).
@@ -84,7 +88,7 @@ impl std::fmt::Debug for Webhook {
 }
 
 impl Webhook {
-    pub fn new(cfg: &WebhookConfig, http: reqwest::Client, timeout: Duration) -> Webhook {
+    pub fn new(cfg: &WebhookConfig, http: crate::destinations::Http, timeout: Duration) -> Webhook {
         let mut w = Webhook {
             url: cfg.url.clone(),
             headers: cfg

@@ -191,3 +191,40 @@ async fn teams_messagecard_gets_a_message_card_with_the_default_template() {
         "{names:?}"
     );
 }
+
+/// The general HTTP client is built only when a send needs it (a proxy, an email
+/// API): a server whose webhook and chat sends go out on hookrelay's own
+/// connections never builds it, and does not pay its memory at start.
+#[tokio::test]
+async fn webhook_and_chat_sends_never_build_the_general_http_client() {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&slack)
+        .await;
+    let app = spawn_app(&format!(
+        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  w: {{ type: webhook, url: \"{}/in\" }}\n  s: {{ type: slack, webhook_url: \"{}/hook\" }}\nroutes:\n  - to: [w, s]\n",
+        hook.uri(),
+        slack.uri()
+    ))
+    .await;
+    assert!(!app.shared.http.built(), "built at start");
+    post_c66(&app, &fixture("cloud66/backup.verification.failed.json")).await;
+    let settled = app.wait_settled(Duration::from_secs(10)).await;
+    assert_eq!(
+        hook.received_requests().await.unwrap().len(),
+        1,
+        "{settled}"
+    );
+    assert_eq!(
+        slack.received_requests().await.unwrap().len(),
+        1,
+        "{settled}"
+    );
+    assert!(!app.shared.http.built(), "built by a send");
+}

@@ -117,7 +117,7 @@ pub struct ApiSender {
     key: Secret,
     domain: String,
     base: String,
-    http: reqwest::Client,
+    http: crate::destinations::Http,
     timeout: Duration,
 }
 
@@ -141,7 +141,7 @@ fn split_address(a: &str, what: &str) -> Result<(String, Option<String>), SendEr
 }
 
 impl ApiSender {
-    pub fn new(cfg: &ApiConfig, http: reqwest::Client, timeout: Duration) -> ApiSender {
+    pub fn new(cfg: &ApiConfig, http: crate::destinations::Http, timeout: Duration) -> ApiSender {
         ApiSender {
             provider: cfg.provider,
             key: cfg.key.clone(),
