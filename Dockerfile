@@ -49,6 +49,8 @@ COPY target/release/hookrelay /usr/local/bin/hookrelay
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# How the bundled SQLite is compiled (see .cargo/config.toml).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY templates ./templates
 RUN cargo build --release --locked && strip target/release/hookrelay
