@@ -258,7 +258,8 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
         let since = now - e.dedup_window.as_millis() as i64;
         let dup: Option<String> = conn
             .prepare_cached(
-                "SELECT id FROM events WHERE source = ?1 AND dedup_key = ?2 AND received_at >= ?3
+                "SELECT id FROM events
+                 WHERE source = ?1 AND dedup_key = ?2 AND received_at >= ?3 AND deduplicated = 1
                  ORDER BY seq LIMIT 1",
             )?
             .query_row(params![e.source, e.dedup_key, since], |r| r.get(0))
@@ -314,8 +315,8 @@ fn insert_event(
     dedup_key: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO events (id, source, received_at, dedup_key, status, routed, event)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (id, source, received_at, dedup_key, status, routed, event, deduplicated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         id,
@@ -324,7 +325,8 @@ fn insert_event(
         dedup_key,
         e.status.as_str(),
         e.routed,
-        e.event_json
+        e.event_json,
+        !e.dedup_window.is_zero()
     ])?;
     Ok(())
 }

@@ -100,6 +100,14 @@ CREATE TABLE group_events (
 CREATE INDEX group_events_event ON group_events (event_id);
 ALTER TABLE deliveries ADD COLUMN group_id INTEGER;
 "#,
+    r#"
+-- Only events of sources with a dedup window are looked up by their key, so only
+-- they are indexed by it: the keys (provider ids) land on random pages of the
+-- index, and every commit wrote one page of it per webhook.
+ALTER TABLE events ADD COLUMN deduplicated INTEGER NOT NULL DEFAULT 1;
+DROP INDEX IF EXISTS events_dedup;
+CREATE INDEX events_dedup ON events (source, dedup_key, received_at) WHERE deduplicated = 1;
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {

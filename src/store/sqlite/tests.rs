@@ -172,6 +172,49 @@ mod batches {
         assert!(matches!(ra.try_recv().unwrap(), Err(StoreError::Commit)));
     }
 
+    /// Only sources with a dedup window look their events up by key, so only
+    /// their events are in the key's index (a write per webhook on a random page
+    /// of it). An event stored while its source had no window is not found as the
+    /// first of a duplicate once the source gets one.
+    #[tokio::test]
+    async fn only_events_of_sources_with_a_dedup_window_are_indexed_by_their_key() {
+        let (_dir, store) = temp_store();
+        let with_window = |window: Duration| {
+            let mut e = new_event("k");
+            e.dedup_window = window;
+            e
+        };
+        let stored = |i: Ingested| matches!(i, Ingested::Stored { .. });
+        for window in [Duration::ZERO, Duration::ZERO, Duration::from_secs(600)] {
+            assert!(stored(store.ingest(with_window(window)).await.unwrap()));
+        }
+        let again = store.ingest(with_window(Duration::from_secs(600))).await;
+        assert!(matches!(again.unwrap(), Ingested::Duplicate { .. }));
+
+        let conn = store.point.lock().unwrap();
+        let indexed: Vec<bool> = conn
+            .prepare("SELECT deduplicated FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(indexed, [false, false, true]);
+        let plan: String = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT id FROM events
+                 WHERE source = ?1 AND dedup_key = ?2 AND received_at >= ?3 AND deduplicated = 1
+                 ORDER BY seq LIMIT 1",
+            )
+            .unwrap()
+            .query_map(params!["s", "k", 0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("; ");
+        assert!(plan.contains("USING INDEX events_dedup"), "{plan}");
+    }
+
     #[tokio::test]
     async fn an_unreadable_stored_event_ends_dead_without_stopping_the_others() {
         let (_dir, store) = temp_store();
