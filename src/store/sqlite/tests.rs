@@ -213,6 +213,14 @@ mod batches {
             .unwrap()
             .join("; ");
         assert!(plan.contains("USING INDEX events_dedup"), "{plan}");
+        let index: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'events_dedup'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(index.ends_with("WHERE deduplicated = 1"), "{index}");
     }
 
     #[tokio::test]
