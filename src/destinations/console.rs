@@ -1,6 +1,7 @@
 //! `type: console`: prints the message to standard output. Always succeeds; for
 //! trying routes and templates locally.
 
+use super::Http;
 use std::io::Write;
 
 use async_trait::async_trait;
@@ -40,7 +41,7 @@ impl DestinationSettings for ConsoleConfig {
 
     fn build(
         &self,
-        _http: &crate::destinations::Http,
+        _http: &Http,
         _timeout: std::time::Duration,
     ) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Console::default())

@@ -12,6 +12,7 @@
 //! a float) and usually `Retry-After`; both are read and the longer wait honoured.
 //! A 404 (Unknown Webhook: it was deleted) and other 4xx are permanent.
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,11 +86,7 @@ impl DestinationSettings for DiscordConfig {
         }
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Discord {
             url: self.webhook_url.clone(),
             username: self.username.clone(),
@@ -102,7 +99,7 @@ impl DestinationSettings for DiscordConfig {
 pub struct Discord {
     url: Secret,
     username: Option<String>,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 

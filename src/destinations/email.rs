@@ -22,6 +22,7 @@
 
 pub mod api;
 
+use super::Http;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -150,11 +151,7 @@ impl DestinationSettings for EmailConfig {
         }
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Email::with_http(self, http.clone(), timeout))
     }
 
@@ -437,15 +434,11 @@ impl Email {
     /// An email destination with its own HTTP client (tests).
     #[cfg(test)]
     pub(crate) fn new(cfg: &EmailConfig, timeout: Duration) -> Email {
-        Email::with_http(cfg, crate::destinations::Http::default(), timeout)
+        Email::with_http(cfg, Http::default(), timeout)
     }
 
     /// `http` sends API requests (SMTP does not use it).
-    pub fn with_http(
-        cfg: &EmailConfig,
-        http: crate::destinations::Http,
-        timeout: Duration,
-    ) -> Email {
+    pub fn with_http(cfg: &EmailConfig, http: Http, timeout: Duration) -> Email {
         let transport = match (&cfg.api, &cfg.smtp) {
             (Some(a), _) => Transport::Api(api::ApiSender::new(a, http, timeout)),
             (None, smtp) => Transport::Smtp {
@@ -946,7 +939,7 @@ pub(crate) mod tests {
             &serde_json::from_value(serde_json::json!({"from": "a@b.test", "to": ["c@d.test"],
                 "api": {"provider": "mailgun", "key": "key-SECRET", "domain": "mg.b.test"}}))
             .unwrap(),
-            crate::destinations::Http::default(),
+            Http::default(),
             Duration::from_secs(1),
         );
         assert!(!format!("{c:?} {email:?}").contains("SECRET"));

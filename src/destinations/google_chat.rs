@@ -24,6 +24,7 @@
 //! The URL's `key` and `token` are credentials: they are scrubbed from every error
 //! and never shown by `Debug`, `check` or `render`.
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -81,11 +82,7 @@ impl DestinationSettings for GoogleChatConfig {
         "space webhook".into()
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(GoogleChat {
             url: self.webhook_url.clone(),
             http: http.clone(),
@@ -104,7 +101,7 @@ impl DestinationSettings for GoogleChatConfig {
 
 pub struct GoogleChat {
     url: Secret,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 

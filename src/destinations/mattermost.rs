@@ -22,6 +22,7 @@
 //! The webhook URL is a credential: it is scrubbed from every error and never shown
 //! by `Debug`, `check` or `render`.
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -110,11 +111,7 @@ impl DestinationSettings for MattermostConfig {
         s
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Mattermost {
             url: self.webhook_url.clone(),
             username: self.username.clone(),
@@ -139,7 +136,7 @@ pub struct Mattermost {
     url: Secret,
     username: Option<String>,
     icon_url: Option<String>,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 

@@ -32,6 +32,7 @@
 //! reading it: `check` and `Debug` show only the host, and neither `render` nor
 //! an error the topic.
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -141,11 +142,7 @@ impl DestinationSettings for NtfyConfig {
         format!("topic on {host}{auth}")
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         let (root, topic) = split_topic(self.url.expose()).unwrap_or_default();
         let auth = match (&self.token, &self.user, &self.password) {
             (Some(t), _, _) => Some(Secret::new(format!("Bearer {}", t.expose()))),
@@ -167,7 +164,7 @@ pub struct Ntfy {
     topic: Secret,
     /// The whole `Authorization` value.
     auth: Option<Secret>,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 

@@ -19,6 +19,7 @@
 //! `errors` list when it will never take it (permanent; both quoted in the error),
 //! 429 when a service gets too many events (retried), 5xx (retried).
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -95,11 +96,7 @@ impl DestinationSettings for PagerDutyConfig {
         }
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(PagerDuty::new(self, http.clone(), timeout))
     }
 }
@@ -107,7 +104,7 @@ impl DestinationSettings for PagerDutyConfig {
 pub struct PagerDuty {
     routing_key: Secret,
     url: String,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 
@@ -122,11 +119,7 @@ impl std::fmt::Debug for PagerDuty {
 }
 
 impl PagerDuty {
-    pub fn new(
-        cfg: &PagerDutyConfig,
-        http: crate::destinations::Http,
-        timeout: Duration,
-    ) -> PagerDuty {
+    pub fn new(cfg: &PagerDutyConfig, http: Http, timeout: Duration) -> PagerDuty {
         PagerDuty {
             routing_key: cfg.routing_key.clone(),
             url: cfg.url.clone(),

@@ -6,6 +6,7 @@
 //! 50th says how many were left out), top-level `text` 40,000. Shortened strings end
 //! in a visible "…".
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -101,11 +102,7 @@ impl DestinationSettings for SlackConfig {
         }
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Slack::new(self, http.clone(), timeout))
     }
 
@@ -160,7 +157,7 @@ enum Mode {
 
 pub struct Slack {
     mode: Mode,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 
@@ -179,7 +176,7 @@ impl std::fmt::Debug for Slack {
 }
 
 impl Slack {
-    pub fn new(cfg: &SlackConfig, http: crate::destinations::Http, timeout: Duration) -> Slack {
+    pub fn new(cfg: &SlackConfig, http: Http, timeout: Duration) -> Slack {
         let mode = match (&cfg.webhook_url, &cfg.token) {
             (Some(url), _) => Mode::Webhook(url.clone()),
             (None, Some(token)) => Mode::Bot {

@@ -6,6 +6,7 @@
 //! them in "…"); structural strings (`type`, `version`, `$schema`, …) are never
 //! touched.
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -63,11 +64,7 @@ impl DestinationSettings for TeamsConfig {
         format!("{:?} webhook", self.format).to_lowercase()
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Teams::new(self, http.clone(), timeout))
     }
 }
@@ -95,7 +92,7 @@ const PROTECTED_KEYS: &[&str] = &[
 pub struct Teams {
     url: Secret,
     format: TeamsFormat,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 
@@ -110,7 +107,7 @@ impl std::fmt::Debug for Teams {
 }
 
 impl Teams {
-    pub fn new(cfg: &TeamsConfig, http: crate::destinations::Http, timeout: Duration) -> Teams {
+    pub fn new(cfg: &TeamsConfig, http: Http, timeout: Duration) -> Teams {
         Teams {
             url: cfg.webhook_url.clone(),
             format: cfg.format,

@@ -22,6 +22,7 @@
 //! 4xx (bad chat, parse error, blocked bot, wrong token) is permanent; 5xx is
 //! retried.
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -127,11 +128,7 @@ impl DestinationSettings for TelegramConfig {
         format!("sendMessage to chat {}", self.chat_id)
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Telegram::new(self, http.clone(), timeout))
     }
 }
@@ -140,7 +137,7 @@ pub struct Telegram {
     token: Secret,
     chat_id: String,
     api_url: String,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 
@@ -156,11 +153,7 @@ impl std::fmt::Debug for Telegram {
 }
 
 impl Telegram {
-    pub fn new(
-        cfg: &TelegramConfig,
-        http: crate::destinations::Http,
-        timeout: Duration,
-    ) -> Telegram {
+    pub fn new(cfg: &TelegramConfig, http: Http, timeout: Duration) -> Telegram {
         Telegram {
             token: cfg.token.clone(),
             chat_id: cfg.chat_id.clone(),

@@ -2,6 +2,7 @@
 //! A JSON template's body is sent exactly as it rendered (checked to be JSON);
 //! `Body::Text(t)` as `{"text": t}`.
 
+use super::Http;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,11 +54,7 @@ impl DestinationSettings for WebhookConfig {
         "POST JSON".into()
     }
 
-    fn build(
-        &self,
-        http: &crate::destinations::Http,
-        timeout: Duration,
-    ) -> std::sync::Arc<dyn Destination> {
+    fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Webhook::new(self, http.clone(), timeout))
     }
 }
@@ -65,7 +62,7 @@ impl DestinationSettings for WebhookConfig {
 pub struct Webhook {
     url: Secret,
     headers: Vec<(String, Secret)>,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
     /// `url` parsed and `headers` built once, not for every send; `None` if
     /// the configuration cannot give them (then each send says why).
@@ -88,7 +85,7 @@ impl std::fmt::Debug for Webhook {
 }
 
 impl Webhook {
-    pub fn new(cfg: &WebhookConfig, http: crate::destinations::Http, timeout: Duration) -> Webhook {
+    pub fn new(cfg: &WebhookConfig, http: Http, timeout: Duration) -> Webhook {
         let mut w = Webhook {
             url: cfg.url.clone(),
             headers: cfg

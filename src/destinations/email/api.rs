@@ -17,6 +17,7 @@
 //! Retry rules are the shared ones ([`classify_status`]): 429 and 5xx are retried,
 //! other 4xx are permanent. The key never appears in an error or `Debug`.
 
+use crate::destinations::Http;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -117,7 +118,7 @@ pub struct ApiSender {
     key: Secret,
     domain: String,
     base: String,
-    http: crate::destinations::Http,
+    http: Http,
     timeout: Duration,
 }
 
@@ -141,7 +142,7 @@ fn split_address(a: &str, what: &str) -> Result<(String, Option<String>), SendEr
 }
 
 impl ApiSender {
-    pub fn new(cfg: &ApiConfig, http: crate::destinations::Http, timeout: Duration) -> ApiSender {
+    pub fn new(cfg: &ApiConfig, http: Http, timeout: Duration) -> ApiSender {
         ApiSender {
             provider: cfg.provider,
             key: cfg.key.clone(),
