@@ -30,6 +30,26 @@ fn c66_with(f: impl FnOnce(&mut Value)) -> String {
     v.to_string()
 }
 
+/// A Slack mock that takes every message.
+async fn slack_ok() -> MockServer {
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&slack)
+        .await;
+    slack
+}
+
+/// An app routing the Cloud66 source to a webhook (`hook`) and Slack (`slack`).
+async fn to_webhook_and_slack(hook: &MockServer, slack: &MockServer) -> TestApp {
+    spawn_app(&format!(
+        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  w: {{ type: webhook, url: \"{}/in\" }}\n  s: {{ type: slack, webhook_url: \"{}/hook\" }}\nroutes:\n  - to: [w, s]\n",
+        hook.uri(),
+        slack.uri()
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn every_attempt_of_a_delivery_carries_the_same_delivery_id() {
     let hook = MockServer::start().await;
@@ -42,17 +62,8 @@ async fn every_attempt_of_a_delivery_carries_the_same_delivery_id() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&hook)
         .await;
-    let slack = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .mount(&slack)
-        .await;
-    let app = spawn_app(&format!(
-        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  w: {{ type: webhook, url: \"{}/in\" }}\n  s: {{ type: slack, webhook_url: \"{}/hook\" }}\nroutes:\n  - to: [w, s]\n",
-        hook.uri(),
-        slack.uri()
-    ))
-    .await;
+    let slack = slack_ok().await;
+    let app = to_webhook_and_slack(&hook, &slack).await;
     let v = post_c66(&app, &fixture("cloud66/backup.verification.failed.json")).await;
     app.wait_settled(Duration::from_secs(10)).await;
     let event_id = v["event_id"].as_str().unwrap();
@@ -211,17 +222,8 @@ async fn webhook_and_chat_sends_never_build_the_general_http_client() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&hook)
         .await;
-    let slack = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .mount(&slack)
-        .await;
-    let app = spawn_app(&format!(
-        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  w: {{ type: webhook, url: \"{}/in\" }}\n  s: {{ type: slack, webhook_url: \"{}/hook\" }}\nroutes:\n  - to: [w, s]\n",
-        hook.uri(),
-        slack.uri()
-    ))
-    .await;
+    let slack = slack_ok().await;
+    let app = to_webhook_and_slack(&hook, &slack).await;
     assert!(!app.shared.http.built(), "built at start");
     post_c66(&app, &fixture("cloud66/backup.verification.failed.json")).await;
     let settled = app.wait_settled(Duration::from_secs(10)).await;
