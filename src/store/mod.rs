@@ -801,6 +801,52 @@ mod tests {
         }
     }
 
+    /// `parse_stored_event` ends the fields at the first `,"raw":`, which holds
+    /// only while every field before `raw` is a scalar. Built without `..`, so a
+    /// new field of `Event` has to be given a value here, and one that serializes
+    /// as an object or array fails this test rather than a delivery.
+    #[test]
+    fn every_field_stored_before_raw_is_a_scalar_and_strings_cannot_end_the_fields() {
+        let tricky = r#"x,"raw":{"y":1}"#.to_string();
+        let event = Event {
+            source: tricky.clone(),
+            provider: "simplebackups".into(),
+            event: Some(tricky.clone()),
+            status: Status::Failure,
+            stack: Some(tricky.clone()),
+            environment: Some(tricky.clone()),
+            server: Some(tricky.clone()),
+            account: Some(tricky.clone()),
+            backup: Some(tricky.clone()),
+            database: Some(tricky.clone()),
+            size_bytes: Some(u64::MAX),
+            occurred_at: Some("2026-12-01T00:00:00Z".into()),
+            id: Some(tricky.clone()),
+            message: Some(tricky.clone()),
+            received_at: "2026-12-01T00:00:01Z".into(),
+            subject: Some(tricky.clone()),
+            failures: 3,
+            last_success_at: Some("2026-11-30T00:00:00Z".into()),
+            down_since: Some("2026-11-30T01:00:00Z".into()),
+            raw: serde_json::json!({"id": 1, "raw": {"nested": [1, 2]}}),
+        };
+        let Value::Object(fields) = serde_json::to_value(&event).unwrap() else {
+            panic!("an event serializes as an object");
+        };
+        let keys: Vec<&String> = fields.keys().collect();
+        assert_eq!(keys.last().map(|k| k.as_str()), Some("raw"), "raw is last");
+        for (k, v) in fields.iter().filter(|(k, _)| *k != "raw") {
+            assert!(!v.is_object() && !v.is_array(), "{k} is not a scalar: {v}");
+        }
+        let mut stored = event.clone();
+        let json = NewEvent::new(&mut stored, None, "k".into(), Duration::ZERO, true, vec![])
+            .unwrap()
+            .event_json;
+        let (head, raw_text) = parse_stored_event(json).unwrap();
+        let raw: Value = serde_json::from_str(&raw_text.expect("raw split off")).unwrap();
+        assert_eq!(Event { raw, ..head }, event);
+    }
+
     #[test]
     fn a_stored_event_laid_out_otherwise_is_parsed_whole_or_refused() {
         // `raw` not where hookrelay writes it: parsed whole, as before.
