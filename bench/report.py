@@ -203,11 +203,14 @@ hz = os.sysconf("SC_CLK_TCK")
 d_cpu = (num("ticks_d1") - num("ticks_d0")) * 1e6 / hz / drained if drained > 0 else float("nan")
 d_vctx = (num("vctx_d1") - num("vctx_d0")) / drained if drained > 0 else float("nan")
 d_ictx = (num("ictx_d1") - num("ictx_d0")) / drained if drained > 0 else float("nan")
+d_sink = (num("sink_ticks_d1") - num("sink_ticks_d0")) * 1e6 / hz / drained if drained > 0 else float("nan")
 row("drain rate after the sink continues",
     f"{fmt(drain_rate)} deliveries/s ({fmt(drained)} in {fmt(drain_s, 1)} s)" + load_note("LOAD_DRAIN"),
     "—", "—", "≥ 15,000/s", (drain_rate >= 15000) if backlog_built else None)
 row("drain: hookrelay CPU / wake-ups (voluntary, involuntary context switches) per delivery",
     f"{fmt(d_cpu, 0)} µs / {fmt(d_vctx, 2)}, {fmt(d_ictx, 2)}", "—", "—", "—", None)
+row("drain: the bench sink's own CPU per delivery (another process on the same two cores)",
+    f"{fmt(d_sink, 0)} µs", "—", "—", "—", None)
 row("start-up: spawn → first 200 on /readyz", fmt(hr_ready.get("ms"), 1) + " ms",
     fmt(base_ready.get("ms"), 1) + " ms", ratio(hr_ready.get("ms"), base_ready.get("ms"), 1),
     "≤ 200 ms", (hr_ready.get("ms", 1e9) <= 200) if hr_ready else None)

@@ -278,6 +278,7 @@ HR_BACKLOG_RSS=$(rss_mb "$HR_PID" VmRSS)
 HR_PEAK_BACKLOG=$(rss_mb "$HR_PID" VmHWM)
 log "queue depth $BACKLOG_DEPTH, RSS ${HR_BACKLOG_RSS} MB; continuing the sink (SIGCONT)"
 ticks_d0=$(proc_ticks "$HR_PID"); read -r vctx_d0 ictx_d0 < <(ctx_switches "$HR_PID")
+sink_ticks_d0=$(proc_ticks "$SINK_PID")
 kill -CONT "$SINK_PID"
 drain_t0=$(now_ms)
 # Timed until the sink has received every delivery of the backlog, read from the
@@ -287,6 +288,7 @@ drain_t0=$(now_ms)
 # read once it is over, to see every attempt recorded.
 drain_backlog_s=$(wait_sink "$BACKLOG_DEPTH" 600)
 ticks_d1=$(proc_ticks "$HR_PID"); read -r vctx_d1 ictx_d1 < <(ctx_switches "$HR_PID")
+sink_ticks_d1=$(proc_ticks "$SINK_PID")
 LOAD_DRAIN=$(loadavg)
 wait_drain 60 >/dev/null
 del_b2=$(delivered)
@@ -388,7 +390,7 @@ fi
 export TMP DURATION CONNS RATE RATE_DURATION BACKLOG WORKERS BASE_IDLE BASE_PEAK HR_IDLE \
     HR_PEAK_LOAD HR_PEAK_RATE HR_BACKLOG_RSS HR_PEAK_BACKLOG HR_PEAK_FINAL HR_AFTER_RSS \
     BACKLOG_DEPTH ev0 ev1 del0 del1 del2 load_t0 load_t1 drain_s del_b0 del_b1 del_b2 \
-    drain_backlog_s DB_MB sink_ticks0 sink_ticks1 ROUND_DURATION OPEN_RATE OPEN_DURATION OPEN_DEPTH \
+    drain_backlog_s DB_MB sink_ticks0 sink_ticks1 sink_ticks_d0 sink_ticks_d1 ROUND_DURATION OPEN_RATE OPEN_DURATION OPEN_DEPTH \
     wrk_ev0 wrk_ev1 pg_ev0 pg_ev1 ticks_d0 ticks_d1 vctx_d0 vctx_d1 ictx_d0 ictx_d1 WRK_CONNS PG \
     LOAD_BASE LOAD_BASE_WRK LOAD_HR LOAD_HR_WRK LOAD_OPEN LOAD_DRAIN LOAD_PG_WRK
 python3 "$ROOT/bench/report.py" | tee "$ROOT/bench/results.md"
