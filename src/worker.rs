@@ -63,6 +63,25 @@ pub fn retry_delay(attempt: u32, schedule: &[Duration], retry_after: Option<Dura
     base.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
+/// When a failed delivery of age `age` is tried again, `after` from now by the
+/// schedule: then, or at `max_age` if the schedule's next try falls after it, so
+/// that the last try is made when the window ends rather than up to a whole
+/// (jittered) step before it. `None` once the window is over: the delivery is
+/// dead. A window with less than [`LAST_TRY_MIN`] left takes no further try.
+pub fn next_try(age: Duration, after: Duration, max_age: Duration) -> Option<Duration> {
+    let left = max_age.checked_sub(age)?;
+    if after <= left {
+        Some(after)
+    } else if left >= LAST_TRY_MIN {
+        Some(left)
+    } else {
+        None
+    }
+}
+
+/// The least time left in a delivery's window that still takes a last try.
+const LAST_TRY_MIN: Duration = Duration::from_secs(1);
+
 /// Runs the delivery loops until `stop` turns true, then lets in-flight sends
 /// finish (up to [`SHUTDOWN_GRACE`]).
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -433,18 +452,22 @@ async fn attempt(
                 let after = retry_delay(attempt_no, &delivery.retry_schedule, e.retry_after);
                 // The window's age by the store's clock at the claim, plus the
                 // time since on this process's monotonic clock.
-                if c.age + c.claimed_at.elapsed() + after > delivery.max_age {
-                    Outcome::Dead
-                } else {
-                    Outcome::Retry { after }
+                match next_try(c.age + c.claimed_at.elapsed(), after, delivery.max_age) {
+                    Some(after) => Outcome::Retry { after },
+                    None => Outcome::Dead,
                 }
             } else {
                 Outcome::Dead
             };
             let mut msg = e.message.clone();
             if outcome == Outcome::Dead && e.is_transient() {
+                let attempts = if attempt_no == 1 {
+                    "attempt"
+                } else {
+                    "attempts"
+                };
                 msg = format!(
-                    "{msg} (gave up after {attempt_no} attempts: max_age {} reached)",
+                    "{msg} (gave up after {attempt_no} {attempts}: max_age {} reached)",
                     humantime::format_duration(delivery.max_age)
                 );
             }
@@ -540,6 +563,40 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_try_is_made_when_max_age_ends_not_a_step_before() {
+        let s = Duration::from_secs;
+        // Within the window: the schedule's delay.
+        assert_eq!(next_try(s(10), s(5), s(3600)), Some(s(5)));
+        // The next step falls after max_age: one last try as the window ends.
+        assert_eq!(next_try(s(3), s(3600), s(3600)), Some(s(3597)));
+        assert_eq!(next_try(s(0), s(4320), s(3600)), Some(s(3600)));
+        // That try made (the window over, or under a second of it left): dead.
+        assert_eq!(next_try(s(3600), s(3600), s(3600)), None);
+        assert_eq!(next_try(s(3601), s(5), s(3600)), None);
+        assert_eq!(
+            next_try(Duration::from_millis(3_599_500), s(3600), s(3600)),
+            None
+        );
+        // A short max_age (tests, or a user who wants no retries past it).
+        assert_eq!(
+            next_try(
+                Duration::from_millis(100),
+                Duration::from_millis(50),
+                Duration::from_millis(300)
+            ),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(
+            next_try(
+                Duration::from_millis(280),
+                Duration::from_millis(50),
+                Duration::from_millis(300)
+            ),
+            None
+        );
+    }
 
     #[test]
     fn retry_delays_follow_the_schedule_with_jitter() {
