@@ -88,9 +88,14 @@ impl Verifier {
 
     /// The token check, which needs no body: done before the body is read.
     /// `bearer` holds the `Authorization` headers' values, `query` the `token`
-    /// parameters. Every token presented must be valid: a wrong one next to a right
-    /// one is refused, so a guess cannot ride along with a leaked URL (or the
-    /// reverse). An `Authorization` header of another scheme is not a token.
+    /// parameters as they stand in the URL, still percent-encoded. Every token
+    /// presented must be valid: a wrong one next to a right one is refused, so a
+    /// guess cannot ride along with a leaked URL (or the reverse). An
+    /// `Authorization` header of another scheme is not a token.
+    ///
+    /// A `+` in the URL is a space to form decoding but stays a `+` when a token
+    /// made by `openssl rand -base64` is pasted into the URL as it is: a
+    /// parameter is valid when either reading of it is a token.
     pub fn check_token<'a>(
         &self,
         bearer: impl IntoIterator<Item = &'a str>,
@@ -107,11 +112,23 @@ impl Verifier {
         // Every candidate is compared with every token, so timing does not tell
         // which one matched or failed.
         let mut all_ok = subtle::Choice::from(1u8);
-        for g in from_header.chain(query) {
+        let from_query = query.into_iter().map(|raw| {
+            let literal = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            let form = url::form_urlencoded::parse(format!("t={raw}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            (literal.into_owned(), Some(form))
+        });
+        let from_header = from_header.map(|h| (h.to_string(), None));
+        for (g, alt) in from_header.chain(from_query) {
             presented += 1;
             let mut ok = subtle::Choice::from(0u8);
             for t in &self.tokens {
                 ok |= g.as_bytes().ct_eq(t.expose().as_bytes());
+                if let Some(alt) = &alt {
+                    ok |= alt.as_bytes().ct_eq(t.expose().as_bytes());
+                }
             }
             all_ok &= ok;
         }
@@ -267,6 +284,31 @@ mod tests {
             Err(AuthError::MissingToken)
         );
         assert_eq!(v.check_token(["Basic x"], ["new"]), Ok(()));
+    }
+
+    #[test]
+    fn a_token_with_plus_slash_and_equals_pasted_into_the_url_as_it_is_is_taken() {
+        let mut s = source(SourceKind::Cloud66);
+        s.token = Some(OneOrMany::One(Secret::new("a+b/c==")));
+        let v = Verifier::new(&s);
+        let none: [&str; 0] = [];
+        // As pasted, percent-encoded, and with the header.
+        assert_eq!(v.check_token(none, ["a+b/c=="]), Ok(()));
+        assert_eq!(v.check_token(none, ["a%2Bb%2Fc%3D%3D"]), Ok(()));
+        assert_eq!(v.check_token(["Bearer a+b/c=="], none), Ok(()));
+        // Neither reading of a wrong one is a token.
+        assert_eq!(v.check_token(none, ["a b/c=="]), Err(AuthError::WrongToken));
+        assert_eq!(
+            v.check_token(none, ["a%20b/c=="]),
+            Err(AuthError::WrongToken)
+        );
+        assert_eq!(v.check_token(none, ["a+b/c="]), Err(AuthError::WrongToken));
+        // A token with a space is still taken in its form-encoded spelling.
+        s.token = Some(OneOrMany::One(Secret::new("a b")));
+        let v = Verifier::new(&s);
+        assert_eq!(v.check_token(none, ["a+b"]), Ok(()));
+        assert_eq!(v.check_token(none, ["a%20b"]), Ok(()));
+        assert_eq!(v.check_token(none, ["a%2Bb"]), Err(AuthError::WrongToken));
     }
 
     #[test]

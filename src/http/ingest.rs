@@ -189,15 +189,18 @@ fn too_deep(body: &[u8], raw: &Value) -> bool {
     body.iter().filter(|&&b| b == b'{' || b == b'[').count() > MAX_DEPTH && depth(raw) > MAX_DEPTH
 }
 
-/// Every `token` parameter of the query (each one is checked).
-fn query_tokens(req: &HttpRequest) -> Vec<String> {
-    let q = req.query_string();
-    if q.is_empty() {
-        return Vec::new();
-    }
-    url::form_urlencoded::parse(q.as_bytes())
-        .filter(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
+/// Every `token` parameter of the query (each one is checked), as written in
+/// the URL: `check_token` decodes it, reading a `+` both as itself and as a space.
+fn query_tokens(req: &HttpRequest) -> Vec<&str> {
+    req.query_string()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| {
+            url::form_urlencoded::parse(format!("{k}=").as_bytes())
+                .next()
+                .is_some_and(|(k, _)| k == "token")
+        })
+        .map(|(_, v)| v)
         .collect()
 }
 
@@ -307,11 +310,9 @@ async fn accept(
     let headers = req.headers();
     let bearer = headers
         .get_all(header::AUTHORIZATION)
-        .filter_map(|v| v.to_str().ok());
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok());
     let query = query_tokens(req);
-    source
-        .verifier
-        .check_token(bearer, query.iter().map(String::as_str))?;
+    source.verifier.check_token(bearer, query)?;
 
     let max = limits.max_body;
     let declared = headers

@@ -203,6 +203,37 @@ async fn an_unrecognised_payload_reaches_slack_with_its_source_and_an_escaped_ex
     assert!(text.contains("source `cloud66`"), "{text}");
 }
 
+/// A base64 token (`openssl rand -base64 24` has `+`, `/` and `=`) pasted into
+/// the URL as it is: Cloud66 and CenturyLink can only use the URL, and do not
+/// retry a 401.
+#[tokio::test]
+async fn a_base64_token_pasted_into_the_url_as_it_is_is_accepted() {
+    let app = spawn_app(
+        "sources:\n  cloud66: { kind: cloud66, token: \"Zk+9/q2w==\", dedup_window: 0s }\nadmin: { token: ADMIN }\n"
+            .replace("ADMIN", ADMIN)
+            .as_str(),
+    )
+    .await;
+    let body = fixture("cloud66/managed_backup.fail.json");
+    for (url, want) in [
+        ("/hooks/cloud66?token=Zk+9/q2w==", 202),
+        ("/hooks/cloud66?token=Zk%2B9%2Fq2w%3D%3D", 202),
+        ("/hooks/cloud66?x=1&token=Zk+9/q2w==&y=2", 202),
+        ("/hooks/cloud66?token=Zk 9/q2w==", 401),
+        ("/hooks/cloud66?token=Zk+9/q2w==&token=nope", 401),
+    ] {
+        let r = app.post(url, body.clone(), &[]).await;
+        assert_eq!(r.status(), want, "{url}");
+    }
+    let v: Value = app
+        .get("/api/events", Some(ADMIN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 3, "{v}");
+}
+
 #[tokio::test]
 async fn tokens_in_header_or_url_and_signatures_are_checked() {
     let app = spawn_app(&format!("{SOURCES}\nadmin: {{ token: {ADMIN} }}\n")).await;
