@@ -224,6 +224,33 @@ fn check(path: &Path) -> i32 {
             if r.continue_ { ", continue" } else { "" }
         );
     }
+    if !relay.watch.rules.is_empty() {
+        out!(
+            "backup watch ({}, subjects by {}):",
+            plural(relay.watch.rules.len(), "rule"),
+            relay.watch.by.join(", ")
+        );
+        for (r, x) in relay.watch.rules.iter().zip(&s.watch.expect) {
+            let cond = match &x.matches {
+                Some(m) if !m.is_empty() => m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", compact(v)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => "every subject".into(),
+            };
+            let pinned = r
+                .pinned
+                .as_ref()
+                .map(|(key, _)| format!(", watches {key} from start"))
+                .unwrap_or_default();
+            let remind = r
+                .remind
+                .map(|d| format!(", reminds every {}", crate::watch::human(d)))
+                .unwrap_or_default();
+            out!("  [{}] {cond}: {}{remind}{pinned}", r.index, r.describe());
+        }
+    }
     if !s.digest.is_empty() {
         out!("digests ({}):", s.digest.len());
         for (i, d) in s.digest.iter().enumerate() {

@@ -230,7 +230,7 @@ const PROVIDERS: &[&str] = &[
 
 /// The values a field can take, for the fields that have a fixed set: a route
 /// comparing one of them with anything else can never match.
-fn enumerated(field: &str) -> Option<&'static [&'static str]> {
+pub(crate) fn enumerated(field: &str) -> Option<&'static [&'static str]> {
     match field {
         "status" => Some(Status::NAMES),
         "severity" => Some(SEVERITIES),
@@ -240,7 +240,7 @@ fn enumerated(field: &str) -> Option<&'static [&'static str]> {
 }
 
 /// Reports each value of `cond` (also under `not`) that `field` never takes.
-fn check_values(
+pub(crate) fn check_values(
     place: &str,
     field: &str,
     allowed: &[&str],

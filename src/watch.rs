@@ -394,6 +394,14 @@ fn compile_rule(
             continue;
         }
         if let Some(c) = Cond::compile(&fplace, v, errors) {
+            // Checked as a route's are: a value its field never takes (a source
+            // not configured, `status: failed`) would watch nothing, silently.
+            if let Some(allowed) = crate::routing::enumerated(field) {
+                crate::routing::check_values(&fplace, field, allowed, &c, errors);
+            } else if field == "source" && !sources.is_empty() {
+                let names: Vec<&str> = sources.keys().map(String::as_str).collect();
+                crate::routing::check_values(&fplace, "source", &names, &c, errors);
+            }
             if let (Value::String(_) | Value::Number(_) | Value::Bool(_), Some(s)) =
                 (v, crate::event::scalar_string(v))
             {
@@ -705,6 +713,11 @@ fn utc_minutes(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The dedup-key prefix of a stored `backup.missing` (its subject and deadline
+/// follow). A `backup.recovered` is stored with an empty key. Neither is a
+/// webhook received, which the digest counts.
+pub const MISSING_PREFIX: &str = "missing:";
+
 /// The synthetic `backup.missing` for a subject whose deadline passed.
 pub fn missing_event(s: &Subject, rule: Option<&Rule>, deadline: i64, now: i64) -> Event {
     let mut e = s.as_event();
@@ -834,7 +847,7 @@ pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
         let mut new = NewEvent::new(
             &mut e,
             None,
-            format!("missing:{}:{deadline}", s.key),
+            format!("{MISSING_PREFIX}{}:{deadline}", s.key),
             Duration::ZERO,
             routed,
             deliveries,
@@ -952,6 +965,28 @@ mod tests {
                 "watch.expect[2]"
             ],
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_matching_a_value_its_field_never_takes_is_an_error_as_in_a_route() {
+        let e = watch(
+            r#"{"expect": [
+            {"match": {"source": "cloud66", "environment": "production"}, "every": "24h"},
+            {"match": {"source": "ctl", "status": "failed"}, "every": "1h"},
+            {"match": {"source": {"regex": "^c"}, "status": "failure"}, "every": "1h"}]}"#,
+        )
+        .unwrap_err();
+        let lines: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("watch.expect[0].match.source: source is never \"cloud66\", so this can never match; source is one of c66, ctl"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("watch.expect[1].match.status: status is never \"failed\"")
+                && lines[1].contains("did you mean failure?"),
+            "{lines:#?}"
         );
     }
 

@@ -44,6 +44,48 @@ fn the_shipped_config_checks_clean_with_no_environment() {
     assert!(!text(&out.stdout).contains("SECRETPART"));
 }
 
+/// The shipped `relay.yaml` with its commented `watch:` example switched on: it
+/// names the shipped sources, so it checks clean, and `check` lists its rules
+/// (with the subject the second one pins).
+#[test]
+fn the_shipped_watch_example_uncommented_checks_clean_and_is_listed() {
+    let shipped = std::fs::read_to_string(format!("{REPO}/relay.yaml")).unwrap();
+    let mut out = Vec::new();
+    let mut in_watch = false;
+    for line in shipped.lines() {
+        if line.starts_with("# watch:") {
+            in_watch = true;
+        } else if line.trim().is_empty() {
+            in_watch = false;
+        }
+        let line = if in_watch {
+            line.strip_prefix("# ").unwrap_or(line)
+        } else {
+            line
+        };
+        out.push(line);
+    }
+    let yaml = out.join("\n");
+    assert!(
+        yaml.contains("\nwatch:\n"),
+        "the example is still there: {yaml}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.yaml"), &yaml).unwrap();
+    let out = run(dir.path(), &["check"], &[]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}{}", text(&out.stderr));
+    assert!(
+        s.contains("backup watch (2 rules, subjects by source, stack, server, backup):"),
+        "{s}"
+    );
+    assert!(s.contains("[0] source=cloud66 environment=production: expected every 24h (+1h grace), reminds every 12h"), "{s}");
+    assert!(
+        s.contains("watches centurylink/VA1TEST-DB01/nightly-db from start"),
+        "{s}"
+    );
+}
+
 #[test]
 fn check_lists_every_error_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
