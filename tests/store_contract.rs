@@ -658,6 +658,33 @@ async fn retention_keeps_a_held_group(f: Fixture) {
     assert_eq!(s.group_of(&held).await.unwrap().unwrap().state, "open");
 }
 
+/// The digest's "webhooks received" counts webhooks, not the events hookrelay
+/// stores of its own (a digest, a `backup.missing`, a `backup.recovered`); their
+/// deliveries are alerts like any other and count as delivered.
+async fn the_digest_counts_webhooks_received_not_hookrelays_own_events(f: Fixture) {
+    let s = f.store.as_ref();
+    for key in ["id:1", "sha256:ab"] {
+        stored_id(s, new_event(key, &["d"], Duration::ZERO)).await;
+    }
+    for key in ["missing:s/x/y:1000", "", "digest:daily:1000"] {
+        stored_id(s, new_event(key, &["d"], Duration::ZERO)).await;
+    }
+    let claims = claim_when_free(s, "d").await;
+    assert_eq!(claims.len(), 5);
+    for c in &claims {
+        s.complete(c.lease(), attempt(200), Outcome::Delivered)
+            .await
+            .unwrap();
+    }
+    let counts = s.digest_counts(0).await.unwrap();
+    assert_eq!(counts.received, 2, "{counts:?}");
+    assert_eq!(
+        counts.delivered, 4,
+        "the digest's own delivery is not counted: {counts:?}"
+    );
+    assert_eq!(counts.dead, 0);
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -700,6 +727,7 @@ contract!(
     the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
     held_events_go_out_once_as_one_group,
     retention_keeps_a_held_group,
+    the_digest_counts_webhooks_received_not_hookrelays_own_events,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.

@@ -125,16 +125,19 @@ impl PgStore {
     pub(super) async fn pg_digest_counts(&self, since: i64) -> Result<Counts> {
         let client = self.pool.get().await?;
         let like = format!("{}%", crate::digest::DEDUP_PREFIX);
+        // Webhooks only: not hookrelay's own digests, misses and recoveries.
+        let missing = format!("{}%", crate::watch::MISSING_PREFIX);
         let since = since as f64 / 1000.0;
         let r = client
             .query_one(
                 "SELECT
-                     (SELECT COUNT(*) FROM events WHERE received_at >= to_timestamp($1) AND dedup_key NOT LIKE $2),
+                     (SELECT COUNT(*) FROM events WHERE received_at >= to_timestamp($1) AND dedup_key NOT LIKE $2
+                      AND dedup_key NOT LIKE $3 AND dedup_key <> ''),
                      (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
                       WHERE d.created_at >= to_timestamp($1) AND d.state = 'delivered' AND e.dedup_key NOT LIKE $2),
                      (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
                       WHERE d.created_at >= to_timestamp($1) AND d.state = 'dead' AND e.dedup_key NOT LIKE $2)",
-                &[&since, &like],
+                &[&since, &like, &missing],
             )
             .await?;
         let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;
