@@ -114,7 +114,10 @@ pub(super) fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>
         }
     }
     if let Some(v) = top.remove("server") {
-        if let Some(x) = parse_at("server", v, errors) {
+        if let Some(x) = parse_at::<ServerSettings>("server", v, errors) {
+            if let Err(why) = check_listen(&x.listen) {
+                errors.push(ConfigError::new("server.listen", why));
+            }
             s.server = x;
         }
     }
@@ -347,4 +350,27 @@ pub(super) fn check_source(place: &str, s: &SourceConfig, errors: &mut Vec<Confi
             ));
         }
     }
+}
+
+/// `host:port` (an IPv6 address in brackets), as `serve` binds it: caught by
+/// `check` rather than when the server starts.
+fn check_listen(listen: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{why} in {listen:?}; expected host:port, e.g. 0.0.0.0:8080 or [::]:8080"
+        ))
+    };
+    let Some((host, port)) = listen.trim().rsplit_once(':') else {
+        return bad("no port");
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if port.parse::<u16>().is_err() {
+        return bad("not a port number");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return bad("an IPv6 address needs brackets");
+    }
+    Ok(())
 }

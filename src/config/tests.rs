@@ -139,3 +139,27 @@ fn relative_paths_resolve_against_the_config_folder() {
         .expose()
         .ends_with(&format!("{}/data/hookrelay.db", dir.path().display())));
 }
+
+#[test]
+fn a_listen_address_that_cannot_be_bound_is_a_config_error() {
+    for (listen, why) in [
+        ("nope", "no port"),
+        (":8080", "no host"),
+        ("0.0.0.0:http", "not a port number"),
+        ("0.0.0.0:70000", "not a port number"),
+        ("::1:8080", "an IPv6 address needs brackets"),
+    ] {
+        let err = load_str(&format!("server: {{ listen: \"{listen}\" }}\n"), &[]).unwrap_err();
+        let lines: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("server.listen: ") && l.contains(why)),
+            "{listen}: {lines:#?}"
+        );
+    }
+    for listen in ["0.0.0.0:8080", "localhost:8080", "[::]:8080", "127.0.0.1:0"] {
+        let s = load_str(&format!("server: {{ listen: \"{listen}\" }}\n"), &[]);
+        assert!(s.is_ok(), "{listen}: {:?}", s.err());
+    }
+}
