@@ -43,6 +43,12 @@ pub fn load_partial(
     if !path.exists() {
         return Err(fail(vec![ConfigError::new("", "file not found")]));
     }
+    if path.is_dir() {
+        return Err(fail(vec![ConfigError::new(
+            "",
+            "is a folder; name the config file in it (e.g. -c FOLDER/relay.yaml)",
+        )]));
+    }
     let overrides = config::Environment::with_prefix("HOOKRELAY")
         .prefix_separator("__")
         .separator("__")
@@ -75,8 +81,15 @@ pub fn load_partial(
 
 pub(super) fn clean_config_error(e: &config::ConfigError) -> String {
     // The config crate already names the file for YAML syntax errors; keep its text
-    // but never its Debug form.
-    e.to_string()
+    // but never its Debug form, and name the file once where it names it twice
+    // ("expected a map in relay.yaml in relay.yaml" for a file of only `---`).
+    let text = e.to_string();
+    if let Some(at) = text.rfind(" in ") {
+        if text[..at].ends_with(&text[at..]) {
+            return text[..at].to_string();
+        }
+    }
+    text
 }
 
 pub(super) const TOP_KEYS: &[&str] = &[

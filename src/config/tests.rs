@@ -163,3 +163,22 @@ fn a_listen_address_that_cannot_be_bound_is_a_config_error() {
         assert!(s.is_ok(), "{listen}: {:?}", s.err());
     }
 }
+
+#[test]
+fn a_folder_or_an_empty_yaml_document_is_named_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_with_env(dir.path(), &env(&[])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is a folder; name the config file in it"),
+        "{err}"
+    );
+    let p = dir.path().join("dash.yaml");
+    std::fs::write(&p, "---\n").unwrap();
+    let err = load_with_env(&p, &env(&[])).unwrap_err().to_string();
+    assert_eq!(
+        err.matches("dash.yaml").count(),
+        2,
+        "the header and the message, once each: {err}"
+    );
+}

@@ -163,8 +163,17 @@ pub fn server(
             // `/hooks/{source}` as a plain prefix: a path parameter would cost a
             // regex match per webhook; the handler reads the name itself.
             .service(web::scope("/hooks").default_service(web::to(ingest::ingest)))
-            .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
-            .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
+            // HEAD too: uptime checkers and load balancers often probe with it.
+            .service(
+                web::resource("/healthz")
+                    .route(web::get().to(ops::healthz))
+                    .route(web::head().to(ops::healthz)),
+            )
+            .service(
+                web::resource("/readyz")
+                    .route(web::get().to(ops::readyz))
+                    .route(web::head().to(ops::readyz)),
+            )
             .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
             .service(admin::scope())
             .service(crate::ui::scope())

@@ -73,6 +73,22 @@ impl Drop for Immutable<'_> {
     }
 }
 
+/// Uptime checkers and load balancers often probe with HEAD.
+#[tokio::test]
+async fn health_and_readiness_answer_head_as_get() {
+    let app = spawn_app(SOURCE).await;
+    for path in ["/healthz", "/readyz"] {
+        let head = app
+            .client
+            .head(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        assert_eq!(app.get(path, None).await.status(), 200, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn a_database_file_deleted_under_the_server_is_refused_until_it_is_back() {
     let app = spawn_app(&format!("{SOURCE}admin: {{ token: {ADMIN} }}\n")).await;
