@@ -319,14 +319,16 @@ async fn render(path: &Path, a: &PayloadArgs, send: bool) -> i32 {
                 return EXIT_INVALID;
             }
         };
-        let raw: Value = match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => {
-                eprintln!("{}: expected a JSON object", file.display());
-                return EXIT_INVALID;
-            }
-            Err(e) => {
-                eprintln!("{}: not valid JSON: {e}", file.display());
+        // Refused here as `serve` refuses it, so a payload that renders is one
+        // hookrelay would take.
+        let max = relay.settings.server.max_body_bytes;
+        let raw = match crate::http::ingest::check_payload(&body, max) {
+            Ok(v) => v,
+            Err((why, status)) => {
+                eprintln!(
+                    "{}: {why} (hookrelay serve would answer {status})",
+                    file.display()
+                );
                 return EXIT_INVALID;
             }
         };

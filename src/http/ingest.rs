@@ -189,6 +189,33 @@ fn too_deep(body: &[u8], raw: &Value) -> bool {
     body.iter().filter(|&&b| b == b'{' || b == b'[').count() > MAX_DEPTH && depth(raw) > MAX_DEPTH
 }
 
+/// The body as hookrelay takes it: UTF-8 (a byte order mark before it is
+/// dropped), a JSON object, nested at most [`MAX_DEPTH`] levels. Returns the text
+/// stored as `raw` and its tree.
+fn parse_body(body: &[u8]) -> Result<(&str, Value), IngestError> {
+    let text = std::str::from_utf8(body).map_err(|_| IngestError::NotUtf8)?;
+    // Some senders put a UTF-8 byte order mark before the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let raw: Value = serde_json::from_str(text).map_err(IngestError::BadJson)?;
+    if !raw.is_object() {
+        return Err(IngestError::NotObject);
+    }
+    if too_deep(text.as_bytes(), &raw) {
+        return Err(IngestError::TooDeep);
+    }
+    Ok((text, raw))
+}
+
+/// A payload file for `render` and `send`, refused as `serve` would refuse it:
+/// the error and the status `serve` would answer.
+pub(crate) fn check_payload(body: &[u8], max_body: usize) -> Result<Value, (String, u16)> {
+    let refuse = |e: IngestError| (e.to_string(), e.status().as_u16());
+    if body.len() > max_body {
+        return Err(refuse(IngestError::TooLarge(max_body)));
+    }
+    parse_body(body).map(|(_, raw)| raw).map_err(refuse)
+}
+
 /// Every `token` parameter of the query (each one is checked), as written in
 /// the URL: `check_token` decodes it, reading a `+` both as itself and as a space.
 fn query_tokens(req: &HttpRequest) -> Vec<&str> {
@@ -343,16 +370,7 @@ async fn accept(
         drop(held.take());
     }
 
-    let text = std::str::from_utf8(&body).map_err(|_| IngestError::NotUtf8)?;
-    // Some senders put a UTF-8 byte order mark before the JSON.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let raw: Value = serde_json::from_str(text).map_err(IngestError::BadJson)?;
-    if !raw.is_object() {
-        return Err(IngestError::NotObject);
-    }
-    if too_deep(text.as_bytes(), &raw) {
-        return Err(IngestError::TooDeep);
-    }
+    let (text, raw) = parse_body(&body)?;
 
     let mut event = crate::providers::normalize(name, &source.cfg, raw, chrono::Utc::now());
     // The subject as it is now, for the event's backup-watch fields (which routes

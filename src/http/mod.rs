@@ -2,7 +2,7 @@
 //! codes with a JSON `{"error": …}` body.
 
 pub(crate) mod admin;
-mod ingest;
+pub(crate) mod ingest;
 mod ops;
 
 use std::net::TcpListener;

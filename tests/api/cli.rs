@@ -86,6 +86,50 @@ fn the_shipped_watch_example_uncommented_checks_clean_and_is_listed() {
     );
 }
 
+/// `render` and `send` refuse a payload as `serve` would (too deep, too large, not
+/// an object), saying what `serve` would answer, instead of rendering it.
+#[test]
+fn render_refuses_what_serve_refuses_and_says_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        "server: { max_body_bytes: 2000 }\nsources:\n  g: { kind: generic }\n",
+    )
+    .unwrap();
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(101), "]".repeat(101));
+    let big = format!("{{\"a\":\"{}\"}}", "x".repeat(3000));
+    for (name, body, want) in [
+        (
+            "deep.json",
+            deep.as_str(),
+            "nested more than 100 levels deep (hookrelay serve would answer 400)",
+        ),
+        (
+            "big.json",
+            big.as_str(),
+            "larger than 2000 bytes (hookrelay serve would answer 413)",
+        ),
+        (
+            "list.json",
+            "[1]",
+            "must be a JSON object (hookrelay serve would answer 400)",
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), body).unwrap();
+        let out = run(dir.path(), &["render", "--source", "g", name], &[]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    std::fs::write(
+        dir.path().join("ok.json"),
+        "\u{feff}{\"status\":\"failed\"}",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["render", "--source", "g", "ok.json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 #[test]
 fn check_lists_every_error_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
