@@ -141,6 +141,9 @@ pub(super) fn check_call<'a>(
     match name {
         Parameter::Name(_) | Parameter::Path(_) => {
             let n = name.as_name().unwrap_or_default();
+            if n == "date" {
+                check_date_format(params.get(1), line, found);
+            }
             if !is_helper(n) {
                 if block || !params.is_empty() || has_hash {
                     found.push((line, format!("unknown helper \"{n}\"")));
@@ -154,6 +157,24 @@ pub(super) fn check_call<'a>(
     }
     for p in params {
         check_param(p, depth, line, found);
+    }
+}
+
+/// `{{date x "%d.%m.%Y"}}`: a format chrono cannot read renders the time
+/// unformatted, so it is reported at load instead.
+fn check_date_format(fmt: Option<&Parameter>, line: usize, found: &mut Found) {
+    let Some(Parameter::Literal(Value::String(fmt))) = fmt else {
+        return;
+    };
+    let bad =
+        chrono::format::StrftimeItems::new(fmt).any(|i| matches!(i, chrono::format::Item::Error));
+    if bad {
+        found.push((
+            line,
+            format!(
+                "date format {fmt:?} is not a strftime format chrono can read (e.g. \"%Y-%m-%d %H:%M UTC\")"
+            ),
+        ));
     }
 }
 

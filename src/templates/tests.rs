@@ -377,6 +377,27 @@ fn names_are_checked_inside_blocks_and_helpers() {
 }
 
 #[test]
+fn a_date_format_chrono_cannot_read_is_reported_at_load_with_its_line() {
+    let dir = dir_with(&[(
+        "d.console.hbs",
+        "{{headline}}\nat {{date received_at \"%d.%m.%Y %Q\"}}\n",
+    )]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].place.ends_with("d.console.hbs:2"), "{errs:?}");
+    assert!(
+        errs[0].message.contains("date format \"%d.%m.%Y %Q\""),
+        "{errs:?}"
+    );
+    // Readable formats, and the default, load.
+    let dir = dir_with(&[(
+        "d.console.hbs",
+        "{{date received_at \"%d.%m.%Y %H:%M\"}} {{date occurred_at}} {{#if (date received_at \"%F\")}}x{{/if}}",
+    )]);
+    assert!(Templates::load(dir.path()).is_ok());
+}
+
+#[test]
 fn syntax_error_names_file_and_line() {
     let dir = dir_with(&[("s.email.hbs", "hello\n{{#if status}}\nnever closed\n")]);
     let errs = Templates::load(dir.path()).unwrap_err();
