@@ -152,7 +152,10 @@ impl Relay {
         let kinds = settings
             .sources
             .iter()
-            .map(|(name, s)| (name.clone(), s.kind))
+            .map(|(name, s)| {
+                let fields = crate::watch::SourceFields::new(s.kind, s.fields.keys().cloned());
+                (name.clone(), fields)
+            })
             .collect();
         let watch = match Watch::compile(&settings.watch, &kinds) {
             Ok(w) => w,

@@ -10,7 +10,7 @@
 //! through the store, which stores each `backup.missing` with its deliveries in
 //! the same transaction as the claim.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,7 +325,7 @@ impl Watch {
     /// names one subject under the default `by`.
     pub fn compile(
         s: &WatchSettings,
-        sources: &BTreeMap<String, SourceKind>,
+        sources: &BTreeMap<String, SourceFields>,
     ) -> Result<Watch, Vec<ConfigError>> {
         let mut errors = Vec::new();
         if s.by.is_empty() {
@@ -377,7 +377,7 @@ fn compile_rule(
     i: usize,
     x: &ExpectConfig,
     by: &[String],
-    sources: &BTreeMap<String, SourceKind>,
+    sources: &BTreeMap<String, SourceFields>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Rule> {
     let place = format!("watch.expect[{i}]");
@@ -479,11 +479,11 @@ fn compile_rule(
     if errors.len() > before {
         return None;
     }
-    let kind = plain
+    let source = plain
         .get("source")
         .and_then(Value::as_str)
         .and_then(|name| sources.get(name));
-    let never_set = |f: &str| kind.is_some_and(|k| k.never_sets(f));
+    let never_set = |f: &str| source.is_some_and(|s| s.never_sets(f));
     let pinned = by
         .iter()
         .all(|f| plain.contains_key(f) || never_set(f))
@@ -711,6 +711,50 @@ fn utc_minutes(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default()
+}
+
+/// What a watch rule needs to know of a configured source: which fields its
+/// events can carry. A generic source carries only the fields it maps.
+#[derive(Debug, Clone)]
+pub struct SourceFields {
+    pub kind: SourceKind,
+    /// `kind: generic`: the normalized fields its `fields` maps.
+    pub mapped: BTreeSet<String>,
+}
+
+impl SourceFields {
+    pub fn new(kind: SourceKind, mapped: impl IntoIterator<Item = String>) -> SourceFields {
+        SourceFields {
+            kind,
+            mapped: mapped.into_iter().collect(),
+        }
+    }
+
+    /// Whether this source's events never carry `field`.
+    fn never_sets(&self, field: &str) -> bool {
+        match self.kind {
+            // The fields a generic source takes only from its `fields` map
+            // (`source`, `provider` and `raw.…` are always there).
+            SourceKind::Generic => {
+                const MAPPED_ONLY: &[&str] = &[
+                    "event",
+                    "status",
+                    "stack",
+                    "environment",
+                    "server",
+                    "account",
+                    "backup",
+                    "database",
+                    "size_bytes",
+                    "occurred_at",
+                    "id",
+                    "message",
+                ];
+                MAPPED_ONLY.contains(&field) && !self.mapped.contains(field)
+            }
+            k => k.never_sets(field),
+        }
+    }
 }
 
 /// The dedup-key prefix of a stored `backup.missing` (its subject and deadline
@@ -942,8 +986,18 @@ mod tests {
     fn watch(yaml: &str) -> std::result::Result<Watch, Vec<ConfigError>> {
         let s: WatchSettings = serde_json::from_str(yaml).unwrap();
         let sources = [
-            ("ctl".to_string(), SourceKind::Centurylink),
-            ("c66".to_string(), SourceKind::Cloud66),
+            (
+                "ctl".to_string(),
+                SourceFields::new(SourceKind::Centurylink, []),
+            ),
+            (
+                "c66".to_string(),
+                SourceFields::new(SourceKind::Cloud66, []),
+            ),
+            (
+                "gen".to_string(),
+                SourceFields::new(SourceKind::Generic, ["server".into(), "backup".into()]),
+            ),
         ]
         .into();
         Watch::compile(&s, &sources)
@@ -1013,6 +1067,12 @@ mod tests {
         .unwrap();
         assert_eq!(w.rules[0].pinned.as_ref().unwrap().0, "ctl/DB01/nightly");
         assert!(w.rules[1].pinned.is_none());
+        // A generic source carries only the fields it maps: no `stack` here.
+        let w = watch(
+            r#"{"expect": [{"match": {"source": "gen", "server": "s1", "backup": "nb"}, "every": "2s"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(w.rules[0].pinned.as_ref().unwrap().0, "gen/s1/nb");
     }
 
     #[test]
