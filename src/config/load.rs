@@ -76,7 +76,31 @@ pub fn load_partial(
     let later = errors.split_off(first);
     errors.extend(later.into_iter().filter(|e| !unexpanded.contains(&e.place)));
     resolve_paths(&mut settings);
+    name_overrides(&mut errors, env);
     Ok((settings, errors))
+}
+
+/// An error at a key an environment override set names the variable too: the
+/// file may not even hold that key.
+fn name_overrides(errors: &mut [ConfigError], env: &BTreeMap<String, String>) {
+    let overrides: Vec<(String, &str)> = env
+        .keys()
+        .filter_map(|k| {
+            let path = k.strip_prefix("HOOKRELAY__")?;
+            Some((path.to_lowercase().replace("__", "."), k.as_str()))
+        })
+        .collect();
+    for e in errors.iter_mut() {
+        let set_by = overrides.iter().find(|(place, _)| {
+            e.place == *place
+                || e.place
+                    .strip_prefix(place.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        });
+        if let Some((_, var)) = set_by {
+            e.message = format!("{} (set by the environment variable {var})", e.message);
+        }
+    }
 }
 
 pub(super) fn clean_config_error(e: &config::ConfigError) -> String {

@@ -182,3 +182,40 @@ fn a_folder_or_an_empty_yaml_document_is_named_plainly() {
         "the header and the message, once each: {err}"
     );
 }
+
+#[test]
+fn a_bad_common_key_does_not_hide_a_bad_url_of_the_same_destination() {
+    let err = load_str(
+        "destinations:\n  a: { type: webhook, url: \"not a url\", rate_limit: 5/fortnight }\n",
+        &[],
+    )
+    .unwrap_err();
+    let lines: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("destinations.a.rate_limit: invalid rate limit")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("destinations.a.url: is not a valid URL")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn an_error_in_a_value_an_environment_override_set_names_the_variable() {
+    let err = load_str(
+        "server: { listen: \"127.0.0.1:0\" }\n",
+        &[("HOOKRELAY__SERVER__LISTEN", "nope")],
+    )
+    .unwrap_err();
+    let lines: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("server.listen: no port")
+            && l.ends_with("(set by the environment variable HOOKRELAY__SERVER__LISTEN)")),
+        "{lines:#?}"
+    );
+}

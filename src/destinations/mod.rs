@@ -215,10 +215,12 @@ pub fn parse_config(
     let common: Option<DestinationCommon> =
         crate::config::parse_at(place, Value::Object(common), errors);
     let settings = (kind.parse)(place, Value::Object(m), errors)?;
-    let common = common?;
-    if common.enabled {
+    // Checked also when a common key is wrong: a bad `rate_limit` must not hide
+    // a bad URL next to it.
+    if common.as_ref().is_none_or(|c| c.enabled) {
         settings.check(place, errors);
     }
+    let common = common?;
     Some(DestinationConfig {
         common,
         kind: settings,
