@@ -219,3 +219,23 @@ fn an_error_in_a_value_an_environment_override_set_names_the_variable() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn a_retired_teams_workflows_url_is_an_error_that_does_not_quote_it() {
+    let err = load_str(
+        "destinations:\n  t: { type: teams, webhook_url: \"https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=SECRETSIG\" }\n",
+        &[],
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("destinations.t.webhook_url: is a …logic.azure.com Workflows URL"),
+        "{text}"
+    );
+    assert!(!text.contains("SECRETSIG"), "{text}");
+    let ok = load_str(
+        "destinations:\n  t: { type: teams, webhook_url: \"https://x.environment.api.powerplatform.com/powerautomate/automations/direct/workflows/abc/triggers/manual/paths/invoke?sig=s\" }\n",
+        &[],
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
