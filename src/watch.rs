@@ -736,21 +736,7 @@ impl SourceFields {
             // The fields a generic source takes only from its `fields` map
             // (`source`, `provider` and `raw.…` are always there).
             SourceKind::Generic => {
-                const MAPPED_ONLY: &[&str] = &[
-                    "event",
-                    "status",
-                    "stack",
-                    "environment",
-                    "server",
-                    "account",
-                    "backup",
-                    "database",
-                    "size_bytes",
-                    "occurred_at",
-                    "id",
-                    "message",
-                ];
-                MAPPED_ONLY.contains(&field) && !self.mapped.contains(field)
+                crate::providers::GENERIC_FIELDS.contains(&field) && !self.mapped.contains(field)
             }
             k => k.never_sets(field),
         }
