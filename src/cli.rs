@@ -193,14 +193,7 @@ fn check(path: &Path) -> i32 {
     }
     out!("routes ({}):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
-        let cond = match &r.matches {
-            Some(m) if !m.is_empty() => m
-                .iter()
-                .map(|(k, v)| format!("{k}={}", compact(v)))
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => "everything".into(),
-        };
+        let cond = conditions(r.matches.as_ref(), "everything");
         let group = r
             .group
             .as_ref()
@@ -231,14 +224,7 @@ fn check(path: &Path) -> i32 {
             relay.watch.by.join(", ")
         );
         for (r, x) in relay.watch.rules.iter().zip(&s.watch.expect) {
-            let cond = match &x.matches {
-                Some(m) if !m.is_empty() => m
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", compact(v)))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                _ => "every subject".into(),
-            };
+            let cond = conditions(x.matches.as_ref(), "every subject");
             let pinned = r
                 .pinned
                 .as_ref()
@@ -285,6 +271,18 @@ fn check(path: &Path) -> i32 {
 
 fn plural(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A `match` as `key=value …`, or `none` when it matches everything.
+fn conditions(m: Option<&serde_json::Map<String, Value>>, none: &str) -> String {
+    match m {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", compact(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => none.into(),
+    }
 }
 
 fn compact(v: &Value) -> String {
