@@ -216,6 +216,8 @@ async fn a_manual_retry_makes_the_send_in_flight_stale(f: Fixture) {
         .await
         .unwrap();
     let c = s.claim("d", 10, LONG).await.unwrap();
+    // Buried (its destination removed from the config) while being sent.
+    assert_eq!(s.bury("d", "gone").await.unwrap(), 1);
     s.retry_delivery(c[0].id).await.unwrap();
     assert!(!s
         .complete(c[0].lease(), attempt(500), Outcome::Dead)
@@ -223,6 +225,51 @@ async fn a_manual_retry_makes_the_send_in_flight_stale(f: Fixture) {
         .unwrap());
     let again = s.claim("d", 10, LONG).await.unwrap();
     assert_eq!(again.len(), 1);
+}
+
+/// Only a dead delivery is retried: a pending one may be on its way right now,
+/// a delivered one arrived; either would be sent twice.
+async fn a_retry_takes_only_a_dead_delivery(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let c = s.claim("d", 10, LONG).await.unwrap();
+    let id = c[0].id;
+    match s.retry_delivery(id).await {
+        Err(StoreError::NotDead { id: i, state }) => {
+            assert_eq!((i, state), (id, State::Pending))
+        }
+        other => panic!("a retry of a delivery in flight gave {other:?}"),
+    }
+    // The send in flight still records its result, and nothing is due again.
+    assert!(s
+        .complete(c[0].lease(), attempt(200), Outcome::Delivered)
+        .await
+        .unwrap());
+    assert!(s.claim("d", 10, LONG).await.unwrap().is_empty());
+    match s.retry_delivery(id).await {
+        Err(StoreError::NotDead { state, .. }) => assert_eq!(state, State::Delivered),
+        other => panic!("a retry of a delivered delivery gave {other:?}"),
+    }
+    assert!(s.claim("d", 10, LONG).await.unwrap().is_empty());
+    assert!(matches!(
+        s.retry_delivery(id + 1000).await,
+        Err(StoreError::NotFound)
+    ));
+
+    s.ingest(new_event("b", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let c = s.claim("d", 10, LONG).await.unwrap();
+    assert!(s
+        .complete(c[0].lease(), attempt(400), Outcome::Dead)
+        .await
+        .unwrap());
+    s.retry_delivery(c[0].id).await.unwrap();
+    let again = s.claim("d", 10, LONG).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (c[0].id, 1));
 }
 
 async fn a_repeated_event_within_its_window_is_one_event(f: Fixture) {
@@ -716,6 +763,7 @@ contract!(
     a_lease_that_runs_out_makes_the_delivery_claimable_again,
     a_renewed_lease_runs_from_the_renewal,
     a_manual_retry_makes_the_send_in_flight_stale,
+    a_retry_takes_only_a_dead_delivery,
     a_repeated_event_within_its_window_is_one_event,
     many_webhooks_at_once_are_each_stored,
     new_deliveries_wake_the_delivery_loops,

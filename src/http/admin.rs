@@ -62,6 +62,10 @@ fn authorize(req: &HttpRequest, shared: &Shared) -> Result<(), ApiError> {
 fn store_error(e: StoreError, what: &str) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, format!("no such {what}")),
+        e @ StoreError::NotDead { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{e} (to send its event again, replay the event)"),
+        ),
         e => {
             log::error!("admin api: {e}");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not usable")
@@ -211,8 +215,9 @@ async fn retry(
     Ok(HttpResponse::Accepted().json(json!({ "delivery_id": id, "state": "pending" })))
 }
 
-/// Makes a delivery pending and due now, and wakes the workers. `by` names who
-/// asked, for the log (the admin API, the web page).
+/// Makes a dead delivery pending and due now, and wakes the workers; a pending
+/// or delivered one is refused ([`StoreError::NotDead`]): it would be sent
+/// twice. `by` names who asked, for the log (the admin API, the web page).
 pub(crate) async fn retry_delivery(shared: &Shared, id: i64, by: &str) -> Result<(), StoreError> {
     shared.store.retry_delivery(id).await?;
     shared.notify.notify_waiters();

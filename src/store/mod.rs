@@ -49,6 +49,10 @@ pub enum StoreError {
     Commit,
     #[error("not found")]
     NotFound,
+    /// A retry asked for a delivery that is not dead: it is pending (maybe being
+    /// sent right now) or already delivered, and a retry would send it twice.
+    #[error("delivery {id} is {}; only a dead delivery is retried", .state.as_str())]
+    NotDead { id: i64, state: State },
     /// Another claim holds the delivery now: this lease is stale.
     #[error("the lease on delivery {0} is no longer held")]
     LeaseLost(i64),
@@ -545,8 +549,10 @@ pub trait Store: Send + Sync {
         state: Option<State>,
         limit: usize,
     ) -> Result<Vec<DeliveryView>>;
-    /// Makes a delivery pending and due now, with a fresh retry window (and a new
-    /// token: a send still in flight cannot overwrite it).
+    /// Makes a dead delivery pending and due now, with a fresh retry window (and
+    /// a new token: a send of it still in flight cannot overwrite it). A delivery
+    /// that is not dead is left as it is ([`StoreError::NotDead`]), decided in the
+    /// same statement as the change, so a retry never races a send.
     async fn retry_delivery(&self, id: i64) -> Result<()>;
     /// Adds deliveries to an existing event (replay).
     async fn add_deliveries(&self, event_id: &str, d: Vec<NewDelivery>) -> Result<usize>;

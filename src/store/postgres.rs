@@ -1541,17 +1541,28 @@ impl Store for PgStore {
 
     async fn retry_delivery(&self, id: i64) -> Result<()> {
         let client = self.pool.get().await?;
-        // A new token: a send still in flight can no longer record its result.
+        // Only a dead one, in the statement that changes it: a retry cannot race
+        // a claim. A new token: a send of it still in flight (one buried while
+        // sending) can no longer record its result.
         let n = client
             .execute(
                 "UPDATE deliveries SET state = 'pending', visible_at = now(), window_start = now(),
                      lease_token = lease_token + 1
-                 WHERE id = $1",
+                 WHERE id = $1 AND state = 'dead'",
                 &[&id],
             )
             .await?;
         if n == 0 {
-            return Err(StoreError::NotFound);
+            // Only which error to give: the row was not changed either way.
+            let row = client
+                .query_opt("SELECT state FROM deliveries WHERE id = $1", &[&id])
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let state: String = row.get(0);
+            return Err(StoreError::NotDead {
+                id,
+                state: State::parse(&state).unwrap_or(State::Pending),
+            });
         }
         client.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
         Ok(())

@@ -923,22 +923,30 @@ impl Store for SqliteStore {
     }
 
     async fn retry_delivery(&self, id: i64) -> Result<()> {
-        // A send still in flight holds the old token: its result is now stale.
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.remove(&id);
-        }
+        let leases = self.leases.clone();
         self.write(move |c| {
             let now = now_ms();
             let n = c.execute(
                 "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, window_start = ?2
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'dead'",
                 params![id, now],
             )?;
             if n == 0 {
-                Err(StoreError::NotFound)
-            } else {
-                Ok(())
+                // On the writer: nothing changed the row between the two.
+                let state: String = c.query_row(
+                    "SELECT state FROM deliveries WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                return Err(StoreError::NotDead {
+                    id,
+                    state: State::parse(&state).unwrap_or(State::Pending),
+                });
             }
+            // A send of it still in flight (one buried while sending) holds the
+            // old token: its result is now stale.
+            leases.lock().map_err(|_| StoreError::Closed)?.remove(&id);
+            Ok(())
         })
         .await
     }

@@ -83,6 +83,10 @@ pub enum UiError {
     NotFound(&'static str),
     #[error("{0}")]
     BadRequest(String),
+    /// A button whose action no longer applies (a retry of a delivery that is no
+    /// longer dead: another tab or the API got there first).
+    #[error("{0}")]
+    Conflict(String),
     #[error("Storage is not usable right now; try again in a moment.")]
     Storage,
 }
@@ -91,6 +95,10 @@ impl UiError {
     fn store(e: StoreError, what: &'static str) -> UiError {
         match e {
             StoreError::NotFound => UiError::NotFound(what),
+            StoreError::NotDead { id, state } => UiError::Conflict(format!(
+                "Delivery {id} is {}: only a dead delivery is retried. Load the event again to see where it is.",
+                state.as_str()
+            )),
             e => {
                 log::error!("web page: {e}");
                 UiError::Storage
@@ -106,6 +114,7 @@ impl ResponseError for UiError {
             UiError::SignIn { .. } => StatusCode::SEE_OTHER,
             UiError::Csrf => StatusCode::FORBIDDEN,
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            UiError::Conflict(_) => StatusCode::CONFLICT,
             UiError::Storage => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

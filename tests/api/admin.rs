@@ -152,6 +152,59 @@ async fn a_dead_delivery_can_be_retried_and_an_event_replayed() {
     assert_eq!(r.status(), 404);
 }
 
+/// A retry of a delivery that is not dead would send it twice: refused with 409.
+#[tokio::test]
+async fn a_delivery_that_is_not_dead_is_not_retried() {
+    let hook = MockServer::start().await;
+    // Slow to answer: the first send is still in flight when the retry comes.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500)))
+        .mount(&hook)
+        .await;
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - to: [hook]\n",
+        hook.uri()
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    let v: Value = r.json().await.unwrap();
+    let id = v["event_id"].as_str().unwrap().to_string();
+    let e = app.api(&format!("/api/events/{id}")).await;
+    let did = e["deliveries"][0]["id"].as_i64().unwrap();
+    let retry = || async {
+        app.client
+            .post(format!("{}/api/deliveries/{did}/retry", app.address))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = retry().await;
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "delivery {did} is pending; only a dead delivery is retried"
+        )),
+        "{err}"
+    );
+    app.wait_settled(Duration::from_secs(10)).await;
+    let r = retry().await;
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error"],
+        format!("delivery {did} is delivered; only a dead delivery is retried (to send its event again, replay the event)")
+    );
+    app.wait_settled(Duration::from_secs(10)).await;
+    assert_eq!(hook.received_requests().await.unwrap().len(), 1);
+    let e = app.api(&format!("/api/events/{id}")).await;
+    assert_eq!(e["deliveries"][0]["attempts"].as_array().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn ten_wrong_admin_tokens_from_one_address_block_it_for_a_minute() {
     let app = spawn_app(&format!(

@@ -331,7 +331,13 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
     assert_eq!(v["deliveries"][0]["state"], "dead", "no retry");
     assert_eq!(v["deliveries"][0]["attempts"].as_array().unwrap().len(), 1);
 
-    // With its token, the same forms work: Retry sends again, Replay adds one.
+    // With its token, the same forms work: Retry sends again, Replay adds one
+    // (the destination takes them now).
+    mock.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&mock)
+        .await;
     let r = post(&app, &retry, &cookie, &[("csrf", &csrf), ("event", &event)]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(
@@ -354,6 +360,18 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     assert!(html.contains("Event replayed: 1 new deliveries queued."));
+    // Delivered now: the same form again (a second tab) is refused, not resent.
+    let r = post(&app, &retry, &cookie, &[("csrf", &csrf), ("event", &event)]).await;
+    assert_eq!(r.status(), 409);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&format!(
+            "Delivery {delivery} is delivered: only a dead delivery is retried."
+        )),
+        "{html}"
+    );
+    let v = app.api(&format!("/api/events/{event}")).await;
+    assert_eq!(v["deliveries"][0]["attempts"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
