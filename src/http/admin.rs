@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::startup::Shared;
-use crate::store::{event_summary, EventQuery, State, StoreError};
+use crate::store::{event_summary, DeliveryView, EventQuery, NewDelivery, State, StoreError};
 use crate::watch::SubjectState;
 
 pub fn scope() -> Scope {
@@ -238,8 +238,12 @@ async fn replay(
 }
 
 /// Routes the stored event again with the current config and queues new
-/// deliveries (the old ones stay as they are). Returns the event id and how many
-/// deliveries were queued.
+/// deliveries (the old ones stay as they are). A digest is not routed (its
+/// destinations are the digest's `to`): it is sent again, as it was, to the
+/// destinations it went to with the template it used, those still configured
+/// and enabled. hookrelay's `backup.missing` and `backup.recovered` are routed
+/// like when they were stored. Returns the event id and how many deliveries
+/// were queued.
 pub(crate) async fn replay_event(
     shared: &Shared,
     id: &str,
@@ -247,9 +251,36 @@ pub(crate) async fn replay_event(
 ) -> Result<(String, usize), StoreError> {
     let r = shared.store.get_event(id).await?;
     let relay = shared.relay.load_full();
-    let (_, deliveries) = relay.plan(&r.event);
+    let deliveries = if crate::digest::is_digest(&r.event) {
+        digest_again(&relay, &r.deliveries)
+    } else {
+        relay.plan(&r.event).1
+    };
     let n = shared.store.add_deliveries(&r.id, deliveries).await?;
     shared.notify.notify_waiters();
     log::info!("event {}: replayed through {by}, {n} deliveries", r.id);
     Ok((r.id, n))
+}
+
+/// A digest's deliveries again: each (destination, template) it was sent to
+/// once, if that destination is still configured and enabled.
+fn digest_again(relay: &crate::relay::Relay, sent: &[DeliveryView]) -> Vec<NewDelivery> {
+    let mut again: Vec<NewDelivery> = Vec::new();
+    for d in sent {
+        let enabled = relay
+            .destinations
+            .get(&d.destination)
+            .is_some_and(|x| x.cfg.common.enabled);
+        let seen = again
+            .iter()
+            .any(|a| a.destination == d.destination && a.template == d.template);
+        if enabled && !seen {
+            again.push(NewDelivery {
+                destination: d.destination.clone(),
+                template: d.template.clone(),
+                channel: None,
+            });
+        }
+    }
+    again
 }

@@ -420,7 +420,12 @@ pub fn event(v: &EventView, chrome: &Chrome) -> Markup {
             }
             form.inline method="post" action={ "/ui/events/" (r.id) "/replay" } {
                 input type="hidden" name="csrf" value=(v.csrf);
-                button type="submit" title="Route this event again with the current config and send new deliveries" { "Replay event" }
+                @if crate::digest::is_digest(e) {
+                    // A digest is not routed (see `replay_event`).
+                    button type="submit" title="Send this digest again, as it was, to the destinations it went to" { "Send digest again" }
+                } @else {
+                    button type="submit" title="Route this event again with the current config and send new deliveries" { "Replay event" }
+                }
             }
         }
         h2 { "Deliveries" }

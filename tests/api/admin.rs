@@ -205,6 +205,126 @@ async fn a_delivery_that_is_not_dead_is_not_retried() {
     assert_eq!(e["deliveries"][0]["attempts"].as_array().unwrap().len(), 1);
 }
 
+/// A digest is not routed: replayed, it goes again to the destinations it went
+/// to, with its template and as it was, and never to the routes' destinations.
+/// hookrelay's `backup.recovered` is routed like when it was stored.
+#[tokio::test]
+async fn a_replayed_digest_goes_to_its_own_destinations_and_a_recovery_through_the_routes() {
+    let (digests, alerts) = (MockServer::start().await, MockServer::start().await);
+    for m in [&digests, &alerts] {
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(m)
+            .await;
+    }
+    let app = spawn_app_drained(&format!(
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\n\
+         destinations:\n  digests: {{ type: webhook, url: \"{}/d\" }}\n  alerts: {{ type: webhook, url: \"{}/a\" }}\n\
+         routes:\n  - to: [alerts]\n\
+         digest:\n  - {{ cron: \"* * * * *\", to: [digests] }}\n",
+        digests.uri(),
+        alerts.uri()
+    ))
+    .await;
+    let shared = app.shared.clone();
+    let mut clock = hookrelay::digest::Clock::default();
+    let t0 = shared.store.clock_ms().await.unwrap();
+    assert_eq!(
+        hookrelay::digest::tick(&shared, &mut clock, t0)
+            .await
+            .unwrap(),
+        0
+    );
+    for f in ["error", "success"] {
+        let r = app
+            .post(
+                "/hooks/sb",
+                fixture(&format!("simplebackups/{f}.json")),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let t1 = t0 + 2 * 60_000;
+    assert_eq!(
+        hookrelay::digest::tick(&shared, &mut clock, t1)
+            .await
+            .unwrap(),
+        1
+    );
+    app.drain(3).await;
+    let sent = received_json(&digests).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["event"], "digest");
+    // error, success, and hookrelay's backup.recovered.
+    assert_eq!(received_json(&alerts).await.len(), 3);
+
+    let replay = |id: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/api/events/{id}/replay", app.address))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let v: Value = r.json().await.unwrap();
+            v["deliveries"].as_u64().unwrap()
+        }
+    };
+    let list = app.api("/api/events?source=hookrelay").await;
+    let digest_id = list["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list["items"][0]["event"], "digest");
+    assert_eq!(replay(digest_id.clone()).await, 1);
+    app.drain(3).await;
+    let sent = received_json(&digests).await;
+    assert_eq!(sent.len(), 2);
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("delivery_id");
+        v
+    };
+    assert_eq!(
+        strip(sent[1].clone()),
+        strip(sent[0].clone()),
+        "the same digest"
+    );
+    assert_eq!(received_json(&alerts).await.len(), 3, "not routed");
+    let e = app.api(&format!("/api/events/{digest_id}")).await;
+    let d = e["deliveries"].as_array().unwrap();
+    assert_eq!(d.len(), 2);
+    assert!(d.iter().all(|d| d["destination"] == "digests"), "{e:#}");
+
+    let list = app.api("/api/events?status=recovered").await;
+    let recovered = &list["items"][0];
+    assert_eq!(recovered["event"], "backup.recovered", "{list:#}");
+    assert_eq!(
+        replay(recovered["id"].as_str().unwrap().to_string()).await,
+        1
+    );
+    app.drain(3).await;
+    let got = received_json(&alerts).await;
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3]["event"], "backup.recovered", "{:#}", got[3]);
+    assert_eq!(received_json(&digests).await.len(), 2);
+
+    // The web page's button says what it does on each.
+    let cookie = crate::ui::sign_in(&app).await;
+    let page = |id: String| {
+        let (app, cookie) = (&app, &cookie);
+        async move {
+            let r = crate::ui::get(app, &format!("/ui/events/{id}"), cookie).await;
+            r.text().await.unwrap()
+        }
+    };
+    let html = page(digest_id).await;
+    assert!(html.contains(">Send digest again</button>"), "{html}");
+    assert!(!html.contains("Replay event"));
+    let html = page(recovered["id"].as_str().unwrap().to_string()).await;
+    assert!(html.contains(">Replay event</button>"), "{html}");
+}
+
 #[tokio::test]
 async fn ten_wrong_admin_tokens_from_one_address_block_it_for_a_minute() {
     let app = spawn_app(&format!(
