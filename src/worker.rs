@@ -434,7 +434,11 @@ async fn attempt(
     let attempt_no = c.attempts + 1;
     let delivery = &relay.settings.delivery;
     let (outcome, status, error) = match result {
-        Ok(sent) => (Outcome::Delivered, sent.status, None),
+        Ok(sent) => (
+            Outcome::Delivered,
+            sent.status,
+            sent.note.map(|n| truncate(&n, 1000)),
+        ),
         Err(e) => {
             if let Some(ra) = e.retry_after {
                 if let Err(err) = shared

@@ -78,7 +78,10 @@ impl Destination for Console {
         let mut out = stdout.lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
-        Ok(Sent { status: None })
+        Ok(Sent {
+            status: None,
+            note: None,
+        })
     }
 }
 
@@ -102,7 +105,13 @@ mod tests {
         let c = Console::default();
         let req = c.prepare(&msg(Body::Text("hello\nworld".into()))).unwrap();
         assert_eq!(req, Request::Console("hello\nworld".into()));
-        assert_eq!(c.send(&req, ID).await.unwrap(), Sent { status: None });
+        assert_eq!(
+            c.send(&req, ID).await.unwrap(),
+            Sent {
+                status: None,
+                note: None
+            }
+        );
 
         let req = c.prepare(&msg(Body::Json(json!({"a": [1, 2]})))).unwrap();
         assert_eq!(

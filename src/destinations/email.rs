@@ -17,7 +17,10 @@
 //!
 //! Each send opens its own connection (alerts are rare; no connection outlives the
 //! send or the runtime that made it) and is bounded as a whole by the destination
-//! `timeout`. A `Body::Json` is sent as its pretty-printed JSON text rather than
+//! `timeout`. It speaks SMTP command by command rather than through lettre's
+//! transport, which drops the whole message on any refused recipient: here each
+//! `RCPT TO` is judged alone (see `judge`), so one stale address neither keeps
+//! the email from the others nor goes unnamed. A `Body::Json` is sent as its pretty-printed JSON text rather than
 //! refused: an alert with an odd body beats a lost alert.
 
 pub mod api;
@@ -29,8 +32,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lettre::message::{header::ContentType, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::authentication::DEFAULT_MECHANISMS;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::Address;
+use std::collections::HashMap;
+use std::time::Instant;
 
 use serde::Deserialize;
 
@@ -266,13 +274,9 @@ impl SmtpUrl {
         })
     }
 
-    /// A transport for one send, bounded per command by `timeout`; `ca` (PEM) is
-    /// trusted besides the public roots.
-    fn transport(
-        &self,
-        timeout: Duration,
-        ca: Option<&[u8]>,
-    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+    /// How the connection is protected; `ca` (PEM) is trusted besides the public
+    /// roots.
+    fn tls(&self, ca: Option<&[u8]>) -> Result<Tls, SendError> {
         let params = || {
             let mut b = TlsParameters::builder(self.host.clone());
             if let Some(pem) = ca {
@@ -284,20 +288,12 @@ impl SmtpUrl {
             b.build()
                 .map_err(|e| SendError::permanent(format!("could not set up TLS: {e}")))
         };
-        let tls = match self.tls {
+        Ok(match self.tls {
             SmtpTls::None => Tls::None,
             SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
             SmtpTls::Required => Tls::Required(params()?),
             SmtpTls::Wrapper => Tls::Wrapper(params()?),
-        };
-        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(self.host.as_str())
-            .port(self.port)
-            .tls(tls)
-            .timeout(Some(timeout));
-        if let (Some(u), Some(p)) = (&self.user, &self.password) {
-            b = b.credentials(Credentials::new(u.clone(), p.expose().to_string()));
-        }
-        Ok(b.build())
+        })
     }
 }
 
@@ -401,6 +397,228 @@ pub fn classify_smtp(e: &lettre::transport::smtp::Error, password: Option<&str>)
     }
 }
 
+/// What the mail server made of one message's recipients.
+#[derive(Debug, Default)]
+struct Conversation {
+    /// Took the message (`RCPT` and then `DATA` answered 2xx).
+    accepted: Vec<String>,
+    /// Refused at `RCPT TO`, with the error naming the server's reply.
+    refused: Vec<(String, SendError)>,
+    /// The reply to the message's data, when it was sent.
+    status: Option<u16>,
+}
+
+/// One SMTP session sending `body` from `from` to each of `rcpts`, recipient by
+/// recipient: a recipient the server refuses is left out instead of failing the
+/// others. An error here concerns the whole message (connection, TLS, AUTH,
+/// `MAIL FROM`, `DATA`), without the URL's password.
+async fn converse(
+    smtp: &SmtpUrl,
+    tls: Tls,
+    from: Option<&Address>,
+    rcpts: &[Address],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Conversation, SendError> {
+    let password = smtp.password.as_ref().map(Secret::expose);
+    let fail = |e: lettre::transport::smtp::Error| classify_smtp(&e, password);
+    let hello = ClientId::default();
+    let wrapper = match &tls {
+        Tls::Wrapper(p) => Some(p.clone()),
+        _ => None,
+    };
+    let mut conn = AsyncSmtpConnection::connect_tokio1(
+        (smtp.host.as_str(), smtp.port),
+        Some(timeout),
+        &hello,
+        wrapper,
+        None,
+    )
+    .await
+    .map_err(fail)?;
+    match tls {
+        Tls::Opportunistic(p) if conn.can_starttls() => {
+            conn.starttls(p, &hello).await.map_err(fail)?
+        }
+        Tls::Required(p) => conn.starttls(p, &hello).await.map_err(fail)?,
+        _ => {}
+    }
+    if let (Some(u), Some(p)) = (&smtp.user, &smtp.password) {
+        let credentials = Credentials::new(u.clone(), p.expose().to_string());
+        conn.auth(DEFAULT_MECHANISMS, &credentials)
+            .await
+            .map_err(fail)?;
+    }
+    // As lettre's own transport does: SMTPUTF8 for non-ASCII addresses, 8BITMIME
+    // for a non-ASCII body, each only if the server offers it.
+    let mut options = Vec::new();
+    let non_ascii = from.is_some_and(|a| !AsRef::<str>::as_ref(a).is_ascii())
+        || rcpts.iter().any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(SendError::permanent(
+                "could not send the email: an address is not ASCII and the mail server does \
+                 not support SMTPUTF8",
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !body.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(SendError::permanent(
+                "could not send the email: it is not ASCII and the mail server does not \
+                 support 8BITMIME",
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(from.cloned(), options))
+        .await
+        .map_err(fail)?;
+    let mut out = Conversation::default();
+    for rcpt in rcpts {
+        match conn.command(Rcpt::new(rcpt.clone(), Vec::new())).await {
+            Ok(_) => out.accepted.push(rcpt.to_string()),
+            // The server answered about this address: the others go on.
+            Err(e) if e.status().is_some() => out.refused.push((rcpt.to_string(), fail(e))),
+            // No answer (connection lost, garbage): nothing can go on.
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    if !out.accepted.is_empty() {
+        conn.command(Data).await.map_err(fail)?;
+        let reply = conn.message(body).await.map_err(fail)?;
+        out.status = Some(u16::from(reply.code()));
+    }
+    // The message is the server's now (or nobody's): QUIT on the side, so a server
+    // slow to answer it cannot turn a sent email into a timeout and a second copy.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(timeout, conn.quit()).await;
+    });
+    Ok(out)
+}
+
+/// How many deliveries' partly accepted recipients an [`Email`] remembers.
+const REMEMBERED: usize = 1000;
+
+/// Recipients that took a delivery's message while others were refused for now
+/// (4xx), by delivery id: the retry goes to the others only. Kept in memory: a
+/// retry after a restart or a config reload, or by another replica, goes to every
+/// recipient again (a second copy for some, never a missing one).
+#[derive(Debug, Default)]
+struct Remembered(std::sync::Mutex<HashMap<String, (Instant, Vec<String>)>>);
+
+impl Remembered {
+    fn get(&self, delivery_id: &str) -> Vec<String> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(delivery_id)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// `None` forgets the delivery (nothing is left to retry).
+    fn set(&self, delivery_id: &str, accepted: Option<Vec<String>>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match accepted {
+            None => {
+                map.remove(delivery_id);
+            }
+            Some(a) => {
+                if map.len() >= REMEMBERED && !map.contains_key(delivery_id) {
+                    // The oldest is the likeliest to have ended (max_age).
+                    let oldest = map
+                        .iter()
+                        .min_by_key(|(_, (at, _))| *at)
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        map.remove(&k);
+                    }
+                }
+                map.insert(delivery_id.to_string(), (Instant::now(), a));
+            }
+        }
+    }
+}
+
+/// `refused x@y: SMTP 550 from the mail server: 5.1.1 no such user; refused …`
+fn refusals<'a>(refused: impl Iterator<Item = &'a (String, SendError)>) -> String {
+    refused
+        .map(|(addr, e)| format!("refused {addr}: {}", e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The outcome of a send in which the server answered each recipient: `earlier`
+/// took the message on an earlier attempt, `now` is this one. Returns the result
+/// and the recipients to remember for a retry (`None`: nothing left to retry).
+///
+/// * Every recipient took it: delivered.
+/// * Some refused permanently (5xx), none for now: delivered to the others, the
+///   refused ones named in the attempt's note; all refused permanently: dead,
+///   each named.
+/// * Some refused for now (4xx): retried (those only, see [`Remembered`]); the
+///   error names who has the message and who does not.
+fn judge(
+    earlier: Vec<String>,
+    now: Conversation,
+) -> (Result<Sent, SendError>, Option<Vec<String>>) {
+    let Conversation {
+        accepted,
+        refused,
+        status,
+    } = now;
+    let mut delivered = earlier;
+    delivered.extend(accepted);
+    let (transient, permanent): (Vec<_>, Vec<_>) =
+        refused.iter().partition(|(_, e)| e.is_transient());
+    if let Some((_, first)) = transient.first() {
+        let mut message = String::new();
+        if !delivered.is_empty() {
+            message = format!("delivered to {}; ", delivered.join(", "));
+        }
+        message.push_str(&format!(
+            "not yet to {}",
+            transient
+                .iter()
+                .map(|(addr, e)| format!("{addr}: {}", e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+        if !permanent.is_empty() {
+            message = format!("{message}; {}", refusals(permanent.into_iter()));
+        }
+        let error = SendError {
+            transient: true,
+            status: first.status,
+            retry_after: None,
+            message,
+        };
+        let remember = (!delivered.is_empty()).then_some(delivered);
+        return (Err(error), remember);
+    }
+    if delivered.is_empty() {
+        let status = permanent.first().and_then(|(_, e)| e.status);
+        let error = SendError {
+            transient: false,
+            status,
+            retry_after: None,
+            message: format!(
+                "every recipient was refused: {}",
+                refusals(permanent.into_iter())
+            ),
+        };
+        return (Err(error), None);
+    }
+    let note = (!permanent.is_empty()).then(|| {
+        format!(
+            "delivered to {}; {} (not retried)",
+            delivered.join(", "),
+            refusals(permanent.into_iter())
+        )
+    });
+    (Ok(Sent { status, note }), None)
+}
+
 /// How an [`Email`] leaves: a mail server or a provider's API.
 #[derive(Debug)]
 enum Transport {
@@ -417,6 +635,7 @@ pub struct Email {
     from: String,
     to: Vec<String>,
     timeout: Duration,
+    remembered: Remembered,
 }
 
 impl std::fmt::Debug for Email {
@@ -454,6 +673,7 @@ impl Email {
             from: cfg.from.clone(),
             to: cfg.to.clone(),
             timeout,
+            remembered: Remembered::default(),
         }
     }
 
@@ -537,18 +757,50 @@ impl Destination for Email {
             Some(Err(e)) => return Err(SendError::permanent(format!("tls_ca_file: {e}"))),
         };
         let email = Email::message(from, to, subject, text, html.as_deref())?;
-        let transport = smtp.transport(self.timeout, ca)?;
-        let password = smtp.password.as_ref().map(Secret::expose);
-        match tokio::time::timeout(self.timeout, transport.send(email)).await {
-            Ok(Ok(resp)) => Ok(Sent {
-                status: Some(u16::from(resp.code())),
-            }),
-            Ok(Err(e)) => Err(classify_smtp(&e, password)),
-            Err(_) => Err(SendError::transient(format!(
-                "the mail server did not accept the email within {:?}",
-                self.timeout
-            ))),
+        let tls = smtp.tls(ca)?;
+        let earlier = self.remembered.get(delivery_id);
+        let rcpts: Vec<Address> = email
+            .envelope()
+            .to()
+            .iter()
+            .filter(|a| !earlier.iter().any(|e| e == AsRef::<str>::as_ref(a)))
+            .cloned()
+            .collect();
+        if rcpts.is_empty() {
+            // Every recipient took it on earlier attempts.
+            self.remembered.set(delivery_id, None);
+            return Ok(Sent {
+                status: None,
+                note: None,
+            });
         }
+        let body = email.formatted();
+        let conversation = converse(
+            smtp,
+            tls,
+            email.envelope().from(),
+            &rcpts,
+            &body,
+            self.timeout,
+        );
+        let now = match tokio::time::timeout(self.timeout, conversation).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(SendError::transient(format!(
+                    "the mail server did not accept the email within {:?}",
+                    self.timeout
+                )))
+            }
+        };
+        let (result, remember) = judge(earlier, now);
+        self.remembered.set(delivery_id, remember);
+        if let Ok(Sent {
+            note: Some(note), ..
+        }) = &result
+        {
+            log::warn!("delivery {delivery_id}: email {note}");
+        }
+        result
     }
 }
 
@@ -572,15 +824,21 @@ pub(crate) mod tests {
         /// Starts the sink on a free port; `auth` makes it require that user and
         /// password.
         pub(crate) fn start(auth: Option<(&str, &str)>) -> SmtpSink {
+            match auth {
+                Some((u, p)) => SmtpSink::start_with(&["--user", u, "--password", p]),
+                None => SmtpSink::start_with(&[]),
+            }
+        }
+
+        /// Starts the sink with its command-line options (see smtp_sink.py).
+        pub(crate) fn start_with(args: &[&str]) -> SmtpSink {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
             let mut cmd = Command::new("python3");
             cmd.arg(script)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            if let Some((u, p)) = auth {
-                cmd.args(["--user", u, "--password", p]);
-            }
+                .stderr(Stdio::inherit())
+                .args(args);
             let mut child = cmd.spawn().expect("python3 must be installed");
             let stdout = child.stdout.take().expect("piped stdout");
             let mut sink = SmtpSink {
@@ -782,6 +1040,94 @@ pub(crate) mod tests {
             "just text"
         );
         assert!(got["data"].as_str().unwrap().contains("charset=utf-8"));
+    }
+
+    /// One recipient refused for now (451), one for good (550), one taking it:
+    /// the first attempt reaches the one, names the others and is retried; the
+    /// retry goes to the two not yet reached only, the 451 one takes it, and the
+    /// 550 one is named in the note of a delivered send.
+    #[tokio::test]
+    async fn each_recipient_is_judged_alone_and_a_retry_skips_those_reached() {
+        let mut sink = SmtpSink::start_with(&[
+            "--refuse",
+            "gone@example.test=550 5.1.1 no such user",
+            "--refuse-once",
+            "full@example.test=452 4.2.2 mailbox full",
+        ]);
+        let cfg = EmailConfig {
+            smtp: Some(Secret::new(format!("smtp://127.0.0.1:{}", sink.port))),
+            api: None,
+            tls_ca_file: None,
+            from: "relay@example.test".into(),
+            to: vec![
+                "ops@example.test".into(),
+                "Gone <gone@example.test>".into(),
+                "full@example.test".into(),
+            ],
+            subject: None,
+        };
+        let d = Email::new(&cfg, Duration::from_secs(10));
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        let e = d.send(&req, ID).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        assert_eq!(e.status, Some(452));
+        assert_eq!(
+            e.message,
+            "delivered to ops@example.test; not yet to full@example.test: SMTP 452 from the \
+             mail server: 4.2.2 mailbox full; refused gone@example.test: SMTP 550 from the \
+             mail server: 5.1.1 no such user"
+        );
+        assert_eq!(
+            sink.next_message()["rcpt_tos"],
+            serde_json::json!(["ops@example.test"])
+        );
+
+        let sent = d.send(&req, ID).await.unwrap();
+        assert_eq!(sent.status, Some(250));
+        assert_eq!(
+            sent.note.as_deref(),
+            Some(
+                "delivered to ops@example.test, full@example.test; refused gone@example.test: \
+                 SMTP 550 from the mail server: 5.1.1 no such user (not retried)"
+            )
+        );
+        let got = sink.next_message();
+        assert_eq!(got["rcpt_tos"], serde_json::json!(["full@example.test"]));
+        // The header still shows everyone it was addressed to.
+        let data = got["data"].as_str().unwrap();
+        assert!(data.contains("gone@example.test"), "{data}");
+
+        // Another delivery starts afresh: ops gets it again, gone is refused again.
+        let sent = d.send(&req, "another-delivery").await.unwrap();
+        assert!(sent.note.unwrap().contains("refused gone@example.test"));
+        assert_eq!(
+            sink.next_message()["rcpt_tos"],
+            serde_json::json!(["ops@example.test", "full@example.test"])
+        );
+    }
+
+    #[tokio::test]
+    async fn every_recipient_refused_is_permanent_and_names_each() {
+        let sink = SmtpSink::start_with(&[
+            "--refuse",
+            "ops@example.test=550 5.1.1 no such user",
+            "--refuse",
+            "dev@example.test=553 5.7.1 relaying denied",
+        ]);
+        let d = email_dest(
+            &format!("smtp://127.0.0.1:{}", sink.port),
+            Duration::from_secs(10),
+        );
+        let req = d.prepare(&msg("x", None, None)).unwrap();
+        let e = d.send(&req, ID).await.unwrap_err();
+        assert!(e.is_permanent(), "{e:?}");
+        assert_eq!(e.status, Some(550));
+        assert_eq!(
+            e.message,
+            "every recipient was refused: refused ops@example.test: SMTP 550 from the mail \
+             server: 5.1.1 no such user; refused dev@example.test: SMTP 553 from the mail \
+             server: 5.7.1 relaying denied"
+        );
     }
 
     #[tokio::test]

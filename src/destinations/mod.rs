@@ -321,6 +321,9 @@ impl SendError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
     pub status: Option<u16>,
+    /// Delivered, but not entirely as asked (an email recipient the server
+    /// refused): recorded as the attempt's error and the delivery's `last_error`.
+    pub note: Option<String>,
 }
 
 #[async_trait]
@@ -412,6 +415,7 @@ pub fn classify_status(status: u16, headers: &HeaderMap, body: &str) -> Result<S
     if (200..300).contains(&status) {
         return Ok(Sent {
             status: Some(status),
+            note: None,
         });
     }
     if (300..400).contains(&status) {

@@ -307,6 +307,7 @@ fn classify(
         return match ok {
             Some(true) => Ok(Sent {
                 status: Some(status),
+                note: None,
             }),
             // A proxy's page, not the Bot API: try again later.
             _ => Err(SendError {
@@ -324,6 +325,7 @@ fn classify(
         // Only 2xx succeeds there, and 2xx was judged above.
         return Ok(Sent {
             status: Some(status),
+            note: None,
         });
     };
     if let Some(new_id) = param("migrate_to_chat_id").and_then(Value::as_i64) {

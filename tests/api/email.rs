@@ -313,3 +313,97 @@ routes:
     assert_eq!(pm["TextBody"], text);
     assert_eq!(pm["HtmlBody"], sg["content"][1]["value"]);
 }
+
+/// A mail server that refuses some recipients: `mixed` reaches the address it
+/// accepts and is delivered, naming the refused one; `gone` (every address
+/// refused for good) is dead at once, naming each; `later` (one address refused
+/// for now, 451) reaches the other at once and is retried for the refused one
+/// only, which then gets the one copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_recipients_are_named_and_the_others_still_get_the_email() {
+    let smtp = SmtpSink::start_with(&[
+        "--refuse",
+        "perm@example.com=550 5.1.1 no such user",
+        "--refuse",
+        "x@example.com=550 5.1.1 no such user",
+        "--refuse",
+        "y@example.com=553 5.7.1 relaying denied",
+        "--refuse-once",
+        "later@example.com=451 4.3.0 try again later",
+    ]);
+    let app = spawn_app(&format!(
+        r#"sources:
+  sb: {{ kind: simplebackups }}
+admin: {{ token: {ADMIN} }}
+delivery: {{ retry_schedule: [50ms], max_age: 1h }}
+destinations:
+  mixed: {{ type: email, smtp: "smtp://127.0.0.1:{p}", from: hr@example.com, to: [a@example.com, perm@example.com] }}
+  gone: {{ type: email, smtp: "smtp://127.0.0.1:{p}", from: hr@example.com, to: [x@example.com, y@example.com] }}
+  later: {{ type: email, smtp: "smtp://127.0.0.1:{p}", from: hr@example.com, to: [b@example.com, later@example.com] }}
+routes:
+  - to: [mixed, gone, later]
+"#,
+        p = smtp.port
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+
+    // Three messages, in the order the server took them.
+    let got: Vec<Value> = (0..3)
+        .map(|_| smtp.next_message(Duration::from_secs(20))["rcpt_tos"].clone())
+        .collect();
+    let at = |rcpts: Value| {
+        got.iter()
+            .position(|g| *g == rcpts)
+            .unwrap_or_else(|| panic!("no message to {rcpts} in {got:?}"))
+    };
+    at(json!(["a@example.com"]));
+    // b@ first, and the retry to later@ only: b@ gets no second copy.
+    assert!(at(json!(["b@example.com"])) < at(json!(["later@example.com"])));
+
+    let all = app.wait_settled(Duration::from_secs(15)).await;
+    let by = |n: &str| {
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["destination"] == n)
+            .unwrap()
+            .clone()
+    };
+    let mixed = by("mixed");
+    assert_eq!(mixed["state"], "delivered", "{mixed}");
+    let note = "delivered to a@example.com; refused perm@example.com: SMTP 550 from the mail \
+                server: 5.1.1 no such user (not retried)";
+    assert_eq!(mixed["last_error"], note, "{mixed}");
+    let attempts = mixed["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{mixed}");
+    assert_eq!(attempts[0]["status"], 250);
+    assert_eq!(attempts[0]["error"], note);
+
+    let gone = by("gone");
+    assert_eq!(gone["state"], "dead", "{gone}");
+    assert_eq!(gone["attempts"].as_array().unwrap().len(), 1, "{gone}");
+    assert_eq!(
+        gone["last_error"],
+        "every recipient was refused: refused x@example.com: SMTP 550 from the mail server: \
+         5.1.1 no such user; refused y@example.com: SMTP 553 from the mail server: 5.7.1 \
+         relaying denied"
+    );
+
+    let later = by("later");
+    assert_eq!(later["state"], "delivered", "{later}");
+    let attempts = later["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{later}");
+    assert_eq!(attempts[0]["status"], 451);
+    assert_eq!(
+        attempts[0]["error"],
+        "delivered to b@example.com; not yet to later@example.com: SMTP 451 from the mail \
+         server: 4.3.0 try again later"
+    );
+    assert_eq!(attempts[1]["status"], 250);
+    assert_eq!(attempts[1]["error"], Value::Null);
+}

@@ -3,6 +3,7 @@
 
     python3 tests/support/smtp_sink.py [--port N] [--user U --password P]
                                        [--tls starttls|implicit --ca-out FILE]
+                                       [--refuse ADDR=REPLY] [--refuse-once ADDR=REPLY]
 
 Listens on 127.0.0.1 (port 0, the default, picks a free one). The first line on
 stdout is the port, as a bare number, once the server accepts connections. Then,
@@ -23,6 +24,10 @@ that CA's certificate (PEM) to --ca-out, and serves a certificate it signed for
 speaks TLS from the first byte (smtps). Each JSON line then says `"tls": true`
 when the message came over TLS. Like an internal mail relay, nothing public
 vouches for it: a client must be given the CA.
+--refuse 'perm@example.com=550 5.1.1 no such user' answers RCPT TO:<ADDR> with
+that reply every time; --refuse-once does so on the first RCPT TO:<ADDR> only and
+accepts the address afterwards (a full mailbox, greylisting). Both repeat. A
+refused address is not in the message's `rcpt_tos`.
 Runs until killed (SIGTERM or SIGINT).
 """
 
@@ -45,6 +50,20 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
+    def __init__(self, refuse=None, refuse_once=None):
+        # address (lower case) -> SMTP reply; the "once" ones are spent when used.
+        self.refuse = refuse or {}
+        self.refuse_once = refuse_once or {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        key = address.lower()
+        if key in self.refuse:
+            return self.refuse[key]
+        if key in self.refuse_once:
+            return self.refuse_once.pop(key)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         raw = envelope.original_content or envelope.content
         if isinstance(raw, bytes):
@@ -159,7 +178,20 @@ def main():
     ap.add_argument("--password")
     ap.add_argument("--tls", choices=["starttls", "implicit"])
     ap.add_argument("--ca-out")
+    ap.add_argument("--refuse", action="append", default=[], metavar="ADDR=REPLY")
+    ap.add_argument("--refuse-once", action="append", default=[], metavar="ADDR=REPLY")
     args = ap.parse_args()
+
+    def replies(specs):
+        out = {}
+        for spec in specs:
+            addr, sep, reply = spec.partition("=")
+            if not sep or not reply[:3].isdigit():
+                ap.error(f"--refuse takes ADDR=REPLY (e.g. a@b.test=550 5.1.1 no such user): {spec!r}")
+            out[addr.lower()] = reply
+        return out
+
+    refuse, refuse_once = replies(args.refuse), replies(args.refuse_once)
     if (args.user is None) != (args.password is None):
         ap.error("give both --user and --password, or neither")
     if (args.tls is None) != (args.ca_out is None):
@@ -176,11 +208,14 @@ def main():
         # handled=False: aiosmtpd answers (235, or 535 on failure) itself.
         return AuthResult(success=ok, handled=False)
 
+    # One handler for every connection: a --refuse-once reply is spent for good.
+    sink = Sink(refuse, refuse_once)
+
     def factory():
         if args.user is None:
-            return SMTP(Sink(), hostname="smtp-sink.test", **starttls)
+            return SMTP(sink, hostname="smtp-sink.test", **starttls)
         return SMTP(
-            Sink(),
+            sink,
             hostname="smtp-sink.test",
             authenticator=authenticator,
             auth_required=True,
