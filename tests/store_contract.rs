@@ -272,6 +272,61 @@ async fn a_retry_takes_only_a_dead_delivery(f: Fixture) {
     assert_eq!((again[0].id, again[0].attempts), (c[0].id, 1));
 }
 
+/// A page after an event retention deleted starts where that event was (its
+/// UUIDv7 id says when), never at the top again; an id that cannot say is
+/// NotFound. Deliveries page by id.
+async fn a_page_after_a_deleted_event_starts_where_it_was(f: Fixture) {
+    let s = &*f.store;
+    let mut ids = Vec::new();
+    for k in ["a", "b", "c", "d"] {
+        match s
+            .ingest(new_event(k, &["d"], Duration::ZERO))
+            .await
+            .unwrap()
+        {
+            Ingested::Stored { event_id, .. } => ids.push(event_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let page = |before: String| async move {
+        s.list_events(store::EventQuery {
+            limit: 10,
+            before: Some(before),
+            ..Default::default()
+        })
+        .await
+        .map(|v| v.into_iter().map(|r| r.id).collect::<Vec<_>>())
+    };
+    let after = |id: &str| {
+        let u = uuid::Uuid::parse_str(id).unwrap().as_u128() + 1;
+        uuid::Uuid::from_u128(u).to_string()
+    };
+    assert_eq!(
+        page(ids[2].clone()).await.unwrap(),
+        vec![ids[1].clone(), ids[0].clone()]
+    );
+    assert_eq!(
+        page(after(&ids[1])).await.unwrap(),
+        vec![ids[1].clone(), ids[0].clone()]
+    );
+    assert_eq!(page(after(&ids[3])).await.unwrap().len(), 4);
+    let before_all = uuid::Uuid::from_u128(uuid::Uuid::parse_str(&ids[0]).unwrap().as_u128() - 1);
+    assert!(page(before_all.to_string()).await.unwrap().is_empty());
+    assert!(matches!(
+        page("6f1c9f4e-2b1a-4c3d-9e8f-0a1b2c3d4e5f".into()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let all = s.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    let older = s
+        .list_deliveries_before(None, 2, Some(all[1].id))
+        .await
+        .unwrap();
+    let older: Vec<i64> = older.iter().map(|d| d.id).collect();
+    assert_eq!(older, vec![all[2].id, all[3].id]);
+}
+
 async fn a_repeated_event_within_its_window_is_one_event(f: Fixture) {
     let s = &*f.store;
     let w = Duration::from_secs(3600);
@@ -764,6 +819,7 @@ contract!(
     a_renewed_lease_runs_from_the_renewal,
     a_manual_retry_makes_the_send_in_flight_stale,
     a_retry_takes_only_a_dead_delivery,
+    a_page_after_a_deleted_event_starts_where_it_was,
     a_repeated_event_within_its_window_is_one_event,
     many_webhooks_at_once_are_each_stored,
     new_deliveries_wake_the_delivery_loops,

@@ -78,9 +78,41 @@ async fn unknown(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResp
     Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"))
 }
 
+/// The query string as `T`, read after the token is checked (a caller without
+/// it learns nothing about the parameters); a malformed one is a 400 with a JSON
+/// error like every other refusal.
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| {
+            let why = match e {
+                actix_web::error::QueryPayloadError::Deserialize(e) => e.to_string(),
+                e => e.to_string(),
+            };
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the query string cannot be read: {why}"),
+            )
+        })
+}
+
+/// `limit`: a whole number from 1 up; more than `max` is taken as `max`.
+fn limit(given: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match given {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n.min(max)),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a whole number from 1 to {max}, not {s:?}"),
+            )),
+        },
+    }
+}
+
 #[derive(Deserialize)]
 struct EventParams {
-    limit: Option<usize>,
+    limit: Option<String>,
     status: Option<String>,
     source: Option<String>,
     before: Option<String>,
@@ -89,11 +121,29 @@ struct EventParams {
 async fn list_events(
     req: HttpRequest,
     shared: web::Data<Shared>,
-    q: web::Query<EventParams>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &shared)?;
-    let q = q.into_inner();
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let q: EventParams = query(&req)?;
+    let limit = limit(q.limit.as_deref(), 50, 500)?;
+    if let Some(s) = q.status.as_deref() {
+        if crate::event::Status::parse(s).is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "status must be one of {}, not {s:?}",
+                    crate::event::Status::NAMES.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(b) = q.before.as_deref() {
+        if uuid::Uuid::parse_str(b).is_err() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("before must be an event id (the next of the previous page), not {b:?}"),
+            ));
+        }
+    }
     let items = shared
         .store
         .list_events(EventQuery {
@@ -103,7 +153,14 @@ async fn list_events(
             before: q.before,
         })
         .await
-        .map_err(|e| store_error(e, "event"))?;
+        .map_err(|e| match e {
+            // An id that does not say when its event was: nowhere to page from.
+            StoreError::NotFound => ApiError::new(
+                StatusCode::GONE,
+                "the event before names is no longer stored and its id does not say where it was; start again without before",
+            ),
+            e => store_error(e, "event"),
+        })?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|r| r.id.clone()))
         .flatten();
@@ -142,30 +199,44 @@ async fn get_event(
 #[derive(Deserialize)]
 struct DeliveryParams {
     state: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
+    before: Option<String>,
 }
 
 async fn list_deliveries(
     req: HttpRequest,
     shared: web::Data<Shared>,
-    q: web::Query<DeliveryParams>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &shared)?;
+    let q: DeliveryParams = query(&req)?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(State::parse(s).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "state must be pending, delivered or dead",
+                format!("state must be one of pending, delivered, dead, not {s:?}"),
+            )
+        })?),
+    };
+    let limit = limit(q.limit.as_deref(), 100, 1000)?;
+    let before = match q.before.as_deref() {
+        None => None,
+        Some(b) => Some(b.parse::<i64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("before must be a delivery id (the next of the previous page), not {b:?}"),
             )
         })?),
     };
     let items = shared
         .store
-        .list_deliveries(state, q.limit.unwrap_or(100).clamp(1, 1000))
+        .list_deliveries_before(state, limit, before)
         .await
         .map_err(|e| store_error(e, "delivery"))?;
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|d| d.id))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next": next })))
 }
 
 #[derive(Deserialize)]
@@ -177,15 +248,15 @@ struct BackupParams {
 async fn list_backups(
     req: HttpRequest,
     shared: web::Data<Shared>,
-    q: web::Query<BackupParams>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &shared)?;
+    let q: BackupParams = query(&req)?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(SubjectState::parse(s).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "state must be ok, failing, missing or new",
+                format!("state must be one of ok, failing, missing, new, not {s:?}"),
             )
         })?),
     };

@@ -345,13 +345,19 @@ impl State {
     }
 }
 
+/// Whether `id` is an event id that says when its event was stored (a UUIDv7,
+/// as every event id is): a cursor whose event is gone can still page.
+pub fn id_has_time(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)
+}
+
 /// Filters of `GET /api/events`.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub limit: usize,
     pub status: Option<String>,
     pub source: Option<String>,
-    /// An event id: list only older events.
+    /// An event id: list only older events (see [`Store::list_events`]).
     pub before: Option<String>,
 }
 
@@ -542,12 +548,27 @@ pub trait Store: Send + Sync {
     /// Marks every pending delivery of `destination` dead with `error` (a
     /// destination that is no longer configured).
     async fn bury(&self, destination: &str, error: &str) -> Result<usize>;
+    /// Events newest first. `before` names an event: only older ones. One that
+    /// retention deleted pages from where it was (its UUIDv7 id says when it was
+    /// stored); [`StoreError::NotFound`] only for an id that cannot say (not a
+    /// UUIDv7).
     async fn list_events(&self, q: EventQuery) -> Result<Vec<EventRecord>>;
     async fn get_event(&self, id: &str) -> Result<EventRecord>;
+    /// The newest deliveries first.
     async fn list_deliveries(
         &self,
         state: Option<State>,
         limit: usize,
+    ) -> Result<Vec<DeliveryView>> {
+        self.list_deliveries_before(state, limit, None).await
+    }
+    /// [`list_deliveries`](Store::list_deliveries) older than delivery `before`
+    /// (which need not exist any more: ids only grow).
+    async fn list_deliveries_before(
+        &self,
+        state: Option<State>,
+        limit: usize,
+        before: Option<i64>,
     ) -> Result<Vec<DeliveryView>>;
     /// Makes a dead delivery pending and due now, with a fresh retry window (and
     /// a new token: a send of it still in flight cannot overwrite it). A delivery

@@ -1488,13 +1488,7 @@ impl Store for PgStore {
 
     async fn list_events(&self, q: EventQuery) -> Result<Vec<EventRecord>> {
         let client = self.pool.get().await?;
-        let before: Option<i64> = match &q.before {
-            Some(id) => client
-                .query_opt("SELECT seq FROM events WHERE id = $1", &[id])
-                .await?
-                .map(|r| r.get(0)),
-            None => None,
-        };
+        let before = ui::before_seq(&client, q.before.as_deref()).await?;
         let rows = client
             .query(
                 "SELECT id, routed, duplicates, event FROM events
@@ -1521,19 +1515,21 @@ impl Store for PgStore {
             .ok_or(StoreError::NotFound)
     }
 
-    async fn list_deliveries(
+    async fn list_deliveries_before(
         &self,
         state: Option<State>,
         limit: usize,
+        before: Option<i64>,
     ) -> Result<Vec<DeliveryView>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                     WHERE ($1::text IS NULL OR state = $1) ORDER BY id DESC LIMIT $2"
+                     WHERE ($1::text IS NULL OR state = $1) AND ($3::int8 IS NULL OR id < $3)
+                     ORDER BY id DESC LIMIT $2"
                 ),
-                &[&state.map(State::as_str), &(limit as i64)],
+                &[&state.map(State::as_str), &(limit as i64), &before],
             )
             .await?;
         Self::with_attempts(&client, rows.iter().map(delivery_row).collect()).await

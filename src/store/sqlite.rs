@@ -864,12 +864,7 @@ impl Store for SqliteStore {
 
     async fn list_events(&self, q: EventQuery) -> Result<Vec<EventRecord>> {
         self.read(move |c| {
-            let before_seq: Option<i64> = match &q.before {
-                Some(id) => c
-                    .query_row("SELECT seq FROM events WHERE id = ?1", params![id], |r| r.get(0))
-                    .optional()?,
-                None => None,
-            };
+            let before_seq = ui::before_seq(c, q.before.as_deref())?;
             let mut stmt = c.prepare_cached(
                 "SELECT id, routed, duplicates, event FROM events
                  WHERE (?1 IS NULL OR seq < ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR source = ?3)
@@ -899,18 +894,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_deliveries(
+    async fn list_deliveries_before(
         &self,
         state: Option<State>,
         limit: usize,
+        before: Option<i64>,
     ) -> Result<Vec<DeliveryView>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, event_id, destination, template, state, last_error, next_attempt_at, created_at
-                 FROM deliveries WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2",
+                 FROM deliveries WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR id < ?3)
+                 ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = stmt
-                .query_map(params![state.map(State::as_str), limit as i64], delivery_row)?
+                .query_map(
+                    params![state.map(State::as_str), limit as i64, before],
+                    delivery_row,
+                )?
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             rows.into_iter()
                 .map(|mut d| {

@@ -74,6 +74,167 @@ async fn events_page_newest_first_and_filter_by_status() {
     assert!(item["received_at"].as_str().unwrap().ends_with('Z'));
 }
 
+/// Posts the SimpleBackups fixtures named, returns their event ids in order.
+async fn post_events(app: &TestApp, files: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for f in files {
+        let r = app
+            .post(
+                "/hooks/sb",
+                fixture(&format!("simplebackups/{f}.json")),
+                &[],
+            )
+            .await;
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["event_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+fn ids_of(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| match &e["id"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+        .collect()
+}
+
+/// A cursor whose event retention deleted pages from where that event was
+/// (event ids are UUIDv7: they say when); one that cannot say is 410, a
+/// malformed one 400. Never the first page again: a paging client would loop.
+#[tokio::test]
+async fn a_cursor_whose_event_is_gone_pages_from_where_it_was() {
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\nwatch: {{ recovered: false }}\n"
+    ))
+    .await;
+    let ids = post_events(&app, &["error", "success", "error", "success", "error"]).await;
+    // Ids no event has, just after ids[2] and just after the newest.
+    let after = |id: &str| {
+        let u = uuid::Uuid::parse_str(id).unwrap().as_u128() + 1;
+        uuid::Uuid::from_u128(u).to_string()
+    };
+    let page = app
+        .api(&format!("/api/events?limit=2&before={}", after(&ids[2])))
+        .await;
+    assert_eq!(ids_of(&page), vec![ids[2].clone(), ids[1].clone()]);
+    assert_eq!(page["next"], ids[1].as_str());
+    let page = app
+        .api(&format!("/api/events?limit=2&before={}", after(&ids[4])))
+        .await;
+    assert_eq!(ids_of(&page), vec![ids[4].clone(), ids[3].clone()]);
+
+    let v4 = "6f1c9f4e-2b1a-4c3d-9e8f-0a1b2c3d4e5f";
+    let r = app
+        .get(&format!("/api/events?before={v4}"), Some(ADMIN))
+        .await;
+    assert_eq!(r.status(), 410);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer stored and its id does not say where it was"),
+        "{v}"
+    );
+}
+
+/// Every malformed parameter is a 400 with a JSON error naming what is
+/// allowed, after the token is checked.
+#[tokio::test]
+async fn a_malformed_query_is_a_json_400_naming_what_is_allowed() {
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\n"
+    ))
+    .await;
+    for (path, says) in [
+        ("/api/events?limit=abc", "limit must be a whole number from 1 to 500, not \"abc\""),
+        ("/api/events?limit=-1", "limit must be a whole number from 1 to 500, not \"-1\""),
+        ("/api/events?limit=0", "limit must be a whole number from 1 to 500, not \"0\""),
+        (
+            "/api/events?status=bogus",
+            "status must be one of success, failure, partial, missing, unknown, recovered, not \"bogus\"",
+        ),
+        (
+            "/api/events?before=garbage",
+            "before must be an event id (the next of the previous page), not \"garbage\"",
+        ),
+        ("/api/deliveries?limit=abc", "limit must be a whole number from 1 to 1000, not \"abc\""),
+        (
+            "/api/deliveries?state=bogus",
+            "state must be one of pending, delivered, dead, not \"bogus\"",
+        ),
+        (
+            "/api/deliveries?before=x",
+            "before must be a delivery id (the next of the previous page), not \"x\"",
+        ),
+        (
+            "/api/backups?state=bogus",
+            "state must be one of ok, failing, missing, new, not \"bogus\"",
+        ),
+        ("/api/events?limit=1&limit=2", "the query string cannot be read: duplicate field `limit`"),
+    ] {
+        let r = app.get(path, Some(ADMIN)).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], says, "{path}");
+        // Without the token, the token is what is wrong.
+        assert_eq!(app.get(path, None).await.status(), 401, "{path}");
+    }
+    // More than the most is the most, not an error.
+    assert_eq!(
+        app.get("/api/events?limit=100000", Some(ADMIN))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn deliveries_page_newest_first_with_before() {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\nwatch: {{ recovered: false }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - to: [hook]\n",
+        hook.uri()
+    ))
+    .await;
+    post_events(&app, &["error", "success", "error", "success", "error"]).await;
+    app.wait_settled(Duration::from_secs(10)).await;
+    let all = app.api("/api/deliveries").await;
+    let all = ids_of(&all);
+    assert_eq!(all.len(), 5);
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].parse::<i64>().unwrap() > w[1].parse::<i64>().unwrap()),
+        "newest first: {all:?}"
+    );
+    let mut seen = Vec::new();
+    let mut path = "/api/deliveries?limit=2&state=delivered".to_string();
+    for _ in 0..3 {
+        let page = app.api(&path).await;
+        seen.extend(ids_of(&page));
+        match page["next"].as_i64() {
+            Some(next) => path = format!("/api/deliveries?limit=2&state=delivered&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all);
+    let last = app
+        .api(&format!("/api/deliveries?limit=2&before={}", all[3]))
+        .await;
+    assert_eq!(ids_of(&last), vec![all[4].clone()]);
+    assert!(last["next"].is_null());
+}
+
 #[tokio::test]
 async fn a_dead_delivery_can_be_retried_and_an_event_replayed() {
     let hook = MockServer::start().await;

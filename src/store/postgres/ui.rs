@@ -3,6 +3,36 @@
 use super::PgStore;
 use crate::store::{subject_key, EventQuery, EventRecord, Result, State, SubjectOutcome};
 
+/// Where a page that starts after event `before` starts: below its `seq`. An
+/// event retention deleted is placed by its id (a UUIDv7 grows with time): below
+/// the oldest event stored after it, or, if none was, at the top. Never the
+/// first page by mistake: a paging client would loop.
+pub(super) async fn before_seq(
+    client: &tokio_postgres::Client,
+    before: Option<&str>,
+) -> Result<Option<i64>> {
+    let Some(id) = before else {
+        return Ok(None);
+    };
+    if let Some(r) = client
+        .query_opt("SELECT seq FROM events WHERE id = $1", &[&id])
+        .await?
+    {
+        return Ok(Some(r.get(0)));
+    }
+    if !crate::store::id_has_time(id) {
+        return Err(crate::store::StoreError::NotFound);
+    }
+    let r = client
+        .query_one(
+            "SELECT COALESCE((SELECT seq FROM events WHERE id > $1 ORDER BY id LIMIT 1),
+                             (SELECT COALESCE(MAX(seq), 0) + 1 FROM events))",
+            &[&id],
+        )
+        .await?;
+    Ok(Some(r.get(0)))
+}
+
 impl PgStore {
     pub(super) async fn ui_events_with_delivery(
         &self,
@@ -10,13 +40,7 @@ impl PgStore {
         state: State,
     ) -> Result<Vec<EventRecord>> {
         let client = self.pool.get().await?;
-        let before: Option<i64> = match &q.before {
-            Some(id) => client
-                .query_opt("SELECT seq FROM events WHERE id = $1", &[id])
-                .await?
-                .map(|r| r.get(0)),
-            None => None,
-        };
+        let before = before_seq(&client, q.before.as_deref()).await?;
         let rows = client
             .query(
                 "SELECT e.id, e.routed, e.duplicates, e.event FROM events e

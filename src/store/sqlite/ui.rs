@@ -12,14 +12,7 @@ impl SqliteStore {
         state: State,
     ) -> Result<Vec<EventRecord>> {
         self.read(move |c| {
-            let before_seq: Option<i64> = match &q.before {
-                Some(id) => c
-                    .query_row("SELECT seq FROM events WHERE id = ?1", params![id], |r| {
-                        r.get(0)
-                    })
-                    .optional()?,
-                None => None,
-            };
+            let before_seq = before_seq(c, q.before.as_deref())?;
             let mut stmt = c.prepare_cached(
                 "SELECT e.id, e.routed, e.duplicates, e.event FROM events e
                  WHERE (?1 IS NULL OR e.seq < ?1) AND (?2 IS NULL OR e.status = ?2)
@@ -80,6 +73,42 @@ impl SqliteStore {
             Ok(rows)
         })
         .await
+    }
+}
+
+/// Where a page that starts after event `before` starts: below its `seq`. An
+/// event retention deleted is placed by its id (a UUIDv7 grows with time): below
+/// the oldest event stored after it, or, if none was, at the top. Never the
+/// first page by mistake: a paging client would loop.
+pub(super) fn before_seq(c: &Connection, before: Option<&str>) -> Result<Option<i64>> {
+    let Some(id) = before else {
+        return Ok(None);
+    };
+    let seq: Option<i64> = c
+        .query_row("SELECT seq FROM events WHERE id = ?1", params![id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(seq) = seq {
+        return Ok(Some(seq));
+    }
+    if !crate::store::id_has_time(id) {
+        return Err(crate::store::StoreError::NotFound);
+    }
+    let after: Option<i64> = c
+        .query_row(
+            "SELECT seq FROM events WHERE id > ?1 ORDER BY id LIMIT 1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match after {
+        Some(seq) => Ok(Some(seq)),
+        None => Ok(Some(c.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events",
+            [],
+            |r| r.get(0),
+        )?)),
     }
 }
 
