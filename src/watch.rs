@@ -744,9 +744,13 @@ impl SourceFields {
 }
 
 /// The dedup-key prefix of a stored `backup.missing` (its subject and deadline
-/// follow). A `backup.recovered` is stored with an empty key. Neither is a
-/// webhook received, which the digest counts.
+/// follow). Neither it nor a `backup.recovered` is a webhook received, which the
+/// digest counts.
 pub const MISSING_PREFIX: &str = "missing:";
+
+/// The dedup-key prefix of a `backup.recovered` stored on SQLite (the id of the
+/// success that ended the bad run follows); PostgreSQL stores it with an empty key.
+pub const RECOVERED_PREFIX: &str = "recovered:";
 
 /// The synthetic `backup.missing` for a subject whose deadline passed.
 pub fn missing_event(s: &Subject, rule: Option<&Rule>, deadline: i64, now: i64) -> Event {

@@ -397,7 +397,7 @@ fn check_listen(listen: &str) -> Result<(), String> {
             "{why} in {listen:?}; expected host:port, e.g. 0.0.0.0:8080 or [::]:8080"
         ))
     };
-    let Some((host, port)) = listen.trim().rsplit_once(':') else {
+    let Some((host, port)) = listen.rsplit_once(':') else {
         return bad("no port");
     };
     if host.is_empty() {

@@ -148,6 +148,8 @@ fn a_listen_address_that_cannot_be_bound_is_a_config_error() {
         ("0.0.0.0:http", "not a port number"),
         ("0.0.0.0:70000", "not a port number"),
         ("::1:8080", "an IPv6 address needs brackets"),
+        // `serve` binds the text as it is: a trailing space is no port.
+        ("0.0.0.0:8080 ", "not a port number"),
     ] {
         let err = load_str(&format!("server: {{ listen: \"{listen}\" }}\n"), &[]).unwrap_err();
         let lines: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
@@ -218,24 +220,4 @@ fn an_error_in_a_value_an_environment_override_set_names_the_variable() {
             && l.ends_with("(set by the environment variable HOOKRELAY__SERVER__LISTEN)")),
         "{lines:#?}"
     );
-}
-
-#[test]
-fn a_retired_teams_workflows_url_is_an_error_that_does_not_quote_it() {
-    let err = load_str(
-        "destinations:\n  t: { type: teams, webhook_url: \"https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=SECRETSIG\" }\n",
-        &[],
-    )
-    .unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.contains("destinations.t.webhook_url: is a …logic.azure.com Workflows URL"),
-        "{text}"
-    );
-    assert!(!text.contains("SECRETSIG"), "{text}");
-    let ok = load_str(
-        "destinations:\n  t: { type: teams, webhook_url: \"https://x.environment.api.powerplatform.com/powerautomate/automations/direct/workflows/abc/triggers/manual/paths/invoke?sig=s\" }\n",
-        &[],
-    );
-    assert!(ok.is_ok(), "{:?}", ok.err());
 }

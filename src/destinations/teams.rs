@@ -55,23 +55,6 @@ impl DestinationSettings for TeamsConfig {
     fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
         let url = self.webhook_url.expose();
         super::check_url(format!("{place}.webhook_url"), url, errors);
-        // The Workflows URLs on logic.azure.com were retired at the end of
-        // November 2025: every alert to one would fail. (Never quoted: the URL
-        // carries its signature.)
-        let retired = url::Url::parse(url).ok().is_some_and(|u| {
-            u.host_str().is_some_and(|h| {
-                h.eq_ignore_ascii_case("logic.azure.com")
-                    || h.to_ascii_lowercase().ends_with(".logic.azure.com")
-            })
-        });
-        if retired {
-            errors.push(ConfigError::new(
-                format!("{place}.webhook_url"),
-                "is a …logic.azure.com Workflows URL; these stopped working at the end of \
-                 November 2025: copy the workflow's new URL \
-                 (https://….environment.api.powerplatform.com/…) from its trigger",
-            ));
-        }
     }
 
     fn describe(&self) -> String {

@@ -136,21 +136,29 @@ async fn list_events(
             ));
         }
     }
-    if let Some(b) = q.before.as_deref() {
-        if uuid::Uuid::parse_str(b).is_err() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("before must be an event id (the next of the previous page), not {b:?}"),
-            ));
-        }
-    }
+    // Stored ids are lowercase and hyphenated; any other spelling of one (upper
+    // case, braces, no hyphens) is written that way before it is looked up.
+    let before = match q.before.as_deref() {
+        Some(b) => match uuid::Uuid::parse_str(b) {
+            Ok(id) => Some(id.hyphenated().to_string()),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "before must be an event id (the next of the previous page), not {b:?}"
+                    ),
+                ))
+            }
+        },
+        None => None,
+    };
     let items = shared
         .store
         .list_events(EventQuery {
             limit,
             status: q.status,
             source: q.source,
-            before: q.before,
+            before,
         })
         .await
         .map_err(|e| match e {

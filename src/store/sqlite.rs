@@ -292,7 +292,13 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
         write_subject_over(conn, &applied.subject, prev.as_ref())?;
         if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
             let rid = uuid::Uuid::now_v7().to_string();
-            insert_event(conn, &rid, r, now, &format!("recovered:{id}"))?;
+            insert_event(
+                conn,
+                &rid,
+                r,
+                now,
+                &format!("{}{id}", crate::watch::RECOVERED_PREFIX),
+            )?;
             for d in &r.deliveries {
                 insert_delivery(conn, &rid, d, now)?;
             }

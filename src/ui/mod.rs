@@ -496,7 +496,11 @@ async fn log_page(
         limit: PAGE,
         status: status.map(String::from),
         source: source.map(String::from),
-        before: before.map(String::from),
+        // Any spelling of an event id, written as stored (see the admin API).
+        before: before.map(|b| {
+            uuid::Uuid::parse_str(b)
+                .map_or_else(|_| b.to_string(), |id| id.hyphenated().to_string())
+        }),
     };
     let events = match state {
         Some(s) => shared.store.list_events_with_delivery(query, s).await,

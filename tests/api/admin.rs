@@ -127,6 +127,23 @@ async fn a_cursor_whose_event_is_gone_pages_from_where_it_was() {
         .api(&format!("/api/events?limit=2&before={}", after(&ids[4])))
         .await;
     assert_eq!(ids_of(&page), vec![ids[4].clone(), ids[3].clone()]);
+    // Another spelling of a stored id (upper case, braces, no hyphens) pages from
+    // that event, not from the top.
+    let id = uuid::Uuid::parse_str(&ids[3]).unwrap();
+    for spelled in [
+        ids[3].to_uppercase(),
+        format!("%7B{}%7D", ids[3]),
+        id.simple().to_string(),
+    ] {
+        let page = app
+            .api(&format!("/api/events?limit=2&before={spelled}"))
+            .await;
+        assert_eq!(
+            ids_of(&page),
+            vec![ids[2].clone(), ids[1].clone()],
+            "{spelled}"
+        );
+    }
 
     let v4 = "6f1c9f4e-2b1a-4c3d-9e8f-0a1b2c3d4e5f";
     let r = app
@@ -417,6 +434,8 @@ async fn a_replayed_digest_goes_to_its_own_destinations_and_a_recovery_through_t
     let sent = received_json(&digests).await;
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["event"], "digest");
+    // Webhooks received: the error and the success, not the recovery.
+    assert_eq!(sent[0]["received"], 2, "{}", sent[0]);
     // error, success, and hookrelay's backup.recovered.
     assert_eq!(received_json(&alerts).await.len(), 3);
 

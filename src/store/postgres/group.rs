@@ -127,17 +127,18 @@ impl PgStore {
         let like = format!("{}%", crate::digest::DEDUP_PREFIX);
         // Webhooks only: not hookrelay's own digests, misses and recoveries.
         let missing = format!("{}%", crate::watch::MISSING_PREFIX);
+        let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
         let since = since as f64 / 1000.0;
         let r = client
             .query_one(
                 "SELECT
                      (SELECT COUNT(*) FROM events WHERE received_at >= to_timestamp($1) AND dedup_key NOT LIKE $2
-                      AND dedup_key NOT LIKE $3 AND dedup_key <> ''),
+                      AND dedup_key NOT LIKE $3 AND dedup_key NOT LIKE $4 AND dedup_key <> ''),
                      (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
                       WHERE d.created_at >= to_timestamp($1) AND d.state = 'delivered' AND e.dedup_key NOT LIKE $2),
                      (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
                       WHERE d.created_at >= to_timestamp($1) AND d.state = 'dead' AND e.dedup_key NOT LIKE $2)",
-                &[&since, &like, &missing],
+                &[&since, &like, &missing, &recovered],
             )
             .await?;
         let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;

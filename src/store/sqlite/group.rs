@@ -114,16 +114,17 @@ impl SqliteStore {
             let like = format!("{}%", crate::digest::DEDUP_PREFIX);
         // Webhooks only: not hookrelay's own digests, misses and recoveries.
         let missing = format!("{}%", crate::watch::MISSING_PREFIX);
+        let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
             Ok(c.prepare_cached(
                 "SELECT
                      (SELECT COUNT(*) FROM events WHERE received_at >= ?1 AND dedup_key NOT LIKE ?2
-                      AND dedup_key NOT LIKE ?3 AND dedup_key <> ''),
+                      AND dedup_key NOT LIKE ?3 AND dedup_key NOT LIKE ?4 AND dedup_key <> ''),
                      (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
                       WHERE d.created_at >= ?1 AND d.state = 'delivered' AND e.dedup_key NOT LIKE ?2),
                      (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
                       WHERE d.created_at >= ?1 AND d.state = 'dead' AND e.dedup_key NOT LIKE ?2)",
             )?
-            .query_row(params![since, like, missing], |r| {
+            .query_row(params![since, like, missing, recovered], |r| {
                 Ok(Counts {
                     received: r.get::<_, i64>(0)?.max(0) as u64,
                     delivered: r.get::<_, i64>(1)?.max(0) as u64,
