@@ -252,6 +252,24 @@ async fn deliveries_page_newest_first_with_before() {
     assert!(last["next"].is_null());
 }
 
+/// An app routing everything from a SimpleBackups source to `hook`.
+async fn to_hook(hook: &MockServer) -> TestApp {
+    spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - to: [hook]\n",
+        hook.uri()
+    ))
+    .await
+}
+
+/// Posts the SimpleBackups error fixture; its event id.
+async fn post_error(app: &TestApp) -> String {
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    let v: Value = r.json().await.unwrap();
+    v["event_id"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn a_dead_delivery_can_be_retried_and_an_event_replayed() {
     let hook = MockServer::start().await;
@@ -264,16 +282,8 @@ async fn a_dead_delivery_can_be_retried_and_an_event_replayed() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&hook)
         .await;
-    let app = spawn_app(&format!(
-        "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - to: [hook]\n",
-        hook.uri()
-    ))
-    .await;
-    let r = app
-        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
-        .await;
-    let v: Value = r.json().await.unwrap();
-    let id = v["event_id"].as_str().unwrap().to_string();
+    let app = to_hook(&hook).await;
+    let id = post_error(&app).await;
     app.wait_settled(Duration::from_secs(5)).await;
     let e = app.api(&format!("/api/events/{id}")).await;
     let d = &e["deliveries"][0];
@@ -339,16 +349,8 @@ async fn a_delivery_that_is_not_dead_is_not_retried() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500)))
         .mount(&hook)
         .await;
-    let app = spawn_app(&format!(
-        "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\ndestinations:\n  hook: {{ type: webhook, url: \"{}/x\" }}\nroutes:\n  - to: [hook]\n",
-        hook.uri()
-    ))
-    .await;
-    let r = app
-        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
-        .await;
-    let v: Value = r.json().await.unwrap();
-    let id = v["event_id"].as_str().unwrap().to_string();
+    let app = to_hook(&hook).await;
+    let id = post_error(&app).await;
     let e = app.api(&format!("/api/events/{id}")).await;
     let did = e["deliveries"][0]["id"].as_i64().unwrap();
     let retry = || async {
