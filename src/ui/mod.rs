@@ -492,15 +492,30 @@ async fn log_page(
             UiError::BadRequest("Delivery must be pending, delivered or dead.".into())
         })?),
     };
+    // Checked as the admin API checks them: an unknown status would list
+    // nothing, as if no event had it.
+    if let Some(s) = status {
+        if crate::event::Status::parse(s).is_none() {
+            return Err(UiError::BadRequest(format!(
+                "Status must be one of {}.",
+                crate::event::Status::NAMES.join(", ")
+            )));
+        }
+    }
+    // Any spelling of an event id, written as stored (see the admin API).
+    let before = match before {
+        Some(b) => Some(
+            uuid::Uuid::parse_str(b)
+                .map(|id| id.hyphenated().to_string())
+                .map_err(|_| UiError::BadRequest("“Older” takes the id of an event.".into()))?,
+        ),
+        None => None,
+    };
     let query = EventQuery {
         limit: PAGE,
         status: status.map(String::from),
         source: source.map(String::from),
-        // Any spelling of an event id, written as stored (see the admin API).
-        before: before.map(|b| {
-            uuid::Uuid::parse_str(b)
-                .map_or_else(|_| b.to_string(), |id| id.hyphenated().to_string())
-        }),
+        before: before.clone(),
     };
     let events = match state {
         Some(s) => shared.store.list_events_with_delivery(query, s).await,

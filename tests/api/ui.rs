@@ -492,6 +492,16 @@ async fn the_delivery_log_filters_by_status_source_and_delivery_state_and_pages(
     }
     let r = get(&app, "/ui/events?delivery=lost", &cookie).await;
     assert_eq!(r.status(), 400);
+    // As the admin API: an unknown status or a malformed cursor is a 400 page,
+    // not an empty list; another spelling of a stored id pages from it.
+    let r = get(&app, "/ui/events?status=bogus", &cookie).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("Status must be one of"));
+    let r = get(&app, "/ui/events?before=garbage", &cookie).await;
+    assert_eq!(r.status(), 400);
+    let upper = format!("/ui/events?before={}", ids[5].to_uppercase());
+    let html = get(&app, &upper, &cookie).await.text().await.unwrap();
+    assert_eq!(events_on(&html)[0], ids[4], "{upper}");
     let r = get(&app, "/ui/events/no-such-event", &cookie).await;
     assert_eq!(r.status(), 404);
 }
