@@ -35,18 +35,7 @@ async fn events_page_newest_first_and_filter_by_status() {
         "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\nadmin: {{ token: {ADMIN} }}\nwatch: {{ recovered: false }}\n"
     ))
     .await;
-    let mut ids = Vec::new();
-    for f in ["error", "success", "error", "success", "error"] {
-        let r = app
-            .post(
-                "/hooks/sb",
-                fixture(&format!("simplebackups/{f}.json")),
-                &[],
-            )
-            .await;
-        let v: Value = r.json().await.unwrap();
-        ids.push(v["event_id"].as_str().unwrap().to_string());
-    }
+    let ids = post_events(&app, &["error", "success", "error", "success", "error"]).await;
     let page1 = app.api("/api/events?limit=2").await;
     let got: Vec<&str> = page1["items"]
         .as_array()

@@ -163,15 +163,7 @@ routes:
     assert_eq!(m["rcpt_tos"], json!(["c@example.com"]));
 
     let all = app.wait_settled(Duration::from_secs(15)).await;
-    let by = |n: &str| {
-        all["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["destination"] == n)
-            .unwrap()
-            .clone()
-    };
+    let by = |n: &str| delivery_to(&all, n);
     assert_eq!(by("relay")["state"], "delivered", "{all}");
     assert_eq!(by("relays")["state"], "delivered", "{all}");
     let untrusted = by("untrusted");
@@ -254,15 +246,7 @@ routes:
         .await;
     assert_eq!(r.status(), 202);
     let all = app.wait_settled(Duration::from_secs(15)).await;
-    let by = |n: &str| {
-        all["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["destination"] == n)
-            .unwrap()
-            .clone()
-    };
+    let by = |n: &str| delivery_to(&all, n);
     for n in ["sg", "mg", "pm"] {
         assert_eq!(by(n)["state"], "delivered", "{n}: {all}");
     }
@@ -365,15 +349,7 @@ routes:
     assert!(at(json!(["b@example.com"])) < at(json!(["later@example.com"])));
 
     let all = app.wait_settled(Duration::from_secs(15)).await;
-    let by = |n: &str| {
-        all["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["destination"] == n)
-            .unwrap()
-            .clone()
-    };
+    let by = |n: &str| delivery_to(&all, n);
     let mixed = by("mixed");
     assert_eq!(mixed["state"], "delivered", "{mixed}");
     let note = "delivered to a@example.com; refused perm@example.com: SMTP 550 from the mail \
@@ -406,4 +382,15 @@ routes:
     );
     assert_eq!(attempts[1]["status"], 250);
     assert_eq!(attempts[1]["error"], Value::Null);
+}
+
+/// The delivery to destination `name` in a `/api/deliveries` answer.
+fn delivery_to(all: &Value, name: &str) -> Value {
+    all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == name)
+        .unwrap()
+        .clone()
 }
