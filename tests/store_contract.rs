@@ -1112,6 +1112,7 @@ async fn two_replicas_send_a_scheduled_digest_once() {
         &path,
         format!(
             "storage: {{ url: \"{url}\" }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n\
+             sources: {{ sb: {{ kind: simplebackups }} }}\n\
              templates: {{ dir: \"{}/none\" }}\n\
              destinations:\n  out: {{ type: webhook, url: \"http://127.0.0.1:9/in\" }}\n\
              digest:\n  - {{ cron: \"* * * * *\", to: [out] }}\n",

@@ -142,6 +142,7 @@ pub(super) fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>
             return s;
         }
     };
+    let nothing_set = top.is_empty();
     for key in top.keys() {
         if !TOP_KEYS.contains(&key.as_str()) {
             errors.push(ConfigError::new(
@@ -187,13 +188,22 @@ pub(super) fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>
             s.delivery = x;
         }
     }
-    if let Some(v) = top.remove("sources") {
-        for (name, item) in mapping_at("sources", v, errors) {
-            let place = format!("sources.{name}");
-            if let Some(src) = parse_at::<SourceConfig>(&place, item, errors) {
-                check_source(&place, &src, errors);
-                s.sources.insert(name, src);
-            }
+    let before = errors.len();
+    let sources = match top.remove("sources") {
+        Some(v) => mapping_at("sources", v, errors),
+        None => Vec::new(),
+    };
+    // No source at all (an empty file, one of only comments, `sources: {}`):
+    // every webhook would be refused as an unknown source, so the relay would
+    // relay nothing. Not said again when `sources` is not a mapping.
+    if sources.is_empty() && errors.len() == before {
+        errors.push(ConfigError::new("sources", no_sources(nothing_set)));
+    }
+    for (name, item) in sources {
+        let place = format!("sources.{name}");
+        if let Some(src) = parse_at::<SourceConfig>(&place, item, errors) {
+            check_source(&place, &src, errors);
+            s.sources.insert(name, src);
         }
     }
     if let Some(v) = top.remove("destinations") {
@@ -244,6 +254,19 @@ pub(super) fn parse_tree(tree: Value, path: &Path, errors: &mut Vec<ConfigError>
         )),
     }
     s
+}
+
+/// Why a config without sources is refused, and what to write instead.
+fn no_sources(nothing_set: bool) -> String {
+    let what = if nothing_set {
+        "nothing is configured (the file is empty or only comments, and no HOOKRELAY__ variable sets a key)"
+    } else {
+        "no source is configured (in the file or by a HOOKRELAY__SOURCES__… variable)"
+    };
+    format!(
+        "{what}, so hookrelay would refuse every webhook (404 unknown source); \
+         add at least one, e.g. sources: {{ c66: {{ kind: cloud66, token: \"${{C66_TOKEN}}\" }} }}"
+    )
 }
 
 /// The parts of a route that have the right shape, for a route that as a whole

@@ -37,6 +37,9 @@ fn rate_limits_parse() {
     assert!(RateLimit::parse("fast").is_err());
 }
 
+/// One source, for tests about other sections: a config without any is an error.
+const SOURCE: &str = "sources: { g: { kind: generic } }\n";
+
 fn load_str(yaml: &str, e: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("relay.yaml");
@@ -81,7 +84,7 @@ routes:
 #[test]
 fn environment_overrides_and_secrets_stay_hidden() {
     let s = load_str(
-        "admin: { token: \"${ADMIN}\" }\nserver: { max_body_bytes: 10 }\n",
+        &format!("{SOURCE}admin: {{ token: \"${{ADMIN}}\" }}\nserver: {{ max_body_bytes: 10 }}\n"),
         &[
             ("ADMIN", "hunter2"),
             ("HOOKRELAY__SERVER__MAX_BODY_BYTES", "2048"),
@@ -95,10 +98,13 @@ fn environment_overrides_and_secrets_stay_hidden() {
 
 #[test]
 fn destinations_can_be_switched_on_by_a_variable() {
-    let yaml = r#"
+    let yaml = &format!(
+        "{SOURCE}{}",
+        r#"
 destinations:
   s: { type: slack, enabled: "${SLACK_URL:+true}", webhook_url: "${SLACK_URL:-}" }
-"#;
+"#
+    );
     let off = load_str(yaml, &[]).unwrap();
     assert!(!off.destinations["s"].common.enabled);
     let on = load_str(yaml, &[("SLACK_URL", "https://hooks.example/x")]).unwrap();
@@ -112,7 +118,7 @@ fn relative_paths_resolve_against_the_config_folder() {
     let p = dir.path().join("relay.yaml");
     std::fs::write(
         &p,
-        "storage: { url: \"sqlite://data/h.db\" }\ntemplates: { dir: tpl }\n",
+        format!("{SOURCE}storage: {{ url: \"sqlite://data/h.db\" }}\ntemplates: {{ dir: tpl }}\n"),
     )
     .unwrap();
     let s = load_with_env(&p, &env(&[])).unwrap();
@@ -123,14 +129,14 @@ fn relative_paths_resolve_against_the_config_folder() {
     );
     std::fs::write(
         &p,
-        "storage: { url: \"sqlite:///var/lib/h.db\" }\ntemplates: { dir: /srv/tpl }\n",
+        format!("{SOURCE}storage: {{ url: \"sqlite:///var/lib/h.db\" }}\ntemplates: {{ dir: /srv/tpl }}\n"),
     )
     .unwrap();
     let s = load_with_env(&p, &env(&[])).unwrap();
     assert_eq!(s.templates.dir, Path::new("/srv/tpl"));
     assert_eq!(s.storage.url.expose(), "sqlite:///var/lib/h.db");
     // The defaults are relative too.
-    std::fs::write(&p, "").unwrap();
+    std::fs::write(&p, SOURCE).unwrap();
     let s = load_with_env(&p, &env(&[])).unwrap();
     assert_eq!(s.templates.dir, dir.path().join("templates"));
     assert!(s
@@ -161,7 +167,10 @@ fn a_listen_address_that_cannot_be_bound_is_a_config_error() {
         );
     }
     for listen in ["0.0.0.0:8080", "localhost:8080", "[::]:8080", "127.0.0.1:0"] {
-        let s = load_str(&format!("server: {{ listen: \"{listen}\" }}\n"), &[]);
+        let s = load_str(
+            &format!("{SOURCE}server: {{ listen: \"{listen}\" }}\n"),
+            &[],
+        );
         assert!(s.is_ok(), "{listen}: {:?}", s.err());
     }
 }
@@ -220,4 +229,59 @@ fn an_error_in_a_value_an_environment_override_set_names_the_variable() {
             && l.ends_with("(set by the environment variable HOOKRELAY__SERVER__LISTEN)")),
         "{lines:#?}"
     );
+}
+
+#[test]
+fn a_config_without_sources_is_an_error_naming_the_file_and_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("relay.yaml");
+    let errors_of = |yaml: &str, e: &[(&str, &str)]| {
+        std::fs::write(&p, yaml).unwrap();
+        match load_with_env(&p, &env(e)) {
+            Ok(_) => panic!("{yaml:?} loaded"),
+            Err(err) => err.to_string(),
+        }
+    };
+    // Nothing at all: 0 bytes, blank lines, only comments.
+    for yaml in ["", "\n  \n\t\n", "# sources come later\n\n# more\n"] {
+        let err = errors_of(yaml, &[]);
+        assert!(
+            err.starts_with(&format!("{}: 1 error", p.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains("\n  sources: nothing is configured (the file is empty or only comments")
+                && err.contains("hookrelay would refuse every webhook (404 unknown source)"),
+            "{yaml:?}: {err}"
+        );
+    }
+    // Other sections but no source, or an empty `sources`.
+    for yaml in [
+        "destinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
+        "sources:\n",
+        "sources: {}\n",
+    ] {
+        let err = errors_of(yaml, &[]);
+        assert!(
+            err.contains("\n  sources: no source is configured (in the file or by a HOOKRELAY__SOURCES__… variable), so hookrelay would refuse every webhook"),
+            "{yaml:?}: {err}"
+        );
+    }
+    // `sources` that is not a mapping is said once, as that.
+    let err = errors_of("sources: [c66]\n", &[]);
+    assert!(
+        err.starts_with(&format!("{}: 1 error", p.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("sources: expected a mapping of names"),
+        "{err}"
+    );
+    // A source set by an override counts, even in an empty file.
+    std::fs::write(&p, "").unwrap();
+    let s = load_with_env(&p, &env(&[("HOOKRELAY__SOURCES__C66__KIND", "cloud66")])).unwrap();
+    assert_eq!(s.sources["c66"].kind, SourceKind::Cloud66);
+    // An override that sets something else does not.
+    let err = errors_of("", &[("HOOKRELAY__SERVER__LISTEN", "127.0.0.1:0")]);
+    assert!(err.contains("sources: no source is configured"), "{err}");
 }

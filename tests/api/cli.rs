@@ -181,6 +181,8 @@ fn check_reports_a_broken_destination_an_unknown_key_and_the_routes_at_once() {
         dir.path().join("relay.yaml"),
         r#"
 colour: blue
+sources:
+  c66: { kind: cloud66 }
 destinations:
   prod-slack: { type: slack, webhook_url: "${SLACK_URL}" }
   teams: { type: teams, webhook_url: "https://example.com/x", colour: red }
@@ -226,7 +228,7 @@ fn relative_paths_follow_the_config_file_not_the_current_directory() {
     std::fs::write(conf.join("tpl/default.console.hbs"), "{{stak}}\n").unwrap();
     std::fs::write(
         conf.join("relay.yaml"),
-        "templates: { dir: tpl }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
+        "sources: { g: { kind: generic } }\ntemplates: { dir: tpl }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
     )
     .unwrap();
     // Run from elsewhere: the templates are still found, and the error names them
@@ -423,7 +425,11 @@ fn run_unprivileged(dir: &std::path::Path, args: &[&str]) -> Output {
 fn a_storage_folder_hookrelay_may_not_write_is_named_with_permission_denied() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("relay.yaml");
-    std::fs::write(&conf, "server: { listen: \"127.0.0.1:0\" }\n").unwrap();
+    std::fs::write(
+        &conf,
+        "sources: { g: { kind: generic } }\nserver: { listen: \"127.0.0.1:0\" }\n",
+    )
+    .unwrap();
     let out = run_unprivileged(dir.path(), &["serve", "-c", conf.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
@@ -447,7 +453,7 @@ fn serve_reports_a_broken_template_before_touching_storage() {
     .unwrap();
     std::fs::write(
         dir.path().join("relay.yaml"),
-        "server: { listen: \"127.0.0.1:0\" }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
+        "sources: { g: { kind: generic } }\nserver: { listen: \"127.0.0.1:0\" }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
     )
     .unwrap();
     let out = run(dir.path(), &["serve"], &[]);
@@ -492,4 +498,42 @@ watch:
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     assert!(err.contains(": 2 errors"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_config_without_sources_naming_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for yaml in [
+        "",
+        "# nothing yet\n",
+        "destinations:\n  out: { type: console }\n",
+    ] {
+        std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+        let out = run(dir.path(), &["check"], &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{yaml:?}: {}",
+            text(&out.stdout)
+        );
+        let err = text(&out.stderr);
+        assert!(err.starts_with("relay.yaml: 1 error\n  sources: "), "{err}");
+        assert!(
+            err.contains("hookrelay would refuse every webhook (404 unknown source)"),
+            "{err}"
+        );
+        // `serve` does not start accepting nothing.
+        let out = run(dir.path(), &["serve"], &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("  sources: "));
+    }
+    // A source from the environment is enough.
+    std::fs::write(dir.path().join("relay.yaml"), "").unwrap();
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[("HOOKRELAY__SOURCES__C66__KIND", "cloud66")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("sources (1):\n  c66 "));
 }

@@ -143,7 +143,7 @@ async fn check_names_bad_digest_and_group_settings_and_render_shows_a_digest() {
     let path = dir.path().join("relay.yaml");
     std::fs::write(
         &path,
-        "storage: { url: \"sqlite://data/x.db\" }\n\
+        "storage: { url: \"sqlite://data/x.db\" }\nsources: { sb: { kind: simplebackups } }\n\
          destinations:\n  out: { type: console }\n\
          routes:\n  - to: [out]\n    group: { wait: 0s, by: [status, stak], max: 0 }\n\
          digest:\n  - { cron: \"61 * * * *\", tz: Mars/Olympus, to: [out, nope] }\n  - { cron: \"0 8 * * *\", to: [out], template: daily }\n",
@@ -177,7 +177,7 @@ async fn check_names_bad_digest_and_group_settings_and_render_shows_a_digest() {
     .unwrap();
     std::fs::write(
         &path,
-        "storage: { url: \"sqlite://data/x.db\" }\n\
+        "storage: { url: \"sqlite://data/x.db\" }\nsources: { sb: { kind: simplebackups } }\n\
          destinations:\n  tg: { type: telegram, token: \"1:a\", chat_id: \"1\" }\n\
          digest:\n  - { cron: \"0 8 * * *\", to: [tg] }\n",
     )
@@ -197,7 +197,7 @@ async fn check_names_bad_digest_and_group_settings_and_render_shows_a_digest() {
 
     std::fs::write(
         &path,
-        "storage: { url: \"sqlite://data/x.db\" }\n\
+        "storage: { url: \"sqlite://data/x.db\" }\nsources: { sb: { kind: simplebackups } }\n\
          destinations:\n  out: { type: console }\n\
          routes:\n  - to: [out]\n    group: { wait: 30s, by: [status] }\n\
          digest:\n  - { cron: \"0 8 * * *\", tz: Europe/Berlin, to: [out] }\n",
