@@ -101,6 +101,9 @@ async fn serve(path: &Path) -> i32 {
             return EXIT_INVALID;
         }
     };
+    for w in settings.warnings() {
+        log::warn!("{}: {w}", path.display());
+    }
     let listen = settings.server.listen.clone();
     let app = match Application::build(settings).await {
         Ok(a) => a,
@@ -128,12 +131,39 @@ async fn serve(path: &Path) -> i32 {
 }
 
 fn check(path: &Path) -> i32 {
-    let relay = match load(path) {
+    let env = std::env::vars().collect();
+    let relay = match Relay::load(path, &env, &http_client()) {
         Ok(x) => x,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("{e}");
+            // The warnings too: they are still due once the errors are fixed.
+            let warnings = config::load_partial(path, &env)
+                .map(|(s, _)| s.warnings())
+                .unwrap_or_default();
+            if !warnings.is_empty() {
+                eprintln!("warnings ({}):", warnings.len());
+                for w in &warnings {
+                    eprintln!("  {w}");
+                }
+            }
+            return EXIT_INVALID;
+        }
     };
     let s = &relay.settings;
-    out!("{}: ok", path.display());
+    let warnings = s.warnings();
+    if warnings.is_empty() {
+        out!("{}: ok", path.display());
+    } else {
+        out!(
+            "{}: ok, {}",
+            path.display(),
+            plural(warnings.len(), "warning")
+        );
+        out!("warnings ({}):", warnings.len());
+        for w in &warnings {
+            out!("  {w}");
+        }
+    }
     out!("sources ({}):", s.sources.len());
     for (name, src) in &s.sources {
         let mut auth = Vec::new();

@@ -202,7 +202,12 @@ async fn reload_on_sighup(shared: Arc<Shared>) {
     };
     while hup.recv().await.is_some() {
         match shared.reload() {
-            Ok(()) => log::info!("reloaded {}", shared.config_path.display()),
+            Ok(()) => {
+                log::info!("reloaded {}", shared.config_path.display());
+                for w in shared.relay.load().settings.warnings() {
+                    log::warn!("{}: {w}", shared.config_path.display());
+                }
+            }
             Err(e) => log::error!("reload failed, keeping the running config: {e}"),
         }
     }

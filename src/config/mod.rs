@@ -147,6 +147,16 @@ impl Settings {
     pub fn base_dir(&self) -> PathBuf {
         base_dir(&self.file)
     }
+
+    /// What this config should change although it works: printed by `check`,
+    /// logged by `serve` at start and on reload; never a reason to refuse it.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for (name, d) in &self.destinations {
+            d.kind.warnings(&format!("destinations.{name}"), &mut out);
+        }
+        out
+    }
 }
 
 /// The absolute folder of `file` (the current directory for a bare file name).

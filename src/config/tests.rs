@@ -285,3 +285,62 @@ fn a_config_without_sources_is_an_error_naming_the_file_and_sources() {
     let err = errors_of("", &[("HOOKRELAY__SERVER__LISTEN", "127.0.0.1:0")]);
     assert!(err.contains("sources: no source is configured"), "{err}");
 }
+
+#[test]
+fn teams_urls_on_retired_endpoints_are_warnings_that_do_not_quote_them() {
+    let warnings_of = |dest: &str| {
+        let s = load_str(&format!("{SOURCE}destinations:\n  t: {dest}\n"), &[])
+            .unwrap_or_else(|e| panic!("{dest}: not an error: {e}"));
+        let w: Vec<String> = s.warnings().iter().map(|w| w.to_string()).collect();
+        for line in &w {
+            assert!(!line.contains("SECRET"), "quotes the URL: {line}");
+        }
+        w
+    };
+    let o365 = "https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d/V2SECRET";
+    let w = warnings_of(&format!("{{ type: teams, webhook_url: \"{o365}\" }}"));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with("destinations.t.webhook_url: is an Office 365 connector (Incoming Webhook) URL; Microsoft is retiring these")
+            && w[0].contains("\"Send webhook alerts to a channel\"")
+            && !w[0].contains("messagecard"),
+        "{w:#?}"
+    );
+    // With the connector format, the advice is also to drop it.
+    let w = warnings_of(&format!(
+        "{{ type: teams, webhook_url: \"{o365}\", format: messagecard }}"
+    ));
+    assert!(w[0].contains("drop `format: messagecard`"), "{w:#?}");
+    let w = warnings_of(
+        "{ type: teams, webhook_url: \"https://outlook.office.com/webhook/a@b/IncomingWebhook/SECRET\" }",
+    );
+    assert!(
+        w[0].starts_with("destinations.t.webhook_url: is an Office 365 connector URL of the old outlook.office.com form"),
+        "{w:#?}"
+    );
+    // A logic.azure.com URL: a retired Power Automate one, or a working Logic App.
+    let w = warnings_of(
+        "{ type: teams, webhook_url: \"https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=SECRETSIG\" }",
+    );
+    assert!(
+        w[0].starts_with("destinations.t.webhook_url: is a …logic.azure.com URL. If it is a Power Automate workflow")
+            && w[0].contains("November 30, 2025")
+            && w[0].contains("copy the new URL from its trigger")
+            && w[0].contains("Azure Logic Apps trigger on logic.azure.com is not affected"),
+        "{w:#?}"
+    );
+    // A disabled destination is warned about too: enabling it would not help.
+    let w = warnings_of(
+        "{ type: teams, enabled: false, webhook_url: \"https://prod-01.westus.logic.azure.com/workflows/abc?sig=SECRET\" }",
+    );
+    assert_eq!(w.len(), 1, "{w:#?}");
+    // Current Workflows URLs, look-alikes elsewhere and other types: nothing.
+    for dest in [
+        "{ type: teams, webhook_url: \"https://x.environment.api.powerplatform.com/powerautomate/automations/direct/workflows/abc/triggers/manual/paths/invoke?sig=s\" }",
+        "{ type: teams, webhook_url: \"http://127.0.0.1:9/webhookb2/x\", format: messagecard }",
+        "{ type: teams, webhook_url: \"https://notlogic.azure.com.example/x\" }",
+        "{ type: webhook, url: \"https://prod-01.westus.logic.azure.com/workflows/abc?sig=s\" }",
+    ] {
+        assert_eq!(warnings_of(dest), Vec::<String>::new(), "{dest}");
+    }
+}

@@ -110,6 +110,11 @@ pub trait DestinationSettings: std::fmt::Debug + Send + Sync {
     /// each error names its key below `place`, and never quotes a secret. Only
     /// called for an enabled destination.
     fn check(&self, place: &str, errors: &mut Vec<ConfigError>);
+    /// What works today but should be changed (an endpoint its service retired
+    /// or is retiring): `check` prints these and `serve` logs them, and neither
+    /// refuses the config. Same rules as [`Self::check`]: each names its key
+    /// below `place` and never quotes a secret.
+    fn warnings(&self, _place: &str, _warnings: &mut Vec<ConfigError>) {}
     /// Where it sends, in a few words, for `hookrelay check`; never a secret.
     fn describe(&self) -> String;
     /// Builds the sender; `timeout` bounds each send.

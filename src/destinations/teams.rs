@@ -57,6 +57,12 @@ impl DestinationSettings for TeamsConfig {
         super::check_url(format!("{place}.webhook_url"), url, errors);
     }
 
+    fn warnings(&self, place: &str, warnings: &mut Vec<ConfigError>) {
+        if let Some(why) = retired_endpoint(self.webhook_url.expose(), self.format) {
+            warnings.push(ConfigError::new(format!("{place}.webhook_url"), why));
+        }
+    }
+
     fn describe(&self) -> String {
         format!("{:?} webhook", self.format).to_lowercase()
     }
@@ -64,6 +70,54 @@ impl DestinationSettings for TeamsConfig {
     fn build(&self, http: &Http, timeout: Duration) -> std::sync::Arc<dyn Destination> {
         std::sync::Arc::new(Teams::new(self, http.clone(), timeout))
     }
+}
+
+/// What to do about a `webhook_url` on an endpoint Microsoft retired or is
+/// retiring, or `None`. Never quotes the URL (it carries its signature). A
+/// warning, not an error: an Azure Logic Apps trigger shares the host of the
+/// retired Power Automate URLs and still works, and a connector still posting
+/// today should not stop hookrelay from starting.
+fn retired_endpoint(url: &str, format: TeamsFormat) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?.to_ascii_lowercase();
+    let path = u.path();
+    let on = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    // Both connector forms get the same advice: a workflow, and the Adaptive
+    // Card hookrelay sends by default.
+    let workflow = if format == TeamsFormat::Messagecard {
+        "In Teams, create a workflow from the template \"Send webhook alerts to a channel\" \
+         (trigger \"When a Teams webhook request is received\"), put its URL here and drop \
+         `format: messagecard`: a workflow takes the Adaptive Card hookrelay sends by default"
+    } else {
+        "In Teams, create a workflow from the template \"Send webhook alerts to a channel\" \
+         (trigger \"When a Teams webhook request is received\") and put its URL here"
+    };
+    if on("webhook.office.com") && path.starts_with("/webhookb2/") {
+        return Some(format!(
+            "is an Office 365 connector (Incoming Webhook) URL; Microsoft is retiring these \
+             connectors in Teams (announced for the end of 2025), and from then on nothing \
+             posted here reaches the channel. {workflow}."
+        ));
+    }
+    if (on("outlook.office.com") || on("outlook.office365.com")) && path.starts_with("/webhook/") {
+        return Some(format!(
+            "is an Office 365 connector URL of the old outlook.office.com form, which Microsoft \
+             replaced with …webhook.office.com URLs in 2021 and stopped taking once connector \
+             URLs had to be updated (January 2025); the connectors themselves are being \
+             retired too. {workflow}."
+        ));
+    }
+    if on("logic.azure.com") {
+        return Some(
+            "is a …logic.azure.com URL. If it is a Power Automate workflow (the Teams \
+             Workflows app), Microsoft moved these to …environment.api.powerplatform.com URLs \
+             and stopped taking the old ones after November 30, 2025: open the workflow in \
+             Power Automate and copy the new URL from its trigger. An Azure Logic Apps \
+             trigger on logic.azure.com is not affected; for one, ignore this warning."
+                .to_string(),
+        );
+    }
+    None
 }
 
 /// The largest serialized payload sent, in bytes.

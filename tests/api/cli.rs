@@ -537,3 +537,56 @@ fn check_refuses_a_config_without_sources_naming_the_file_and_the_key() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("sources (1):\n  c66 "));
 }
+
+#[test]
+fn check_warns_about_retired_teams_urls_without_failing_or_quoting_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        "sources:\n  c66: { kind: cloud66 }\ndestinations:\n  \
+         old: { type: teams, webhook_url: \"${OLD_URL}\" }\n  \
+         flow: { type: teams, webhook_url: \"https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=${SIG}\" }\n\
+         routes:\n  - to: [old, flow]\n",
+    )
+    .unwrap();
+    let env = [
+        (
+            "OLD_URL",
+            "https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d/V2SECRETPART",
+        ),
+        ("SIG", "SECRETSIG"),
+    ];
+    let out = run(dir.path(), &["check"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.starts_with("relay.yaml: ok, 2 warnings\nwarnings (2):\n  destinations.flow.webhook_url: is a …logic.azure.com URL. If it is a Power Automate workflow"),
+        "{s}"
+    );
+    assert!(
+        s.contains(
+            "\n  destinations.old.webhook_url: is an Office 365 connector (Incoming Webhook) URL"
+        ),
+        "{s}"
+    );
+    assert!(!s.contains("SECRET"), "{s}");
+    // With an error as well, both are printed, and the exit code is the error's.
+    let yaml = std::fs::read_to_string(dir.path().join("relay.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        yaml.replace("to: [old, flow]", "to: [old, flow, nosuch]"),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["check"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("routes[0].to[2]: unknown destination \"nosuch\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("warnings (2):\n  destinations.flow.webhook_url: "),
+        "{err}"
+    );
+    assert!(!err.contains("SECRET"), "{err}");
+}

@@ -310,6 +310,48 @@ async fn sigterm_lets_an_in_flight_send_finish_and_exits_0() {
 }
 
 #[tokio::test]
+async fn serve_logs_config_warnings_at_start_and_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let teams =
+        |url: &str| format!("  t: {{ type: teams, enabled: false, webhook_url: \"{url}\" }}");
+    write_config(
+        dir.path(),
+        &teams("https://prod-01.westus.logic.azure.com/workflows/abc?sig=SECRETSIG"),
+        "  - to: [t]",
+    );
+    let s = Serve::start(dir.path(), free_port()).await;
+    let log = dir.path().join("hookrelay.log");
+    let logged = |want: &'static str| {
+        let log = log.clone();
+        async move {
+            wait_for(Duration::from_secs(10), || async {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(want)
+            })
+            .await
+        }
+    };
+    assert!(
+        logged("relay.yaml: destinations.t.webhook_url: is a …logic.azure.com URL").await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    write_config(
+        dir.path(),
+        &teams("https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d/V2SECRET"),
+        "  - to: [t]",
+    );
+    s.signal("HUP");
+    assert!(
+        logged("relay.yaml: destinations.t.webhook_url: is an Office 365 connector").await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("SECRET"));
+}
+
+#[tokio::test]
 async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
     let a = MockServer::start().await;
