@@ -8,6 +8,12 @@
 //! strings end in a visible "…". `allowed_mentions` is empty unless the template
 //! sets it, so a payload holding `@everyone` pings nobody.
 //!
+//! The URL Discord hands out (`https://discord.com/api/webhooks/<id>/<token>`) has
+//! no API version, and Discord serves such paths as its default API, v6, whose 429
+//! gives `Retry-After` and `retry_after` in *milliseconds*. hookrelay sends to the
+//! same webhook at `/api/v10/webhooks/…` (also for a `/api/v6/` or `/api/v7/`
+//! path), where both are seconds, as they are read here; other paths are kept.
+//!
 //! Discord answers a 429 with `{"retry_after": 1.5, "global": false, …}` (seconds,
 //! a float) and usually `Retry-After`; both are read and the longer wait honoured.
 //! A 404 (Unknown Webhook: it was deleted) and other 4xx are permanent.
@@ -113,11 +119,18 @@ impl std::fmt::Debug for Discord {
     }
 }
 
-/// The webhook URL with `wait=true` added (other parameters, such as
+/// The API version hookrelay speaks to Discord: 429 waits in seconds (v8 on).
+const API_VERSION: &str = "v10";
+
+/// The URL a message is posted to: the webhook URL on Discord's versioned path
+/// (see the module docs) with `wait=true` added (other parameters, such as
 /// `thread_id`, kept).
-fn with_wait(url: &str) -> String {
+fn send_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
+            if let Some(path) = versioned_path(u.path()) {
+                u.set_path(&path);
+            }
             let others: Vec<(String, String)> = u
                 .query_pairs()
                 .filter(|(k, _)| k != "wait")
@@ -132,6 +145,27 @@ fn with_wait(url: &str) -> String {
         // Config validation refuses such URLs; sending will fail clearly.
         Err(_) => url.to_string(),
     }
+}
+
+/// `/api/webhooks/…`, `/api/v6/webhooks/…` or `/api/v7/webhooks/…` (rate limits
+/// in milliseconds) as `/api/v10/webhooks/…`; `None` for any other path (v8 and
+/// on, a stand-in's own path).
+fn versioned_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/")?;
+    let rest = match rest.split_once('/') {
+        Some((version, tail)) if old_version(version) => tail,
+        _ => rest,
+    };
+    rest.starts_with("webhooks/")
+        .then(|| format!("/api/{API_VERSION}/{rest}"))
+}
+
+/// `v6`, `v7` and older: versions whose 429 waits are milliseconds.
+fn old_version(segment: &str) -> bool {
+    segment
+        .strip_prefix('v')
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n < 8)
 }
 
 fn shorten_at(obj: &mut Map<String, Value>, key: &str, max: usize) {
@@ -295,7 +329,7 @@ impl Destination for Discord {
         let Request::Json(body) = req else {
             return Err(SendError::permanent("Discord takes JSON requests only"));
         };
-        let url = with_wait(self.url.expose());
+        let url = send_url(self.url.expose());
         let answer = post_json(
             &self.http,
             &url,
@@ -306,7 +340,7 @@ impl Destination for Discord {
         )
         .await;
         // The webhook token is in the URL; an answer could quote it.
-        super::judge(answer, classify, &[self.url.expose()])
+        super::judge(answer, classify, &[self.url.expose(), &url])
     }
 }
 
@@ -341,10 +375,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn posts_with_wait_true_and_delivery_id() {
+    async fn posts_to_api_v10_with_wait_true_and_delivery_id() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .and(path("/api/webhooks/99/SECRETTOKEN"))
+            .and(path("/api/v10/webhooks/99/SECRETTOKEN"))
             .and(query_param("wait", "true"))
             .and(query_param("thread_id", "7"))
             .respond_with(stored(&json!({"content": "x"})))
@@ -514,14 +548,36 @@ mod tests {
     }
 
     #[test]
-    fn wait_is_added_once() {
+    fn sent_to_the_versioned_path_with_wait_added_once() {
         assert_eq!(
-            with_wait("https://discord.com/api/webhooks/1/t"),
-            "https://discord.com/api/webhooks/1/t?wait=true"
+            send_url("https://discord.com/api/webhooks/1/t"),
+            "https://discord.com/api/v10/webhooks/1/t?wait=true"
         );
         assert_eq!(
-            with_wait("https://discord.com/api/webhooks/1/t?wait=false&thread_id=5"),
-            "https://discord.com/api/webhooks/1/t?thread_id=5&wait=true"
+            send_url("https://discord.com/api/webhooks/1/t?wait=false&thread_id=5"),
+            "https://discord.com/api/v10/webhooks/1/t?thread_id=5&wait=true"
+        );
+        // Versions whose waits are milliseconds move to v10; v8 and on stay.
+        assert_eq!(
+            send_url("https://discordapp.com/api/v6/webhooks/1/t"),
+            "https://discordapp.com/api/v10/webhooks/1/t?wait=true"
+        );
+        assert_eq!(
+            send_url("https://discord.com/api/v9/webhooks/1/t?thread_id=5"),
+            "https://discord.com/api/v9/webhooks/1/t?thread_id=5&wait=true"
+        );
+        assert_eq!(
+            send_url("https://discord.com/api/v10/webhooks/1/t"),
+            "https://discord.com/api/v10/webhooks/1/t?wait=true"
+        );
+        // Not a Discord webhook path (a relay, a stand-in): as written.
+        assert_eq!(
+            send_url("https://relay.example/discord/webhooks/1/t"),
+            "https://relay.example/discord/webhooks/1/t?wait=true"
+        );
+        assert_eq!(
+            send_url("https://relay.example/api/vx/webhooks/1/t"),
+            "https://relay.example/api/vx/webhooks/1/t?wait=true"
         );
     }
 }
