@@ -16,7 +16,9 @@
 //!
 //! Discord answers a 429 with `{"retry_after": 1.5, "global": false, …}` (seconds,
 //! a float) and usually `Retry-After`; both are read and the longer wait honoured.
-//! A 404 (Unknown Webhook: it was deleted) and other 4xx are permanent.
+//! A 404 (Unknown Webhook: it was deleted) and other 4xx are permanent. A 400
+//! "Invalid Form Body" (code 50035) names the refused fields in `errors`; the
+//! recorded error keeps the first few as `embeds.0.url: Not a well formed URL.`.
 
 use super::Http;
 use std::time::Duration;
@@ -292,12 +294,86 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
     } else {
         ""
     };
+    let fields = parsed
+        .as_ref()
+        .and_then(|v| v.get("errors"))
+        .map(field_errors)
+        .filter(|f| !f.is_empty())
+        .map(|f| format!(": {f}"))
+        .unwrap_or_default();
     Err(super::in_words(
         e,
         "Discord",
         said,
-        &format!("{code}{hint}"),
+        &format!("{code}{fields}{hint}"),
     ))
+}
+
+/// How many refused fields an error names.
+const MAX_FIELD_ERRORS: usize = 3;
+
+/// Discord's `errors` object flattened to `embeds.0.url: Not a well formed URL.`,
+/// at most [`MAX_FIELD_ERRORS`] of them (`; ` between, then "and N more"), each
+/// shortened. Reads the `_errors: [{code, message}]` leaves of API v8 on and the
+/// `field: ["message"]` lists of older versions.
+fn field_errors(errors: &Value) -> String {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
+        let at = |path: &[String]| {
+            if path.is_empty() {
+                "body".to_string()
+            } else {
+                path.join(".")
+            }
+        };
+        match v {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    if k == "_errors" {
+                        for e in v.as_array().into_iter().flatten() {
+                            let said = e
+                                .get("message")
+                                .and_then(Value::as_str)
+                                .or_else(|| e.get("code").and_then(Value::as_str))
+                                .or_else(|| e.as_str());
+                            if let Some(said) = said {
+                                out.push(format!("{}: {said}", at(path)));
+                            }
+                        }
+                    } else {
+                        path.push(k.clone());
+                        walk(v, path, out);
+                        path.pop();
+                    }
+                }
+            }
+            Value::Array(a) if a.iter().all(Value::is_string) => {
+                for said in a.iter().filter_map(Value::as_str) {
+                    out.push(format!("{}: {said}", at(path)));
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            Value::String(said) => out.push(format!("{}: {said}", at(path))),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    walk(errors, &mut Vec::new(), &mut all);
+    let more = all.len().saturating_sub(MAX_FIELD_ERRORS);
+    let mut shown: Vec<String> = all
+        .iter()
+        .take(MAX_FIELD_ERRORS)
+        .map(|e| super::excerpt(e))
+        .collect();
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    shown.join("; ")
 }
 
 #[async_trait]
@@ -578,6 +654,52 @@ mod tests {
         assert_eq!(
             send_url("https://relay.example/api/vx/webhooks/1/t"),
             "https://relay.example/api/vx/webhooks/1/t?wait=true"
+        );
+    }
+
+    #[test]
+    fn a_refused_form_names_the_fields_discord_refused() {
+        let e = |body: Value| {
+            classify(400, &HeaderMap::new(), &body.to_string())
+                .unwrap_err()
+                .message
+        };
+        // API v10, as Discord documents its form errors.
+        assert_eq!(
+            e(
+                json!({"code": 50035, "message": "Invalid Form Body", "errors": {
+                "embeds": {"0": {"url": {"_errors": [
+                    {"code": "URL_TYPE_INVALID_URL", "message": "Not a well formed URL."}]}}}}})
+            ),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035): \
+             embeds.0.url: Not a well formed URL."
+        );
+        // Several: the first three, then how many more.
+        let many: Map<String, Value> = (0..5)
+            .map(|i| {
+                (
+                    format!("f{i}"),
+                    json!({"_errors": [{"code": "BASE_TYPE_REQUIRED",
+                        "message": "This field is required"}]}),
+                )
+            })
+            .collect();
+        assert_eq!(
+            e(json!({"code": 50035, "message": "Invalid Form Body", "errors": many})),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035): \
+             f0: This field is required; f1: This field is required; \
+             f2: This field is required; and 2 more"
+        );
+        // The older shape (field: [messages]) and none at all.
+        assert_eq!(
+            e(json!({"code": 50035, "message": "Invalid Form Body",
+                "errors": {"content": ["Must be 2000 or fewer in length."]}})),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035): \
+             content: Must be 2000 or fewer in length."
+        );
+        assert_eq!(
+            e(json!({"code": 50035, "message": "Invalid Form Body", "errors": {}})),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035)"
         );
     }
 }

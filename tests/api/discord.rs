@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
@@ -93,4 +93,40 @@ async fn a_discord_rate_limit_holds_the_alert_for_seconds_not_an_hour() {
         );
         assert!(query.contains(&("wait".into(), "true".into())), "{query:?}");
     }
+}
+
+/// Discord's 400 for a body it will not take (code 50035) names the field in
+/// `errors`; the recorded error says which one.
+#[tokio::test]
+async fn a_discord_400_keeps_which_field_was_refused() {
+    let discord = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v10/webhooks/1/tok"))
+        .and(query_param("wait", "true"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 50035,
+            "errors": {"embeds": {"0": {"url": {"_errors": [
+                {"code": "URL_TYPE_INVALID_URL", "message": "Not a well formed URL."}]}}}},
+            "message": "Invalid Form Body"})))
+        .mount(&discord)
+        .await;
+    let app = spawn_app(&discord_app_yaml(&format!(
+        "{}/api/webhooks/1/tok",
+        discord.uri()
+    )))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let all = app.wait_settled(Duration::from_secs(10)).await;
+    let d = &all["items"][0];
+    assert_eq!(d["state"], "dead", "{d}");
+    assert_eq!(
+        d["last_error"],
+        "HTTP 400 from Discord: Invalid Form Body (code 50035): \
+         embeds.0.url: Not a well formed URL.",
+        "{d}"
+    );
+    assert_eq!(discord.received_requests().await.unwrap().len(), 1);
 }
