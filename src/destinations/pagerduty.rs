@@ -111,6 +111,55 @@ impl DestinationSettings for PagerDutyConfig {
     }
 }
 
+/// `check`'s warning for a PagerDuty destination that the routes can send
+/// failures, partial or missed backups (which open incidents) but no success nor
+/// recovery (which close them): every incident hookrelay opens would stay open.
+/// Judged on each route's `status` and `severity` (see [`crate::routing::reach`])
+/// and the order of the walk; `watch.recovered: false` leaves only successes.
+/// Named at the first route that sends it a trigger. Disabled destinations are
+/// judged too: enabling one would not fix its routes.
+pub fn route_warnings(s: &crate::config::Settings, warnings: &mut Vec<ConfigError>) {
+    use crate::event::Status;
+    use crate::routing::reaching;
+    let resolves: &[Status] = if s.watch.recovered {
+        &[Status::Success, Status::Recovered]
+    } else {
+        &[Status::Success]
+    };
+    for (name, d) in &s.destinations {
+        if d.kind.type_name() != KIND.name {
+            continue;
+        }
+        let triggers = [Status::Failure, Status::Partial, Status::Missing];
+        let Some((i, j)) = reaching(&s.routes, name, &triggers) else {
+            continue;
+        };
+        if reaching(&s.routes, name, resolves).is_some() {
+            continue;
+        }
+        let (what, example) = if s.watch.recovered {
+            (
+                "a success or a recovery (status success or recovered)",
+                "success, recovered",
+            )
+        } else {
+            (
+                "a success (status success; watch.recovered is false, so there is no \
+                 recovered event)",
+                "success",
+            )
+        };
+        warnings.push(ConfigError::new(
+            format!("routes[{i}].to[{j}]"),
+            format!(
+                "sends failures to the PagerDuty destination {name:?}, but no route can \
+                 send it {what}, so PagerDuty never resolves the incidents it opens; \
+                 add a route for them, e.g. - {{ match: {{ status: [{example}] }}, to: [{name}] }}"
+            ),
+        ));
+    }
+}
+
 pub struct PagerDuty {
     routing_key: Secret,
     url: String,

@@ -249,6 +249,60 @@ fn check_refuses_a_template_pagerduty_cannot_send() {
     assert!(!shown.contains(KEY), "{shown}");
 }
 
+/// `check` warns (exit 0) when the routes can page PagerDuty but never bring it
+/// the success or recovery that resolves the incident, as the README's grouping
+/// example once did; the example as the README shows it now is quiet.
+#[test]
+fn check_warns_when_no_route_can_resolve_what_pagerduty_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |routes: &str| {
+        std::fs::write(
+            dir.path().join("relay.yaml"),
+            format!(
+                "storage: {{ url: \"sqlite://data/h.db\" }}\nsources:\n  sb: {{ kind: simplebackups }}\n\
+                 destinations:\n  pager: {{ type: pagerduty, routing_key: \"{KEY}\" }}\n  \
+                 ops-slack: {{ type: console }}\nroutes:\n{routes}"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .current_dir(dir.path())
+            .args(["check", "-c", "relay.yaml"])
+            .env_remove("HOOKRELAY_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stdout.contains(KEY), "{stdout}");
+        stdout
+    };
+    let before = check(
+        "  - match: { status: [failure, missing] }\n    to: [ops-slack, pager]\n    \
+         group: { wait: 30s, by: [status], max: 50 }\n",
+    );
+    assert!(
+        before.starts_with(
+            "relay.yaml: ok, 1 warning\nwarnings (1):\n  routes[0].to[1]: sends failures to the \
+             PagerDuty destination \"pager\", but no route can send it a success or a recovery \
+             (status success or recovered), so PagerDuty never resolves the incidents it opens; \
+             add a route for them, e.g. - { match: { status: [success, recovered] }, to: [pager] }\n"
+        ),
+        "{before}"
+    );
+    let after = check(
+        "  - match: { status: [failure, missing] }\n    to: [ops-slack, pager]\n    \
+         group: { wait: 30s, by: [status], max: 50 }\n  \
+         - match: { status: [success, recovered] }\n    to: [pager]\n",
+    );
+    assert!(after.starts_with("relay.yaml: ok\n"), "{after}");
+    assert!(!after.contains("warning"), "{after}");
+}
+
 /// `render` (and `send`) say that PagerDuty is sent nothing for an event of
 /// status unknown, and why, instead of a request body.
 #[test]
