@@ -307,6 +307,70 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// Whether events of one status can match a route, judged from the config alone
+/// (for `check`'s warnings; see [`reaching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// None can.
+    Never,
+    /// Some may, depending on fields the config cannot know.
+    Maybe,
+    /// Every one does.
+    Always,
+}
+
+/// Whether events of status `status` can match route `r`. What every such event
+/// has is known — its status and severity, and for `recovered` its provider
+/// (`hookrelay`) and event (`backup.recovered`) — so conditions on those are
+/// judged; any other condition may hold or not. A condition that does not
+/// compile (an error `check` reports anyway) may hold.
+pub fn reach(r: &RouteConfig, status: Status) -> Reach {
+    let known = |field: &str| -> Option<&str> {
+        match (field, status) {
+            ("status", _) => Some(status.as_str()),
+            ("severity", _) => Some(status.severity()),
+            ("provider", Status::Recovered) => Some("hookrelay"),
+            ("event", Status::Recovered) => Some("backup.recovered"),
+            _ => None,
+        }
+    };
+    let mut out = Reach::Always;
+    for (field, v) in r.matches.iter().flatten() {
+        let value = known(field);
+        let cond = Cond::compile(field, v, &mut Vec::new());
+        match (value, cond) {
+            (Some(value), Some(c)) if !c.holds(Some(value)) => return Reach::Never,
+            (Some(_), Some(_)) => {}
+            _ => out = Reach::Maybe,
+        }
+    }
+    out
+}
+
+/// Where events of any of `statuses` can first reach destination `dest`: the
+/// smallest `(route, index in its to)` of a route naming `dest` that such an
+/// event may match before a route it surely matches without `continue` ends
+/// its walk. `None`: no such event can get there.
+pub fn reaching(routes: &[RouteConfig], dest: &str, statuses: &[Status]) -> Option<(usize, usize)> {
+    let mut first: Option<(usize, usize)> = None;
+    for &status in statuses {
+        for (i, r) in routes.iter().enumerate() {
+            let m = reach(r, status);
+            if m == Reach::Never {
+                continue;
+            }
+            if let Some(j) = r.to.iter().position(|d| d == dest) {
+                first = Some(first.map_or((i, j), |f| f.min((i, j))));
+                break;
+            }
+            if m == Reach::Always && !r.continue_ {
+                break;
+            }
+        }
+    }
+    first
+}
+
 /// The routes an event reaches and matches, in order: the walk stops after the
 /// first matching route without `continue`.
 pub fn walk(routes: &[Route], e: &Event) -> Vec<usize> {
