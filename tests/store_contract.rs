@@ -729,6 +729,39 @@ async fn held_events_go_out_once_as_one_group(f: Fixture) {
     assert_eq!(mine[0].group, None);
 }
 
+/// A group an older hookrelay left open under its key form (`routes[<index>]…`,
+/// before keys named the route's identity) still goes out when due, beside the
+/// group that events of the new form open: the flush goes by `due_at`, not the key.
+async fn a_group_left_open_under_an_older_key_form_still_goes_out(f: Fixture) {
+    let s = f.store.as_ref();
+    let wait = Duration::from_millis(1000);
+    let old = stored_id(s, grouped("old", "routes[0]\u{1f}", wait, 10)).await;
+    let new = stored_id(s, grouped("new", "route:0123456789abcdef\u{1f}", wait, 10)).await;
+    let (o, n) = (
+        s.group_of(&old).await.unwrap().unwrap(),
+        s.group_of(&new).await.unwrap().unwrap(),
+    );
+    assert_ne!(o.id, n.id, "a new key does not join the old group");
+    let start = Instant::now();
+    let mut out = 0;
+    while out < 2 && start.elapsed() < Duration::from_secs(20) {
+        out += flush_when_due(s).await;
+    }
+    assert_eq!(out, 2);
+    let mut firsts: Vec<String> = s
+        .claim("d", 10, LONG)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.event_id)
+        .collect();
+    firsts.sort();
+    let mut want = vec![old.clone(), new];
+    want.sort();
+    assert_eq!(firsts, want, "each group's delivery is queued");
+    assert_eq!(s.group_of(&old).await.unwrap().unwrap().state, "sent");
+}
+
 /// Retention keeps the events of a group that is still held; an ordinary finished
 /// event of the same age goes.
 async fn retention_keeps_a_held_group(f: Fixture) {
@@ -836,6 +869,7 @@ contract!(
     many_webhooks_of_one_subject_at_once_each_count,
     the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
     held_events_go_out_once_as_one_group,
+    a_group_left_open_under_an_older_key_form_still_goes_out,
     retention_keeps_a_held_group,
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
 );
