@@ -227,6 +227,64 @@ async fn a_manual_retry_makes_the_send_in_flight_stale(f: Fixture) {
     assert_eq!(again.len(), 1);
 }
 
+/// For a destination this process's config lacks, on a store replicas share: only
+/// the deliveries nobody is sending end dead (`bury_unsent`), not one being sent,
+/// nor one whose next try is ahead, nor any whose window is not over.
+async fn only_deliveries_nobody_is_sending_are_buried_as_unsent(f: Fixture) {
+    let s = &*f.store;
+    assert_eq!(s.is_shared(), f.url.starts_with("postgres"));
+    for k in ["sending", "retrying", "left"] {
+        s.ingest(new_event(k, &["d"], Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    let sending = s.claim("d", 1, LONG).await.unwrap();
+    let retrying = s.claim("d", 1, LONG).await.unwrap();
+    assert!(s
+        .complete(
+            retrying[0].lease(),
+            attempt(503),
+            Outcome::Retry { after: LONG }
+        )
+        .await
+        .unwrap());
+    // Windows not over, or not due for long enough: nothing.
+    assert_eq!(
+        s.bury_unsent("d", LONG, Duration::ZERO, "gone")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.bury_unsent("d", Duration::ZERO, LONG, "gone")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.bury_unsent("d", Duration::ZERO, Duration::ZERO, "gone")
+            .await
+            .unwrap(),
+        1
+    );
+    let dead = s.list_deliveries(Some(State::Dead), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("gone"));
+    assert!(dead[0].id != sending[0].id && dead[0].id != retrying[0].id);
+    // The send in flight still records its outcome.
+    assert!(s
+        .complete(sending[0].lease(), attempt(200), Outcome::Delivered)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.list_deliveries(Some(State::Pending), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 /// Only a dead delivery is retried: a pending one may be on its way right now,
 /// a delivered one arrived; either would be sent twice.
 async fn a_retry_takes_only_a_dead_delivery(f: Fixture) {
@@ -857,6 +915,7 @@ contract!(
     a_lease_that_runs_out_makes_the_delivery_claimable_again,
     a_renewed_lease_runs_from_the_renewal,
     a_manual_retry_makes_the_send_in_flight_stale,
+    only_deliveries_nobody_is_sending_are_buried_as_unsent,
     a_retry_takes_only_a_dead_delivery,
     a_page_after_a_deleted_event_starts_where_it_was,
     a_repeated_event_within_its_window_is_one_event,
