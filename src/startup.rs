@@ -74,6 +74,10 @@ pub struct Application {
     stop: watch::Sender<bool>,
     /// The delivery loops; `None` when built without them.
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// SIGHUP, listened for from before the server answers: a SIGHUP sent as soon
+    /// as `/readyz` says ready reloads instead of ending the process (the
+    /// default action of a signal nobody listens for).
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Application {
@@ -117,6 +121,7 @@ impl Application {
             wrong_tokens: Default::default(),
             retired: Default::default(),
         });
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let listener =
             TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
         let port = listener.local_addr()?.port();
@@ -139,6 +144,7 @@ impl Application {
             shared,
             stop,
             worker,
+            hup,
         })
     }
 
@@ -154,7 +160,8 @@ impl Application {
     /// lets in-flight requests and sends finish (bounded), then returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shared = self.shared.clone();
-        let hup = tokio::spawn(async move { reload_on_sighup(shared).await });
+        let signal = self.hup;
+        let hup = tokio::spawn(async move { reload_on_sighup(shared, signal).await });
         let served = self.server.await;
         hup.abort();
         let _ = self.stop.send(true);
@@ -195,9 +202,8 @@ async fn retention(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn reload_on_sighup(shared: Arc<Shared>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_sighup(shared: Arc<Shared>, hup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hup else {
         return;
     };
     while hup.recv().await.is_some() {
