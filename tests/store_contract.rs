@@ -804,8 +804,14 @@ async fn a_key_s_older_event_is_superseded_once_a_later_one_is_delivered(f: Fixt
         Ingested::Stored { event_id, .. } => event_id,
         other => panic!("{other:?}"),
     };
-    let failure = id(s.ingest(new_event("1", &["pd"], Duration::ZERO)).await.unwrap());
-    let success = id(s.ingest(new_event("2", &["pd"], Duration::ZERO)).await.unwrap());
+    let failure = id(s
+        .ingest(new_event("1", &["pd"], Duration::ZERO))
+        .await
+        .unwrap());
+    let success = id(s
+        .ingest(new_event("2", &["pd"], Duration::ZERO))
+        .await
+        .unwrap());
     let claimed = s.claim("pd", 10, LONG).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let of = |e: &str| claimed.iter().find(|c| c.event_id == e).unwrap().clone();
@@ -853,7 +859,10 @@ async fn a_key_s_older_event_is_superseded_once_a_later_one_is_delivered(f: Fixt
         }
     );
     // A newer event's send is not superseded by an older one's.
-    let later = id(s.ingest(new_event("3", &["pd"], Duration::ZERO)).await.unwrap());
+    let later = id(s
+        .ingest(new_event("3", &["pd"], Duration::ZERO))
+        .await
+        .unwrap());
     let c = claim_when_free(s, "pd").await;
     let newest = c.iter().find(|c| c.event_id == later).unwrap();
     assert_eq!(begin(newest, "trigger").await.unwrap(), Ordered::Send);
@@ -864,8 +873,14 @@ async fn a_key_s_older_event_is_superseded_once_a_later_one_is_delivered(f: Fixt
     ));
 
     // A holder whose lease runs out (its process died mid-send) holds nothing.
-    let a = id(s.ingest(new_event("4", &["pd2"], Duration::ZERO)).await.unwrap());
-    let short = s.claim("pd2", 10, Duration::from_millis(200)).await.unwrap();
+    let a = id(s
+        .ingest(new_event("4", &["pd2"], Duration::ZERO))
+        .await
+        .unwrap());
+    let short = s
+        .claim("pd2", 10, Duration::from_millis(200))
+        .await
+        .unwrap();
     assert_eq!(short[0].event_id, a);
     assert_eq!(
         s.begin_ordered(short[0].lease(), "pd2", "k", "trigger")
@@ -873,12 +888,19 @@ async fn a_key_s_older_event_is_superseded_once_a_later_one_is_delivered(f: Fixt
             .unwrap(),
         Ordered::Send
     );
-    let b = id(s.ingest(new_event("5", &["pd2"], Duration::ZERO)).await.unwrap());
+    let b = id(s
+        .ingest(new_event("5", &["pd2"], Duration::ZERO))
+        .await
+        .unwrap());
     let next = s.claim("pd2", 10, LONG).await.unwrap();
     let next = next.iter().find(|c| c.event_id == b).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match s.begin_ordered(next.lease(), "pd2", "k", "resolve").await.unwrap() {
+        match s
+            .begin_ordered(next.lease(), "pd2", "k", "resolve")
+            .await
+            .unwrap()
+        {
             Ordered::Send => break,
             Ordered::Wait(w) => {
                 assert!(Instant::now() < deadline, "still held after the lease");

@@ -184,9 +184,8 @@ async fn a_trigger_retried_after_the_resolve_of_a_later_success_is_not_sent() {
     assert_eq!(ev["deliveries"][0]["state"], "delivered");
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(
-        metrics.contains(
-            r#"hookrelay_deliveries_total{destination="pager",outcome="superseded"} 1"#
-        ),
+        metrics
+            .contains(r#"hookrelay_deliveries_total{destination="pager",outcome="superseded"} 1"#),
         "{metrics}"
     );
 }
