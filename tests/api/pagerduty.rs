@@ -235,6 +235,75 @@ async fn a_resolve_retried_after_the_trigger_of_a_later_failure_is_not_sent() {
     );
 }
 
+/// PagerDuty that takes every event, answering the first one `slow` late, and
+/// notes when each arrived.
+struct SlowFirst {
+    slow: Duration,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>,
+}
+
+impl wiremock::Respond for SlowFirst {
+    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+        let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut got = self.got.lock().unwrap();
+        got.push((
+            v["event_action"].as_str().unwrap_or("").to_string(),
+            std::time::Instant::now(),
+        ));
+        let answer = accepted("sb/Acme Server/Acme Project");
+        if got.len() == 1 {
+            answer.set_delay(self.slow)
+        } else {
+            answer
+        }
+    }
+}
+
+/// Two events of one backup are never sent to PagerDuty at the same moment: the
+/// success's resolve waits until the failure's trigger, still being sent, has
+/// its answer (sent side by side, the resolve could arrive first).
+#[tokio::test]
+async fn a_resolve_waits_while_the_trigger_of_its_backup_is_being_sent() {
+    let pd = MockServer::start().await;
+    let slow = Duration::from_millis(1500);
+    let got = std::sync::Arc::default();
+    Mock::given(method("POST"))
+        .respond_with(SlowFirst {
+            slow,
+            got: std::sync::Arc::clone(&got),
+        })
+        .mount(&pd)
+        .await;
+    let app = app_for(&pd).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    wait_received(&pd, 1, Duration::from_secs(10)).await;
+    // The trigger is being answered (slowly) now.
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/success.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let all = app.wait_settled(Duration::from_secs(20)).await;
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["state"] == "delivered" && d["last_error"].is_null()),
+        "{all}"
+    );
+    let got = got.lock().unwrap().clone();
+    let actions: Vec<&str> = got.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["trigger", "resolve", "resolve"]);
+    let after = got[1].1 - got[0].1;
+    assert!(
+        after >= slow,
+        "the resolve arrived {after:?} after the trigger, before its answer ({slow:?})"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_event_is_dead_with_pagerdutys_own_words_and_no_key() {
     let pd = MockServer::start().await;
