@@ -503,6 +503,11 @@ async fn deliver(relay: &Relay, deliveries: &[NewDelivery], mut ctx: Value, send
             d.channel.as_deref(),
             ctx.clone(),
         ) {
+            Ok((_, Request::Nothing(reason))) => {
+                // The template chose to send nothing: there is no request, and
+                // `send` has nothing to deliver.
+                out!("(nothing is sent: {reason})");
+            }
             Ok((sender, req)) => {
                 print_request(&req);
                 if send {
@@ -569,5 +574,6 @@ fn print_request(req: &Request) {
         }
         Request::Console(s) => out!("{s}"),
         Request::JsonText(t) => out!("{}", t.trim_end()),
+        Request::Nothing(reason) => out!("(nothing is sent: {reason})"),
     }
 }

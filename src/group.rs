@@ -18,6 +18,9 @@
 //! - PagerDuty destinations are never grouped: one incident per backup (the
 //!   `dedup_key` is the subject), so a route's PagerDuty deliveries go out per
 //!   event at once while its other destinations wait for the group;
+//! - a group is keyed by its route's identity (a hash of what the route is, see
+//!   `Route::id`) and the deliveries it sends, never by the route's index: a reload
+//!   that reorders routes keeps each open group with its route;
 //! - replaying an event sends it alone, at once;
 //! - a group of one goes out as an ordinary delivery (no `count`/`events`).
 
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::watch as signal;
 
 use crate::config::{ConfigError, GroupConfig};
@@ -77,21 +81,38 @@ impl GroupRule {
         })
     }
 
-    /// The group an event of route `route` joins: the route and its `by` values.
-    pub fn key(&self, route: usize, e: &Event) -> String {
+    /// The group an event of a route joins: the route's identity ([`Route::id`],
+    /// never its place in the list), the deliveries it gets there, and its `by`
+    /// values. With the deliveries in the key, an event joins only a group that
+    /// goes where it would go: one whose destination an earlier `continue` route
+    /// took, or whose Slack channel (a template) renders otherwise, opens its own.
+    ///
+    /// Keys used to be `routes[<index>]…`: a group an older hookrelay left open
+    /// under one still goes out when due (the flush reads `due_at`, never the
+    /// key); new events open a group under the new key.
+    ///
+    /// [`Route::id`]: crate::routing::Route::id
+    pub fn key(&self, route: &str, deliveries: &[NewDelivery], e: &Event) -> String {
         let values: Vec<String> = self
             .by
             .iter()
             .map(|f| e.field(f).unwrap_or_default())
             .collect();
+        let mut h = Sha256::new();
+        h.update(route.as_bytes());
+        h.update([0x1f]);
+        h.update(deliveries_json(deliveries).as_bytes());
+        let id = hex::encode(&h.finalize()[..8]);
         // `\u{1f}` (unit separator) cannot be confused with a value's own `/`.
-        format!("routes[{route}]\u{1f}{}", values.join("\u{1f}"))
+        format!("route:{id}\u{1f}{}", values.join("\u{1f}"))
     }
 
-    /// The group `deliveries` (of route `route`) join.
-    pub fn join(&self, route: usize, e: &Event, deliveries: Vec<NewDelivery>) -> GroupJoin {
+    /// The group `deliveries` (of the route whose [`Route::id`] is `route`) join.
+    ///
+    /// [`Route::id`]: crate::routing::Route::id
+    pub fn join(&self, route: &str, e: &Event, deliveries: Vec<NewDelivery>) -> GroupJoin {
         GroupJoin {
-            key: self.key(route, e),
+            key: self.key(route, &deliveries, e),
             wait: self.wait,
             max: self.max,
             deliveries,
@@ -278,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_the_route_and_the_by_values() {
+    fn the_key_is_the_route_the_deliveries_and_the_by_values() {
         let mut errors = Vec::new();
         let g =
             GroupRule::compile("g", &cfg("30s", &["status", "stack"], 50), &mut errors).unwrap();
@@ -287,28 +308,53 @@ mod tests {
             stack: stack.map(str::to_string),
             ..Default::default()
         };
+        let to = |dests: &[&str], channel: Option<&str>| -> Vec<NewDelivery> {
+            dests
+                .iter()
+                .map(|d| NewDelivery {
+                    destination: d.to_string(),
+                    template: "default".into(),
+                    channel: channel.map(str::to_string),
+                })
+                .collect()
+        };
+        let ops = to(&["ops"], None);
         use crate::event::Status::*;
         assert_eq!(
-            g.key(0, &e(Failure, Some("a"))),
-            g.key(0, &e(Failure, Some("a")))
+            g.key("r1", &ops, &e(Failure, Some("a"))),
+            g.key("r1", &ops, &e(Failure, Some("a")))
         );
         assert_ne!(
-            g.key(0, &e(Failure, Some("a"))),
-            g.key(0, &e(Missing, Some("a")))
+            g.key("r1", &ops, &e(Failure, Some("a"))),
+            g.key("r1", &ops, &e(Missing, Some("a")))
         );
         assert_ne!(
-            g.key(0, &e(Failure, Some("a"))),
-            g.key(0, &e(Failure, Some("b")))
+            g.key("r1", &ops, &e(Failure, Some("a"))),
+            g.key("r1", &ops, &e(Failure, Some("b")))
+        );
+        // Another route.
+        assert_ne!(
+            g.key("r1", &ops, &e(Failure, Some("a"))),
+            g.key("r2", &ops, &e(Failure, Some("a")))
+        );
+        // The same route, but fewer destinations (an earlier `continue` route took
+        // one) or another Slack channel: another group.
+        assert_ne!(
+            g.key("r1", &to(&["ops", "dba"], None), &e(Failure, Some("a"))),
+            g.key("r1", &to(&["dba"], None), &e(Failure, Some("a")))
         );
         assert_ne!(
-            g.key(0, &e(Failure, Some("a"))),
-            g.key(1, &e(Failure, Some("a")))
+            g.key("r1", &to(&["ops"], Some("#a")), &e(Failure, Some("a"))),
+            g.key("r1", &to(&["ops"], Some("#b")), &e(Failure, Some("a")))
         );
-        // No `by`: one group per route.
+        // No `by`: one group per route (and destinations).
         let one = GroupRule::compile("g", &cfg("30s", &[], 50), &mut errors).unwrap();
         assert_eq!(
-            one.key(2, &e(Failure, Some("a"))),
-            one.key(2, &e(Success, None))
+            one.key("r1", &ops, &e(Failure, Some("a"))),
+            one.key("r1", &ops, &e(Success, None))
         );
+        // Never the old form, `routes[<index>]…`: a group left open under it is
+        // not joined (it still goes out when due).
+        assert!(one.key("r1", &ops, &e(Failure, None)).starts_with("route:"));
     }
 }

@@ -281,7 +281,7 @@ impl Relay {
             .into_iter()
             .filter_map(|(route, d)| {
                 let rule = self.routes[route].group.as_ref()?;
-                Some(rule.join(route, e, d))
+                Some(rule.join(&self.routes[route].id, e, d))
             })
             .collect();
         (routed, now, joins)

@@ -118,6 +118,12 @@ fn first_line(s: &str) -> String {
 /// A compiled route.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// What the route is, not where it stands: a hash of its `match` (in any key
+    /// order), `to`, `template`, `channel` and `group.by` (see [`identity`]). A
+    /// group's key starts with it, so a reload that moves the route (another route
+    /// added above it, the list reordered) keeps its open groups taking its events,
+    /// and no other route's events join them.
+    pub id: String,
     pub conditions: Vec<(String, Cond)>,
     pub to: Vec<String>,
     pub template: Option<String>,
@@ -204,6 +210,7 @@ pub fn compile(
             crate::group::GroupRule::compile(&format!("{place}.group"), g, &mut errors)
         });
         out.push(Route {
+            id: identity(r),
             conditions,
             to: r.to.clone(),
             template: r.template.clone(),
@@ -216,6 +223,41 @@ pub fn compile(
         Ok(out)
     } else {
         Err(errors)
+    }
+}
+
+/// [`Route::id`]: the first 16 hex digits of the SHA-256 of the route's `match`
+/// (object keys sorted at every depth: they are a conjunction), `to`, `template`,
+/// `channel` and `group.by`. Not `continue` (what it changes is which destinations
+/// later routes keep, and a group's key has the destinations) nor `group.wait` and
+/// `group.max`: a reload that changes those applies to groups opened from then on,
+/// while a group already open keeps taking the route's events.
+pub fn identity(r: &RouteConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let ident = serde_json::json!({
+        "match": r.matches.as_ref().map(|m| sorted(&Value::Object(m.clone()))),
+        "to": r.to,
+        "template": r.template,
+        "channel": r.channel,
+        "by": r.group.as_ref().map(|g| &g.by),
+    });
+    hex::encode(&Sha256::digest(ident.to_string().as_bytes())[..8])
+}
+
+/// `v` with every object's keys in order (`serde_json` keeps them as written).
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
     }
 }
 
@@ -305,6 +347,70 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Whether events of one status can match a route, judged from the config alone
+/// (for `check`'s warnings; see [`reaching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// None can.
+    Never,
+    /// Some may, depending on fields the config cannot know.
+    Maybe,
+    /// Every one does.
+    Always,
+}
+
+/// Whether events of status `status` can match route `r`. What every such event
+/// has is known — its status and severity, and for `recovered` its provider
+/// (`hookrelay`) and event (`backup.recovered`) — so conditions on those are
+/// judged; any other condition may hold or not. A condition that does not
+/// compile (an error `check` reports anyway) may hold.
+pub fn reach(r: &RouteConfig, status: Status) -> Reach {
+    let known = |field: &str| -> Option<&str> {
+        match (field, status) {
+            ("status", _) => Some(status.as_str()),
+            ("severity", _) => Some(status.severity()),
+            ("provider", Status::Recovered) => Some("hookrelay"),
+            ("event", Status::Recovered) => Some("backup.recovered"),
+            _ => None,
+        }
+    };
+    let mut out = Reach::Always;
+    for (field, v) in r.matches.iter().flatten() {
+        let value = known(field);
+        let cond = Cond::compile(field, v, &mut Vec::new());
+        match (value, cond) {
+            (Some(value), Some(c)) if !c.holds(Some(value)) => return Reach::Never,
+            (Some(_), Some(_)) => {}
+            _ => out = Reach::Maybe,
+        }
+    }
+    out
+}
+
+/// Where events of any of `statuses` can first reach destination `dest`: the
+/// smallest `(route, index in its to)` of a route naming `dest` that such an
+/// event may match before a route it surely matches without `continue` ends
+/// its walk. `None`: no such event can get there.
+pub fn reaching(routes: &[RouteConfig], dest: &str, statuses: &[Status]) -> Option<(usize, usize)> {
+    let mut first: Option<(usize, usize)> = None;
+    for &status in statuses {
+        for (i, r) in routes.iter().enumerate() {
+            let m = reach(r, status);
+            if m == Reach::Never {
+                continue;
+            }
+            if let Some(j) = r.to.iter().position(|d| d == dest) {
+                first = Some(first.map_or((i, j), |f| f.min((i, j))));
+                break;
+            }
+            if m == Reach::Always && !r.continue_ {
+                break;
+            }
+        }
+    }
+    first
 }
 
 /// The routes an event reaches and matches, in order: the walk stops after the
@@ -459,6 +565,48 @@ mod tests {
         assert_eq!(dests(&plan(&r, &e, |_| true).1), ["n"]);
         e.size_bytes = Some(5);
         assert_eq!(dests(&plan(&r, &e, |_| true).1), ["n", "s"]);
+    }
+
+    #[test]
+    fn a_route_is_known_by_what_it_is_not_where_it_stands() {
+        let sb = json!({"match": {"source": "sb", "status": ["failure"]}, "to": ["ops"],
+                        "group": {"wait": "5s"}});
+        let db = json!({"match": {"source": "db"}, "to": ["dba"], "group": {"wait": "5s"}});
+        let before = routes(json!([sb.clone()]));
+        // A route added above it, and the list reordered.
+        let after = routes(json!([db.clone(), sb.clone()]));
+        let reordered = routes(json!([sb, db]));
+        assert_eq!(before[0].id, after[1].id);
+        assert_eq!(before[0].id, reordered[0].id);
+        assert_ne!(after[0].id, after[1].id);
+        let id = |r: Value| routes(json!([r]))[0].id.clone();
+        let base = id(json!({"match": {"source": "sb", "status": "failure"}, "to": ["ops"]}));
+        // The order of `match`'s keys, `continue`, `group.wait` and `group.max` do
+        // not change what the route is.
+        assert_eq!(
+            base,
+            id(
+                json!({"match": {"status": "failure", "source": "sb"}, "to": ["ops"], "continue": true})
+            )
+        );
+        let grouped = |g: Value| id(json!({"match": {"source": "sb"}, "to": ["ops"], "group": g}));
+        assert_eq!(
+            grouped(json!({"wait": "5s", "by": ["stack"]})),
+            grouped(json!({"wait": "1m", "by": ["stack"], "max": 3}))
+        );
+        // Its `match`, `to`, `template`, `channel` and `group.by` do.
+        for other in [
+            json!({"match": {"source": "sb", "status": "missing"}, "to": ["ops"]}),
+            json!({"match": {"source": "sb", "status": "failure"}, "to": ["ops", "dba"]}),
+            json!({"match": {"source": "sb", "status": "failure"}, "to": ["ops"], "template": "t"}),
+            json!({"match": {"source": "sb", "status": "failure"}, "to": ["ops"], "channel": "#x"}),
+        ] {
+            assert_ne!(base, id(other.clone()), "{other}");
+        }
+        assert_ne!(
+            grouped(json!({"wait": "5s", "by": ["stack"]})),
+            grouped(json!({"wait": "5s", "by": ["server"]}))
+        );
     }
 
     #[test]

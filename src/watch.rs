@@ -268,10 +268,23 @@ pub fn human(d: Duration) -> String {
 }
 
 /// The first run of `cron` strictly after `after` (unix ms), in `tz`, as Debian
-/// cron runs it across DST changes: a run whose local time falls in a skipped
-/// hour happens at once when the clock jumps (the first valid instant after the
-/// gap); a run in a repeated hour happens once, at its first occurrence.
+/// cron runs it across DST changes. A fixed-time job (no `*` in its minute or
+/// hour field, as `30 2 * * *`): a run whose local time falls in a skipped hour
+/// happens at once when the clock jumps (the first valid instant after the gap);
+/// a run in a repeated hour happens once, at its first occurrence. A job with
+/// `*` in its minute or hour (`15 * * * *`, `*/10 2 * * *`, `@hourly`) runs by
+/// the clock as it reads after the change: runs in a skipped hour are not made
+/// up, and the repeated hour's runs happen again.
 pub fn next_run(cron: &croner::Cron, tz: chrono_tz::Tz, after: i64) -> Option<i64> {
+    if cron.pattern.minutes.from_wildcard || cron.pattern.hours.from_wildcard {
+        next_wildcard_run(cron, tz, after)
+    } else {
+        next_fixed_run(cron, tz, after)
+    }
+}
+
+/// [`next_run`] for a fixed-time job.
+fn next_fixed_run(cron: &croner::Cron, tz: chrono_tz::Tz, after: i64) -> Option<i64> {
     let after_utc = DateTime::<Utc>::from_timestamp_millis(after)?;
     // Wall-clock times are searched as if they were UTC (no gaps, no repeats),
     // then placed in the zone.
@@ -288,6 +301,49 @@ pub fn next_run(cron: &croner::Cron, tz: chrono_tz::Tz, after: i64) -> Option<i6
         local = next;
     }
     None
+}
+
+/// [`next_run`] for a job with `*` in its minute or hour: every instant whose
+/// wall-clock time matches (none in a gap, both in a repeated hour), the
+/// earliest one after `after`.
+fn next_wildcard_run(cron: &croner::Cron, tz: chrono_tz::Tz, after: i64) -> Option<i64> {
+    use chrono::{LocalResult, Offset};
+    let after_utc = DateTime::<Utc>::from_timestamp_millis(after)?;
+    let offset = |t: DateTime<Utc>| {
+        tz.offset_from_utc_datetime(&t.naive_utc())
+            .fix()
+            .local_minus_utc()
+    };
+    // When the clock goes back soon, wall-clock times up to the step before the
+    // present one come again: start the search that far back.
+    let back = (offset(after_utc) - offset(after_utc + chrono::Duration::days(1))).max(0);
+    let mut local =
+        after_utc.with_timezone(&tz).naive_local() - chrono::Duration::seconds(i64::from(back));
+    let mut best: Option<i64> = None;
+    for _ in 0..100_000 {
+        let as_utc = Utc.from_utc_datetime(&local);
+        let Ok(next) = cron.find_next_occurrence(&as_utc, false) else {
+            return best;
+        };
+        let next = next.naive_utc();
+        let instants = match tz.from_local_datetime(&next) {
+            LocalResult::Single(t) => vec![t.timestamp_millis()],
+            LocalResult::Ambiguous(a, b) => vec![a.timestamp_millis(), b.timestamp_millis()],
+            // In the skipped hour: not made up.
+            LocalResult::None => Vec::new(),
+        };
+        // Later wall-clock times start no earlier: nothing can beat `best`.
+        if let (Some(b), Some(first)) = (best, instants.iter().min()) {
+            if *first > b {
+                return best;
+            }
+        }
+        for t in instants.into_iter().filter(|t| *t > after) {
+            best = Some(best.map_or(t, |b| b.min(t)));
+        }
+        local = next;
+    }
+    best
 }
 
 /// A wall-clock time in `tz` as unix ms: the first of two in a repeated hour; in
@@ -954,6 +1010,7 @@ mod tests {
 
     #[test]
     fn an_hourly_cron_keeps_every_real_hour_across_the_changes() {
+        // Europe/Berlin, 2026-10-25: 03:00 CEST goes back to 02:00 CET (01:00 UTC).
         let (c, tz) = cron("15 * * * *", "Europe/Berlin");
         let mut t = at("2026-10-24T23:00:00Z");
         let mut runs = Vec::new();
@@ -961,16 +1018,137 @@ mod tests {
             t = next_run(&c, tz, t).unwrap();
             runs.push(ms_to_rfc3339(t));
         }
-        // 01:15 CEST, 02:15 CEST, then 02:15 CET is the repeated hour (once), 03:15 CET.
+        // 01:15 CEST, 02:15 CEST, 02:15 CET again (the repeated hour runs again, as
+        // Debian cron runs a job with `*` in its hour), 03:15 CET.
         assert_eq!(
             runs,
             [
                 "2026-10-24T23:15:00Z",
                 "2026-10-25T00:15:00Z",
-                "2026-10-25T02:15:00Z",
-                "2026-10-25T03:15:00Z"
+                "2026-10-25T01:15:00Z",
+                "2026-10-25T02:15:00Z"
             ]
         );
+        // 2026-03-29: 02:00 CET jumps to 03:00 CEST (01:00 UTC). 01:15 CET, then
+        // 03:15 CEST: 02:15 does not exist and is not made up.
+        let mut t = at("2026-03-28T23:30:00Z");
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            t = next_run(&c, tz, t).unwrap();
+            runs.push(ms_to_rfc3339(t));
+        }
+        assert_eq!(
+            runs,
+            [
+                "2026-03-29T00:15:00Z",
+                "2026-03-29T01:15:00Z",
+                "2026-03-29T02:15:00Z"
+            ]
+        );
+    }
+
+    /// The review's reproduction: from 00:15 UTC on either change day, the next
+    /// run of `15 * * * *` in Berlin is an hour on, as Debian cron runs it.
+    #[test]
+    fn an_hourly_cron_runs_by_the_new_local_time_across_dst() {
+        let (c, tz) = cron("15 * * * *", "Europe/Berlin");
+        let spring = next_run(&c, tz, at("2026-03-29T00:15:00Z")).unwrap();
+        let autumn = next_run(&c, tz, at("2026-10-25T00:15:00Z")).unwrap();
+        assert_eq!(
+            (ms_to_rfc3339(spring), ms_to_rfc3339(autumn)),
+            (
+                "2026-03-29T01:15:00Z".to_string(),
+                "2026-10-25T01:15:00Z".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_wildcard_in_the_minute_counts_too_and_ranges_do_not() {
+        let tz = chrono_tz::Europe::Berlin;
+        let runs = |text: &str, from: &str, n: usize| {
+            let c = croner::Cron::from_str(text).unwrap();
+            let mut t = at(from);
+            (0..n)
+                .map(|_| {
+                    t = next_run(&c, tz, t).unwrap();
+                    ms_to_rfc3339(t)
+                })
+                .collect::<Vec<_>>()
+        };
+        // `*/30 2 * * *`: every half hour of 02:xx, both passes in autumn, none in spring.
+        assert_eq!(
+            runs("*/30 2 * * *", "2026-10-24T12:00:00Z", 5),
+            [
+                "2026-10-25T00:00:00Z",
+                "2026-10-25T00:30:00Z",
+                "2026-10-25T01:00:00Z",
+                "2026-10-25T01:30:00Z",
+                "2026-10-26T01:00:00Z"
+            ]
+        );
+        assert_eq!(
+            runs("*/30 2 * * *", "2026-03-28T12:00:00Z", 2),
+            ["2026-03-30T00:00:00Z", "2026-03-30T00:30:00Z"]
+        );
+        // `0,30 2 * * *` has no `*`: a fixed-time job, made up once at the jump.
+        assert_eq!(
+            runs("0,30 2 * * *", "2026-03-28T12:00:00Z", 2),
+            ["2026-03-29T01:00:00Z", "2026-03-30T00:00:00Z"]
+        );
+        // `@hourly` is `0 * * * *`, a wildcard job.
+        assert_eq!(
+            runs("@hourly", "2026-10-25T00:30:00Z", 2),
+            ["2026-10-25T01:00:00Z", "2026-10-25T02:00:00Z"]
+        );
+    }
+
+    /// A wildcard job runs at every minute whose local wall-clock time matches:
+    /// checked minute by minute around each change, in zones that step by an
+    /// hour either way and by half an hour (Lord Howe).
+    #[test]
+    fn a_wildcard_job_runs_at_every_instant_its_local_time_matches() {
+        for (zone, days) in [
+            (
+                "Europe/Berlin",
+                ["2026-03-28T20:00:00Z", "2026-10-24T20:00:00Z"],
+            ),
+            (
+                "America/New_York",
+                ["2026-03-08T04:00:00Z", "2026-11-01T03:00:00Z"],
+            ),
+            (
+                "Australia/Lord_Howe",
+                ["2026-04-04T12:00:00Z", "2026-10-03T12:00:00Z"],
+            ),
+        ] {
+            let tz = chrono_tz::Tz::from_str(zone).unwrap();
+            for text in ["15 * * * *", "*/20 * * * *", "*/10 1-3 * * *", "45 * * * *"] {
+                let c = croner::Cron::from_str(text).unwrap();
+                let matches = |t: i64| {
+                    let local = DateTime::<Utc>::from_timestamp_millis(t)
+                        .unwrap()
+                        .with_timezone(&tz)
+                        .naive_local();
+                    c.is_time_matching(&Utc.from_utc_datetime(&local)).unwrap()
+                };
+                for day in days {
+                    let start = at(day);
+                    for step in 0..(12 * 60 / 7) {
+                        let after = start + step * 7 * 60_000;
+                        let want = (1..=2 * 24 * 60)
+                            .map(|m| after - after % 60_000 + m * 60_000)
+                            .find(|t| matches(*t));
+                        assert_eq!(
+                            next_run(&c, tz, after),
+                            want,
+                            "{text} in {zone} after {}",
+                            ms_to_rfc3339(after)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn watch(yaml: &str) -> std::result::Result<Watch, Vec<ConfigError>> {

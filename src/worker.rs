@@ -82,16 +82,42 @@ pub fn next_try(age: Duration, after: Duration, max_age: Duration) -> Option<Dur
 /// The least time left in a delivery's window that still takes a last try.
 const LAST_TRY_MIN: Duration = Duration::from_secs(1);
 
+/// On a shared store, how long after its `max_age` window ended (and after it was
+/// due) a delivery to a destination this process's config lacks is ended, when no
+/// replica took it: a replica that has the destination makes its last try when the
+/// window ends, or when a `Retry-After` pause (at most this long) lets it.
+const UNSENT_GRACE: Duration = MAX_RETRY_AFTER;
+
 /// Runs the delivery loops until `stop` turns true, then lets in-flight sends
 /// finish (up to [`SHUTDOWN_GRACE`]).
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut loops: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Destinations whose deliveries are left to other replicas, already warned about.
+    let mut lacking: BTreeSet<String> = BTreeSet::new();
     loop {
         let relay = shared.relay.load_full();
         let mut names: BTreeSet<String> = relay.destinations.keys().cloned().collect();
+        let mut others: BTreeSet<String> = BTreeSet::new();
         match shared.store.pending_destinations().await {
-            Ok(p) => names.extend(p),
+            Ok(p) => {
+                for name in p {
+                    if shared.store.is_shared()
+                        && !relay.destinations.contains_key(&name)
+                        && shared.retired(&name).is_none()
+                    {
+                        others.insert(name);
+                    } else {
+                        names.insert(name);
+                    }
+                }
+            }
             Err(e) => log::error!("delivery: cannot read the queue: {e}"),
+        }
+        // Warned again if they come back after their queue emptied.
+        lacking.retain(|name| others.contains(name));
+        for name in others {
+            let first = lacking.insert(name.clone());
+            leave_to_others(&shared, &relay, &name, first).await;
         }
         for name in names {
             if loops.get(&name).is_none_or(|h| h.is_finished()) {
@@ -107,6 +133,39 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
     for (_, h) in loops {
         let _ = h.await;
+    }
+}
+
+/// Pending deliveries to `name`, which this process's config lacks and never had,
+/// on a store other processes share: they may be another replica's (a rolling
+/// deploy, or a reload applied one replica at a time, that adds the destination),
+/// so they are left pending for a replica that has it, or for a reload that adds it
+/// here. Warned about when first seen (`first`). Only those no replica took, well
+/// past their `max_age` window (see [`UNSENT_GRACE`]), end dead.
+async fn leave_to_others(shared: &Shared, relay: &Relay, name: &str, first: bool) {
+    if first {
+        log::warn!(
+            "delivery: destination {name:?} has pending deliveries, but this replica's config \
+             lacks it: left pending for a replica that has it (or a reload that adds it here); \
+             every replica should have the same destinations"
+        );
+    }
+    let window = relay.settings.delivery.max_age;
+    let msg = format!(
+        "not sent: no replica with destination {name:?} in its config took it within \
+         delivery.max_age ({}), and this one's config lacks it",
+        crate::watch::human(window)
+    );
+    match shared
+        .store
+        .bury_unsent(name, window, UNSENT_GRACE, &msg)
+        .await
+    {
+        Ok(n) if n > 0 => {
+            log::error!("delivery: {n} pending deliveries to {name} marked dead: {msg}")
+        }
+        Ok(_) => {}
+        Err(e) => log::error!("delivery to {name}: {e}"),
     }
 }
 
@@ -127,8 +186,13 @@ fn snapshot(shared: &Shared, name: &str, last: &mut Option<Arc<Relay>>) -> Optio
 async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Receiver<bool>) {
     let mut last: Option<Arc<Relay>> = None;
     let Some(first) = snapshot(&shared, &name, &mut last) else {
+        if shared.store.is_shared() {
+            // Maybe another replica's: `run` leaves them to it (`leave_to_others`).
+            return;
+        }
         // Queued for a destination the config no longer has, and this process never
-        // had it: nothing can send these, so say so instead of leaving them pending.
+        // had it: the only process on the store, so nothing can send these; say so
+        // instead of leaving them pending.
         let msg = format!("destination {name:?} is not configured");
         match shared.store.bury(&name, &msg).await {
             Ok(n) if n > 0 => {
@@ -439,12 +503,9 @@ async fn attempt(
                         ))),
                     }
                 }
-                Turn::Superseded(note) => {
+                Turn::Superseded(reason) => {
                     superseded = true;
-                    Ok(crate::destinations::Sent {
-                        status: None,
-                        note: Some(note),
-                    })
+                    Ok(crate::destinations::Sent::nothing(&reason))
                 }
                 // Not sent now: its lease runs out and it is claimed again.
                 Turn::NotNow => return,
@@ -575,7 +636,8 @@ async fn attempt(
 enum Turn {
     /// Send it (after `waited` for another send of its key to end).
     Send { waited: bool },
-    /// It is not sent: a later event of its key was delivered. The note says which.
+    /// It is not sent: a later event of its key was delivered. The reason says
+    /// which.
     Superseded(String),
     /// Not now (the lease was lost, the store could not say, or the key stayed
     /// busy): left for its lease to run out.
@@ -617,8 +679,8 @@ async fn take_turn(
                     action
                 };
                 return Turn::Superseded(format!(
-                    "not sent: superseded by the {what} of event {event_id}, received after \
-                     this one and already delivered for dedup_key {:?}",
+                    "superseded by the {what} of event {event_id}, received after this one \
+                     and already delivered for dedup_key {:?}",
                     key.key
                 ));
             }

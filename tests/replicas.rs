@@ -513,6 +513,111 @@ async fn two_replicas_watching_one_backup_fire_each_missed_deadline_once() {
     );
 }
 
+/// A replica whose config lacks a destination another replica has (a rolling
+/// deploy, or a reload applied one replica at a time, that adds it) leaves that
+/// destination's deliveries pending for the replica that has it, and says so in its
+/// log: the alert arrives once the destination answers, nothing is marked dead.
+#[tokio::test]
+async fn a_replica_whose_config_lacks_a_new_destination_leaves_its_deliveries_to_the_one_that_has_it(
+) {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let db = pg::fresh_database().await;
+    let sink = Sink::start(false).await;
+    // The new destination is having a bad minute: 503, so its deliveries wait for
+    // their retries, pending, while B looks at the queue.
+    let pager = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&pager)
+        .await;
+    // B: the old config (hook only).
+    let b = Replica::start(&db, &hook(&sink)).await;
+    // A: the new config (hook and pager), routes to both.
+    let a = Replica::spawn(
+        &db,
+        &format!(
+            "{}\n  pager: {{ type: webhook, url: \"{}/in\", timeout: 2s }}",
+            hook(&sink),
+            pager.uri()
+        ),
+    );
+    let cfg = std::fs::read_to_string(a.dir.join("relay.yaml")).unwrap();
+    // write_config routes to [hook]; A routes to both (it reads its file at start,
+    // so rewrite it and send SIGHUP once it is up), retrying every second for a
+    // minute (write_config's one retry at 200 ms, then hourly, would leave nothing
+    // to see once the destination is back).
+    a.ready().await;
+    let every_second = vec!["1s"; 60].join(", ");
+    std::fs::write(
+        a.dir.join("relay.yaml"),
+        cfg.replace("  - to: [hook]", "  - to: [hook, pager]")
+            .replace(
+                "retry_schedule: [200ms]",
+                &format!("retry_schedule: [{every_second}]"),
+            ),
+    )
+    .unwrap();
+    a.signal("HUP");
+    let client = reqwest::Client::new();
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            a.post(&client, &format!("probe-{}", fastrand::u32(..)))
+                .await
+                .1["deliveries"]
+                == 2
+        })
+        .await,
+        "A did not reload:\n{}",
+        a.log()
+    );
+    // B sees the pager deliveries pending (it looks every 5 s) and leaves them.
+    let warned = "destination \"pager\" has pending deliveries, but this replica's config lacks it";
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            b.log().contains(warned)
+        })
+        .await,
+        "B did not warn:\n{}",
+        b.log()
+    );
+    let dead = a.api(&client, "/api/deliveries?state=dead").await;
+    assert_eq!(dead["items"], json!([]), "B's log:\n{}", b.log());
+
+    // Pager is back (this mock goes before the 503 one): A sends them.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(1)
+        .mount(&pager)
+        .await;
+    let all = a.settled(&client, Duration::from_secs(30)).await;
+    let dead = a.api(&client, "/api/deliveries?state=dead").await;
+    assert!(
+        dead["items"].as_array().is_some_and(|x| x.is_empty()),
+        "a delivery to pager was marked dead by a replica that lacks it: {dead}"
+    );
+    let to_pager: Vec<&Value> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["destination"] == "pager")
+        .collect();
+    assert!(!to_pager.is_empty(), "{all:#}");
+    assert!(
+        to_pager.iter().all(|d| d["state"] == "delivered"),
+        "{to_pager:#?}"
+    );
+    let got = pager.received_requests().await.unwrap();
+    assert!(got.len() > to_pager.len(), "503s, then each once");
+    assert!(!b.log().contains("marked dead"), "{}", b.log());
+    assert_eq!(
+        b.log().matches(warned).count(),
+        1,
+        "warned once:\n{}",
+        b.log()
+    );
+}
+
 #[tokio::test]
 async fn while_the_database_is_away_webhooks_get_503_and_nothing_acknowledged_is_lost() {
     let server = pg::Server::start_new();

@@ -227,6 +227,64 @@ async fn a_manual_retry_makes_the_send_in_flight_stale(f: Fixture) {
     assert_eq!(again.len(), 1);
 }
 
+/// For a destination this process's config lacks, on a store replicas share: only
+/// the deliveries nobody is sending end dead (`bury_unsent`), not one being sent,
+/// nor one whose next try is ahead, nor any whose window is not over.
+async fn only_deliveries_nobody_is_sending_are_buried_as_unsent(f: Fixture) {
+    let s = &*f.store;
+    assert_eq!(s.is_shared(), f.url.starts_with("postgres"));
+    for k in ["sending", "retrying", "left"] {
+        s.ingest(new_event(k, &["d"], Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    let sending = s.claim("d", 1, LONG).await.unwrap();
+    let retrying = s.claim("d", 1, LONG).await.unwrap();
+    assert!(s
+        .complete(
+            retrying[0].lease(),
+            attempt(503),
+            Outcome::Retry { after: LONG }
+        )
+        .await
+        .unwrap());
+    // Windows not over, or not due for long enough: nothing.
+    assert_eq!(
+        s.bury_unsent("d", LONG, Duration::ZERO, "gone")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.bury_unsent("d", Duration::ZERO, LONG, "gone")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.bury_unsent("d", Duration::ZERO, Duration::ZERO, "gone")
+            .await
+            .unwrap(),
+        1
+    );
+    let dead = s.list_deliveries(Some(State::Dead), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("gone"));
+    assert!(dead[0].id != sending[0].id && dead[0].id != retrying[0].id);
+    // The send in flight still records its outcome.
+    assert!(s
+        .complete(sending[0].lease(), attempt(200), Outcome::Delivered)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.list_deliveries(Some(State::Pending), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 /// Only a dead delivery is retried: a pending one may be on its way right now,
 /// a delivered one arrived; either would be sent twice.
 async fn a_retry_takes_only_a_dead_delivery(f: Fixture) {
@@ -729,6 +787,39 @@ async fn held_events_go_out_once_as_one_group(f: Fixture) {
     assert_eq!(mine[0].group, None);
 }
 
+/// A group an older hookrelay left open under its key form (`routes[<index>]…`,
+/// before keys named the route's identity) still goes out when due, beside the
+/// group that events of the new form open: the flush goes by `due_at`, not the key.
+async fn a_group_left_open_under_an_older_key_form_still_goes_out(f: Fixture) {
+    let s = f.store.as_ref();
+    let wait = Duration::from_millis(1000);
+    let old = stored_id(s, grouped("old", "routes[0]\u{1f}", wait, 10)).await;
+    let new = stored_id(s, grouped("new", "route:0123456789abcdef\u{1f}", wait, 10)).await;
+    let (o, n) = (
+        s.group_of(&old).await.unwrap().unwrap(),
+        s.group_of(&new).await.unwrap().unwrap(),
+    );
+    assert_ne!(o.id, n.id, "a new key does not join the old group");
+    let start = Instant::now();
+    let mut out = 0;
+    while out < 2 && start.elapsed() < Duration::from_secs(20) {
+        out += flush_when_due(s).await;
+    }
+    assert_eq!(out, 2);
+    let mut firsts: Vec<String> = s
+        .claim("d", 10, LONG)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.event_id)
+        .collect();
+    firsts.sort();
+    let mut want = vec![old.clone(), new];
+    want.sort();
+    assert_eq!(firsts, want, "each group's delivery is queued");
+    assert_eq!(s.group_of(&old).await.unwrap().unwrap().state, "sent");
+}
+
 /// Retention keeps the events of a group that is still held; an ordinary finished
 /// event of the same age goes.
 async fn retention_keeps_a_held_group(f: Fixture) {
@@ -942,6 +1033,7 @@ contract!(
     a_lease_that_runs_out_makes_the_delivery_claimable_again,
     a_renewed_lease_runs_from_the_renewal,
     a_manual_retry_makes_the_send_in_flight_stale,
+    only_deliveries_nobody_is_sending_are_buried_as_unsent,
     a_retry_takes_only_a_dead_delivery,
     a_page_after_a_deleted_event_starts_where_it_was,
     a_repeated_event_within_its_window_is_one_event,
@@ -954,6 +1046,7 @@ contract!(
     many_webhooks_of_one_subject_at_once_each_count,
     the_web_page_finds_events_by_delivery_state_and_lists_outcomes,
     held_events_go_out_once_as_one_group,
+    a_group_left_open_under_an_older_key_form_still_goes_out,
     retention_keeps_a_held_group,
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
     a_key_s_older_event_is_superseded_once_a_later_one_is_delivered,

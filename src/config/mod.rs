@@ -148,13 +148,16 @@ impl Settings {
         base_dir(&self.file)
     }
 
-    /// What this config should change although it works: printed by `check`,
-    /// logged by `serve` at start and on reload; never a reason to refuse it.
+    /// What this config should change although it works (a retired endpoint,
+    /// routes that open PagerDuty incidents and never resolve them): printed by
+    /// `check`, logged by `serve` at start and on reload; never a reason to
+    /// refuse it.
     pub fn warnings(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();
         for (name, d) in &self.destinations {
             d.kind.warnings(&format!("destinations.{name}"), &mut out);
         }
+        crate::destinations::pagerduty::route_warnings(self, &mut out);
         out
     }
 }

@@ -344,3 +344,85 @@ fn teams_urls_on_retired_endpoints_are_warnings_that_do_not_quote_them() {
         assert_eq!(warnings_of(dest), Vec::<String>::new(), "{dest}");
     }
 }
+
+/// A PagerDuty destination the routes can send failures but never a success nor
+/// a recovery keeps every incident open: a warning at the route that pages,
+/// judged on `status`/`severity`, the order of the walk and `watch.recovered`.
+#[test]
+fn routes_that_open_pagerduty_incidents_and_never_resolve_them_are_a_warning() {
+    let warnings_of = |extra: &str, routes: &str| {
+        let yaml = format!(
+            "{SOURCE}destinations:\n  pager: {{ type: pagerduty, routing_key: \"SECRETKEY\" }}\n  \
+             chat: {{ type: console }}\n{extra}routes:\n{routes}"
+        );
+        let s = load_str(&yaml, &[]).unwrap_or_else(|e| panic!("{routes}: not an error: {e}"));
+        s.warnings()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<String>>()
+    };
+    // The README's old grouping example: failures and misses only.
+    let w = warnings_of(
+        "",
+        "  - match: { status: [failure, missing] }\n    to: [chat, pager]\n",
+    );
+    assert_eq!(
+        w,
+        [
+            "routes[0].to[1]: sends failures to the PagerDuty destination \"pager\", but no route \
+          can send it a success or a recovery (status success or recovered), so PagerDuty never \
+          resolves the incidents it opens; add a route for them, e.g. \
+          - { match: { status: [success, recovered] }, to: [pager] }"
+        ]
+    );
+    assert!(!w[0].contains("SECRETKEY"));
+    // Pages only on severity critical, or from the third failure: the same.
+    let w = warnings_of("", "  - match: { severity: critical }\n    to: [pager]\n");
+    assert_eq!(w.len(), 1, "{w:#?}");
+    // A success stopped by an earlier route without `continue` never gets there.
+    let w = warnings_of(
+        "",
+        "  - match: { status: [success, recovered] }\n    to: [chat]\n  - to: [pager]\n",
+    );
+    assert!(w[0].starts_with("routes[1].to[0]: "), "{w:#?}");
+    // No recovered events: a route of failures and recoveries resolves nothing.
+    let w = warnings_of(
+        "watch: { recovered: false }\n",
+        "  - match: { status: [failure, recovered] }\n    to: [pager]\n",
+    );
+    assert!(
+        w[0].contains("watch.recovered is false")
+            && w[0].ends_with("status: [success] }, to: [pager] }"),
+        "{w:#?}"
+    );
+    // Recoveries are hookrelay's own events: a route on another provider never
+    // gets them.
+    let w = warnings_of(
+        "",
+        "  - match: { provider: cloud66, status: [failure, recovered] }\n    to: [pager]\n",
+    );
+    assert_eq!(w.len(), 1, "{w:#?}");
+    // Routes that can bring a success or a recovery, and routes that never page:
+    // nothing to say.
+    for routes in [
+        "  - to: [pager]\n",
+        "  - match: { status: [failure, missing] }\n    to: [chat, pager]\n  - match: { status: [success, recovered] }\n    to: [pager]\n",
+        "  - match: { status: [success, recovered] }\n    to: [chat]\n    continue: true\n  - to: [pager]\n",
+        "  - match: { failures: { gte: 3 } }\n    to: [pager]\n",
+        "  - match: { status: { not: success } }\n    to: [pager]\n",
+        "  - match: { environment: production }\n    to: [pager]\n",
+        "  - match: { status: unknown }\n    to: [pager]\n",
+        "  - match: { status: [success, recovered] }\n    to: [pager]\n",
+        "  - to: [chat]\n",
+    ] {
+        assert_eq!(warnings_of("", routes), Vec::<String>::new(), "{routes}");
+    }
+    // A digest resolves itself: PagerDuty given only digests is not warned about.
+    assert_eq!(
+        warnings_of(
+            "digest:\n  - { cron: \"0 8 * * *\", to: [pager] }\n",
+            "  - to: [chat]\n"
+        ),
+        Vec::<String>::new()
+    );
+}

@@ -72,6 +72,7 @@ impl Destination for Console {
             Request::JsonText(t) => t.trim_end().to_string(),
             Request::Json(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
             Request::Email { subject, text, .. } => format!("{subject}\n\n{text}"),
+            Request::Nothing(reason) => return Ok(Sent::nothing(reason)),
         };
         // `println!` panics when stdout is closed; a console destination never fails.
         let stdout = std::io::stdout();

@@ -8,9 +8,17 @@
 //! strings end in a visible "…". `allowed_mentions` is empty unless the template
 //! sets it, so a payload holding `@everyone` pings nobody.
 //!
+//! The URL Discord hands out (`https://discord.com/api/webhooks/<id>/<token>`) has
+//! no API version, and Discord serves such paths as its default API, v6, whose 429
+//! gives `Retry-After` and `retry_after` in *milliseconds*. hookrelay sends to the
+//! same webhook at `/api/v10/webhooks/…` (also for a `/api/v6/` or `/api/v7/`
+//! path), where both are seconds, as they are read here; other paths are kept.
+//!
 //! Discord answers a 429 with `{"retry_after": 1.5, "global": false, …}` (seconds,
 //! a float) and usually `Retry-After`; both are read and the longer wait honoured.
-//! A 404 (Unknown Webhook: it was deleted) and other 4xx are permanent.
+//! A 404 (Unknown Webhook: it was deleted) and other 4xx are permanent. A 400
+//! "Invalid Form Body" (code 50035) names the refused fields in `errors`; the
+//! recorded error keeps the first few as `embeds.0.url: Not a well formed URL.`.
 
 use super::Http;
 use std::time::Duration;
@@ -113,11 +121,18 @@ impl std::fmt::Debug for Discord {
     }
 }
 
-/// The webhook URL with `wait=true` added (other parameters, such as
+/// The API version hookrelay speaks to Discord: 429 waits in seconds (v8 on).
+const API_VERSION: &str = "v10";
+
+/// The URL a message is posted to: the webhook URL on Discord's versioned path
+/// (see the module docs) with `wait=true` added (other parameters, such as
 /// `thread_id`, kept).
-fn with_wait(url: &str) -> String {
+fn send_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
+            if let Some(path) = versioned_path(u.path()) {
+                u.set_path(&path);
+            }
             let others: Vec<(String, String)> = u
                 .query_pairs()
                 .filter(|(k, _)| k != "wait")
@@ -132,6 +147,27 @@ fn with_wait(url: &str) -> String {
         // Config validation refuses such URLs; sending will fail clearly.
         Err(_) => url.to_string(),
     }
+}
+
+/// `/api/webhooks/…`, `/api/v6/webhooks/…` or `/api/v7/webhooks/…` (rate limits
+/// in milliseconds) as `/api/v10/webhooks/…`; `None` for any other path (v8 and
+/// on, a stand-in's own path).
+fn versioned_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/")?;
+    let rest = match rest.split_once('/') {
+        Some((version, tail)) if old_version(version) => tail,
+        _ => rest,
+    };
+    rest.starts_with("webhooks/")
+        .then(|| format!("/api/{API_VERSION}/{rest}"))
+}
+
+/// `v6`, `v7` and older: versions whose 429 waits are milliseconds.
+fn old_version(segment: &str) -> bool {
+    segment
+        .strip_prefix('v')
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n < 8)
 }
 
 fn shorten_at(obj: &mut Map<String, Value>, key: &str, max: usize) {
@@ -258,12 +294,86 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, SendEr
     } else {
         ""
     };
+    let fields = parsed
+        .as_ref()
+        .and_then(|v| v.get("errors"))
+        .map(field_errors)
+        .filter(|f| !f.is_empty())
+        .map(|f| format!(": {f}"))
+        .unwrap_or_default();
     Err(super::in_words(
         e,
         "Discord",
         said,
-        &format!("{code}{hint}"),
+        &format!("{code}{fields}{hint}"),
     ))
+}
+
+/// How many refused fields an error names.
+const MAX_FIELD_ERRORS: usize = 3;
+
+/// Discord's `errors` object flattened to `embeds.0.url: Not a well formed URL.`,
+/// at most [`MAX_FIELD_ERRORS`] of them (`; ` between, then "and N more"), each
+/// shortened. Reads the `_errors: [{code, message}]` leaves of API v8 on and the
+/// `field: ["message"]` lists of older versions.
+fn field_errors(errors: &Value) -> String {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
+        let at = |path: &[String]| {
+            if path.is_empty() {
+                "body".to_string()
+            } else {
+                path.join(".")
+            }
+        };
+        match v {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    if k == "_errors" {
+                        for e in v.as_array().into_iter().flatten() {
+                            let said = e
+                                .get("message")
+                                .and_then(Value::as_str)
+                                .or_else(|| e.get("code").and_then(Value::as_str))
+                                .or_else(|| e.as_str());
+                            if let Some(said) = said {
+                                out.push(format!("{}: {said}", at(path)));
+                            }
+                        }
+                    } else {
+                        path.push(k.clone());
+                        walk(v, path, out);
+                        path.pop();
+                    }
+                }
+            }
+            Value::Array(a) if a.iter().all(Value::is_string) => {
+                for said in a.iter().filter_map(Value::as_str) {
+                    out.push(format!("{}: {said}", at(path)));
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            Value::String(said) => out.push(format!("{}: {said}", at(path))),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    walk(errors, &mut Vec::new(), &mut all);
+    let more = all.len().saturating_sub(MAX_FIELD_ERRORS);
+    let mut shown: Vec<String> = all
+        .iter()
+        .take(MAX_FIELD_ERRORS)
+        .map(|e| super::excerpt(e))
+        .collect();
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    shown.join("; ")
 }
 
 #[async_trait]
@@ -295,7 +405,7 @@ impl Destination for Discord {
         let Request::Json(body) = req else {
             return Err(SendError::permanent("Discord takes JSON requests only"));
         };
-        let url = with_wait(self.url.expose());
+        let url = send_url(self.url.expose());
         let answer = post_json(
             &self.http,
             &url,
@@ -306,7 +416,7 @@ impl Destination for Discord {
         )
         .await;
         // The webhook token is in the URL; an answer could quote it.
-        super::judge(answer, classify, &[self.url.expose()])
+        super::judge(answer, classify, &[self.url.expose(), &url])
     }
 }
 
@@ -341,10 +451,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn posts_with_wait_true_and_delivery_id() {
+    async fn posts_to_api_v10_with_wait_true_and_delivery_id() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .and(path("/api/webhooks/99/SECRETTOKEN"))
+            .and(path("/api/v10/webhooks/99/SECRETTOKEN"))
             .and(query_param("wait", "true"))
             .and(query_param("thread_id", "7"))
             .respond_with(stored(&json!({"content": "x"})))
@@ -514,14 +624,82 @@ mod tests {
     }
 
     #[test]
-    fn wait_is_added_once() {
+    fn sent_to_the_versioned_path_with_wait_added_once() {
         assert_eq!(
-            with_wait("https://discord.com/api/webhooks/1/t"),
-            "https://discord.com/api/webhooks/1/t?wait=true"
+            send_url("https://discord.com/api/webhooks/1/t"),
+            "https://discord.com/api/v10/webhooks/1/t?wait=true"
         );
         assert_eq!(
-            with_wait("https://discord.com/api/webhooks/1/t?wait=false&thread_id=5"),
-            "https://discord.com/api/webhooks/1/t?thread_id=5&wait=true"
+            send_url("https://discord.com/api/webhooks/1/t?wait=false&thread_id=5"),
+            "https://discord.com/api/v10/webhooks/1/t?thread_id=5&wait=true"
+        );
+        // Versions whose waits are milliseconds move to v10; v8 and on stay.
+        assert_eq!(
+            send_url("https://discordapp.com/api/v6/webhooks/1/t"),
+            "https://discordapp.com/api/v10/webhooks/1/t?wait=true"
+        );
+        assert_eq!(
+            send_url("https://discord.com/api/v9/webhooks/1/t?thread_id=5"),
+            "https://discord.com/api/v9/webhooks/1/t?thread_id=5&wait=true"
+        );
+        assert_eq!(
+            send_url("https://discord.com/api/v10/webhooks/1/t"),
+            "https://discord.com/api/v10/webhooks/1/t?wait=true"
+        );
+        // Not a Discord webhook path (a relay, a stand-in): as written.
+        assert_eq!(
+            send_url("https://relay.example/discord/webhooks/1/t"),
+            "https://relay.example/discord/webhooks/1/t?wait=true"
+        );
+        assert_eq!(
+            send_url("https://relay.example/api/vx/webhooks/1/t"),
+            "https://relay.example/api/vx/webhooks/1/t?wait=true"
+        );
+    }
+
+    #[test]
+    fn a_refused_form_names_the_fields_discord_refused() {
+        let e = |body: Value| {
+            classify(400, &HeaderMap::new(), &body.to_string())
+                .unwrap_err()
+                .message
+        };
+        // API v10, as Discord documents its form errors.
+        assert_eq!(
+            e(
+                json!({"code": 50035, "message": "Invalid Form Body", "errors": {
+                "embeds": {"0": {"url": {"_errors": [
+                    {"code": "URL_TYPE_INVALID_URL", "message": "Not a well formed URL."}]}}}}})
+            ),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035): \
+             embeds.0.url: Not a well formed URL."
+        );
+        // Several: the first three, then how many more.
+        let many: Map<String, Value> = (0..5)
+            .map(|i| {
+                (
+                    format!("f{i}"),
+                    json!({"_errors": [{"code": "BASE_TYPE_REQUIRED",
+                        "message": "This field is required"}]}),
+                )
+            })
+            .collect();
+        assert_eq!(
+            e(json!({"code": 50035, "message": "Invalid Form Body", "errors": many})),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035): \
+             f0: This field is required; f1: This field is required; \
+             f2: This field is required; and 2 more"
+        );
+        // The older shape (field: [messages]) and none at all.
+        assert_eq!(
+            e(json!({"code": 50035, "message": "Invalid Form Body",
+                "errors": {"content": ["Must be 2000 or fewer in length."]}})),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035): \
+             content: Must be 2000 or fewer in length."
+        );
+        assert_eq!(
+            e(json!({"code": 50035, "message": "Invalid Form Body", "errors": {}})),
+            "HTTP 400 from Discord: Invalid Form Body (code 50035)"
         );
     }
 }

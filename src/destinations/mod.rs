@@ -282,6 +282,11 @@ pub enum Request {
     },
     /// A line (or lines) for standard output.
     Console(String),
+    /// Nothing is sent, for this reason: the template chose to send nothing (a
+    /// PagerDuty `event_action: none`, as the default one renders for an event
+    /// of status `unknown`). Sending it ends the delivery at once, with the
+    /// reason as its note; `render` and `send` print the reason.
+    Nothing(String),
 }
 
 /// A delivery attempt that did not succeed.
@@ -329,6 +334,17 @@ pub struct Sent {
     /// Delivered, but not entirely as asked (an email recipient the server
     /// refused): recorded as the attempt's error and the delivery's `last_error`.
     pub note: Option<String>,
+}
+
+impl Sent {
+    /// The end of a [`Request::Nothing`]: nothing went out, and the delivery's
+    /// note says why (`not sent: <reason>`).
+    pub fn nothing(reason: &str) -> Sent {
+        Sent {
+            status: None,
+            note: Some(format!("not sent: {reason}")),
+        }
+    }
 }
 
 /// What a request does to an incident its destination keeps (PagerDuty's

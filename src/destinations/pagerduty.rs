@@ -3,9 +3,13 @@
 //! The body template (`<name>.pagerduty.json.hbs`) renders the whole event but the
 //! `routing_key`, which is added only when it is sent (so `hookrelay render` never
 //! prints it). The default template sends `event_action: trigger` for failure,
-//! partial, missing and unknown, `resolve` for success and recovered, with
-//! `dedup_key` = the event's `subject`: the incident a failure opened is closed by
-//! the next good backup of the same job.
+//! partial and missing, `resolve` for success and recovered, with `dedup_key` =
+//! the event's `subject`: the incident a failure opened is closed by the next good
+//! backup of the same job. An event of status `unknown` (a Cloud66
+//! `backup.started`, a payload hookrelay could not read) neither opens nor closes
+//! an incident: the template renders `event_action: none` with a `reason`, nothing
+//! is sent, and the delivery ends `delivered` with the note `not sent: <reason>`
+//! (SPEC §6 pages for failure, partial and missing only).
 //!
 //! What is sent is made to fit PagerDuty's rules rather than be refused: `summary`
 //! is cut to 1,024 characters with a visible "…", a `dedup_key` longer than 255
@@ -59,6 +63,12 @@ pub const MAX_SUMMARY: usize = 1_024;
 pub const MAX_DEDUP_KEY: usize = 255;
 
 const ACTIONS: &[&str] = &["trigger", "acknowledge", "resolve"];
+/// hookrelay's own `event_action`: send nothing (with the template's `reason`).
+const NONE: &str = "none";
+/// The reason of an `event_action: none` without one.
+const NO_REASON: &str = "the PagerDuty template set \"event_action\" to none";
+/// How much of a template's `reason` is kept, in characters.
+const MAX_REASON: usize = 500;
 const SEVERITIES: &[&str] = &["critical", "error", "warning", "info"];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +118,55 @@ impl DestinationSettings for PagerDutyConfig {
     }
 }
 
+/// `check`'s warning for a PagerDuty destination that the routes can send
+/// failures, partial or missed backups (which open incidents) but no success nor
+/// recovery (which close them): every incident hookrelay opens would stay open.
+/// Judged on each route's `status` and `severity` (see [`crate::routing::reach`])
+/// and the order of the walk; `watch.recovered: false` leaves only successes.
+/// Named at the first route that sends it a trigger. Disabled destinations are
+/// judged too: enabling one would not fix its routes.
+pub fn route_warnings(s: &crate::config::Settings, warnings: &mut Vec<ConfigError>) {
+    use crate::event::Status;
+    use crate::routing::reaching;
+    let resolves: &[Status] = if s.watch.recovered {
+        &[Status::Success, Status::Recovered]
+    } else {
+        &[Status::Success]
+    };
+    for (name, d) in &s.destinations {
+        if d.kind.type_name() != KIND.name {
+            continue;
+        }
+        let triggers = [Status::Failure, Status::Partial, Status::Missing];
+        let Some((i, j)) = reaching(&s.routes, name, &triggers) else {
+            continue;
+        };
+        if reaching(&s.routes, name, resolves).is_some() {
+            continue;
+        }
+        let (what, example) = if s.watch.recovered {
+            (
+                "a success or a recovery (status success or recovered)",
+                "success, recovered",
+            )
+        } else {
+            (
+                "a success (status success; watch.recovered is false, so there is no \
+                 recovered event)",
+                "success",
+            )
+        };
+        warnings.push(ConfigError::new(
+            format!("routes[{i}].to[{j}]"),
+            format!(
+                "sends failures to the PagerDuty destination {name:?}, but no route can \
+                 send it {what}, so PagerDuty never resolves the incidents it opens; \
+                 add a route for them, e.g. - {{ match: {{ status: [{example}] }}, to: [{name}] }}"
+            ),
+        ));
+    }
+}
+
 pub struct PagerDuty {
     routing_key: Secret,
     url: String,
@@ -153,18 +212,31 @@ fn template_error(what: &str) -> SendError {
     SendError::permanent(format!("the PagerDuty template {what}"))
 }
 
-/// Checks the rendered event and fits it to PagerDuty's limits (module docs).
-fn fit_event(v: &Value) -> Result<Value, SendError> {
+/// Checks the rendered event and fits it to PagerDuty's limits (module docs);
+/// `event_action: none` is [`Request::Nothing`] with the template's `reason`.
+fn fit_event(v: &Value) -> Result<Request, SendError> {
     let Value::Object(obj) = v else {
         return Err(template_error("must render a JSON object"));
     };
     let action = obj
         .get("event_action")
         .and_then(Value::as_str)
-        .filter(|a| ACTIONS.contains(a))
+        .filter(|a| ACTIONS.contains(a) || *a == NONE)
         .ok_or_else(|| {
-            template_error("must set \"event_action\" to trigger, acknowledge or resolve")
+            template_error(
+                "must set \"event_action\" to trigger, acknowledge or resolve \
+                 (or none, to send nothing)",
+            )
         })?;
+    if action == NONE {
+        let reason = obj
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map_or_else(|| NO_REASON.to_string(), |r| shorten(r, MAX_REASON));
+        return Ok(Request::Nothing(reason));
+    }
     let dedup_key = obj
         .get("dedup_key")
         .and_then(Value::as_str)
@@ -177,7 +249,7 @@ fn fit_event(v: &Value) -> Result<Value, SendError> {
         let key = dedup_key
             .ok_or_else(|| template_error(&format!("must set \"dedup_key\" to {action}")))?;
         out.insert("dedup_key".into(), key.into());
-        return Ok(Value::Object(out));
+        return Ok(Request::Json(Value::Object(out)));
     }
     if let Some(key) = dedup_key {
         out.insert("dedup_key".into(), key.into());
@@ -233,7 +305,7 @@ fn fit_event(v: &Value) -> Result<Value, SendError> {
             out.insert(k.clone(), v.clone());
         }
     }
-    Ok(Value::Object(out))
+    Ok(Request::Json(Value::Object(out)))
 }
 
 /// Judges PagerDuty's answer: any 2xx is success (it answers 202); otherwise the
@@ -268,10 +340,12 @@ impl Destination for PagerDuty {
     fn prepare(&self, msg: &Message) -> Result<Request, SendError> {
         match &msg.body {
             Body::Json(v) => {
-                let mut event = fit_event(v)?;
+                let mut req = fit_event(v)?;
                 // The summary is read on phones; bidi controls could reorder it.
-                super::strip_bidi_json(&mut event);
-                Ok(Request::Json(event))
+                if let Request::Json(event) = &mut req {
+                    super::strip_bidi_json(event);
+                }
+                Ok(req)
             }
             // Text cannot say whether to trigger or resolve, nor for which job; a
             // success sent as a trigger would page someone for a good backup.
@@ -296,6 +370,10 @@ impl Destination for PagerDuty {
     }
 
     async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
+        if let Request::Nothing(reason) = req {
+            log::info!("delivery {delivery_id}: nothing sent to PagerDuty: {reason}");
+            return Ok(Sent::nothing(reason));
+        }
         let Request::Json(Value::Object(event)) = req else {
             return Err(SendError::permanent("PagerDuty takes JSON objects only"));
         };
@@ -413,6 +491,86 @@ mod tests {
         assert_eq!(key, fit_dedup_key(&long_key));
         assert_ne!(key, fit_dedup_key(&format!("{long_key}x")));
         assert_eq!(fit_dedup_key("short"), "short");
+    }
+
+    /// `event_action: none` is no request: sending it asks nothing of PagerDuty
+    /// and ends with a note saying why (the template's reason, else a default).
+    #[tokio::test]
+    async fn event_action_none_sends_nothing_and_says_why() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(202))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let d = pd(format!("{}/v2/enqueue", server.uri()));
+        let req = d
+            .prepare(&json_msg(json!({
+                "event_action": "none", "reason": " status unknown ",
+                "payload": {"summary": "ignored"}})))
+            .unwrap();
+        assert_eq!(req, Request::Nothing("status unknown".into()));
+        let sent = d
+            .send(&req, crate::destinations::test_support::ID)
+            .await
+            .unwrap();
+        assert_eq!(
+            sent,
+            Sent {
+                status: None,
+                note: Some("not sent: status unknown".into())
+            }
+        );
+        let req = d
+            .prepare(&json_msg(json!({"event_action": "none"})))
+            .unwrap();
+        assert_eq!(
+            req,
+            Request::Nothing("the PagerDuty template set \"event_action\" to none".into())
+        );
+    }
+
+    /// The default template (SPEC §6): trigger for failure, partial and missing,
+    /// resolve for success and recovered, and nothing for unknown.
+    #[test]
+    fn the_default_template_pages_only_for_failure_partial_and_missing() {
+        let t = crate::templates::Templates::load(std::path::Path::new("/nonexistent")).unwrap();
+        let d = pd(DEFAULT_URL.into());
+        let mut seen = std::collections::BTreeSet::new();
+        for (what, ctx) in crate::templates::sample_contexts() {
+            let Some(status) = ctx["status"].as_str().map(str::to_string) else {
+                continue;
+            };
+            let body = t.render_body("default", "pagerduty", &ctx).unwrap();
+            let msg = Message {
+                body,
+                html: None,
+                subject: None,
+                channel: None,
+            };
+            let req = d.prepare(&msg).unwrap();
+            let action = match &req {
+                Request::Json(v) => v["event_action"].as_str().unwrap().to_string(),
+                Request::Nothing(reason) => {
+                    assert!(
+                        reason.starts_with("status unknown")
+                            && reason.contains("neither opens nor closes an incident"),
+                        "{what}: {reason}"
+                    );
+                    "nothing".into()
+                }
+                other => panic!("{what}: {other:?}"),
+            };
+            let want = match status.as_str() {
+                "failure" | "partial" | "missing" => "trigger",
+                "success" | "recovered" => "resolve",
+                "unknown" => "nothing",
+                s => panic!("{what}: status {s}"),
+            };
+            assert_eq!(action, want, "{what} ({status})");
+            seen.insert(status);
+        }
+        assert_eq!(seen.len(), 6, "every status has a sample: {seen:?}");
     }
 
     #[test]

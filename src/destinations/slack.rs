@@ -278,11 +278,12 @@ fn classify_api(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, Se
             let retry_after = headers
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(super::parse_retry_after);
+            let details = parsed.as_ref().map(api_details).unwrap_or_default();
             Err(SendError {
                 transient,
                 status: Some(status),
                 retry_after,
-                message: format!("Slack refused the message: {}", excerpt(error)),
+                message: format!("Slack refused the message: {}{details}", excerpt(error)),
             })
         }
         // Not Slack's API answering (a proxy page, say): try again later.
@@ -296,6 +297,61 @@ fn classify_api(status: u16, headers: &HeaderMap, body: &str) -> Result<Sent, Se
             ),
         }),
     }
+}
+
+/// How many of Slack's detail messages an error keeps.
+const MAX_DETAILS: usize = 3;
+
+/// What Slack says beyond the error code, as `: blocks.0.text: must be more than
+/// 0 characters` (empty when nothing): its `response_metadata.messages` (`[ERROR]
+/// … [json-pointer:/blocks/0/text]`, warnings left out), or the older top-level
+/// `errors`; at most [`MAX_DETAILS`] (`; ` between, then "and N more"), each
+/// shortened.
+fn api_details(answer: &Value) -> String {
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    let mut said = strings(answer.pointer("/response_metadata/messages"));
+    said.retain(|m| !m.starts_with("[WARN]"));
+    if said.is_empty() {
+        said = strings(answer.get("errors"));
+    }
+    let said: Vec<String> = said
+        .iter()
+        .map(|m| {
+            let m = m.strip_prefix("[ERROR]").unwrap_or(m).trim();
+            // "… [json-pointer:/blocks/0/text]" as "blocks.0.text: …".
+            match m
+                .strip_suffix(']')
+                .and_then(|m| m.rsplit_once("[json-pointer:"))
+            {
+                Some((text, pointer)) => {
+                    let at = pointer.trim_start_matches('/').replace('/', ".");
+                    format!(
+                        "{}: {}",
+                        if at.is_empty() { "body" } else { &at },
+                        text.trim()
+                    )
+                }
+                None => m.to_string(),
+            }
+        })
+        .filter(|m| !m.is_empty())
+        .collect();
+    if said.is_empty() {
+        return String::new();
+    }
+    let more = said.len().saturating_sub(MAX_DETAILS);
+    let mut shown: Vec<String> = said.iter().take(MAX_DETAILS).map(|m| excerpt(m)).collect();
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    format!(": {}", shown.join("; "))
 }
 
 #[async_trait]
@@ -592,6 +648,40 @@ mod tests {
         let server = server_answering(200, "<html>proxy</html>").await;
         let e = bot(server.uri()).send(&req, ID).await.unwrap_err();
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn a_refusal_keeps_what_slack_said_was_wrong() {
+        let e = |body: Value| {
+            classify_api(200, &HeaderMap::new(), &body.to_string())
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            e(json!({"ok": false, "error": "invalid_blocks", "response_metadata": {
+                "messages": ["[ERROR] must be more than 0 characters [json-pointer:/blocks/0/text/text]"]}})),
+            "Slack refused the message: invalid_blocks: blocks.0.text.text: must be more than 0 characters"
+        );
+        // Warnings are left out; the older `errors` list is read too.
+        assert_eq!(
+            e(json!({"ok": false, "error": "invalid_attachments",
+                "errors": ["missing required field: alt_text [json-pointer:/attachments/0/blocks/0]"],
+                "response_metadata": {"messages": ["[WARN] A Content-Type HTTP header was presented but did not declare a charset"]}})),
+            "Slack refused the message: invalid_attachments: attachments.0.blocks.0: missing required field: alt_text"
+        );
+        assert_eq!(
+            e(json!({"ok": false, "error": "channel_not_found"})),
+            "Slack refused the message: channel_not_found"
+        );
+        let many: Vec<String> = (0..5)
+            .map(|i| format!("[ERROR] unsupported type [json-pointer:/blocks/{i}/type]"))
+            .collect();
+        assert_eq!(
+            e(json!({"ok": false, "error": "invalid_blocks",
+                "response_metadata": {"messages": many}})),
+            "Slack refused the message: invalid_blocks: blocks.0.type: unsupported type; \
+             blocks.1.type: unsupported type; blocks.2.type: unsupported type; and 2 more"
+        );
     }
 
     #[tokio::test]

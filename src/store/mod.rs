@@ -564,7 +564,8 @@ pub trait Store: Send + Sync {
     /// Destinations that have pending deliveries.
     async fn pending_destinations(&self) -> Result<Vec<String>>;
     /// Marks every pending delivery of `destination` dead with `error` (a
-    /// destination that is no longer configured).
+    /// destination that is no longer configured, on a store no other process
+    /// shares: see [`is_shared`](Store::is_shared)).
     async fn bury(&self, destination: &str, error: &str) -> Result<usize>;
     /// Before sending delivery `lease` to `destination`, whose message belongs to
     /// `key` and does `action` there (see [`Ordered`]): decided under the key's
@@ -611,6 +612,18 @@ pub trait Store: Send + Sync {
     async fn add_deliveries(&self, event_id: &str, d: Vec<NewDelivery>) -> Result<usize>;
     /// Pending deliveries per destination.
     async fn queue_depth(&self) -> Result<Vec<(String, i64)>>;
+    /// Marks dead with `error` the pending deliveries of `destination` that nobody
+    /// is sending: not leased, their retry window (of `window`) over for `idle` or
+    /// more, and due, untaken, as long. For a destination this process's config
+    /// lacks on a store other processes share: a replica that has it ends its own
+    /// deliveries when their window is over; these are the ones no replica took.
+    async fn bury_unsent(
+        &self,
+        destination: &str,
+        window: Duration,
+        idle: Duration,
+        error: &str,
+    ) -> Result<usize>;
     /// Whether a webhook would be stored now: a real write, committed, to the
     /// database `storage.url` names (not just a read on a connection).
     async fn ready(&self) -> Result<()>;
@@ -677,6 +690,12 @@ pub trait Store: Send + Sync {
     /// Backends that gather webhooks into one commit say how busy that is.
     fn ingest_gauge(&self) -> Option<&IngestGauge> {
         None
+    }
+
+    /// Whether other processes (replicas) may share this store: then a
+    /// destination this process's config lacks may be in theirs.
+    fn is_shared(&self) -> bool {
+        false
     }
 
     // Read queries of the web page (`ui`); each backend's are in its `ui` module.

@@ -1693,6 +1693,28 @@ impl Store for PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    async fn bury_unsent(
+        &self,
+        destination: &str,
+        window: Duration,
+        idle: Duration,
+        error: &str,
+    ) -> Result<usize> {
+        let client = self.pool.get().await?;
+        // A leased row's `visible_at` is the end of its lease, still ahead: never
+        // one being sent.
+        let n = client
+            .execute(
+                "UPDATE deliveries SET state = 'dead', last_error = $2
+                 WHERE destination = $1 AND state = 'pending'
+                   AND window_start <= now() - ($3::float8 + $4::float8) * interval '1 second'
+                   AND visible_at <= now() - $4::float8 * interval '1 second'",
+                &[&destination, &error, &secs(window), &secs(idle)],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
     async fn list_events_with_delivery(
         &self,
         q: EventQuery,
@@ -1727,6 +1749,10 @@ impl Store for PgStore {
 
     fn ingest_gauge(&self) -> Option<&IngestGauge> {
         Some(&self.gauge)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn ready(&self) -> Result<()> {

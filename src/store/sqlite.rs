@@ -1081,6 +1081,39 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn bury_unsent(
+        &self,
+        destination: &str,
+        window: Duration,
+        idle: Duration,
+        error: &str,
+    ) -> Result<usize> {
+        let (destination, error) = (destination.to_string(), error.to_string());
+        let leases = self.leases.clone();
+        self.write(move |c| {
+            let now = now_ms();
+            let leased = {
+                let leases = leases.lock().map_err(|_| StoreError::Closed)?;
+                leased_json(&leases, now)
+            };
+            let due_before = now.saturating_sub(ms(idle));
+            Ok(c.prepare_cached(
+                "UPDATE deliveries SET state = 'dead', last_error = ?2
+                 WHERE destination = ?1 AND state = 'pending'
+                   AND window_start <= ?3 AND next_attempt_at <= ?4
+                   AND id NOT IN (SELECT value FROM json_each(?5))",
+            )?
+            .execute(params![
+                destination,
+                error,
+                due_before.saturating_sub(ms(window)),
+                due_before,
+                leased
+            ])?)
+        })
+        .await
+    }
+
     async fn list_events_with_delivery(
         &self,
         q: EventQuery,

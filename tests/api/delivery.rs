@@ -319,6 +319,38 @@ async fn slack_bot_posts_to_a_per_stack_channel_and_ok_false_is_a_failure() {
     );
 }
 
+/// Slack's `ok: false` for blocks it will not take says which block in
+/// `response_metadata.messages`; the recorded error keeps it.
+#[tokio::test]
+async fn a_slack_bot_refusal_keeps_which_block_slack_refused() {
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat.postMessage"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": false, "error": "invalid_blocks",
+            "response_metadata": {"messages": [
+                "[ERROR] must be more than 0 characters [json-pointer:/blocks/1/text/text]"]}})))
+        .mount(&api)
+        .await;
+    let app = spawn_app(&format!(
+        "{C66}admin: {{ token: {ADMIN} }}\ndestinations:\n  bot: {{ type: slack, token: xoxb-test, channel: \"#backups\", api_url: \"{}/api\" }}\nroutes:\n  - to: [bot]\n",
+        api.uri()
+    ))
+    .await;
+    let v = post_c66(&app, &fixture("cloud66/backup.verification.failed.json")).await;
+    app.wait_settled(Duration::from_secs(5)).await;
+    let e = event(&app, &v["event_id"]).await;
+    let d = &e["deliveries"][0];
+    assert_eq!(d["state"], "dead", "{e}");
+    assert_eq!(
+        d["last_error"],
+        "Slack refused the message: invalid_blocks: \
+         blocks.1.text.text: must be more than 0 characters",
+        "{e}"
+    );
+    assert_eq!(api.received_requests().await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn hostile_names_yield_valid_escaped_json_and_long_messages_are_shortened() {
     let slack = MockServer::start().await;

@@ -232,3 +232,78 @@ async fn check_names_bad_digest_and_group_settings_and_render_shows_a_digest() {
     let traffic = text.find("webhooks received").unwrap();
     assert!(missing < recovered && recovered < traffic, "{text}");
 }
+
+/// The PagerDuty digest is open while a backup is failing or missing, and only
+/// then: a backup that has not reported yet (state new), or no backup at all,
+/// resolves it; a failing one triggers it (error), a missing one too (critical).
+#[test]
+fn the_pagerduty_digest_triggers_only_while_a_backup_is_failing_or_missing() {
+    use hookrelay::watch::{Subject, SubjectState};
+    use std::str::FromStr;
+    let d = digest::Digest {
+        index: 0,
+        cron: Box::new(croner::Cron::from_str("0 8 * * *").unwrap()),
+        cron_text: "0 8 * * *".into(),
+        tz: chrono_tz::UTC,
+        to: vec!["pager".into()],
+        template: "digest".into(),
+        key: "k".into(),
+    };
+    let subject = |key: &str, state| Subject {
+        key: key.into(),
+        state,
+        failures: 0,
+        last_event_at: None,
+        last_success_at: None,
+        down_since: None,
+        next_deadline: None,
+        rule: None,
+        fields: Default::default(),
+    };
+    let t = hookrelay::templates::Templates::load(std::path::Path::new("/nonexistent")).unwrap();
+    let render = |subjects: &[Subject]| {
+        let ctx = digest::build_context(
+            &d,
+            subjects,
+            &Default::default(),
+            Default::default(),
+            0,
+            1_764_576_000_000,
+        );
+        let hookrelay::templates::Body::Json(v) =
+            t.render_body("digest", "pagerduty", &ctx).unwrap()
+        else {
+            panic!("a JSON body")
+        };
+        v
+    };
+    let ok = subject("sb/a/ok", SubjectState::Ok);
+    let new = subject("sb/b/pinned-not-yet-reported", SubjectState::New);
+    for (what, subjects) in [
+        (
+            "a new backup beside an ok one",
+            vec![ok.clone(), new.clone()],
+        ),
+        ("a new backup alone", vec![new.clone()]),
+        ("no backup at all", vec![]),
+        ("every backup ok", vec![ok.clone()]),
+    ] {
+        let v = render(&subjects);
+        assert_eq!(v["event_action"], "resolve", "{what}: {v}");
+        assert_eq!(v["dedup_key"], "hookrelay digest", "{what}");
+    }
+    let v = render(&[
+        ok.clone(),
+        new.clone(),
+        subject("sb/c/bad", SubjectState::Failing),
+    ]);
+    assert_eq!(v["event_action"], "trigger", "{v}");
+    assert_eq!(v["payload"]["severity"], "error", "{v}");
+    assert_eq!(
+        v["payload"]["custom_details"]["needs_attention"][0]["subject"],
+        "sb/c/bad"
+    );
+    let v = render(&[ok, subject("sb/d/late", SubjectState::Missing)]);
+    assert_eq!(v["event_action"], "trigger", "{v}");
+    assert_eq!(v["payload"]["severity"], "critical", "{v}");
+}

@@ -1,7 +1,8 @@
 //! Grouping (SPEC §10) from outside: a burst of failures is one Slack message
 //! listing them, `by` splits groups, `max` sends a full group at once, a group of
 //! one is an ordinary message, PagerDuty stays one alert per backup, and a group
-//! held when the real binary is killed with -9 goes out once after the restart.
+//! held when the real binary is killed with -9 goes out once after the restart;
+//! a reload that moves a grouped route keeps its open group with it.
 
 use std::time::Duration;
 
@@ -329,4 +330,69 @@ async fn synthetic_recoveries_group_like_any_event() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(events, ["backup.recovered", "backup.recovered"]);
+}
+
+/// A group is its route's, wherever the route stands: after a reload that puts a
+/// new route above a grouped one, the new route's events open their own group and
+/// go to its destinations, and the moved route's events still join its open group.
+#[tokio::test]
+async fn a_reload_that_puts_a_route_above_a_grouped_one_keeps_each_group_with_its_route() {
+    let ops = sink(200).await;
+    let dba = sink(200).await;
+    let app = spawn_app(&format!(
+        "sources:\n  sb: {{ kind: simplebackups, dedup_window: 0s }}\n  db: {{ kind: simplebackups, dedup_window: 0s }}\n\
+         admin: {{ token: {ADMIN} }}\nwatch: {{ recovered: false }}\n\
+         destinations:\n  ops: {{ type: webhook, url: \"{}/ops\" }}\n  dba: {{ type: webhook, url: \"{}/dba\" }}\n\
+         routes:\n  - match: {{ source: sb }}\n    to: [ops]\n    group: {{ wait: 5s }}\n",
+        ops.uri(),
+        dba.uri()
+    ))
+    .await;
+    let id = |v: Value| v["event_id"].as_str().unwrap().to_string();
+    let first = id(post(&app, failure(1, "web", "sb-first")).await);
+    // The operator adds a route for the DBA team above it and reloads.
+    let path = app._dir.path().join("relay.yaml");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace(
+        "routes:\n",
+        "routes:\n  - match: { source: db }\n    to: [dba]\n    group: { wait: 5s }\n",
+    );
+    std::fs::write(&path, cfg).unwrap();
+    app.shared.reload().expect("reloads");
+    let r = app
+        .post("/hooks/db", failure(2, "pg", "db-only"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let second = id(r.json().await.unwrap());
+    let third = id(post(&app, failure(3, "web", "sb-second")).await);
+
+    let ev = app.api(&format!("/api/events/{second}")).await;
+    assert_ne!(
+        ev["group"]["first_event"],
+        first.as_str(),
+        "joined the sb route's group: {ev}"
+    );
+    assert_eq!(ev["group"]["first_event"], second.as_str(), "{ev}");
+    let ev = app.api(&format!("/api/events/{third}")).await;
+    assert_eq!(
+        (ev["group"]["first_event"].as_str(), &ev["group"]["count"]),
+        (Some(first.as_str()), &json!(2)),
+        "the sb route's event joins its open group: {ev}"
+    );
+
+    settle(&app, &[first, second, third]).await;
+    let to_ops = received_json(&ops).await;
+    let to_dba = received_json(&dba).await;
+    assert_eq!(to_dba.len(), 1, "the DBA route's alert went to ops instead");
+    assert_eq!(to_ops.len(), 1, "{to_ops:#?}");
+    let backups = |v: &Value| -> Vec<String> {
+        match v["events"].as_array() {
+            Some(events) => events
+                .iter()
+                .map(|e| e["backup"].as_str().unwrap().to_string())
+                .collect(),
+            None => vec![v["backup"].as_str().unwrap().to_string()],
+        }
+    };
+    assert_eq!(backups(&to_ops[0]), ["sb-first", "sb-second"]);
+    assert_eq!(backups(&to_dba[0]), ["db-only"]);
 }

@@ -6,6 +6,7 @@ mod cli;
 mod delivery;
 mod destinations;
 mod digest;
+mod discord;
 mod email;
 mod google_chat;
 mod group;

@@ -304,6 +304,76 @@ async fn a_resolve_waits_while_the_trigger_of_its_backup_is_being_sent() {
     );
 }
 
+/// SPEC §6 pages for failure, partial and missing only: a Cloud66
+/// `managed_backup.started` (status unknown) reaches PagerDuty's route but
+/// PagerDuty hears nothing of it; its delivery ends at once, without a request,
+/// saying why. The failure after it still triggers.
+#[tokio::test]
+async fn an_unknown_status_sends_pagerduty_nothing_and_the_delivery_says_why() {
+    let pd = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/enqueue"))
+        .respond_with(accepted(
+            "c66/my-production-app/server-abc123/myapp_production",
+        ))
+        .mount(&pd)
+        .await;
+    let app = spawn_app_env(
+        &format!(
+            "sources:\n  c66: {{ kind: cloud66 }}\nadmin: {{ token: {ADMIN} }}\n\
+             destinations:\n  pager: {{ type: pagerduty, routing_key: \"${{PD_KEY}}\", url: \"{}/v2/enqueue\" }}\n\
+             routes:\n  - to: [pager]\n",
+            pd.uri()
+        ),
+        &[("PD_KEY", KEY)],
+    )
+    .await;
+    let failed = fixture("cloud66/managed_backup.fail.json");
+    let started = failed.replace("managed_backup.fail", "managed_backup.started");
+    let r: Value = app
+        .post("/hooks/c66", started, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["deliveries"], 1, "{r}");
+    let id = r["event_id"].as_str().unwrap().to_string();
+    app.wait_settled(Duration::from_secs(10)).await;
+    let ev = app.api(&format!("/api/events/{id}")).await;
+    assert_eq!(ev["event"]["status"], "unknown", "{ev}");
+    let d = &ev["deliveries"][0];
+    assert_eq!(d["destination"], "pager");
+    assert_eq!(d["state"], "delivered", "{ev}");
+    let note = "not sent: status unknown (event managed_backup.started) neither opens nor \
+                closes an incident: the default PagerDuty template triggers for failure, \
+                partial and missing and resolves for success and recovered";
+    assert_eq!(d["last_error"], note, "{ev}");
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{ev}");
+    assert_eq!(
+        attempts[0]["status"],
+        Value::Null,
+        "no request, no answer: {ev}"
+    );
+    assert_eq!(attempts[0]["error"], note);
+
+    let r = app.post("/hooks/c66", failed, &[]).await;
+    assert_eq!(r.status(), 202);
+    let got = wait_received(&pd, 1, Duration::from_secs(10)).await;
+    app.wait_settled(Duration::from_secs(10)).await;
+    let got_now = received_json(&pd).await;
+    assert_eq!(
+        got_now.len(),
+        1,
+        "only the failure reached PagerDuty: {got_now:?}"
+    );
+    assert_eq!(got[0]["event_action"], "trigger");
+    assert_eq!(
+        got[0]["dedup_key"],
+        "c66/my-production-app/server-abc123/myapp_production"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_event_is_dead_with_pagerdutys_own_words_and_no_key() {
     let pd = MockServer::start().await;
@@ -390,4 +460,96 @@ fn check_refuses_a_template_pagerduty_cannot_send() {
     assert!(!shown.contains("other.pagerduty"), "{shown}");
     assert!(shown.contains("2 errors"), "{shown}");
     assert!(!shown.contains(KEY), "{shown}");
+}
+
+/// `check` warns (exit 0) when the routes can page PagerDuty but never bring it
+/// the success or recovery that resolves the incident, as the README's grouping
+/// example once did; the example as the README shows it now is quiet.
+#[test]
+fn check_warns_when_no_route_can_resolve_what_pagerduty_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |routes: &str| {
+        std::fs::write(
+            dir.path().join("relay.yaml"),
+            format!(
+                "storage: {{ url: \"sqlite://data/h.db\" }}\nsources:\n  sb: {{ kind: simplebackups }}\n\
+                 destinations:\n  pager: {{ type: pagerduty, routing_key: \"{KEY}\" }}\n  \
+                 ops-slack: {{ type: console }}\nroutes:\n{routes}"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .current_dir(dir.path())
+            .args(["check", "-c", "relay.yaml"])
+            .env_remove("HOOKRELAY_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stdout.contains(KEY), "{stdout}");
+        stdout
+    };
+    let before = check(
+        "  - match: { status: [failure, missing] }\n    to: [ops-slack, pager]\n    \
+         group: { wait: 30s, by: [status], max: 50 }\n",
+    );
+    assert!(
+        before.starts_with(
+            "relay.yaml: ok, 1 warning\nwarnings (1):\n  routes[0].to[1]: sends failures to the \
+             PagerDuty destination \"pager\", but no route can send it a success or a recovery \
+             (status success or recovered), so PagerDuty never resolves the incidents it opens; \
+             add a route for them, e.g. - { match: { status: [success, recovered] }, to: [pager] }\n"
+        ),
+        "{before}"
+    );
+    let after = check(
+        "  - match: { status: [failure, missing] }\n    to: [ops-slack, pager]\n    \
+         group: { wait: 30s, by: [status], max: 50 }\n  \
+         - match: { status: [success, recovered] }\n    to: [pager]\n",
+    );
+    assert!(after.starts_with("relay.yaml: ok\n"), "{after}");
+    assert!(!after.contains("warning"), "{after}");
+}
+
+/// `render` (and `send`) say that PagerDuty is sent nothing for an event of
+/// status unknown, and why, instead of a request body.
+#[test]
+fn render_says_pagerduty_is_sent_nothing_for_an_unknown_status() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        format!(
+            "storage: {{ url: \"sqlite://data/h.db\" }}\nsources:\n  c66: {{ kind: cloud66 }}\n\
+             destinations:\n  pager: {{ type: pagerduty, routing_key: \"{KEY}\" }}\n\
+             routes:\n  - to: [pager]\n"
+        ),
+    )
+    .unwrap();
+    let started = fixture("cloud66/managed_backup.fail.json")
+        .replace("managed_backup.fail", "managed_backup.started");
+    std::fs::write(dir.path().join("started.json"), started).unwrap();
+    for cmd in ["render", "send"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .current_dir(dir.path())
+            .args([cmd, "-c", "relay.yaml", "--source", "c66", "started.json"])
+            .env_remove("HOOKRELAY_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {stdout}");
+        assert!(
+            stdout.ends_with(
+                "delivery to pager (pagerduty, template default):\n(nothing is sent: status \
+                 unknown (event managed_backup.started) neither opens nor closes an incident: \
+                 the default PagerDuty template triggers for failure, partial and missing and \
+                 resolves for success and recovered)\n"
+            ),
+            "{cmd}: {stdout}"
+        );
+    }
 }

@@ -499,6 +499,53 @@ async fn a_delivery_first_claimed_after_the_reload_that_removed_its_destination_
     assert_eq!(all["items"][0]["state"], "delivered");
 }
 
+/// SQLite is one process's: deliveries queued for a destination the config no
+/// longer has when it starts (removed while it was stopped) can be sent by nothing,
+/// so they end dead, saying why, instead of waiting forever.
+#[tokio::test]
+async fn on_sqlite_a_start_without_a_queued_destination_marks_its_deliveries_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = free_port(); // nothing listens: its delivery waits for a retry
+    write_config(
+        dir.path(),
+        &format!("  gone: {{ type: webhook, url: \"http://127.0.0.1:{refused}/in\" }}"),
+        "  - to: [gone]",
+    );
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let s = Serve::start(dir.path(), port).await;
+    let r = client
+        .post(s.url("/hooks/sb"))
+        .body(sb_event(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    s.kill9();
+    // Restarted with `gone` removed from the config.
+    let sink = MockServer::start().await;
+    write_config(
+        dir.path(),
+        &format!("  other: {{ type: webhook, url: \"{}/in\" }}", sink.uri()),
+        "  - to: [other]",
+    );
+    let s = Serve::start(dir.path(), port).await;
+    let dead = wait_for(Duration::from_secs(20), || async {
+        api(&client, &s, "/api/deliveries?state=dead").await["items"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let all = api(&client, &s, "/api/deliveries").await;
+    assert!(dead, "{all:#}");
+    assert_eq!(all["items"][0]["destination"], "gone");
+    assert_eq!(all["items"][0]["state"], "dead");
+    assert_eq!(
+        all["items"][0]["last_error"],
+        "destination \"gone\" is not configured"
+    );
+}
+
 /// `backup.missing` events in the admin API, oldest first.
 async fn missing_events(client: &reqwest::Client, s: &Serve) -> Vec<Value> {
     let v = api(client, s, "/api/events?limit=500").await;
