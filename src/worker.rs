@@ -16,7 +16,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::destinations::SendError;
 use crate::relay::Relay;
 use crate::startup::Shared;
-use crate::store::{Attempt, Claimed, Outcome};
+use crate::store::{Attempt, Claimed, Ordered, Outcome};
 
 /// The hard bound on one send beyond the destination's own timeout (DNS, a stuck
 /// TLS handshake): see `attempt`.
@@ -432,7 +432,8 @@ async fn attempt(
     // A row claimed ahead may have waited for its permit (a burst serializes
     // sends; a rate limit spaces them): if what is left of its lease could run out
     // mid-send, it is renewed first, so the row cannot be claimed and sent twice.
-    let left = lease.saturating_sub(c.claimed_at.elapsed());
+    let mut lease_from = c.claimed_at;
+    let left = lease.saturating_sub(lease_from.elapsed());
     if left < send_bound(timeout) + LEASE_MARGIN {
         if let Err(e) = shared.store.renew(c.lease(), lease).await {
             // Not sent: another process has it, or its lease runs out and it is
@@ -445,8 +446,9 @@ async fn attempt(
             );
             return;
         }
+        lease_from = Instant::now();
     }
-    let started = Instant::now();
+    let mut started = Instant::now();
     let delivery_id = crate::relay::delivery_id(&c.event_id, c.id);
     // One event to a webhook with the default body needs no template context,
     // nor the tree of its `raw`.
@@ -480,16 +482,33 @@ async fn attempt(
             }
         },
     };
+    let mut superseded = false;
     let result = match prepared {
         Ok((sender, req)) => {
-            // The destination bounds its own requests; this bounds everything else
-            // (DNS, a stuck TLS handshake) so a lease is never held forever.
-            match tokio::time::timeout(send_bound(timeout), sender.send(&req, &delivery_id)).await {
-                Ok(r) => r,
-                Err(_) => Err(SendError::transient(format!(
-                    "timed out after {}s",
-                    timeout.as_secs()
-                ))),
+            let key = sender.order_key(&req);
+            match take_turn(&shared, &c, key, lease, timeout, &mut lease_from).await {
+                Turn::Send { waited } => {
+                    if waited {
+                        started = Instant::now();
+                    }
+                    // The destination bounds its own requests; this bounds everything
+                    // else (DNS, a stuck TLS handshake) so a lease is never held forever.
+                    match tokio::time::timeout(send_bound(timeout), sender.send(&req, &delivery_id))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(SendError::transient(format!(
+                            "timed out after {}s",
+                            timeout.as_secs()
+                        ))),
+                    }
+                }
+                Turn::Superseded(reason) => {
+                    superseded = true;
+                    Ok(crate::destinations::Sent::nothing(&reason))
+                }
+                // Not sent now: its lease runs out and it is claimed again.
+                Turn::NotNow => return,
             }
         }
         Err(e) => Err(e),
@@ -543,6 +562,7 @@ async fn attempt(
         }
     };
     let label = match &outcome {
+        Outcome::Delivered if superseded => "superseded",
         Outcome::Delivered => "delivered",
         Outcome::Retry { .. } => "retry",
         Outcome::Dead => "dead",
@@ -550,6 +570,10 @@ async fn attempt(
     // Written only if the line is logged (not for every delivery).
     let status_text = StatusText(status);
     match (&outcome, &error) {
+        (Outcome::Delivered, Some(note)) if superseded => log::info!(
+            "delivery {} (event {}) to {}: {note}",
+            c.id, c.event_id, c.destination
+        ),
         (Outcome::Delivered, _) => log::info!(
             "delivery {} (event {}) to {}: delivered ({status_text}{} ms, attempt {attempt_no})",
             c.id, c.event_id, c.destination, elapsed.as_millis()
@@ -603,6 +627,99 @@ async fn attempt(
         // The loop may be asleep until the lease would have run out; its next
         // due time is now the retry time.
         shared.notify.notify_waiters();
+    }
+}
+
+/// Whether a delivery whose message belongs to an incident (see
+/// [`Destination::order_key`](crate::destinations::Destination::order_key)) is
+/// sent now.
+enum Turn {
+    /// Send it (after `waited` for another send of its key to end).
+    Send { waited: bool },
+    /// It is not sent: a later event of its key was delivered. The reason says
+    /// which.
+    Superseded(String),
+    /// Not now (the lease was lost, the store could not say, or the key stayed
+    /// busy): left for its lease to run out.
+    NotNow,
+}
+
+/// Sends of one incident key go in their events' order: this waits while another
+/// send of the key is in flight (on any process sharing the store), and says
+/// [`Turn::Superseded`] when an event received after this one has already been
+/// delivered for the key (a trigger retried after the resolve of a later success
+/// would reopen the incident). The lease is renewed while waiting; `lease_from`
+/// is when it last started.
+async fn take_turn(
+    shared: &Shared,
+    c: &Claimed,
+    key: Option<crate::destinations::OrderKey>,
+    lease: Duration,
+    timeout: Duration,
+    lease_from: &mut Instant,
+) -> Turn {
+    let Some(key) = key else {
+        return Turn::Send { waited: false };
+    };
+    // A send in flight ends within its lease; longer means the key keeps being
+    // taken by others: this one is claimed again later.
+    let give_up = Instant::now() + 2 * lease;
+    let mut waited = false;
+    loop {
+        let turn = shared
+            .store
+            .begin_ordered(c.lease(), &c.destination, &key.key, &key.action)
+            .await;
+        let wait = match turn {
+            Ok(Ordered::Send) => return Turn::Send { waited },
+            Ok(Ordered::Superseded { event_id, action }) => {
+                let what = if action.is_empty() {
+                    "message".to_string()
+                } else {
+                    action
+                };
+                return Turn::Superseded(format!(
+                    "superseded by the {what} of event {event_id}, received after this one \
+                     and already delivered for dedup_key {:?}",
+                    key.key
+                ));
+            }
+            Ok(Ordered::Wait(w)) => w,
+            Err(e) => {
+                log::warn!(
+                    "delivery {} (event {}) to {}: not sent now: {e}",
+                    c.id,
+                    c.event_id,
+                    c.destination
+                );
+                return Turn::NotNow;
+            }
+        };
+        if Instant::now() + wait > give_up {
+            log::warn!(
+                "delivery {} (event {}) to {}: not sent now: other deliveries of dedup_key \
+                 {:?} kept being sent; it is tried again when its lease runs out",
+                c.id,
+                c.event_id,
+                c.destination,
+                key.key
+            );
+            return Turn::NotNow;
+        }
+        waited = true;
+        tokio::time::sleep(wait.min(Duration::from_millis(250))).await;
+        if lease.saturating_sub(lease_from.elapsed()) < send_bound(timeout) + LEASE_MARGIN {
+            if let Err(e) = shared.store.renew(c.lease(), lease).await {
+                log::warn!(
+                    "delivery {} (event {}) to {}: not sent now: {e}",
+                    c.id,
+                    c.event_id,
+                    c.destination
+                );
+                return Turn::NotNow;
+            }
+            *lease_from = Instant::now();
+        }
     }
 }
 

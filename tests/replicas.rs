@@ -665,3 +665,95 @@ async fn while_the_database_is_away_webhooks_get_503_and_nothing_acknowledged_is
     drop(r);
     server.stop();
 }
+
+/// PagerDuty that refuses (503) every trigger until it has received a resolve,
+/// and takes everything after: a trigger sent after the resolve is accepted, as
+/// PagerDuty would, and reopens the incident.
+struct TriggerRefusedUntilResolved(Arc<AtomicBool>);
+
+impl wiremock::Respond for TriggerRefusedUntilResolved {
+    fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        if v["event_action"] == "resolve" {
+            self.0.store(true, Ordering::SeqCst);
+        } else if !self.0.load(Ordering::SeqCst) {
+            return wiremock::ResponseTemplate::new(503);
+        }
+        wiremock::ResponseTemplate::new(202).set_body_json(json!({"status": "success"}))
+    }
+}
+
+/// Review 13 #2 on PostgreSQL: a failure's trigger is refused and retried by one
+/// replica while another replica takes the success; PagerDuty gets the success's
+/// resolve and never a trigger after it (the retry would reopen the incident for
+/// a good backup): the trigger's delivery ends delivered, superseded.
+#[tokio::test]
+async fn pagerduty_never_gets_a_trigger_after_the_resolve_of_a_later_success_across_replicas() {
+    let db = pg::fresh_database().await;
+    let pd = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(TriggerRefusedUntilResolved(Arc::default()))
+        .mount(&pd)
+        .await;
+    let dest = format!(
+        "  hook: {{ type: pagerduty, routing_key: \"R0UTINGKEYR0UTINGKEYR0UTINGKEY12\", \
+         url: \"{}/v2/enqueue\" }}",
+        pd.uri()
+    );
+    let a = Replica::start(&db, &dest).await;
+    let b = Replica::start(&db, &dest).await;
+    let client = reqwest::Client::new();
+    let (status, failure) = a.post(&client, "bad-1").await;
+    assert_eq!(status, 202, "{failure}");
+    // Refused at least once: the trigger waits for its retry (every ~200 ms).
+    let refused = wait_for(Duration::from_secs(20), || async {
+        pd.received_requests().await.is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    assert!(refused);
+    let success = json!({
+        "id": "good-1", "status": "success", "type": "backup",
+        "backup": { "name": "nightly" }, "message": "done"
+    });
+    let r = client
+        .post(b.url("/hooks/sb"))
+        .json(&success)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    b.settled(&client, Duration::from_secs(60)).await;
+    let actions: Vec<String> = pd
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v["event_action"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let first_resolve = actions
+        .iter()
+        .position(|a| a == "resolve")
+        .unwrap_or_else(|| panic!("no resolve: {actions:?}"));
+    assert!(
+        actions[first_resolve..].iter().all(|a| a == "resolve"),
+        "a trigger after the resolve of a later success: {actions:?}"
+    );
+    let ev = a
+        .api(
+            &client,
+            &format!("/api/events/{}", failure["event_id"].as_str().unwrap()),
+        )
+        .await;
+    let d = &ev["deliveries"][0];
+    assert_eq!(d["state"], "delivered", "{ev}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not sent: superseded by the resolve of event "),
+        "{ev}"
+    );
+}

@@ -11,7 +11,7 @@ mod pg;
 use hookrelay::config::RateLimit;
 use hookrelay::event::Status;
 use hookrelay::store::{
-    self, Attempt, Ingested, NewDelivery, NewEvent, Outcome, State, Store, StoreError,
+    self, Attempt, Ingested, NewDelivery, NewEvent, Ordered, Outcome, State, Store, StoreError,
 };
 
 /// A fresh store of one backend, and what keeps it alive.
@@ -884,6 +884,124 @@ async fn the_digest_counts_webhooks_received_not_hookrelays_own_events(f: Fixtur
     assert_eq!(counts.dead, 0);
 }
 
+/// Ordered sends (a PagerDuty dedup_key): while one send of a key is in flight
+/// another waits; once an event's message is delivered for the key, the
+/// deliveries of older events of it are superseded (a trigger retried after the
+/// resolve of a later success is never sent); other keys and destinations are
+/// not held up; a holder whose lease ran out holds nothing.
+async fn a_key_s_older_event_is_superseded_once_a_later_one_is_delivered(f: Fixture) {
+    let s = f.store.as_ref();
+    let id = |i: Ingested| match i {
+        Ingested::Stored { event_id, .. } => event_id,
+        other => panic!("{other:?}"),
+    };
+    let failure = id(s
+        .ingest(new_event("1", &["pd"], Duration::ZERO))
+        .await
+        .unwrap());
+    let success = id(s
+        .ingest(new_event("2", &["pd"], Duration::ZERO))
+        .await
+        .unwrap());
+    let claimed = s.claim("pd", 10, LONG).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let of = |e: &str| claimed.iter().find(|c| c.event_id == e).unwrap().clone();
+    let (trigger, resolve) = (of(&failure), of(&success));
+
+    let begin = |c: &store::Claimed, action: &'static str| {
+        let lease = c.lease();
+        async move { s.begin_ordered(lease, "pd", "sb/job", action).await }
+    };
+    assert_eq!(begin(&trigger, "trigger").await.unwrap(), Ordered::Send);
+    // The trigger is being sent: the resolve waits for it, whatever its order.
+    assert!(matches!(
+        begin(&resolve, "resolve").await.unwrap(),
+        Ordered::Wait(w) if w > Duration::ZERO && w <= Duration::from_secs(1)
+    ));
+    // Another key, another destination: not held up.
+    assert_eq!(
+        s.begin_ordered(resolve.lease(), "pd", "sb/other", "resolve")
+            .await
+            .unwrap(),
+        Ordered::Send
+    );
+    let retry = Outcome::Retry {
+        after: Duration::ZERO,
+    };
+    assert!(s
+        .complete(trigger.lease(), attempt(503), retry)
+        .await
+        .unwrap());
+    // The trigger failed (to be retried): the resolve goes now, and is delivered.
+    assert_eq!(begin(&resolve, "resolve").await.unwrap(), Ordered::Send);
+    assert!(s
+        .complete(resolve.lease(), attempt(202), Outcome::Delivered)
+        .await
+        .unwrap());
+    // The trigger's retry comes after the resolve of a later event: not sent.
+    let again = claim_when_free(s, "pd").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event_id, failure);
+    assert_eq!(
+        begin(&again[0], "trigger").await.unwrap(),
+        Ordered::Superseded {
+            event_id: success.clone(),
+            action: "resolve".into()
+        }
+    );
+    // A newer event's send is not superseded by an older one's.
+    let later = id(s
+        .ingest(new_event("3", &["pd"], Duration::ZERO))
+        .await
+        .unwrap());
+    let c = claim_when_free(s, "pd").await;
+    let newest = c.iter().find(|c| c.event_id == later).unwrap();
+    assert_eq!(begin(newest, "trigger").await.unwrap(), Ordered::Send);
+    // A stale lease decides nothing.
+    assert!(matches!(
+        begin(&trigger, "trigger").await,
+        Err(StoreError::LeaseLost(_))
+    ));
+
+    // A holder whose lease runs out (its process died mid-send) holds nothing.
+    let a = id(s
+        .ingest(new_event("4", &["pd2"], Duration::ZERO))
+        .await
+        .unwrap());
+    let short = s
+        .claim("pd2", 10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(short[0].event_id, a);
+    assert_eq!(
+        s.begin_ordered(short[0].lease(), "pd2", "k", "trigger")
+            .await
+            .unwrap(),
+        Ordered::Send
+    );
+    let b = id(s
+        .ingest(new_event("5", &["pd2"], Duration::ZERO))
+        .await
+        .unwrap());
+    let next = s.claim("pd2", 10, LONG).await.unwrap();
+    let next = next.iter().find(|c| c.event_id == b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match s
+            .begin_ordered(next.lease(), "pd2", "k", "resolve")
+            .await
+            .unwrap()
+        {
+            Ordered::Send => break,
+            Ordered::Wait(w) => {
+                assert!(Instant::now() < deadline, "still held after the lease");
+                tokio::time::sleep(w).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -931,6 +1049,7 @@ contract!(
     a_group_left_open_under_an_older_key_form_still_goes_out,
     retention_keeps_a_held_group,
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
+    a_key_s_older_event_is_superseded_once_a_later_one_is_delivered,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.

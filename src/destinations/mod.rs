@@ -347,8 +347,24 @@ impl Sent {
     }
 }
 
+/// What a request does to an incident its destination keeps (PagerDuty's
+/// `dedup_key`): such requests are sent in their events' order, and one whose
+/// event is older than one already delivered for the key is not sent at all
+/// (see `Store::begin_ordered`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderKey {
+    pub key: String,
+    /// What the request does there (`trigger`, `resolve`), for the record.
+    pub action: String,
+}
+
 #[async_trait]
 pub trait Destination: Send + Sync {
+    /// The incident `req` belongs to, for a destination where an older message
+    /// sent after a newer one would undo it (a trigger after a resolve).
+    fn order_key(&self, _req: &Request) -> Option<OrderKey> {
+        None
+    }
     /// The exact request body for `msg`, shortened to the destination's limits.
     fn prepare(&self, msg: &Message) -> Result<Request, SendError>;
     /// [`prepare`](Self::prepare) of a message not needed afterwards (a

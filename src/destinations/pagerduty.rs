@@ -19,6 +19,13 @@
 //! `event_action` or (for a trigger) `summary`, `source` and `severity` is a
 //! template mistake: a permanent error that says which.
 //!
+//! Events of one `dedup_key` reach PagerDuty in the order hookrelay received
+//! them: a delivery is not sent while another of its key is being sent, and one
+//! whose event is older than one PagerDuty already got for the key is not sent at
+//! all (a trigger retried after the resolve of a later success would reopen the
+//! incident for a good backup): it ends delivered with the note "not sent:
+//! superseded by …" (see `order_key`, `Store::begin_ordered`).
+//!
 //! PagerDuty answers 202 when it took the event, 400 with a JSON `message` and
 //! `errors` list when it will never take it (permanent; both quoted in the error),
 //! 429 when a service gets too many events (retried), 5xx (retried).
@@ -347,6 +354,19 @@ impl Destination for PagerDuty {
                  whether to trigger or resolve",
             )),
         }
+    }
+
+    /// The `dedup_key`: a trigger retried after the resolve of a later success
+    /// would leave an incident open for a good backup (module docs).
+    fn order_key(&self, req: &Request) -> Option<super::OrderKey> {
+        let Request::Json(Value::Object(event)) = req else {
+            return None;
+        };
+        let text = |k: &str| event.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(super::OrderKey {
+            key: text("dedup_key")?,
+            action: text("event_action")?,
+        })
     }
 
     async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {

@@ -319,6 +319,24 @@ pub enum Outcome {
     Dead,
 }
 
+/// What [`Store::begin_ordered`] says about a send whose message belongs to an
+/// ordered key (a PagerDuty `dedup_key`): one destination must never get an
+/// older event's message after a newer event's of the same key (a trigger after
+/// the resolve of a later success would leave an incident open for a good backup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ordered {
+    /// Send it: no later event of the key has been delivered there, and no other
+    /// send of the key is in flight; this send holds the key until its attempt is
+    /// recorded (or its lease runs out).
+    Send,
+    /// Do not send it: `event_id`, received after this delivery's event (by the
+    /// store's order), has been delivered there as `action`.
+    Superseded { event_id: String, action: String },
+    /// Another delivery of the key is being sent now: ask again in (at most) this
+    /// long.
+    Wait(Duration),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -549,6 +567,20 @@ pub trait Store: Send + Sync {
     /// destination that is no longer configured, on a store no other process
     /// shares: see [`is_shared`](Store::is_shared)).
     async fn bury(&self, destination: &str, error: &str) -> Result<usize>;
+    /// Before sending delivery `lease` to `destination`, whose message belongs to
+    /// `key` and does `action` there (see [`Ordered`]): decided under the key's
+    /// lock against every process on the store. A delivery's place is its
+    /// event's received order (a group's: its newest event). On [`Ordered::Send`]
+    /// the delivery is recorded as this key's, so once it is delivered the
+    /// deliveries of older events of the key are superseded.
+    /// [`StoreError::LeaseLost`] if another claim has the delivery.
+    async fn begin_ordered(
+        &self,
+        lease: Lease,
+        destination: &str,
+        key: &str,
+        action: &str,
+    ) -> Result<Ordered>;
     /// Events newest first. `before` names an event: only older ones. One that
     /// retention deleted pages from where it was (its UUIDv7 id says when it was
     /// stored); [`StoreError::NotFound`] only for an id that cannot say (not a

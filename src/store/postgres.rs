@@ -179,6 +179,22 @@ ALTER TABLE deliveries ADD COLUMN group_id bigint;
 CREATE INDEX deliveries_pending ON deliveries (destination, visible_at, id) WHERE state = 'pending';
 DROP INDEX deliveries_due;
 "#,
+    r#"
+-- Ordered sends (a PagerDuty dedup_key, see Store::begin_ordered): written just
+-- before a delivery is sent, under the key's advisory lock, the key its message
+-- belongs to, its place (its event's seq; a group's newest event's), what it did
+-- (trigger, resolve), and the claim and attempt that are sending it: while its
+-- lease_token and attempts are still those and its lease runs, the send is in
+-- flight and no other send of the key starts. A delivered one supersedes the
+-- deliveries of older events of its key.
+ALTER TABLE deliveries ADD COLUMN order_key text;
+ALTER TABLE deliveries ADD COLUMN order_seq bigint;
+ALTER TABLE deliveries ADD COLUMN order_action text;
+ALTER TABLE deliveries ADD COLUMN order_token bigint;
+ALTER TABLE deliveries ADD COLUMN order_attempt integer;
+CREATE INDEX deliveries_order ON deliveries (destination, order_key, order_seq)
+    WHERE order_key IS NOT NULL;
+"#,
 ];
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -1472,6 +1488,79 @@ impl Store for PgStore {
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn begin_ordered(
+        &self,
+        lease: Lease,
+        destination: &str,
+        key: &str,
+        action: &str,
+    ) -> Result<Ordered> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Every replica decides a key's sends under its lock, one at a time.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('order:' || $1 || E'\\n' || $2, 0))",
+            &[&destination, &key],
+        )
+        .await?;
+        let seq: i64 = match tx
+            .query_opt(
+                &format!(
+                    "SELECT COALESCE(
+                         (SELECT MAX(e.seq) FROM group_events g JOIN events e ON e.id = g.event_id
+                          WHERE g.group_id = d.group_id),
+                         (SELECT e.seq FROM events e WHERE e.id = d.event_id))
+                     FROM deliveries d
+                     WHERE d.id = $1 AND d.lease_token = $2 AND d.{UNFINISHED}"
+                ),
+                &[&lease.id, &lease.token],
+            )
+            .await?
+        {
+            Some(r) => r.get(0),
+            None => return Err(StoreError::LeaseLost(lease.id)),
+        };
+        let later = tx
+            .query_opt(
+                "SELECT event_id, order_action FROM deliveries
+                 WHERE destination = $1 AND order_key = $2 AND state = 'delivered'
+                   AND order_seq > $3
+                 ORDER BY order_seq DESC LIMIT 1",
+                &[&destination, &key, &seq],
+            )
+            .await?;
+        if let Some(r) = later {
+            return Ok(Ordered::Superseded {
+                event_id: r.get(0),
+                action: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            });
+        }
+        // In flight: begun under this claim and attempt, its lease running.
+        let busy = tx
+            .query_opt(
+                "SELECT (extract(epoch FROM visible_at - now()) * 1000)::int8 FROM deliveries
+                 WHERE destination = $1 AND order_key = $2 AND id <> $3 AND state = 'pending'
+                   AND visible_at > now() AND lease_token = order_token
+                   AND attempts = order_attempt
+                 LIMIT 1",
+                &[&destination, &key, &lease.id],
+            )
+            .await?;
+        if let Some(r) = busy {
+            let ms = r.get::<_, i64>(0).clamp(1, 1000);
+            return Ok(Ordered::Wait(millis(ms)));
+        }
+        tx.execute(
+            "UPDATE deliveries SET order_key = $2, order_seq = $3, order_action = $4,
+                 order_token = lease_token, order_attempt = attempts
+             WHERE id = $1",
+            &[&lease.id, &key, &seq, &action],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ordered::Send)
     }
 
     async fn bury(&self, destination: &str, error: &str) -> Result<usize> {

@@ -74,6 +74,11 @@ impl From<rusqlite::Error> for StoreError {
 /// keeps the delivery from being claimed.
 type Leases = Arc<Mutex<HashMap<i64, (i64, i64)>>>;
 
+/// The send that holds each ordered key (destination, key): see
+/// [`Store::begin_ordered`]. It holds it while its lease is in `Leases` with its
+/// token (until its attempt is recorded, or its lease runs out).
+type Holds = Arc<Mutex<HashMap<(String, String), Lease>>>;
+
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn Job>>,
     reader: Arc<Mutex<Connection>>,
@@ -81,6 +86,7 @@ pub struct SqliteStore {
     point: Arc<Mutex<Connection>>,
     subjects: Arc<subjects::SubjectCache>,
     leases: Leases,
+    holds: Holds,
     next_token: AtomicI64,
     limits: Limits,
     gauge: IngestGauge,
@@ -162,6 +168,7 @@ impl SqliteStore {
             point,
             subjects,
             leases: Arc::default(),
+            holds: Arc::default(),
             next_token: AtomicI64::new(1),
             limits: Limits::default(),
             gauge: IngestGauge::default(),
@@ -852,6 +859,82 @@ impl Store for SqliteStore {
                 s.next_deadline = rule.as_ref().map(|r| r.deadline_after(base));
             }
             write_subject(c, &s)
+        })
+        .await
+    }
+
+    async fn begin_ordered(
+        &self,
+        lease: Lease,
+        destination: &str,
+        key: &str,
+        action: &str,
+    ) -> Result<Ordered> {
+        let (leases, holds) = (self.leases.clone(), self.holds.clone());
+        let hold = (destination.to_string(), key.to_string());
+        let action = action.to_string();
+        // On the writer thread: one decision at a time, and it sees every
+        // attempt recorded before it (committed or in the same batch).
+        self.write(move |c| {
+            let now = now_ms();
+            let held = |leases: &HashMap<i64, (i64, i64)>, l: &Lease| {
+                leases
+                    .get(&l.id)
+                    .filter(|(until, token)| *token == l.token && *until > now)
+                    .map(|(until, _)| *until)
+            };
+            let mine = {
+                let leases = leases.lock().map_err(|_| StoreError::Closed)?;
+                held(&leases, &lease)
+            };
+            if mine.is_none() {
+                return Err(StoreError::LeaseLost(lease.id));
+            }
+            let seq: i64 = c
+                .prepare_cached(
+                    "SELECT COALESCE(
+                         (SELECT MAX(e.seq) FROM group_events g JOIN events e ON e.id = g.event_id
+                          WHERE g.group_id = d.group_id),
+                         (SELECT e.seq FROM events e WHERE e.id = d.event_id))
+                     FROM deliveries d WHERE d.id = ?1",
+                )?
+                .query_row(params![lease.id], |r| r.get(0))?;
+            let later = c
+                .prepare_cached(
+                    "SELECT event_id, order_action FROM deliveries
+                     WHERE destination = ?1 AND order_key = ?2 AND state = 'delivered'
+                       AND order_seq > ?3
+                     ORDER BY order_seq DESC LIMIT 1",
+                )?
+                .query_row(params![hold.0, hold.1, seq], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .optional()?;
+            if let Some((event_id, action)) = later {
+                return Ok(Ordered::Superseded {
+                    event_id,
+                    action: action.unwrap_or_default(),
+                });
+            }
+            {
+                let leases = leases.lock().map_err(|_| StoreError::Closed)?;
+                let mut holds = holds.lock().map_err(|_| StoreError::Closed)?;
+                let other = holds
+                    .get(&hold)
+                    .filter(|h| h.id != lease.id)
+                    .and_then(|h| held(&leases, h));
+                if let Some(until) = other {
+                    let ms = (until.saturating_sub(now)).clamp(1, 1000);
+                    return Ok(Ordered::Wait(Duration::from_millis(ms as u64)));
+                }
+                holds.insert(hold.clone(), lease);
+            }
+            c.prepare_cached(
+                "UPDATE deliveries SET order_key = ?2, order_seq = ?3, order_action = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![lease.id, hold.1, seq, action])?;
+            Ok(Ordered::Send)
         })
         .await
     }

@@ -91,6 +91,219 @@ async fn a_failure_triggers_and_the_next_success_resolves_the_same_incident() {
     assert!(!all.to_string().contains(KEY), "routing key leaked: {all}");
 }
 
+/// An app sending to PagerDuty at `server`, retrying after 3 s.
+async fn app_retrying(server: &MockServer) -> TestApp {
+    spawn_app_env(
+        &format!(
+            "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\n\
+             delivery: {{ retry_schedule: [3s], max_age: 1h }}\n\
+             destinations:\n  pager: {{ type: pagerduty, routing_key: \"${{PD_KEY}}\", url: \"{}/v2/enqueue\" }}\n\
+             routes:\n  - to: [pager]\n",
+            server.uri()
+        ),
+        &[("PD_KEY", KEY)],
+    )
+    .await
+}
+
+/// The `event_action` of every request PagerDuty received, in order.
+async fn actions(pd: &MockServer) -> Vec<String> {
+    received_json(pd)
+        .await
+        .iter()
+        .map(|v| v["event_action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The delivery of event `id`, as the admin API shows it.
+async fn delivery_of(app: &TestApp, id: &str) -> Value {
+    app.api(&format!("/api/events/{id}")).await["deliveries"][0].clone()
+}
+
+/// Review 13 #2: a trigger PagerDuty answered 503 waits for its retry; the
+/// success (and its backup.recovered) that came meanwhile resolve the incident.
+/// The retried trigger is not sent after them (it would reopen the incident for
+/// a good backup): its delivery ends delivered, saying which resolve superseded it.
+#[tokio::test]
+async fn a_trigger_retried_after_the_resolve_of_a_later_success_is_not_sent() {
+    let pd = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&pd)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(accepted("sb/Acme Server/Acme Project"))
+        .mount(&pd)
+        .await;
+    let app = app_retrying(&pd).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let failure: Value = r.json().await.unwrap();
+    wait_received(&pd, 1, Duration::from_secs(10)).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/success.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    app.wait_settled(Duration::from_secs(20)).await;
+    let actions = actions(&pd).await;
+    assert_eq!(
+        actions,
+        ["trigger", "resolve", "resolve"],
+        "the 503'd trigger, then the resolves of the success and of its \
+         backup.recovered; no trigger after them"
+    );
+
+    let d = delivery_of(&app, failure["event_id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "delivered", "{d}");
+    let note = d["last_error"].as_str().unwrap();
+    assert!(
+        note.starts_with("not sent: superseded by the resolve of event "),
+        "{d}"
+    );
+    assert!(note.contains("\"sb/Acme Server/Acme Project\""), "{d}");
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{d}");
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts[1]["status"], Value::Null);
+    assert_eq!(attempts[1]["error"].as_str(), Some(note));
+    // The event it names is one received after the failure, resolved.
+    let later = note
+        .trim_start_matches("not sent: superseded by the resolve of event ")
+        .split(',')
+        .next()
+        .unwrap();
+    assert_ne!(later, failure["event_id"]);
+    let ev = app.api(&format!("/api/events/{later}")).await;
+    assert!(
+        ["success", "recovered"].contains(&ev["event"]["status"].as_str().unwrap()),
+        "{ev}"
+    );
+    assert_eq!(ev["deliveries"][0]["state"], "delivered");
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics
+            .contains(r#"hookrelay_deliveries_total{destination="pager",outcome="superseded"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// The reverse: a resolve retried after the trigger of a later failure would
+/// close the new incident; it is not sent either.
+#[tokio::test]
+async fn a_resolve_retried_after_the_trigger_of_a_later_failure_is_not_sent() {
+    let pd = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&pd)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(accepted("sb/Acme Server/Acme Project"))
+        .mount(&pd)
+        .await;
+    let app = app_retrying(&pd).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/success.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let success: Value = r.json().await.unwrap();
+    wait_received(&pd, 1, Duration::from_secs(10)).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let failure: Value = r.json().await.unwrap();
+    app.wait_settled(Duration::from_secs(20)).await;
+    assert_eq!(
+        actions(&pd).await,
+        ["resolve", "trigger"],
+        "the incident the failure opened stays open"
+    );
+    let d = delivery_of(&app, success["event_id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "delivered", "{d}");
+    assert_eq!(
+        d["last_error"].as_str().unwrap(),
+        format!(
+            "not sent: superseded by the trigger of event {}, received after this one and \
+             already delivered for dedup_key \"sb/Acme Server/Acme Project\"",
+            failure["event_id"].as_str().unwrap()
+        ),
+        "{d}"
+    );
+}
+
+/// PagerDuty that takes every event, answering the first one `slow` late, and
+/// notes when each arrived.
+struct SlowFirst {
+    slow: Duration,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>,
+}
+
+impl wiremock::Respond for SlowFirst {
+    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+        let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut got = self.got.lock().unwrap();
+        got.push((
+            v["event_action"].as_str().unwrap_or("").to_string(),
+            std::time::Instant::now(),
+        ));
+        let answer = accepted("sb/Acme Server/Acme Project");
+        if got.len() == 1 {
+            answer.set_delay(self.slow)
+        } else {
+            answer
+        }
+    }
+}
+
+/// Two events of one backup are never sent to PagerDuty at the same moment: the
+/// success's resolve waits until the failure's trigger, still being sent, has
+/// its answer (sent side by side, the resolve could arrive first).
+#[tokio::test]
+async fn a_resolve_waits_while_the_trigger_of_its_backup_is_being_sent() {
+    let pd = MockServer::start().await;
+    let slow = Duration::from_millis(1500);
+    let got = std::sync::Arc::default();
+    Mock::given(method("POST"))
+        .respond_with(SlowFirst {
+            slow,
+            got: std::sync::Arc::clone(&got),
+        })
+        .mount(&pd)
+        .await;
+    let app = app_for(&pd).await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    wait_received(&pd, 1, Duration::from_secs(10)).await;
+    // The trigger is being answered (slowly) now.
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/success.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let all = app.wait_settled(Duration::from_secs(20)).await;
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["state"] == "delivered" && d["last_error"].is_null()),
+        "{all}"
+    );
+    let got = got.lock().unwrap().clone();
+    let actions: Vec<&str> = got.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["trigger", "resolve", "resolve"]);
+    let after = got[1].1 - got[0].1;
+    assert!(
+        after >= slow,
+        "the resolve arrived {after:?} after the trigger, before its answer ({slow:?})"
+    );
+}
+
 /// SPEC §6 pages for failure, partial and missing only: a Cloud66
 /// `managed_backup.started` (status unknown) reaches PagerDuty's route but
 /// PagerDuty hears nothing of it; its delivery ends at once, without a request,

@@ -108,6 +108,17 @@ ALTER TABLE events ADD COLUMN deduplicated INTEGER NOT NULL DEFAULT 1;
 DROP INDEX IF EXISTS events_dedup;
 CREATE INDEX events_dedup ON events (source, dedup_key, received_at) WHERE deduplicated = 1;
 "#,
+    r#"
+-- Ordered sends (a PagerDuty dedup_key, see Store::begin_ordered): written just
+-- before a delivery is sent, the key its message belongs to, its place (its
+-- event's seq; a group's newest event's) and what it did (trigger, resolve). A
+-- delivered one supersedes the deliveries of older events of its key.
+ALTER TABLE deliveries ADD COLUMN order_key TEXT;
+ALTER TABLE deliveries ADD COLUMN order_seq INTEGER;
+ALTER TABLE deliveries ADD COLUMN order_action TEXT;
+CREATE INDEX deliveries_order ON deliveries (destination, order_key, order_seq)
+    WHERE order_key IS NOT NULL;
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
