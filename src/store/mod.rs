@@ -144,9 +144,44 @@ pub struct WatchUpdate {
     /// `next_deadline` is still exactly this (else another claim fired it, and
     /// the ingest answers [`Ingested::Skipped`]).
     pub claim: Option<i64>,
-    /// The `backup.recovered` to store too if, in the transaction, this event
-    /// ends a bad run.
-    pub recovered: Option<Box<NewEvent>>,
+    /// A success's `backup.recovered`, built and stored too if, in the
+    /// transaction, this event ends a bad run.
+    pub recovered: Option<Recovery>,
+}
+
+/// Builds a success's `backup.recovered` from the bad run it ended, as the
+/// store's transaction finds it: the subject read before the event was routed
+/// may be older than that (another replica's failure not heard of yet, another
+/// webhook of the subject stored meanwhile), and it decides nothing.
+#[derive(Clone)]
+pub struct Recovery(Arc<RecoveryFn>);
+
+/// (failures, down since, the previous success) -> the event to store.
+type RecoveryFn = dyn Fn(u32, Option<i64>, Option<i64>) -> Result<NewEvent> + Send + Sync;
+
+impl Recovery {
+    pub fn new(
+        build: impl Fn(u32, Option<i64>, Option<i64>) -> Result<NewEvent> + Send + Sync + 'static,
+    ) -> Recovery {
+        Recovery(Arc::new(build))
+    }
+
+    /// The `backup.recovered` to store with the event, if applying it (in the
+    /// transaction) ended a bad run.
+    pub fn after(&self, applied: &crate::watch::Applied) -> Result<Option<NewEvent>> {
+        match applied.recovered {
+            Some((failures, down_since)) => {
+                (self.0)(failures, down_since, applied.last_success_at).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recovery")
+    }
 }
 
 impl NewEvent {

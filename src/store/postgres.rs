@@ -25,7 +25,10 @@
 //!   `LISTEN` connection is up: a subject write is announced (`NOTIFY`, with the
 //!   writing replica's id) in its transaction, the other replicas forget the
 //!   subject when they hear of it, and the writer keeps what it committed. So that
-//!   read is no round trip while a subject's webhooks come to one replica.
+//!   read is no round trip while a subject's webhooks come to one replica. That
+//!   read only gives the event its fields: the event is applied to the subject
+//!   again, and whether it ends a bad run (its `backup.recovered`) decided, under
+//!   the subject's lock in the event's transaction.
 //! - The schema is migrated under an advisory lock: replicas starting at the same
 //!   moment migrate once.
 
@@ -682,6 +685,8 @@ async fn write_batch(
     keys: &[&str],
     replica: &str,
 ) -> Result<(Vec<Result<Ingested>>, Vec<Subject>)> {
+    // The `backup.recovered` events decided under the subjects' locks.
+    let mut recovered: Vec<NewEvent> = Vec::new();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (r, mut joins) = store_batch(&tx, events).await?;
@@ -691,7 +696,6 @@ async fn write_batch(
         // own (a group's), so two batches never wait for each other in a cycle.
         let (mut subjects, now) = lock_subjects(&tx, keys).await?;
         let mut changed: Vec<&str> = Vec::new();
-        let mut recovered: Vec<&NewEvent> = Vec::new();
         for (e, stored) in events.iter().zip(&r) {
             let (Some(w), Ok(Ingested::Stored { .. })) = (&e.watch, stored) else {
                 continue;
@@ -706,8 +710,9 @@ async fn write_batch(
                 w.rule.as_deref(),
                 false,
             );
-            if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
-                recovered.push(r.as_ref());
+            // Decided here, on the subject as the transaction found it.
+            if let Some(r) = &w.recovered {
+                recovered.extend(r.after(&applied)?);
             }
             subjects.insert(w.key.clone(), applied.subject);
             if !changed.contains(&w.key.as_str()) {
@@ -722,6 +727,7 @@ async fn write_batch(
         .await?;
         written = changed.iter().filter_map(|k| subjects.remove(*k)).collect();
         if !recovered.is_empty() {
+            let recovered: Vec<&NewEvent> = recovered.iter().collect();
             let (_, more) = store_batch(&tx, &recovered).await?;
             joins.extend(more);
         }
@@ -1055,6 +1061,7 @@ async fn ingest_watched(
     w: &WatchUpdate,
     replica: &str,
 ) -> Result<Ingested> {
+    let mut recovered: Option<NewEvent> = None;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (prev, now) = lock_subject(&tx, &w.key).await?;
@@ -1075,8 +1082,11 @@ async fn ingest_watched(
             w.claim.is_some(),
         );
         write_subject(&tx, &applied.subject, replica).await?;
-        if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
-            joins.extend(store_batch(&tx, &[r.as_ref()]).await?.1);
+        if let Some(r) = &w.recovered {
+            recovered = r.after(&applied)?;
+        }
+        if let Some(r) = &recovered {
+            joins.extend(store_batch(&tx, &[r]).await?.1);
         }
     }
     join_groups(&tx, joins).await?;
