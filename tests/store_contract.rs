@@ -69,6 +69,7 @@ fn new_event(key: &str, destinations: &[&str], window: Duration) -> NewEvent {
             .collect(),
         watch: None,
         groups: Vec::new(),
+        digest_run: None,
     }
 }
 
@@ -793,6 +794,28 @@ async fn the_digest_counts_webhooks_received_not_hookrelays_own_events(f: Fixtur
     assert_eq!(counts.dead, 0);
 }
 
+/// A digest records its schedule's last run in its own transaction; the later
+/// run is kept, and retention deleting the digests leaves it.
+async fn a_digest_run_is_recorded_with_its_digest_and_outlives_retention(f: Fixture) {
+    let s = f.store.as_ref();
+    assert_eq!(s.last_digest("daily").await.unwrap(), None);
+    for at in [2_000, 1_000] {
+        let mut e = new_event(&format!("digest:daily:{at}"), &["d"], Duration::ZERO);
+        e.digest_run = Some(("daily".into(), at));
+        stored_id(s, e).await;
+    }
+    stored_id(s, new_event("id:1", &["d"], Duration::ZERO)).await;
+    assert_eq!(s.last_digest("daily").await.unwrap(), Some(2_000));
+    assert_eq!(s.last_digest("weekly").await.unwrap(), None);
+    for c in claim_when_free(s, "d").await {
+        s.complete(c.lease(), attempt(200), Outcome::Delivered)
+            .await
+            .unwrap();
+    }
+    assert!(s.purge(Duration::ZERO, 100).await.unwrap() >= 2);
+    assert_eq!(s.last_digest("daily").await.unwrap(), Some(2_000));
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -838,6 +861,7 @@ contract!(
     held_events_go_out_once_as_one_group,
     retention_keeps_a_held_group,
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
+    a_digest_run_is_recorded_with_its_digest_and_outlives_retention,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.

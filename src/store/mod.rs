@@ -101,6 +101,9 @@ pub struct NewEvent {
     /// Groups the event joins in the same transaction, instead of deliveries of
     /// its own to those destinations (SPEC §10, see `group`).
     pub groups: Vec<GroupJoin>,
+    /// A digest: (its schedule's key, its scheduled time), recorded in the same
+    /// transaction as that schedule's last run (see [`Store::last_digest`]).
+    pub digest_run: Option<(String, i64)>,
 }
 
 /// An event joining a route's group: the open group of `key`, or a new one due
@@ -212,6 +215,7 @@ impl NewEvent {
             deliveries,
             watch: None,
             groups: Vec::new(),
+            digest_run: None,
         })
     }
 }
@@ -666,6 +670,11 @@ pub trait Store: Send + Sync {
     async fn group_events(&self, id: i64) -> Result<Vec<Event>>;
     /// The group event `event_id` joined, if any (the last one, if several).
     async fn group_of(&self, event_id: &str) -> Result<Option<crate::group::GroupView>>;
+
+    /// The scheduled time of the last digest stored for schedule `key` (the
+    /// newest one recorded by [`NewEvent::digest_run`]), kept whatever retention
+    /// deletes; `None` if none was recorded.
+    async fn last_digest(&self, key: &str) -> Result<Option<i64>>;
 
     /// The store's clock (unix ms): what decides a digest's time, so replicas
     /// with skewed clocks agree.

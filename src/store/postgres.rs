@@ -182,6 +182,14 @@ ALTER TABLE deliveries ADD COLUMN group_id bigint;
 CREATE INDEX deliveries_pending ON deliveries (destination, visible_at, id) WHERE state = 'pending';
 DROP INDEX deliveries_due;
 "#,
+    r#"
+-- Each digest schedule's last run (its scheduled time, unix ms), written with the
+-- digest: where the next one counts from, whatever retention has deleted.
+CREATE TABLE digest_runs (
+    key          text PRIMARY KEY,
+    scheduled_at bigint NOT NULL
+);
+"#,
 ];
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -732,9 +740,30 @@ async fn write_batch(
             joins.extend(more);
         }
     }
+    for (e, stored) in events.iter().zip(&r) {
+        if let (Some((key, at)), Ok(Ingested::Stored { .. })) = (&e.digest_run, stored) {
+            record_digest_run(&tx, key, *at).await?;
+        }
+    }
     join_groups(&tx, joins).await?;
     tx.commit().await?;
     Ok((r, written))
+}
+
+/// Records `at` as the last run of digest schedule `key` (a later one kept).
+async fn record_digest_run(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+    at: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO digest_runs (key, scheduled_at) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE
+         SET scheduled_at = GREATEST(digest_runs.scheduled_at, EXCLUDED.scheduled_at)",
+        &[&key, &at],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Group joins [`store_batch`] leaves to its caller: (event id, join).
@@ -1644,6 +1673,17 @@ impl Store for PgStore {
 
     async fn clock_ms(&self) -> Result<i64> {
         self.pg_clock_ms().await
+    }
+
+    async fn last_digest(&self, key: &str) -> Result<Option<i64>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT scheduled_at FROM digest_runs WHERE key = $1",
+                &[&key],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     fn ingest_gauge(&self) -> Option<&IngestGauge> {

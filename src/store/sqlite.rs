@@ -284,6 +284,14 @@ fn ingest_tx_recovering(conn: &Connection, e: &NewEvent) -> Result<(Ingested, bo
     for g in &e.groups {
         group::join(conn, &id, g, now)?;
     }
+    if let Some((key, at)) = &e.digest_run {
+        conn.prepare_cached(
+            "INSERT INTO digest_runs (key, scheduled_at) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE
+             SET scheduled_at = MAX(digest_runs.scheduled_at, excluded.scheduled_at)",
+        )?
+        .execute(params![key, at])?;
+    }
     let mut woke = false;
     if let (Some(w), Some(prev)) = (&e.watch, subject) {
         let applied = crate::watch::apply(
@@ -1039,6 +1047,7 @@ impl Store for SqliteStore {
                 }],
                 watch: None,
                 groups: Vec::new(),
+                digest_run: None,
             };
             let stored = ingest_tx(c, &probe);
             exec(c, "ROLLBACK TO probe")?;
@@ -1110,6 +1119,18 @@ impl Store for SqliteStore {
 
     async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts> {
         self.sqlite_digest_counts(since_ms).await
+    }
+
+    async fn last_digest(&self, key: &str) -> Result<Option<i64>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT scheduled_at FROM digest_runs WHERE key = ?1")?
+                    .query_row(params![key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
     }
 
     fn ingest_gauge(&self) -> Option<&IngestGauge> {

@@ -108,6 +108,14 @@ ALTER TABLE events ADD COLUMN deduplicated INTEGER NOT NULL DEFAULT 1;
 DROP INDEX IF EXISTS events_dedup;
 CREATE INDEX events_dedup ON events (source, dedup_key, received_at) WHERE deduplicated = 1;
 "#,
+    r#"
+-- Each digest schedule's last run (its scheduled time, unix ms), written with the
+-- digest: where the next one counts from, whatever retention has deleted.
+CREATE TABLE digest_runs (
+    key          TEXT PRIMARY KEY,
+    scheduled_at INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
