@@ -6,9 +6,11 @@
 //! its schedule and the scheduled time, so a second process (a replica, or this
 //! one after a restart) storing the same digest gets a duplicate and queues
 //! nothing; once stored, its deliveries are ordinary deliveries (retried, kept
-//! across restarts). Where the last digest was is read back from the store, so a
+//! across restarts). Each schedule's last run is recorded in the store in the
+//! digest's transaction (a row of its own, which retention never deletes), so a
 //! scheduled time that passed while hookrelay was stopped is sent once after it
-//! starts (only the latest one, if several passed). A schedule never sent before
+//! starts (only the latest one, if several passed), however long the schedule's
+//! period and however many other digests came since. A schedule never sent before
 //! starts counting when hookrelay starts with it, so a new digest does not go out
 //! at once for a time before it existed.
 //!
@@ -38,7 +40,8 @@ pub const SOURCE: &str = "hookrelay";
 const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 /// Digests stored with this dedup-key prefix are not counted as webhooks received.
 pub const DEDUP_PREFIX: &str = "digest:";
-/// How many of the newest stored digests are looked at to find a schedule's last.
+/// How many of the newest stored digests are looked at to find a schedule's last,
+/// in a database from before each schedule's last run was recorded.
 const LOOK_BACK: usize = 200;
 
 /// The embedded default digest templates (`digest.<type>.hbs`), one set for every
@@ -345,8 +348,12 @@ pub fn build_context(
     })
 }
 
-/// The newest stored digest of `key`: its scheduled time.
+/// The scheduled time of the last digest of `key`: as recorded with it; for a
+/// database from before that record, the newest of its stored digests.
 async fn last_sent(store: &dyn Store, key: &str) -> crate::store::Result<Option<i64>> {
+    if let Some(at) = store.last_digest(key).await? {
+        return Ok(Some(at));
+    }
     let q = EventQuery {
         limit: LOOK_BACK,
         source: Some(SOURCE.into()),
@@ -441,7 +448,7 @@ async fn store_digest(
                 channel: None,
             })
             .collect();
-    let new = NewEvent::new(
+    let mut new = NewEvent::new(
         &mut e,
         None,
         format!("{DEDUP_PREFIX}{}:{scheduled}", d.key),
@@ -449,6 +456,7 @@ async fn store_digest(
         true,
         deliveries,
     )?;
+    new.digest_run = Some((d.key.clone(), scheduled));
     match store.ingest(new).await? {
         Ingested::Stored {
             event_id,

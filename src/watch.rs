@@ -24,7 +24,7 @@ use crate::config::{ConfigError, ExpectConfig, SourceKind, WatchSettings};
 use crate::event::{Event, Status, FIELDS};
 use crate::routing::Cond;
 use crate::startup::Shared;
-use crate::store::{ms_to_rfc3339, NewEvent, WatchUpdate};
+use crate::store::{ms_to_rfc3339, NewEvent, Recovery, WatchUpdate};
 
 /// The fields of the latest provider event a subject keeps, to name it in
 /// `/api/backups` and to fill its synthetic events.
@@ -695,10 +695,11 @@ pub fn prepare(watch: &Watch, e: &mut Event, prev: Option<&Subject>, now: i64) -
 }
 
 /// Reads the event's subject, sets the event's backup-watch fields and says what
-/// the store is to do to the subject, with the `backup.recovered` to store if the
-/// event ends a bad run (routed now, like any event).
+/// the store is to do to the subject. A success (with `recovered` on) carries how
+/// to build its `backup.recovered` (routed like any event): whether it ends a bad
+/// run is decided in the store's transaction, on the subject as it is there.
 pub async fn subject_for(
-    relay: &crate::relay::Relay,
+    relay: &Arc<crate::relay::Relay>,
     store: &dyn crate::store::Store,
     e: &mut Event,
 ) -> crate::store::Result<WatchUpdate> {
@@ -710,12 +711,12 @@ pub async fn subject_for(
         .map(|t| t.timestamp_millis())
         .unwrap_or_else(|_| crate::store::now_ms());
     let mut update = prepare(&relay.watch, e, prev.as_ref(), now);
-    let ends_bad_run = prev.as_ref().is_some_and(|p| {
-        matches!(p.state, SubjectState::Failing | SubjectState::Missing) && p.failures > 0
-    });
-    if relay.watch.recovered && e.status == Status::Success && ends_bad_run {
-        if let Some(p) = &prev {
-            let mut r = recovered_event(e, p.failures, p.down_since, now);
+    if relay.watch.recovered && e.status == Status::Success {
+        let success = subject_part(e);
+        let relay = Arc::clone(relay);
+        update.recovered = Some(Recovery::new(move |failures, down_since, last_success| {
+            let mut r = recovered_event(&success, failures, down_since, now);
+            r.last_success_at = last_success.map(ms_to_rfc3339);
             let (routed, deliveries, groups) = relay.plan_grouped(&r);
             let mut new = NewEvent::new(
                 &mut r,
@@ -726,8 +727,8 @@ pub async fn subject_for(
                 deliveries,
             )?;
             new.groups = groups;
-            update.recovered = Some(Box::new(new));
-        }
+            Ok(new)
+        }));
     }
     Ok(update)
 }
@@ -840,18 +841,7 @@ pub fn missing_event(s: &Subject, rule: Option<&Rule>, deadline: i64, now: i64) 
 /// The synthetic `backup.recovered` that follows `success`: it ended a run of
 /// `failures` failures and misses that began at `down_since`.
 pub fn recovered_event(success: &Event, failures: u32, down_since: Option<i64>, now: i64) -> Event {
-    let mut e = Event {
-        source: success.source.clone(),
-        stack: success.stack.clone(),
-        environment: success.environment.clone(),
-        server: success.server.clone(),
-        account: success.account.clone(),
-        backup: success.backup.clone(),
-        database: success.database.clone(),
-        subject: success.subject.clone(),
-        last_success_at: success.last_success_at.clone(),
-        ..Default::default()
-    };
+    let mut e = subject_part(success);
     e.provider = "hookrelay".into();
     e.event = Some("backup.recovered".into());
     e.status = Status::Recovered;
@@ -866,6 +856,22 @@ pub fn recovered_event(success: &Event, failures: u32, down_since: Option<i64>, 
     e.message = Some(format!("Back after {failures} {noun}{down}"));
     e.raw = serde_json::json!({ "subject": e.subject, "failures": failures });
     e
+}
+
+/// What a `backup.recovered` takes from its success: whose it is.
+fn subject_part(success: &Event) -> Event {
+    Event {
+        source: success.source.clone(),
+        stack: success.stack.clone(),
+        environment: success.environment.clone(),
+        server: success.server.clone(),
+        account: success.account.clone(),
+        backup: success.backup.clone(),
+        database: success.database.clone(),
+        subject: success.subject.clone(),
+        last_success_at: success.last_success_at.clone(),
+        ..Default::default()
+    }
 }
 
 /// Checks due deadlines about every second (and after a reload) until stopped:

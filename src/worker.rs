@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::destinations::SendError;
+use crate::destinations::{Destination, Request, SendError, Sent};
 use crate::relay::Relay;
 use crate::startup::Shared;
 use crate::store::{Attempt, Claimed, Ordered, Outcome};
@@ -38,6 +38,26 @@ const RECORDS_PER_WORKER: usize = 8;
 /// The longest one send to a destination with `timeout` can take.
 fn send_bound(timeout: Duration) -> Duration {
     timeout + SEND_SLACK
+}
+
+/// One send, given up after the destination's `timeout` plus `slack`: the
+/// destination bounds its own requests; this bounds everything else (DNS, a stuck
+/// TLS handshake) so a lease is never held forever. The error states that bound
+/// as it is, sub-second parts included.
+async fn send_bounded(
+    sender: &dyn Destination,
+    req: &Request,
+    delivery_id: &str,
+    timeout: Duration,
+    slack: Duration,
+) -> Result<Sent, SendError> {
+    let bound = timeout + slack;
+    match tokio::time::timeout(bound, sender.send(req, delivery_id)).await {
+        Ok(r) => r,
+        Err(_) => Err(SendError::transient(format!(
+            "timed out after {bound:?} (the destination's timeout, {timeout:?}, plus {slack:?})"
+        ))),
+    }
 }
 
 /// The lease a delivery is claimed with: `delivery.lease`, or longer if the
@@ -493,15 +513,7 @@ async fn attempt(
                     }
                     // The destination bounds its own requests; this bounds everything
                     // else (DNS, a stuck TLS handshake) so a lease is never held forever.
-                    match tokio::time::timeout(send_bound(timeout), sender.send(&req, &delivery_id))
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(SendError::transient(format!(
-                            "timed out after {}s",
-                            timeout.as_secs()
-                        ))),
-                    }
+                    send_bounded(sender.as_ref(), &req, &delivery_id, timeout, SEND_SLACK).await
                 }
                 Turn::Superseded(reason) => {
                     superseded = true;
@@ -748,6 +760,40 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A destination that never answers, ignoring its own timeout.
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl Destination for Stuck {
+        fn prepare(&self, _msg: &crate::destinations::Message) -> Result<Request, SendError> {
+            Ok(Request::Console(String::new()))
+        }
+        async fn send(&self, _req: &Request, _delivery_id: &str) -> Result<Sent, SendError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_past_its_bound_says_the_bound_it_was_given_up_at() {
+        let req = Request::Console(String::new());
+        let ms = Duration::from_millis;
+        let e = send_bounded(&Stuck, &req, "d", ms(300), ms(200))
+            .await
+            .unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(
+            e.message,
+            "timed out after 500ms (the destination's timeout, 300ms, plus 200ms)"
+        );
+        let e = send_bounded(&Stuck, &req, "d", ms(1500), ms(100))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "timed out after 1.6s (the destination's timeout, 1.5s, plus 100ms)"
+        );
+    }
 
     #[test]
     fn the_last_try_is_made_when_max_age_ends_not_a_step_before() {

@@ -757,3 +757,89 @@ async fn pagerduty_never_gets_a_trigger_after_the_resolve_of_a_later_success_acr
         "{ev}"
     );
 }
+
+/// A SimpleBackups webhook of backup `backup` (its subject `sb/<backup>`).
+async fn post_backup(r: &Replica, client: &reqwest::Client, id: &str, backup: &str, status: &str) {
+    let body = json!({
+        "id": id, "status": status, "type": "backup", "backup": { "name": backup }
+    });
+    let res = client
+        .post(r.url("/hooks/sb"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{id}");
+}
+
+/// A backup's failure posted to A and its next success to B at the same moment,
+/// B having read (and kept) the backup as ok just before: whichever is stored
+/// last decides. The success stored after the failure ends a bad run and brings
+/// one `backup.recovered`, even though B read the backup as ok; the failure
+/// stored after the success leaves it failing with none.
+#[tokio::test]
+async fn a_success_on_one_replica_after_a_failure_on_another_brings_one_recovery() {
+    let db = pg::fresh_database().await;
+    let sink = Sink::start(false).await;
+    let a = Replica::start(&db, &hook(&sink)).await;
+    let b = Replica::start(&db, &hook(&sink)).await;
+    let client = reqwest::Client::new();
+    let backups: Vec<String> = (0..20).map(|i| format!("job-{i}")).collect();
+    for name in &backups {
+        post_backup(&b, &client, &format!("{name}-0"), name, "success").await;
+    }
+    futures_util::future::join_all(backups.iter().map(|name| {
+        let client = &client;
+        let (a, b) = (&a, &b);
+        async move {
+            let (failure, success) = (format!("{name}-1"), format!("{name}-2"));
+            tokio::join!(
+                post_backup(a, client, &failure, name, "error"),
+                post_backup(b, client, &success, name, "success"),
+            );
+        }
+    }))
+    .await;
+    let subjects = a.api(&client, "/api/backups").await;
+    let events = a.api(&client, "/api/events?limit=500").await;
+    let mut wrong = Vec::new();
+    let mut recovered_now = 0;
+    for name in &backups {
+        let key = format!("sb/{name}");
+        let s = subjects["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subject"] == key.as_str())
+            .unwrap();
+        let recoveries = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "backup.recovered" && e["subject"] == key.as_str())
+            .count();
+        let expected = match s["state"].as_str() {
+            Some("ok") => 1,
+            Some("failing") => 0,
+            other => panic!("{key}: {other:?}"),
+        };
+        recovered_now += expected;
+        if recoveries != expected {
+            wrong.push(format!(
+                "{key} is {} with {recoveries} backup.recovered",
+                s["state"]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // And each was sent.
+    a.settled(&client, Duration::from_secs(60)).await;
+    let sent = sink
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["event"] == "backup.recovered")
+        .count();
+    assert_eq!(sent, recovered_now);
+}

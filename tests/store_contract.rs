@@ -69,6 +69,7 @@ fn new_event(key: &str, destinations: &[&str], window: Duration) -> NewEvent {
             .collect(),
         watch: None,
         groups: Vec::new(),
+        digest_run: None,
     }
 }
 
@@ -1002,6 +1003,28 @@ async fn a_key_s_older_event_is_superseded_once_a_later_one_is_delivered(f: Fixt
     }
 }
 
+/// A digest records its schedule's last run in its own transaction; the later
+/// run is kept, and retention deleting the digests leaves it.
+async fn a_digest_run_is_recorded_with_its_digest_and_outlives_retention(f: Fixture) {
+    let s = f.store.as_ref();
+    assert_eq!(s.last_digest("daily").await.unwrap(), None);
+    for at in [2_000, 1_000] {
+        let mut e = new_event(&format!("digest:daily:{at}"), &["d"], Duration::ZERO);
+        e.digest_run = Some(("daily".into(), at));
+        stored_id(s, e).await;
+    }
+    stored_id(s, new_event("id:1", &["d"], Duration::ZERO)).await;
+    assert_eq!(s.last_digest("daily").await.unwrap(), Some(2_000));
+    assert_eq!(s.last_digest("weekly").await.unwrap(), None);
+    for c in claim_when_free(s, "d").await {
+        s.complete(c.lease(), attempt(200), Outcome::Delivered)
+            .await
+            .unwrap();
+    }
+    assert!(s.purge(Duration::ZERO, 100).await.unwrap() >= 2);
+    assert_eq!(s.last_digest("daily").await.unwrap(), Some(2_000));
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -1050,6 +1073,7 @@ contract!(
     retention_keeps_a_held_group,
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
     a_key_s_older_event_is_superseded_once_a_later_one_is_delivered,
+    a_digest_run_is_recorded_with_its_digest_and_outlives_retention,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.
@@ -1395,4 +1419,112 @@ async fn a_subject_written_on_one_replica_is_read_on_another() {
         assert!(Instant::now() < deadline, "A never read B's write");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A webhook as `POST /hooks/sb` prepares it on `app`: normalized, its subject
+/// read (from that replica's memory of subjects, if it has one), routed; not
+/// stored yet.
+async fn prepared(app: &hookrelay::startup::Shared, id: &str, status: &str) -> NewEvent {
+    let relay = app.relay.load_full();
+    let raw = serde_json::json!({
+        "id": id, "status": status, "type": "backup", "backup": { "name": "nightly" }
+    });
+    let mut e =
+        hookrelay::providers::normalize("sb", &relay.sources["sb"].cfg, raw, chrono::Utc::now());
+    let watch = hookrelay::watch::subject_for(&relay, app.store.as_ref(), &mut e)
+        .await
+        .unwrap();
+    let (routed, deliveries, groups) = relay.plan_grouped(&e);
+    let mut new =
+        NewEvent::new(&mut e, None, id.into(), Duration::ZERO, routed, deliveries).unwrap();
+    new.watch = Some(watch);
+    new.groups = groups;
+    new
+}
+
+/// The `backup.recovered` events stored, and the subject's state.
+async fn recoveries(s: &dyn Store) -> (usize, hookrelay::watch::SubjectState, u32) {
+    let events = s
+        .list_events(store::EventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let n = events
+        .iter()
+        .filter(|r| r.event.event.as_deref() == Some("backup.recovered"))
+        .count();
+    let subject = s.get_subject("sb/nightly").await.unwrap().unwrap();
+    (n, subject.state, subject.failures)
+}
+
+/// Two processes (`a`, `b`; the same one on SQLite) on one store, watching one
+/// backup. A success read its subject as ok (`b`'s memory, or a read just before
+/// another webhook's commit) while a failure was being stored on `a`: the success
+/// is stored after the failure, so it ends a bad run and brings its
+/// `backup.recovered`, once. And a success read as failing after that recovery was
+/// stored brings none.
+async fn a_success_read_before_a_failure_was_stored_still_brings_one_recovery(
+    a: &hookrelay::startup::Shared,
+    b: &hookrelay::startup::Shared,
+) {
+    use hookrelay::watch::SubjectState;
+    stored_id(&*b.store, prepared(b, "ok-0", "success").await).await;
+    // B has read (and keeps) the subject as ok.
+    let success = prepared(b, "ok-1", "success").await;
+    stored_id(&*a.store, prepared(a, "fail-1", "error").await).await;
+    assert_eq!(recoveries(&*a.store).await, (0, SubjectState::Failing, 1));
+    // A read it as failing, before B's success is stored.
+    let late = prepared(a, "ok-2", "success").await;
+    stored_id(&*b.store, success).await;
+    assert_eq!(
+        recoveries(&*b.store).await,
+        (1, SubjectState::Ok, 0),
+        "the success after the failure ends the bad run"
+    );
+    stored_id(&*a.store, late).await;
+    assert_eq!(
+        recoveries(&*a.store).await,
+        (1, SubjectState::Ok, 0),
+        "a bad run ends once"
+    );
+}
+
+async fn watching_app(url: &str, dir: &std::path::Path) -> Arc<hookrelay::startup::Shared> {
+    let path = dir.join("relay.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "storage: {{ url: \"{url}\" }}\nserver: {{ listen: \"127.0.0.1:0\" }}\n\
+             sources: {{ sb: {{ kind: simplebackups, dedup_window: 0s }} }}\n\
+             templates: {{ dir: \"{}/none\" }}\n\
+             destinations:\n  out: {{ type: webhook, url: \"http://127.0.0.1:9/in\" }}\n\
+             routes:\n  - to: [out]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let settings = hookrelay::config::load_with_env(&path, &Default::default()).unwrap();
+    hookrelay::startup::Application::build_without_workers(settings)
+        .await
+        .unwrap()
+        .shared()
+}
+
+#[tokio::test]
+async fn on_sqlite_a_success_read_before_a_failure_was_stored_still_brings_one_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/w.db", dir.path().display());
+    let app = watching_app(&url, dir.path()).await;
+    a_success_read_before_a_failure_was_stored_still_brings_one_recovery(&app, &app).await;
+}
+
+#[tokio::test]
+async fn two_replicas_a_success_read_before_a_failure_was_stored_still_brings_one_recovery() {
+    let url = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = watching_app(&url, dir.path()).await;
+    let b = watching_app(&url, dir.path()).await;
+    a_success_read_before_a_failure_was_stored_still_brings_one_recovery(&a, &b).await;
 }

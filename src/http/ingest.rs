@@ -375,8 +375,9 @@ async fn accept(
     let mut event = crate::providers::normalize(name, &source.cfg, raw, chrono::Utc::now());
     // The subject as it is now, for the event's backup-watch fields (which routes
     // may match on). The store applies the event to the subject again inside its
-    // transaction, so the subject's own row is always right; two events of one
-    // subject at the same moment may both carry the same `failures`.
+    // transaction, so the subject's own row is always right, and so is whether
+    // the event ends a bad run (its `backup.recovered`, decided there); two
+    // events of one subject at the same moment may both carry the same `failures`.
     let watch = crate::watch::subject_for(&relay, shared.store.as_ref(), &mut event)
         .await
         .map_err(|e| {

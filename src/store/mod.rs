@@ -101,6 +101,9 @@ pub struct NewEvent {
     /// Groups the event joins in the same transaction, instead of deliveries of
     /// its own to those destinations (SPEC §10, see `group`).
     pub groups: Vec<GroupJoin>,
+    /// A digest: (its schedule's key, its scheduled time), recorded in the same
+    /// transaction as that schedule's last run (see [`Store::last_digest`]).
+    pub digest_run: Option<(String, i64)>,
 }
 
 /// An event joining a route's group: the open group of `key`, or a new one due
@@ -144,9 +147,44 @@ pub struct WatchUpdate {
     /// `next_deadline` is still exactly this (else another claim fired it, and
     /// the ingest answers [`Ingested::Skipped`]).
     pub claim: Option<i64>,
-    /// The `backup.recovered` to store too if, in the transaction, this event
-    /// ends a bad run.
-    pub recovered: Option<Box<NewEvent>>,
+    /// A success's `backup.recovered`, built and stored too if, in the
+    /// transaction, this event ends a bad run.
+    pub recovered: Option<Recovery>,
+}
+
+/// Builds a success's `backup.recovered` from the bad run it ended, as the
+/// store's transaction finds it: the subject read before the event was routed
+/// may be older than that (another replica's failure not heard of yet, another
+/// webhook of the subject stored meanwhile), and it decides nothing.
+#[derive(Clone)]
+pub struct Recovery(Arc<RecoveryFn>);
+
+/// (failures, down since, the previous success) -> the event to store.
+type RecoveryFn = dyn Fn(u32, Option<i64>, Option<i64>) -> Result<NewEvent> + Send + Sync;
+
+impl Recovery {
+    pub fn new(
+        build: impl Fn(u32, Option<i64>, Option<i64>) -> Result<NewEvent> + Send + Sync + 'static,
+    ) -> Recovery {
+        Recovery(Arc::new(build))
+    }
+
+    /// The `backup.recovered` to store with the event, if applying it (in the
+    /// transaction) ended a bad run.
+    pub fn after(&self, applied: &crate::watch::Applied) -> Result<Option<NewEvent>> {
+        match applied.recovered {
+            Some((failures, down_since)) => {
+                (self.0)(failures, down_since, applied.last_success_at).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recovery")
+    }
 }
 
 impl NewEvent {
@@ -177,6 +215,7 @@ impl NewEvent {
             deliveries,
             watch: None,
             groups: Vec::new(),
+            digest_run: None,
         })
     }
 }
@@ -676,6 +715,11 @@ pub trait Store: Send + Sync {
     async fn group_events(&self, id: i64) -> Result<Vec<Event>>;
     /// The group event `event_id` joined, if any (the last one, if several).
     async fn group_of(&self, event_id: &str) -> Result<Option<crate::group::GroupView>>;
+
+    /// The scheduled time of the last digest stored for schedule `key` (the
+    /// newest one recorded by [`NewEvent::digest_run`]), kept whatever retention
+    /// deletes; `None` if none was recorded.
+    async fn last_digest(&self, key: &str) -> Result<Option<i64>>;
 
     /// The store's clock (unix ms): what decides a digest's time, so replicas
     /// with skewed clocks agree.

@@ -25,7 +25,10 @@
 //!   `LISTEN` connection is up: a subject write is announced (`NOTIFY`, with the
 //!   writing replica's id) in its transaction, the other replicas forget the
 //!   subject when they hear of it, and the writer keeps what it committed. So that
-//!   read is no round trip while a subject's webhooks come to one replica.
+//!   read is no round trip while a subject's webhooks come to one replica. That
+//!   read only gives the event its fields: the event is applied to the subject
+//!   again, and whether it ends a bad run (its `backup.recovered`) decided, under
+//!   the subject's lock in the event's transaction.
 //! - The schema is migrated under an advisory lock: replicas starting at the same
 //!   moment migrate once.
 
@@ -194,6 +197,14 @@ ALTER TABLE deliveries ADD COLUMN order_token bigint;
 ALTER TABLE deliveries ADD COLUMN order_attempt integer;
 CREATE INDEX deliveries_order ON deliveries (destination, order_key, order_seq)
     WHERE order_key IS NOT NULL;
+"#,
+    r#"
+-- Each digest schedule's last run (its scheduled time, unix ms), written with the
+-- digest: where the next one counts from, whatever retention has deleted.
+CREATE TABLE digest_runs (
+    key          text PRIMARY KEY,
+    scheduled_at bigint NOT NULL
+);
 "#,
 ];
 
@@ -698,6 +709,8 @@ async fn write_batch(
     keys: &[&str],
     replica: &str,
 ) -> Result<(Vec<Result<Ingested>>, Vec<Subject>)> {
+    // The `backup.recovered` events decided under the subjects' locks.
+    let mut recovered: Vec<NewEvent> = Vec::new();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (r, mut joins) = store_batch(&tx, events).await?;
@@ -707,7 +720,6 @@ async fn write_batch(
         // own (a group's), so two batches never wait for each other in a cycle.
         let (mut subjects, now) = lock_subjects(&tx, keys).await?;
         let mut changed: Vec<&str> = Vec::new();
-        let mut recovered: Vec<&NewEvent> = Vec::new();
         for (e, stored) in events.iter().zip(&r) {
             let (Some(w), Ok(Ingested::Stored { .. })) = (&e.watch, stored) else {
                 continue;
@@ -722,8 +734,9 @@ async fn write_batch(
                 w.rule.as_deref(),
                 false,
             );
-            if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
-                recovered.push(r.as_ref());
+            // Decided here, on the subject as the transaction found it.
+            if let Some(r) = &w.recovered {
+                recovered.extend(r.after(&applied)?);
             }
             subjects.insert(w.key.clone(), applied.subject);
             if !changed.contains(&w.key.as_str()) {
@@ -738,13 +751,35 @@ async fn write_batch(
         .await?;
         written = changed.iter().filter_map(|k| subjects.remove(*k)).collect();
         if !recovered.is_empty() {
+            let recovered: Vec<&NewEvent> = recovered.iter().collect();
             let (_, more) = store_batch(&tx, &recovered).await?;
             joins.extend(more);
+        }
+    }
+    for (e, stored) in events.iter().zip(&r) {
+        if let (Some((key, at)), Ok(Ingested::Stored { .. })) = (&e.digest_run, stored) {
+            record_digest_run(&tx, key, *at).await?;
         }
     }
     join_groups(&tx, joins).await?;
     tx.commit().await?;
     Ok((r, written))
+}
+
+/// Records `at` as the last run of digest schedule `key` (a later one kept).
+async fn record_digest_run(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+    at: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO digest_runs (key, scheduled_at) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE
+         SET scheduled_at = GREATEST(digest_runs.scheduled_at, EXCLUDED.scheduled_at)",
+        &[&key, &at],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Group joins [`store_batch`] leaves to its caller: (event id, join).
@@ -1071,6 +1106,7 @@ async fn ingest_watched(
     w: &WatchUpdate,
     replica: &str,
 ) -> Result<Ingested> {
+    let mut recovered: Option<NewEvent> = None;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (prev, now) = lock_subject(&tx, &w.key).await?;
@@ -1091,8 +1127,11 @@ async fn ingest_watched(
             w.claim.is_some(),
         );
         write_subject(&tx, &applied.subject, replica).await?;
-        if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
-            joins.extend(store_batch(&tx, &[r.as_ref()]).await?.1);
+        if let Some(r) = &w.recovered {
+            recovered = r.after(&applied)?;
+        }
+        if let Some(r) = &recovered {
+            joins.extend(store_batch(&tx, &[r]).await?.1);
         }
     }
     join_groups(&tx, joins).await?;
@@ -1745,6 +1784,17 @@ impl Store for PgStore {
 
     async fn clock_ms(&self) -> Result<i64> {
         self.pg_clock_ms().await
+    }
+
+    async fn last_digest(&self, key: &str) -> Result<Option<i64>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT scheduled_at FROM digest_runs WHERE key = $1",
+                &[&key],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     fn ingest_gauge(&self) -> Option<&IngestGauge> {

@@ -249,13 +249,19 @@ fn insert_delivery(conn: &Connection, event_id: &str, d: &NewDelivery, now: i64)
 }
 
 fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
+    ingest_tx_recovering(conn, e).map(|(r, _)| r)
+}
+
+/// [`ingest_tx`], also saying whether it stored a `backup.recovered` with
+/// deliveries (the delivery loops are to be woken).
+fn ingest_tx_recovering(conn: &Connection, e: &NewEvent) -> Result<(Ingested, bool)> {
     let now = now_ms();
     let subject = match &e.watch {
         Some(w) => {
             let prev = read_subject_tx(conn, &w.key)?;
             // One writer: what is read here is still so at the write below.
             if w.claim.is_some() && prev.as_ref().and_then(|s| s.next_deadline) != w.claim {
-                return Ok(Ingested::Skipped);
+                return Ok((Ingested::Skipped, false));
             }
             Some(prev)
         }
@@ -274,7 +280,7 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
         if let Some(id) = dup {
             conn.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")?
                 .execute(params![id])?;
-            return Ok(Ingested::Duplicate { event_id: id });
+            return Ok((Ingested::Duplicate { event_id: id }, false));
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
@@ -285,6 +291,15 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
     for g in &e.groups {
         group::join(conn, &id, g, now)?;
     }
+    if let Some((key, at)) = &e.digest_run {
+        conn.prepare_cached(
+            "INSERT INTO digest_runs (key, scheduled_at) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE
+             SET scheduled_at = MAX(digest_runs.scheduled_at, excluded.scheduled_at)",
+        )?
+        .execute(params![key, at])?;
+    }
+    let mut woke = false;
     if let (Some(w), Some(prev)) = (&e.watch, subject) {
         let applied = crate::watch::apply(
             prev.as_ref(),
@@ -297,12 +312,18 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
             w.claim.is_some(),
         );
         write_subject_over(conn, &applied.subject, prev.as_ref())?;
-        if let (Some(_), Some(r)) = (applied.recovered, &w.recovered) {
+        // Decided here, on the subject as the transaction found it.
+        let recovered = match &w.recovered {
+            Some(r) => r.after(&applied)?,
+            None => None,
+        };
+        if let Some(r) = recovered {
+            woke = !r.deliveries.is_empty();
             let rid = uuid::Uuid::now_v7().to_string();
             insert_event(
                 conn,
                 &rid,
-                r,
+                &r,
                 now,
                 &format!("{}{id}", crate::watch::RECOVERED_PREFIX),
             )?;
@@ -314,10 +335,13 @@ fn ingest_tx(conn: &Connection, e: &NewEvent) -> Result<Ingested> {
             }
         }
     }
-    Ok(Ingested::Stored {
-        event_id: id,
-        deliveries: e.planned(),
-    })
+    Ok((
+        Ingested::Stored {
+            event_id: id,
+            deliveries: e.planned(),
+        },
+        woke,
+    ))
 }
 
 fn insert_event(
@@ -572,17 +596,11 @@ impl Store for SqliteStore {
         // allocated costs glibc's allocator a lock; the writer is the one serial stage).
         let e = Arc::new(e);
         let job = e.clone();
-        let wake = wake
-            || e.watch.as_ref().is_some_and(|w| {
-                w.recovered
-                    .as_ref()
-                    .is_some_and(|r| !r.deliveries.is_empty())
-            });
-        let r = self.write(move |c| ingest_tx(c, &job)).await;
-        if wake && matches!(r, Ok(Ingested::Stored { .. })) {
+        let (stored, recovered) = self.write(move |c| ingest_tx_recovering(c, &job)).await?;
+        if (wake || recovered) && matches!(stored, Ingested::Stored { .. }) {
             self.wake.notify_waiters();
         }
-        r
+        Ok(stored)
     }
 
     async fn claim(
@@ -1145,6 +1163,7 @@ impl Store for SqliteStore {
                 }],
                 watch: None,
                 groups: Vec::new(),
+                digest_run: None,
             };
             let stored = ingest_tx(c, &probe);
             exec(c, "ROLLBACK TO probe")?;
@@ -1216,6 +1235,18 @@ impl Store for SqliteStore {
 
     async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts> {
         self.sqlite_digest_counts(since_ms).await
+    }
+
+    async fn last_digest(&self, key: &str) -> Result<Option<i64>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT scheduled_at FROM digest_runs WHERE key = ?1")?
+                    .query_row(params![key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
     }
 
     fn ingest_gauge(&self) -> Option<&IngestGauge> {

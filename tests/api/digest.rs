@@ -307,3 +307,101 @@ fn the_pagerduty_digest_triggers_only_while_a_backup_is_failing_or_missing() {
     assert_eq!(v["event_action"], "trigger", "{v}");
     assert_eq!(v["payload"]["severity"], "critical", "{v}");
 }
+
+const DAY: i64 = 86_400_000;
+
+/// A daily digest (midnight UTC) beside a `* * * * *` one.
+fn daily_and_minutely(db: &std::path::Path, hook: &str) -> String {
+    format!(
+        "storage: {{ url: \"sqlite://{}/hookrelay.db\" }}\n\
+         sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\n\
+         destinations:\n  hook: {{ type: webhook, url: \"{hook}/in\" }}\n\
+         routes:\n  - to: [hook]\n\
+         digest:\n  - {{ cron: \"0 0 * * *\", to: [hook] }}\n  - {{ cron: \"* * * * *\", to: [hook] }}\n",
+        db.display()
+    )
+}
+
+/// The `since` of each stored daily digest (its previous one's time), newest first.
+async fn daily_since(app: &TestApp) -> Vec<Value> {
+    let events = app.api("/api/events?source=hookrelay&limit=2").await;
+    let mut out = Vec::new();
+    for e in events["items"].as_array().unwrap() {
+        let one = app
+            .api(&format!("/api/events/{}", e["id"].as_str().unwrap()))
+            .await;
+        if one["event"]["raw"]["schedule"]
+            .as_str()
+            .is_some_and(|s| s.contains("0 0 * * *"))
+        {
+            out.push(one["event"]["raw"]["since"].clone());
+        }
+    }
+    out
+}
+
+/// A long-period digest whose run passed while hookrelay was stopped is sent once
+/// after it starts, however many other digests were stored since its last one
+/// (here 201 of a `* * * * *` schedule) and whether or not retention has deleted
+/// that last one; and it counts from that last one.
+#[tokio::test]
+async fn a_daily_digest_missed_while_stopped_is_sent_once_after_many_newer_digests_or_retention() {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    for purge in [true, false] {
+        let db = tempfile::tempdir().unwrap();
+        let app = spawn_app_drained(&daily_and_minutely(db.path(), &hook.uri())).await;
+        let shared = app.shared.clone();
+        let mut clock = Clock::default();
+        let t0 = shared.store.clock_ms().await.unwrap();
+        assert_eq!(digest::tick(&shared, &mut clock, t0).await.unwrap(), 0);
+        let midnight = (t0 / DAY + 1) * DAY;
+        let at = |t: i64| t + 30_000;
+        assert_eq!(
+            digest::tick(&shared, &mut clock, at(midnight))
+                .await
+                .unwrap(),
+            2
+        );
+        for i in 1..=201 {
+            let t = at(midnight + i * MINUTE);
+            assert_eq!(digest::tick(&shared, &mut clock, t).await.unwrap(), 1);
+        }
+        if purge {
+            // Every digest sent, then deleted by retention.
+            while app.drain(3).await > 0 {}
+            shared
+                .store
+                .purge(std::time::Duration::ZERO, 10_000)
+                .await
+                .unwrap();
+            // (SQLite keeps the newest row, a minutely digest.)
+            let left = app.api("/api/events?source=hookrelay").await;
+            assert!(left["items"].as_array().unwrap().len() <= 1, "{left:#}");
+        }
+        // Stopped over the next midnight; started after it: the daily digest and
+        // the minutely one, once each, however often it starts again.
+        drop(app);
+        let next = at(midnight + DAY);
+        for sent in [2, 0] {
+            let app = spawn_app_drained(&daily_and_minutely(db.path(), &hook.uri())).await;
+            let mut clock = Clock::default();
+            assert_eq!(
+                digest::tick(&app.shared, &mut clock, next).await.unwrap(),
+                sent,
+                "purged: {purge}"
+            );
+            if sent == 2 {
+                let since = daily_since(&app).await;
+                assert_eq!(
+                    since[0],
+                    json!(hookrelay::store::ms_to_rfc3339(midnight)),
+                    "purged: {purge}"
+                );
+            }
+        }
+    }
+}

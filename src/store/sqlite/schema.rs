@@ -119,6 +119,14 @@ ALTER TABLE deliveries ADD COLUMN order_action TEXT;
 CREATE INDEX deliveries_order ON deliveries (destination, order_key, order_seq)
     WHERE order_key IS NOT NULL;
 "#,
+    r#"
+-- Each digest schedule's last run (its scheduled time, unix ms), written with the
+-- digest: where the next one counts from, whatever retention has deleted.
+CREATE TABLE digest_runs (
+    key          TEXT PRIMARY KEY,
+    scheduled_at INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
