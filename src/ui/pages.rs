@@ -483,7 +483,16 @@ fn delivery(d: &DeliveryView, event_id: &str, csrf: &str, now: i64) -> Markup {
                 "Delivery " (d.id) " · template " code { (d.template) } " · created " (when_str(Some(&d.created_at), now))
                 @if let Some(n) = &d.next_attempt_at { " · next attempt " (when_str(Some(n), now)) }
             }
-            @if let Some(err) = &d.last_error { p.error { "Last error: " (err) } }
+            // A delivered one with a last error ended without a request or with a
+            // note (recipients refused, a PagerDuty event superseded or sending
+            // nothing): what happened, not a failure.
+            @if let Some(err) = &d.last_error {
+                @if d.state == State::Delivered {
+                    p.muted.delivered-note { "Note: " (err) }
+                } @else {
+                    p.error { "Last error: " (err) }
+                }
+            }
             @if d.attempts.is_empty() {
                 p.muted { "No attempt yet." }
             } @else {
@@ -495,7 +504,14 @@ fn delivery(d: &DeliveryView, event_id: &str, csrf: &str, now: i64) -> Markup {
                                 td data-label="#" { (i + 1) }
                                 td data-label="When" { (when_str(Some(&a.at), now)) }
                                 td data-label="HTTP" { @match a.status { Some(s) => (s), None => span.muted { "—" } } }
-                                td data-label="Result" { @match &a.error { Some(e) => span.error { (e) }, None => "ok" } }
+                                td data-label="Result" {
+                                    @match &a.error {
+                                        // The attempt that ended a delivered one: done, with a note.
+                                        Some(e) if d.state == State::Delivered && i + 1 == d.attempts.len() => span.muted { "ok — " (e) },
+                                        Some(e) => span.error { (e) },
+                                        None => "ok",
+                                    }
+                                }
                                 td data-label="Took" { (a.duration_ms) " ms" }
                             }
                         }

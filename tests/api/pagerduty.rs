@@ -356,6 +356,19 @@ async fn an_unknown_status_sends_pagerduty_nothing_and_the_delivery_says_why() {
         "no request, no answer: {ev}"
     );
     assert_eq!(attempts[0]["error"], note);
+    // The web page says so as a note of a delivered delivery, not as a failure.
+    let cookie = crate::ui::sign_in(&app).await;
+    let page = crate::ui::get(&app, &format!("/ui/events/{id}"), &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"<p class="muted delivered-note">Note: not sent: status unknown"#),
+        "{page}"
+    );
+    assert!(!page.contains("Last error"), "{page}");
+    assert!(page.contains("ok — not sent: status unknown"), "{page}");
 
     let r = app.post("/hooks/c66", failed, &[]).await;
     assert_eq!(r.status(), 202);
