@@ -358,7 +358,7 @@ async fn a_resolve_waiting_for_its_trigger_holds_up_no_other_backups_alert() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|d| d["state"] == "delivered" && d["last_error"].is_null()),
+            .all(|d| d["state"] == "delivered"),
         "{all}"
     );
     let got = got.lock().unwrap().clone();
@@ -370,14 +370,16 @@ async fn a_resolve_waiting_for_its_trigger_holds_up_no_other_backups_alert() {
         "sb/Acme Server/Acme Project",
         "sb/Acme Server/Other Project",
     );
+    // The success's resolve and its recovery's: the later one may supersede the
+    // other if it goes first.
     assert_eq!(
-        seen,
-        [
-            ("trigger", acme),
-            ("trigger", other),
-            ("resolve", acme),
-            ("resolve", acme)
-        ]
+        seen[..2],
+        [("trigger", acme), ("trigger", other)],
+        "{seen:?}"
+    );
+    assert!(
+        seen.len() >= 3 && seen[2..].iter().all(|s| *s == ("resolve", acme)),
+        "{seen:?}"
     );
     let after = got[1].1 - got[0].1;
     assert!(
