@@ -452,8 +452,7 @@ async fn attempt(
     // A row claimed ahead may have waited for its permit (a burst serializes
     // sends; a rate limit spaces them): if what is left of its lease could run out
     // mid-send, it is renewed first, so the row cannot be claimed and sent twice.
-    let mut lease_from = c.claimed_at;
-    let left = lease.saturating_sub(lease_from.elapsed());
+    let left = lease.saturating_sub(c.claimed_at.elapsed());
     if left < send_bound(timeout) + LEASE_MARGIN {
         if let Err(e) = shared.store.renew(c.lease(), lease).await {
             // Not sent: another process has it, or its lease runs out and it is
@@ -466,9 +465,8 @@ async fn attempt(
             );
             return;
         }
-        lease_from = Instant::now();
     }
-    let mut started = Instant::now();
+    let started = Instant::now();
     let delivery_id = crate::relay::delivery_id(&c.event_id, c.id);
     // One event to a webhook with the default body needs no template context,
     // nor the tree of its `raw`.
@@ -506,11 +504,8 @@ async fn attempt(
     let result = match prepared {
         Ok((sender, req)) => {
             let key = sender.order_key(&req);
-            match take_turn(&shared, &c, key, lease, timeout, &mut lease_from).await {
-                Turn::Send { waited } => {
-                    if waited {
-                        started = Instant::now();
-                    }
+            match take_turn(&shared, &c, key).await {
+                Turn::Send => {
                     // The destination bounds its own requests; this bounds everything
                     // else (DNS, a stuck TLS handshake) so a lease is never held forever.
                     send_bounded(sender.as_ref(), &req, &delivery_id, timeout, SEND_SLACK).await
@@ -519,7 +514,7 @@ async fn attempt(
                     superseded = true;
                     Ok(crate::destinations::Sent::nothing(&reason))
                 }
-                // Not sent now: its lease runs out and it is claimed again.
+                // Not sent now: claimed again when its lease runs out.
                 Turn::NotNow => return,
             }
         }
@@ -646,91 +641,81 @@ async fn attempt(
 /// [`Destination::order_key`](crate::destinations::Destination::order_key)) is
 /// sent now.
 enum Turn {
-    /// Send it (after `waited` for another send of its key to end).
-    Send { waited: bool },
+    /// Send it: it holds its key until its attempt is recorded.
+    Send,
     /// It is not sent: a later event of its key was delivered. The reason says
     /// which.
     Superseded(String),
-    /// Not now (the lease was lost, the store could not say, or the key stayed
-    /// busy): left for its lease to run out.
+    /// Not now (another send of its key is in flight, the lease was lost, or the
+    /// store could not say): claimed again when its lease runs out.
     NotNow,
 }
 
-/// Sends of one incident key go in their events' order: this waits while another
-/// send of the key is in flight (on any process sharing the store), and says
+/// Sends of one incident key go in their events' order: this says
 /// [`Turn::Superseded`] when an event received after this one has already been
 /// delivered for the key (a trigger retried after the resolve of a later success
-/// would reopen the incident). The lease is renewed while waiting; `lease_from`
-/// is when it last started.
+/// would reopen the incident), and [`Turn::NotNow`] while another send of the key
+/// is in flight (on any process sharing the store). It never waits: a waiting
+/// attempt would hold its send permit (every permit in a burst) and its place in
+/// the rate limit, stalling every other delivery to the destination for as long
+/// as the other send (or a dead replica's lease) lasts. Its lease is cut to the
+/// time the store said to ask again in, so it is claimed again then.
 async fn take_turn(
     shared: &Shared,
     c: &Claimed,
     key: Option<crate::destinations::OrderKey>,
-    lease: Duration,
-    timeout: Duration,
-    lease_from: &mut Instant,
 ) -> Turn {
     let Some(key) = key else {
-        return Turn::Send { waited: false };
+        return Turn::Send;
     };
-    // A send in flight ends within its lease; longer means the key keeps being
-    // taken by others: this one is claimed again later.
-    let give_up = Instant::now() + 2 * lease;
-    let mut waited = false;
-    loop {
-        let turn = shared
-            .store
-            .begin_ordered(c.lease(), &c.destination, &key.key, &key.action)
-            .await;
-        let wait = match turn {
-            Ok(Ordered::Send) => return Turn::Send { waited },
-            Ok(Ordered::Superseded { event_id, action }) => {
-                let what = if action.is_empty() {
-                    "message".to_string()
-                } else {
-                    action
-                };
-                return Turn::Superseded(format!(
-                    "superseded by the {what} of event {event_id}, received after this one \
-                     and already delivered for dedup_key {:?}",
-                    key.key
-                ));
-            }
-            Ok(Ordered::Wait(w)) => w,
-            Err(e) => {
-                log::warn!(
-                    "delivery {} (event {}) to {}: not sent now: {e}",
-                    c.id,
-                    c.event_id,
-                    c.destination
-                );
-                return Turn::NotNow;
-            }
-        };
-        if Instant::now() + wait > give_up {
-            log::warn!(
-                "delivery {} (event {}) to {}: not sent now: other deliveries of dedup_key \
-                 {:?} kept being sent; it is tried again when its lease runs out",
+    let turn = shared
+        .store
+        .begin_ordered(c.lease(), &c.destination, &key.key, &key.action)
+        .await;
+    match turn {
+        Ok(Ordered::Send) => Turn::Send,
+        Ok(Ordered::Superseded { event_id, action }) => {
+            let what = if action.is_empty() {
+                "message".to_string()
+            } else {
+                action
+            };
+            Turn::Superseded(format!(
+                "superseded by the {what} of event {event_id}, received after this one \
+                 and already delivered for dedup_key {:?}",
+                key.key
+            ))
+        }
+        Ok(Ordered::Wait(w)) => {
+            log::debug!(
+                "delivery {} (event {}) to {}: another delivery of dedup_key {:?} is being \
+                 sent; tried again in {w:?}",
                 c.id,
                 c.event_id,
                 c.destination,
                 key.key
             );
-            return Turn::NotNow;
-        }
-        waited = true;
-        tokio::time::sleep(wait.min(Duration::from_millis(250))).await;
-        if lease.saturating_sub(lease_from.elapsed()) < send_bound(timeout) + LEASE_MARGIN {
-            if let Err(e) = shared.store.renew(c.lease(), lease).await {
-                log::warn!(
+            match shared.store.renew(c.lease(), w).await {
+                // The loop may be asleep until the lease would have run out.
+                Ok(()) => shared.notify.notify_waiters(),
+                // Another claim has it, or it runs out as it was.
+                Err(e) => log::warn!(
                     "delivery {} (event {}) to {}: not sent now: {e}",
                     c.id,
                     c.event_id,
                     c.destination
-                );
-                return Turn::NotNow;
+                ),
             }
-            *lease_from = Instant::now();
+            Turn::NotNow
+        }
+        Err(e) => {
+            log::warn!(
+                "delivery {} (event {}) to {}: not sent now: {e}",
+                c.id,
+                c.event_id,
+                c.destination
+            );
+            Turn::NotNow
         }
     }
 }

@@ -1387,6 +1387,54 @@ async fn two_replicas_send_a_scheduled_digest_once() {
     );
 }
 
+/// Whether another send of a key is in flight (PostgreSQL's `begin_ordered`, asked
+/// under the key's lock) is read from the key's pending rows by an index of their
+/// own: not from every row of the key ever sent (a backup job's whole history),
+/// nor from every pending row of the destination (a backlog).
+#[tokio::test]
+async fn on_postgres_whether_a_key_is_busy_is_read_from_its_pending_rows_only() {
+    let url = pg::fresh_database().await;
+    let (_store, _) = pg_store(&url).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "INSERT INTO events (id, source, dedup_key, status, routed, event)
+                 VALUES ('e', 's', 'e', 'failure', true, '{}');
+             INSERT INTO deliveries (event_id, destination, template, state, order_key, order_seq)
+                 SELECT 'e', 'pd', 'default', 'delivered',
+                        CASE WHEN n % 10 = 0 THEN 'sb/job' ELSE 'sb/other-' || n % 100 END, n
+                 FROM generate_series(1, 20000) n;
+             INSERT INTO deliveries (event_id, destination, template, order_key, visible_at)
+                 SELECT 'e', 'pd', 'default',
+                        CASE WHEN n <= 3 THEN 'sb/job' ELSE 'sb/other-' || n % 100 END,
+                        now() + n * interval '1 second'
+                 FROM generate_series(1, 5000) n;
+             ANALYZE deliveries;",
+        )
+        .await
+        .unwrap();
+    // The statement `begin_ordered` runs, with values for its parameters.
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN SELECT (extract(epoch FROM visible_at - now()) * 1000)::int8 FROM deliveries
+             WHERE destination = 'pd' AND order_key = 'sb/job' AND id <> 1 AND state = 'pending'
+               AND visible_at > now() AND lease_token = order_token
+               AND attempts = order_attempt
+             LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("deliveries_order_pending"), "{plan}");
+}
+
 async fn failures(s: &dyn Store) -> Option<u32> {
     s.get_subject("k").await.unwrap().map(|s| s.failures)
 }
@@ -1489,6 +1537,100 @@ async fn a_success_read_before_a_failure_was_stored_still_brings_one_recovery(
         (1, SubjectState::Ok, 0),
         "a bad run ends once"
     );
+}
+
+/// A success that ends a bad run and a failure of the same backup stored at once
+/// (on PostgreSQL: queued together, so one batch, in this order): the success's
+/// `backup.recovered`, stored after the whole batch there, still ranks with the
+/// success, before the failure. Once the success's and the recovery's resolves
+/// are delivered for the backup's key, the failure's trigger is sent, not
+/// superseded (PagerDuty would otherwise end with the incident resolved while the
+/// backup fails); and once it is, the two resolves would be superseded by it.
+///
+/// `stored_last`: whether the store stores the recovery after the failure
+/// (PostgreSQL's batch; SQLite stores it right after its success), checked so
+/// that the case is really the one tested.
+async fn a_recovery_ranks_with_its_success_before_a_failure_stored_with_it(
+    app: &hookrelay::startup::Shared,
+    stored_last: bool,
+) {
+    let s = app.store.as_ref();
+    stored_id(s, prepared(app, "fail-1", "error").await).await;
+    for c in claim_when_free(s, "out").await {
+        assert!(s
+            .complete(c.lease(), attempt(202), Outcome::Delivered)
+            .await
+            .unwrap());
+    }
+    let success = prepared(app, "ok-2", "success").await;
+    let failure = prepared(app, "fail-3", "error").await;
+    // Both queued before either is stored (one poll of the pair).
+    let (ok, failed) = futures_util::future::join(s.ingest(success), s.ingest(failure)).await;
+    let id = |i: Ingested| match i {
+        Ingested::Stored { event_id, .. } => event_id,
+        other => panic!("{other:?}"),
+    };
+    let (ok, failed) = (id(ok.unwrap()), id(failed.unwrap()));
+    let events = s
+        .list_events(store::EventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let recovered: Vec<&str> = events
+        .iter()
+        .filter(|r| r.event.event.as_deref() == Some("backup.recovered"))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(recovered.len(), 1, "the success ended the bad run");
+    assert_eq!(
+        events[0].id == recovered[0],
+        stored_last,
+        "newest first: {:?}",
+        events.iter().map(|e| &e.id).collect::<Vec<_>>()
+    );
+    let claimed = s.claim("out", 10, LONG).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let of = |e: &str| claimed.iter().find(|c| c.event_id == e).unwrap();
+    let (ok, recovery, failed) = (of(&ok), of(recovered[0]), of(&failed));
+    for (c, action) in [(ok, "resolve"), (recovery, "resolve")] {
+        assert_eq!(
+            s.begin_ordered(c.lease(), "out", "sb/nightly", action)
+                .await
+                .unwrap(),
+            Ordered::Send,
+            "{action} of {}",
+            c.event_id
+        );
+        assert!(s
+            .complete(c.lease(), attempt(202), Outcome::Delivered)
+            .await
+            .unwrap());
+    }
+    assert_eq!(
+        s.begin_ordered(failed.lease(), "out", "sb/nightly", "trigger")
+            .await
+            .unwrap(),
+        Ordered::Send,
+        "the failure was received after the success and its recovery"
+    );
+}
+
+#[tokio::test]
+async fn on_sqlite_a_recovery_ranks_with_its_success_before_a_failure_stored_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/w.db", dir.path().display());
+    let app = watching_app(&url, dir.path()).await;
+    a_recovery_ranks_with_its_success_before_a_failure_stored_with_it(&app, false).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_recovery_ranks_with_its_success_before_a_failure_stored_with_it() {
+    let url = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = watching_app(&url, dir.path()).await;
+    a_recovery_ranks_with_its_success_before_a_failure_stored_with_it(&app, true).await;
 }
 
 async fn watching_app(url: &str, dir: &std::path::Path) -> Arc<hookrelay::startup::Shared> {

@@ -197,6 +197,16 @@ ALTER TABLE deliveries ADD COLUMN order_token bigint;
 ALTER TABLE deliveries ADD COLUMN order_attempt integer;
 CREATE INDEX deliveries_order ON deliveries (destination, order_key, order_seq)
     WHERE order_key IS NOT NULL;
+-- Whether a send of the key is in flight is asked of its pending rows only,
+-- under the key's lock. Without this index it read every pending row of the
+-- destination due later (deliveries_pending: a backlog of retries, 5,000 rows
+-- for the key's 3) or every row of the key ever sent (deliveries_order).
+CREATE INDEX deliveries_order_pending ON deliveries (destination, order_key)
+    WHERE state = 'pending' AND order_key IS NOT NULL;
+-- A backup.recovered is stored after its whole batch, behind any later webhook
+-- of its subject in that batch: its place among them is its success's seq,
+-- kept here (NULL: the event's own seq).
+ALTER TABLE events ADD COLUMN order_seq bigint;
 "#,
     r#"
 -- Each digest schedule's last run (its scheduled time, unix ms), written with the
@@ -709,11 +719,12 @@ async fn write_batch(
     keys: &[&str],
     replica: &str,
 ) -> Result<(Vec<Result<Ingested>>, Vec<Subject>)> {
-    // The `backup.recovered` events decided under the subjects' locks.
-    let mut recovered: Vec<NewEvent> = Vec::new();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (r, mut joins) = store_batch(&tx, events).await?;
+    // The `backup.recovered` events decided under the subjects' locks, each with
+    // the id of the success that brought it.
+    let mut recovered: Vec<(NewEvent, &str)> = Vec::new();
     let mut written: Vec<Subject> = Vec::new();
     if !keys.is_empty() {
         // Only what is written under the subject locks may wait for a lock of its
@@ -735,8 +746,10 @@ async fn write_batch(
                 false,
             );
             // Decided here, on the subject as the transaction found it.
-            if let Some(r) = &w.recovered {
-                recovered.extend(r.after(&applied)?);
+            if let (Some(r), Ok(Ingested::Stored { event_id, .. })) = (&w.recovered, stored) {
+                if let Some(e) = r.after(&applied)? {
+                    recovered.push((e, event_id.as_str()));
+                }
             }
             subjects.insert(w.key.clone(), applied.subject);
             if !changed.contains(&w.key.as_str()) {
@@ -751,9 +764,29 @@ async fn write_batch(
         .await?;
         written = changed.iter().filter_map(|k| subjects.remove(*k)).collect();
         if !recovered.is_empty() {
-            let recovered: Vec<&NewEvent> = recovered.iter().collect();
-            let (_, more) = store_batch(&tx, &recovered).await?;
+            let new: Vec<&NewEvent> = recovered.iter().map(|(e, _)| e).collect();
+            let (stored, more) = store_batch(&tx, &new).await?;
             joins.extend(more);
+            // Stored after the whole batch, so after the batch's later webhooks
+            // of the subject: each takes its success's place among them (see
+            // `Store::begin_ordered`), or a failure after the success in this
+            // batch would reach PagerDuty before the recovery's resolve.
+            let (ids, after): (Vec<&str>, Vec<&str>) = stored
+                .iter()
+                .zip(&recovered)
+                .filter_map(|(res, (_, success))| match res {
+                    Ok(Ingested::Stored { event_id, .. }) => Some((event_id.as_str(), *success)),
+                    _ => None,
+                })
+                .unzip();
+            tx.execute(
+                "UPDATE events r SET order_seq = s.seq
+                 FROM unnest($1::text[], $2::text[]) AS t (rid, sid)
+                 JOIN events s ON s.id = t.sid
+                 WHERE r.id = t.rid",
+                &[&ids, &after],
+            )
+            .await?;
         }
     }
     for (e, stored) in events.iter().zip(&r) {
@@ -1548,9 +1581,10 @@ impl Store for PgStore {
             .query_opt(
                 &format!(
                     "SELECT COALESCE(
-                         (SELECT MAX(e.seq) FROM group_events g JOIN events e ON e.id = g.event_id
+                         (SELECT MAX(COALESCE(e.order_seq, e.seq))
+                          FROM group_events g JOIN events e ON e.id = g.event_id
                           WHERE g.group_id = d.group_id),
-                         (SELECT e.seq FROM events e WHERE e.id = d.event_id))
+                         (SELECT COALESCE(e.order_seq, e.seq) FROM events e WHERE e.id = d.event_id))
                      FROM deliveries d
                      WHERE d.id = $1 AND d.lease_token = $2 AND d.{UNFINISHED}"
                 ),

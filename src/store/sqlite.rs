@@ -76,7 +76,9 @@ type Leases = Arc<Mutex<HashMap<i64, (i64, i64)>>>;
 
 /// The send that holds each ordered key (destination, key): see
 /// [`Store::begin_ordered`]. It holds it while its lease is in `Leases` with its
-/// token (until its attempt is recorded, or its lease runs out).
+/// token (until its attempt is recorded, or its lease runs out). An entry goes
+/// when its attempt is recorded, when its send turns out not to be made, or
+/// (its lease run out) at the next `begin_ordered`.
 type Holds = Arc<Mutex<HashMap<(String, String), Lease>>>;
 
 pub struct SqliteStore {
@@ -474,6 +476,14 @@ fn leased_json(leases: &HashMap<i64, (i64, i64)>, now: i64) -> String {
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
 }
 
+/// When `lease` ends, if it is still the delivery's claim and runs at `now`.
+fn lease_until(leases: &HashMap<i64, (i64, i64)>, lease: &Lease, now: i64) -> Option<i64> {
+    leases
+        .get(&lease.id)
+        .filter(|(until, token)| *token == lease.token && *until > now)
+        .map(|(until, _)| *until)
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -800,6 +810,12 @@ impl Store for SqliteStore {
                 }
             }
         }
+        // The send is over: whatever ordered key it held is free.
+        if let Ok(mut holds) = self.holds.lock() {
+            if !holds.is_empty() {
+                holds.retain(|_, h| *h != lease);
+            }
+        }
         recorded
     }
 
@@ -888,73 +904,96 @@ impl Store for SqliteStore {
         key: &str,
         action: &str,
     ) -> Result<Ordered> {
-        let (leases, holds) = (self.leases.clone(), self.holds.clone());
         let hold = (destination.to_string(), key.to_string());
-        let action = action.to_string();
-        // On the writer thread: one decision at a time, and it sees every
-        // attempt recorded before it (committed or in the same batch).
-        self.write(move |c| {
+        // Whether the key is free is decided here, in memory (leases and holds
+        // live there): a send that has to wait costs no write, and a lost lease
+        // never reaches the writer. A free key is taken before the writer checks
+        // the rest, so two sends of it cannot both get past this point.
+        {
             let now = now_ms();
-            let held = |leases: &HashMap<i64, (i64, i64)>, l: &Lease| {
-                leases
-                    .get(&l.id)
-                    .filter(|(until, token)| *token == l.token && *until > now)
-                    .map(|(until, _)| *until)
-            };
-            let mine = {
-                let leases = leases.lock().map_err(|_| StoreError::Closed)?;
-                held(&leases, &lease)
-            };
-            if mine.is_none() {
+            let leases = self.leases.lock().map_err(|_| StoreError::Closed)?;
+            let mut holds = self.holds.lock().map_err(|_| StoreError::Closed)?;
+            if lease_until(&leases, &lease, now).is_none() {
                 return Err(StoreError::LeaseLost(lease.id));
             }
-            let seq: i64 = c
-                .prepare_cached(
-                    "SELECT COALESCE(
-                         (SELECT MAX(e.seq) FROM group_events g JOIN events e ON e.id = g.event_id
-                          WHERE g.group_id = d.group_id),
-                         (SELECT e.seq FROM events e WHERE e.id = d.event_id))
-                     FROM deliveries d WHERE d.id = ?1",
-                )?
-                .query_row(params![lease.id], |r| r.get(0))?;
-            let later = c
-                .prepare_cached(
-                    "SELECT event_id, order_action FROM deliveries
-                     WHERE destination = ?1 AND order_key = ?2 AND state = 'delivered'
-                       AND order_seq > ?3
-                     ORDER BY order_seq DESC LIMIT 1",
-                )?
-                .query_row(params![hold.0, hold.1, seq], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-                })
-                .optional()?;
-            if let Some((event_id, action)) = later {
-                return Ok(Ordered::Superseded {
-                    event_id,
-                    action: action.unwrap_or_default(),
-                });
+            // A send recorded, or one whose lease ran out, holds nothing.
+            holds.retain(|_, h| lease_until(&leases, h, now).is_some());
+            let other = holds
+                .get(&hold)
+                .filter(|h| h.id != lease.id)
+                .and_then(|h| lease_until(&leases, h, now));
+            if let Some(until) = other {
+                let ms = until.saturating_sub(now).clamp(1, 1000);
+                return Ok(Ordered::Wait(Duration::from_millis(ms as u64)));
             }
-            {
-                let leases = leases.lock().map_err(|_| StoreError::Closed)?;
-                let mut holds = holds.lock().map_err(|_| StoreError::Closed)?;
-                let other = holds
-                    .get(&hold)
-                    .filter(|h| h.id != lease.id)
-                    .and_then(|h| held(&leases, h));
-                if let Some(until) = other {
-                    let ms = (until.saturating_sub(now)).clamp(1, 1000);
-                    return Ok(Ordered::Wait(Duration::from_millis(ms as u64)));
+            holds.insert(hold.clone(), lease);
+        }
+        let leases = self.leases.clone();
+        let (key, action) = (key.to_string(), action.to_string());
+        let destination = destination.to_string();
+        // On the writer thread: it sees every attempt recorded before it
+        // (committed or in the same batch). Lazy, as an attempt's record: during
+        // a burst of webhooks it commits with them instead of on its own.
+        let decided = self
+            .write_lazy(move |c| {
+                // The lease may have run out since: that is an answer, not a
+                // failed write (which would roll back the batch it is in and run
+                // the batch again job by job).
+                let mine = {
+                    let leases = leases.lock().map_err(|_| StoreError::Closed)?;
+                    lease_until(&leases, &lease, now_ms()).is_some()
+                };
+                if !mine {
+                    return Ok(None);
                 }
-                holds.insert(hold.clone(), lease);
+                let seq: i64 = c
+                    .prepare_cached(
+                        "SELECT COALESCE(
+                             (SELECT MAX(e.seq) FROM group_events g JOIN events e ON e.id = g.event_id
+                              WHERE g.group_id = d.group_id),
+                             (SELECT e.seq FROM events e WHERE e.id = d.event_id))
+                         FROM deliveries d WHERE d.id = ?1",
+                    )?
+                    .query_row(params![lease.id], |r| r.get(0))?;
+                let later = c
+                    .prepare_cached(
+                        "SELECT event_id, order_action FROM deliveries
+                         WHERE destination = ?1 AND order_key = ?2 AND state = 'delivered'
+                           AND order_seq > ?3
+                         ORDER BY order_seq DESC LIMIT 1",
+                    )?
+                    .query_row(params![destination, key, seq], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                    })
+                    .optional()?;
+                if let Some((event_id, action)) = later {
+                    return Ok(Some(Ordered::Superseded {
+                        event_id,
+                        action: action.unwrap_or_default(),
+                    }));
+                }
+                c.prepare_cached(
+                    "UPDATE deliveries SET order_key = ?2, order_seq = ?3, order_action = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![lease.id, key, seq, action])?;
+                Ok(Some(Ordered::Send))
+            })
+            .await;
+        let decided = match decided {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => Err(StoreError::LeaseLost(lease.id)),
+            Err(e) => Err(e),
+        };
+        if !matches!(decided, Ok(Ordered::Send)) {
+            // Nothing is sent: the key is free at once.
+            if let Ok(mut holds) = self.holds.lock() {
+                if holds.get(&hold) == Some(&lease) {
+                    holds.remove(&hold);
+                }
             }
-            c.prepare_cached(
-                "UPDATE deliveries SET order_key = ?2, order_seq = ?3, order_action = ?4
-                 WHERE id = ?1",
-            )?
-            .execute(params![lease.id, hold.1, seq, action])?;
-            Ok(Ordered::Send)
-        })
-        .await
+        }
+        decided
     }
 
     async fn bury(&self, destination: &str, error: &str) -> Result<usize> {

@@ -235,20 +235,25 @@ async fn a_resolve_retried_after_the_trigger_of_a_later_failure_is_not_sent() {
     );
 }
 
+/// An event PagerDuty got: its action, its dedup_key, and when it arrived.
+type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant, String)>>>;
+
 /// PagerDuty that takes every event, answering the first one `slow` late, and
 /// notes when each arrived.
 struct SlowFirst {
     slow: Duration,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>,
+    got: Got,
 }
 
 impl wiremock::Respond for SlowFirst {
     fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
         let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let mut got = self.got.lock().unwrap();
+        let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
         got.push((
-            v["event_action"].as_str().unwrap_or("").to_string(),
+            text("event_action"),
             std::time::Instant::now(),
+            text("dedup_key"),
         ));
         let answer = accepted("sb/Acme Server/Acme Project");
         if got.len() == 1 {
@@ -295,12 +300,96 @@ async fn a_resolve_waits_while_the_trigger_of_its_backup_is_being_sent() {
         "{all}"
     );
     let got = got.lock().unwrap().clone();
-    let actions: Vec<&str> = got.iter().map(|(a, _)| a.as_str()).collect();
+    let actions: Vec<&str> = got.iter().map(|(a, _, _)| a.as_str()).collect();
     assert_eq!(actions, ["trigger", "resolve", "resolve"]);
     let after = got[1].1 - got[0].1;
     assert!(
         after >= slow,
         "the resolve arrived {after:?} after the trigger, before its answer ({slow:?})"
+    );
+}
+
+/// A resolve that must wait for the trigger of its backup still being sent holds
+/// no worker meanwhile: with two workers, one sending the slow trigger, another
+/// backup's trigger goes out at once instead of after the slow one's answer (a
+/// waiting send used to keep its worker, and in a burst every worker).
+#[tokio::test]
+async fn a_resolve_waiting_for_its_trigger_holds_up_no_other_backups_alert() {
+    let pd = MockServer::start().await;
+    let slow = Duration::from_secs(3);
+    let got = Got::default();
+    Mock::given(method("POST"))
+        .respond_with(SlowFirst {
+            slow,
+            got: std::sync::Arc::clone(&got),
+        })
+        .mount(&pd)
+        .await;
+    let app = spawn_app_env(
+        &format!(
+            "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\n\
+             delivery: {{ workers: 2 }}\n\
+             destinations:\n  pager: {{ type: pagerduty, routing_key: \"${{PD_KEY}}\", url: \"{}/v2/enqueue\" }}\n\
+             routes:\n  - to: [pager]\n",
+            pd.uri()
+        ),
+        &[("PD_KEY", KEY)],
+    )
+    .await;
+    let post = |body: String| {
+        let app = &app;
+        async move {
+            let r = app.post("/hooks/sb", body, &[]).await;
+            assert_eq!(r.status(), 202);
+        }
+    };
+    post(fixture("simplebackups/error.json")).await;
+    wait_received(&pd, 1, Duration::from_secs(10)).await;
+    // The trigger is being answered (slowly) now; its backup's success (and
+    // recovery) wait for it, and then another backup fails.
+    post(fixture("simplebackups/success.json")).await;
+    let other = fixture("simplebackups/error.json")
+        .replace("987655", "987999")
+        .replace("Acme Project", "Other Project");
+    post(other).await;
+    let all = app.wait_settled(Duration::from_secs(20)).await;
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["state"] == "delivered"),
+        "{all}"
+    );
+    let got = got.lock().unwrap().clone();
+    let seen: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(a, _, k)| (a.as_str(), k.as_str()))
+        .collect();
+    let (acme, other) = (
+        "sb/Acme Server/Acme Project",
+        "sb/Acme Server/Other Project",
+    );
+    // The success's resolve and its recovery's: the later one may supersede the
+    // other if it goes first.
+    assert_eq!(
+        seen[..2],
+        [("trigger", acme), ("trigger", other)],
+        "{seen:?}"
+    );
+    assert!(
+        seen.len() >= 3 && seen[2..].iter().all(|s| *s == ("resolve", acme)),
+        "{seen:?}"
+    );
+    let after = got[1].1 - got[0].1;
+    assert!(
+        after < slow,
+        "the other backup's trigger arrived {after:?} after the slow one, at or after its \
+         answer ({slow:?})"
+    );
+    assert!(
+        got[2].1 - got[0].1 >= slow,
+        "a resolve went before the answer"
     );
 }
 

@@ -249,6 +249,122 @@ mod batches {
     }
 }
 
+mod ordered {
+    use super::super::*;
+    use crate::event::Event;
+    use futures_util::FutureExt;
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Poll;
+
+    fn new_event(key: &str) -> NewEvent {
+        let mut event = Event {
+            source: "s".into(),
+            provider: "generic".into(),
+            received_at: "2026-11-23T00:00:00Z".into(),
+            ..Event::default()
+        };
+        let d = NewDelivery {
+            destination: "d".into(),
+            template: "default".into(),
+            channel: None,
+        };
+        NewEvent::new(&mut event, None, key.into(), Duration::ZERO, true, vec![d]).unwrap()
+    }
+
+    /// Polls `f` once.
+    async fn poll_once<T>(f: &mut std::pin::Pin<Box<impl Future<Output = T>>>) -> Poll<T> {
+        std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
+    }
+
+    /// Ordered sends on SQLite (see `Store::begin_ordered`): a send of a key
+    /// another send holds is told to wait from memory, without a write (nor
+    /// waiting for the writer, here kept busy), and so is a stale lease told it is
+    /// lost; a lease lost while its send's check waits for the writer is an
+    /// answer, not a failed write that would roll back the batch it is in and run
+    /// every job of it again; and a key's hold is gone once its send is recorded
+    /// (or turns out not to be made).
+    #[tokio::test]
+    async fn a_key_held_or_a_lease_lost_costs_no_write_nor_a_batch_run_again_and_holds_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            wake: Arc::default(),
+        };
+        let store = SqliteStore::open(dir.path().join("t.db").to_str().unwrap(), opts).unwrap();
+        for k in ["a", "b", "c"] {
+            store.ingest(new_event(k)).await.unwrap();
+        }
+        let claimed = store.claim("d", 10, Duration::from_secs(60)).await.unwrap();
+        let [a, b, c] = [0, 1, 2].map(|i| claimed[i].lease());
+        let begin = |l: Lease, key: &'static str| store.begin_ordered(l, "d", key, "trigger");
+        assert_eq!(begin(a, "k").await.unwrap(), Ordered::Send);
+
+        // The writer kept busy until released.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let busy = store.write(move |_| {
+            let _ = started_tx.send(());
+            let _ = release_rx.recv();
+            Ok(())
+        });
+        assert!(busy.now_or_never().is_none());
+        started_rx.recv().unwrap();
+
+        assert!(matches!(
+            begin(b, "k").now_or_never(),
+            Some(Ok(Ordered::Wait(w))) if w > Duration::ZERO && w <= Duration::from_secs(1)
+        ));
+        let stale = Lease {
+            id: c.id,
+            token: c.token + 1000,
+        };
+        assert!(matches!(
+            begin(stale, "k2").now_or_never(),
+            Some(Err(StoreError::LeaseLost(_)))
+        ));
+
+        // A webhook's write and a send's check queued together, one batch; the
+        // send's lease is lost before the writer gets to it.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut webhook = Box::pin({
+            let runs = runs.clone();
+            store.write(move |conn| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                ingest_tx(conn, &new_event("e")).map(|_| ())
+            })
+        });
+        assert!(poll_once(&mut webhook).await.is_pending());
+        let mut lost = Box::pin(begin(c, "k3"));
+        assert!(
+            poll_once(&mut lost).await.is_pending(),
+            "its lease was held"
+        );
+        store.leases.lock().unwrap().remove(&c.id);
+        release_tx.send(()).unwrap();
+        assert!(matches!(lost.await, Err(StoreError::LeaseLost(_))));
+        webhook.await.unwrap();
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the batch was not run again"
+        );
+
+        let done = Attempt {
+            status: Some(202),
+            error: None,
+            duration_ms: 1,
+        };
+        assert!(store
+            .complete(a, done.clone(), Outcome::Delivered)
+            .await
+            .unwrap());
+        assert!(store.holds.lock().unwrap().is_empty(), "k and k3 are free");
+        assert_eq!(begin(b, "k").await.unwrap(), Ordered::Send);
+        assert!(store.complete(b, done, Outcome::Delivered).await.unwrap());
+        assert!(store.holds.lock().unwrap().is_empty());
+    }
+}
+
 mod subject_cache {
     use super::super::subjects::SubjectCache;
     use super::super::*;
