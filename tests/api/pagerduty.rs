@@ -291,17 +291,25 @@ async fn a_resolve_waits_while_the_trigger_of_its_backup_is_being_sent() {
         .await;
     assert_eq!(r.status(), 202);
     let all = app.wait_settled(Duration::from_secs(20)).await;
+    // The success's resolve and its recovery's may go in either order; when the
+    // recovery's (stored after the success) goes first, the success's is not sent
+    // (superseded): one resolve or two, never a failure.
     assert!(
-        all["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["state"] == "delivered" && d["last_error"].is_null()),
+        all["items"].as_array().unwrap().iter().all(|d| {
+            d["state"] == "delivered"
+                && (d["last_error"].is_null()
+                    || d["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("not sent: superseded")))
+        }),
         "{all}"
     );
     let got = got.lock().unwrap().clone();
     let actions: Vec<&str> = got.iter().map(|(a, _, _)| a.as_str()).collect();
-    assert_eq!(actions, ["trigger", "resolve", "resolve"]);
+    assert!(
+        actions == ["trigger", "resolve", "resolve"] || actions == ["trigger", "resolve"],
+        "{actions:?}"
+    );
     let after = got[1].1 - got[0].1;
     assert!(
         after >= slow,
