@@ -92,6 +92,21 @@ async fn a_failure_triggers_and_the_next_success_resolves_the_same_incident() {
 }
 
 /// An app sending to PagerDuty at `server`, retrying after 3 s.
+/// A PagerDuty that answers the first event 503 and accepts every later one.
+async fn pagerduty_down_once() -> MockServer {
+    let pd = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&pd)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(accepted("sb/Acme Server/Acme Project"))
+        .mount(&pd)
+        .await;
+    pd
+}
+
 async fn app_retrying(server: &MockServer) -> TestApp {
     spawn_app_env(
         &format!(
@@ -126,16 +141,7 @@ async fn delivery_of(app: &TestApp, id: &str) -> Value {
 /// a good backup): its delivery ends delivered, saying which resolve superseded it.
 #[tokio::test]
 async fn a_trigger_retried_after_the_resolve_of_a_later_success_is_not_sent() {
-    let pd = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .mount(&pd)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(accepted("sb/Acme Server/Acme Project"))
-        .mount(&pd)
-        .await;
+    let pd = pagerduty_down_once().await;
     let app = app_retrying(&pd).await;
     let r = app
         .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
@@ -194,16 +200,7 @@ async fn a_trigger_retried_after_the_resolve_of_a_later_success_is_not_sent() {
 /// close the new incident; it is not sent either.
 #[tokio::test]
 async fn a_resolve_retried_after_the_trigger_of_a_later_failure_is_not_sent() {
-    let pd = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .mount(&pd)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(accepted("sb/Acme Server/Acme Project"))
-        .mount(&pd)
-        .await;
+    let pd = pagerduty_down_once().await;
     let app = app_retrying(&pd).await;
     let r = app
         .post("/hooks/sb", fixture("simplebackups/success.json"), &[])
