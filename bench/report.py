@@ -131,6 +131,16 @@ row("wrk: non-2xx / socket errors",
     f"{hr_wrk.get('non_2xx', 'n/a')} / {sum(hr_wrk.get(k, 0) for k in ('errors_connect', 'errors_read', 'errors_write', 'errors_timeout'))}",
     f"{base_wrk.get('non_2xx', 'n/a')} / {sum(base_wrk.get(k, 0) for k in ('errors_connect', 'errors_read', 'errors_write', 'errors_timeout'))}",
     "—", "none", None)
+durable_wrk = load("durable_wrk.json")
+w_dur = durable_wrk.get("ok_per_s")
+row(
+    "durable ceiling under wrk: the ceiling flushing each body (fdatasync, one per batch) "
+    "before its 202, nothing else; hookrelay ÷ durable in the hookrelay column",
+    (ratio(w_hr, w_dur) + " of it") if w_hr and w_dur else "n/a",
+    fmt(w_dur) + load_note("LOAD_DURABLE_WRK"),
+    ratio(w_dur, w_base),
+    "— (the bound of a durable 202)", None,
+)
 row("wrk: latency p50 / p99", f"{fmt(hr_wrk.get('p50_ms'), 2)} / {fmt(hr_wrk.get('p99_ms'), 2)} ms",
     f"{fmt(base_wrk.get('p50_ms'), 2)} / {fmt(base_wrk.get('p99_ms'), 2)} ms", "—", "—", None)
 row(
@@ -275,9 +285,12 @@ if accepted and t1:
     cpu_rows.append(f"| the bench sink (another process) | {fmt(sink_d * 1e6 / hz / accepted, 1)} µs |")
 
 rounds = []
+durables = []
 try:
     with open(os.path.join(T, "rounds.txt")) as f:
         rounds = [tuple(float(x) for x in line.split()) for line in f if line.strip()]
+    durables = [r[2] for r in rounds if len(r) > 2]
+    rounds = [r[:2] for r in rounds]
 except (OSError, ValueError):
     pass
 if rounds:
@@ -287,6 +300,13 @@ if rounds:
         " / ".join(fmt(h) for _, h in rounds), " / ".join(fmt(b) for b, _ in rounds),
         " / ".join(f"{r:.2f}×" for r in ratios) + f" (median {statistics.median(ratios):.2f}×)",
         "≥ 0.50× ceiling", statistics.median(ratios) >= 0.5)
+    if len(durables) == len(rounds):
+        dratios = [d / b for (b, _), d in zip(rounds, durables) if b]
+        row("durable ceiling in the same rounds",
+            " / ".join(f"{h / d:.2f}×" for (_, h), d in zip(rounds, durables) if d) + " of it",
+            " / ".join(fmt(d) for d in durables),
+            " / ".join(f"{r:.2f}×" for r in dratios) + f" (median {statistics.median(dratios):.2f}×)",
+            "— (the bound of a durable 202)", None)
 
 out = []
 out.append(f"## hookrelay benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")

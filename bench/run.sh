@@ -9,6 +9,8 @@
 #      with the same generators and payload: wrk (Debian's package, -t2 -c32,
 #      bench/wrk-simplebackups.lua: a new SimpleBackups id per request, ?token=
 #      auth) and the own generator (examples/bench_load.rs, signed, 64 conns);
+#      and the durable ceiling under wrk (the same server flushing each body to
+#      disk before its 202: the bound of any server with a durable 202);
 #   2. hookrelay (SQLite, SimpleBackups sources, webhook destination to
 #      examples/bench_sink.rs): start-up to ready, idle RSS, closed-loop accepted
 #      req/s under both generators with every 202 checked against the rows
@@ -33,7 +35,7 @@
 #   RATE_DURATION=10   fixed-rate phase, seconds
 #   BACKLOG=100000     events posted while the sink is stopped
 #   WORKERS=32         delivery.workers (32 is hookrelay's default)
-#   PORT_BASE=28080    hookrelay on PORT_BASE, ceiling +1, sink +2 (below the
+#   PORT_BASE=28080    hookrelay on PORT_BASE, ceiling +1, sink +2, durable +3 (below the
 #                      ephemeral range: a connection to a port in that range with
 #                      nothing listening can connect to itself and hold the port)
 #   HOOKRELAY_BIN      use this binary instead of target/release/hookrelay
@@ -68,6 +70,7 @@ PORT_BASE=${PORT_BASE:-28080}
 HR_PORT=$PORT_BASE
 BASE_PORT=$((PORT_BASE + 1))
 SINK_PORT=$((PORT_BASE + 2))
+DURABLE_PORT=$((PORT_BASE + 3))
 SECRET=bench-secret
 ADMIN=bench-admin-token
 
@@ -175,6 +178,18 @@ WRK_URL_BASE="http://127.0.0.1:$BASE_PORT/hooks/wrk?token=bench-token"
 wrk_run "$WRK_URL_BASE" 1 /dev/null
 wrk_run "$WRK_URL_BASE" "$DURATION" "$TMP/base_wrk.json"
 LOAD_BASE_WRK=$(loadavg)
+# The durable ceiling: the same server flushing each body to disk before its 202
+# (examples/bench_baseline.rs --durable), the bound of any server that makes each
+# webhook durable before answering, on the disk this run uses.
+log "durable ceiling under wrk: ${DURATION}s, $WRK_CONNS connections"
+"$EX/bench_baseline" --listen "127.0.0.1:$DURABLE_PORT" --durable "$TMP/durable.ring" 2>>"$TMP/baseline.log" &
+DURABLE_PID=$!; PIDS+=("$DURABLE_PID")
+wait_ready "http://127.0.0.1:$DURABLE_PORT/readyz" "$(now_ns)" >/dev/null
+WRK_URL_DURABLE="http://127.0.0.1:$DURABLE_PORT/hooks/wrk?token=bench-token"
+wrk_run "$WRK_URL_DURABLE" 1 /dev/null
+wrk_run "$WRK_URL_DURABLE" "$DURATION" "$TMP/durable_wrk.json"
+LOAD_DURABLE_WRK=$(loadavg)
+kill "$DURABLE_PID"; wait "$DURABLE_PID" 2>/dev/null || true
 log "ceiling at $RATE/s for ${RATE_DURATION}s"
 load --url "$URL_BASE" --secret "$SECRET" --connections "$CONNS" --rate "$RATE" --duration "$RATE_DURATION" >"$TMP/base_rate.json"
 BASE_PEAK=$(rss_mb "$BASE_PID" VmHWM)
@@ -301,21 +316,29 @@ DB_MB=$(du -sm "$TMP" | awk '{print $1}')
 # The machine's speed drifts between minutes; pairs taken back to back, alternating
 # which goes first, show how much the headline ratio moves.
 if (( ROUNDS > 0 )); then
-    log "$ROUNDS alternating pairs of ${ROUND_DURATION}s wrk runs (ceiling, hookrelay)"
+    log "$ROUNDS alternating rounds of ${ROUND_DURATION}s wrk runs (ceiling, durable ceiling, hookrelay)"
     "$EX/bench_baseline" --listen "127.0.0.1:$BASE_PORT" 2>>"$TMP/baseline.log" &
     BASE_PID=$!; PIDS+=("$BASE_PID")
+    "$EX/bench_baseline" --listen "127.0.0.1:$DURABLE_PORT" --durable "$TMP/durable.ring" 2>>"$TMP/baseline.log" &
+    DURABLE_PID=$!; PIDS+=("$DURABLE_PID")
     wait_ready "http://127.0.0.1:$BASE_PORT/readyz" "$(now_ns)" >/dev/null
+    wait_ready "http://127.0.0.1:$DURABLE_PORT/readyz" "$(now_ns)" >/dev/null
     : >"$TMP/rounds.txt"
     for r in $(seq "$ROUNDS"); do
-        if (( r % 2 )); then order="BASE HR"; else order="HR BASE"; fi
+        if (( r % 2 )); then order="BASE DURABLE HR"; else order="HR DURABLE BASE"; fi
         for who in $order; do
-            if [[ $who == BASE ]]; then url=$WRK_URL_BASE; else url=$WRK_URL_HR; fi
+            case $who in
+                BASE) url=$WRK_URL_BASE ;;
+                DURABLE) url=$WRK_URL_DURABLE ;;
+                HR) url=$WRK_URL_HR ;;
+            esac
             wrk_run "$url" "$ROUND_DURATION" "$TMP/round_${r}_$who.json"
         done
-        echo "$(json "$TMP/round_${r}_BASE.json" "j['ok_per_s']") $(json "$TMP/round_${r}_HR.json" "j['ok_per_s']")" >>"$TMP/rounds.txt"
+        echo "$(json "$TMP/round_${r}_BASE.json" "j['ok_per_s']") $(json "$TMP/round_${r}_HR.json" "j['ok_per_s']")" \
+            "$(json "$TMP/round_${r}_DURABLE.json" "j['ok_per_s']")" >>"$TMP/rounds.txt"
         wait_drain 120 >/dev/null
     done
-    kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
+    kill "$BASE_PID" "$DURABLE_PID"; wait "$BASE_PID" "$DURABLE_PID" 2>/dev/null || true
 fi
 kill "$HR_PID"; wait "$HR_PID" 2>/dev/null || true
 
@@ -392,5 +415,5 @@ export TMP DURATION CONNS RATE RATE_DURATION BACKLOG WORKERS BASE_IDLE BASE_PEAK
     BACKLOG_DEPTH ev0 ev1 del0 del1 del2 load_t0 load_t1 drain_s del_b0 del_b1 del_b2 \
     drain_backlog_s DB_MB sink_ticks0 sink_ticks1 sink_ticks_d0 sink_ticks_d1 ROUND_DURATION OPEN_RATE OPEN_DURATION OPEN_DEPTH \
     wrk_ev0 wrk_ev1 pg_ev0 pg_ev1 ticks_d0 ticks_d1 vctx_d0 vctx_d1 ictx_d0 ictx_d1 WRK_CONNS PG \
-    LOAD_BASE LOAD_BASE_WRK LOAD_HR LOAD_HR_WRK LOAD_OPEN LOAD_DRAIN LOAD_PG_WRK
+    LOAD_BASE LOAD_BASE_WRK LOAD_DURABLE_WRK LOAD_HR LOAD_HR_WRK LOAD_OPEN LOAD_DRAIN LOAD_PG_WRK
 python3 "$ROOT/bench/report.py" | tee "$ROOT/bench/results.md"
