@@ -19,6 +19,7 @@ mod pagerduty;
 mod process;
 mod readiness;
 mod retention;
+mod review14;
 mod telegram;
 mod ui;
 mod ui_browser;
