@@ -10,8 +10,28 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Label values come from payloads too (a subject's key is made of backup and
+/// server names), and the encoder writes them as they are: escaped here as both
+/// text formats require (`\\`, `\"`, `\n`), or one quote would break the whole
+/// exposition and the scrape would drop every metric.
 fn labels(pairs: &[(&'static str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    pairs.iter().map(|(k, v)| (*k, escape_label(v))).collect()
+}
+
+fn escape_label(v: &str) -> String {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.to_string();
+    }
+    let mut out = String::with_capacity(v.len() + 4);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub struct Metrics {
@@ -272,6 +292,20 @@ mod tests {
         // A destination removed from the config and drained disappears.
         m.set_queue_depth(["a"], &[]);
         assert!(!m.encode().contains("gone"));
+    }
+
+    #[test]
+    fn label_values_from_payloads_are_escaped() {
+        let m = Metrics::new();
+        m.received("sb", "fail\"ure\\x\ny");
+        let text = m.encode_prometheus();
+        assert!(
+            text.contains(
+                r#"hookrelay_events_received_total{source="sb",status="fail\"ure\\x\ny"} 1"#
+            ),
+            "{text}"
+        );
+        assert_eq!(escape_label("plain/name"), "plain/name");
     }
 
     #[test]
