@@ -10,6 +10,7 @@ pub(super) fn check_names(template: &Template, place: &str, names: Names) -> Vec
     let mut found = Found {
         items: Vec::new(),
         names,
+        outer: None,
     };
     walk(template, 0, 1, &mut found);
     let mut seen = BTreeSet::new();
@@ -29,6 +30,9 @@ pub(super) enum Names {
     Event,
     /// A digest (templates named `digest…`): the digest's own fields.
     Digest,
+    /// One event of a group's `events`, inside `{{#each events}}`: the fields
+    /// of §4.
+    GroupEvent,
 }
 
 impl Names {
@@ -48,6 +52,11 @@ impl Names {
                 .map(|(f, inside)| (*f, *inside))
                 .chain(DELIVERY_FIELDS.iter().map(|f| (*f, false)))
                 .collect(),
+            Names::GroupEvent => FIELDS
+                .iter()
+                .map(|f| (*f, false))
+                .chain(std::iter::once(("raw", true)))
+                .collect(),
         }
     }
 }
@@ -56,6 +65,9 @@ impl Names {
 pub(super) struct Found {
     items: Vec<(usize, String)>,
     names: Names,
+    /// Inside `{{#each events}}`: the names of the message around it, which
+    /// `@root.` and `../` read.
+    outer: Option<Names>,
 }
 
 impl Found {
@@ -92,8 +104,17 @@ pub(super) fn walk(template: &Template, depth: usize, parent_line: usize, found:
                     found,
                 );
                 let scoped = matches!(ht.name.as_name(), Some("each" | "with"));
-                if let Some(t) = &ht.template {
-                    walk(t, depth + usize::from(scoped), line, found);
+                match &ht.template {
+                    // A group's events are events: their names are known.
+                    Some(t) if depth == 0 && each_events(ht.name.as_name(), &ht.params, found) => {
+                        let outer = std::mem::replace(&mut found.names, Names::GroupEvent);
+                        found.outer = Some(outer);
+                        walk(t, 0, line, found);
+                        found.names = outer;
+                        found.outer = None;
+                    }
+                    Some(t) => walk(t, depth + usize::from(scoped), line, found),
+                    None => {}
                 }
                 if let Some(t) = &ht.inverse {
                     walk(t, depth, line, found);
@@ -118,6 +139,23 @@ pub(super) fn walk(template: &Template, depth: usize, parent_line: usize, found:
             _ => {}
         }
     }
+}
+
+/// `{{#each events}}` in an event's message (a group's members).
+fn each_events(name: Option<&str>, params: &[Parameter], found: &Found) -> bool {
+    found.names == Names::Event
+        && found.outer.is_none()
+        && name == Some("each")
+        && params.len() == 1
+        && params[0].as_name().is_some_and(|p| {
+            let p = p.trim();
+            let p = p.strip_prefix("@root").unwrap_or(p);
+            let p = p.trim_start_matches(['.', '/']);
+            p.strip_prefix("this")
+                .unwrap_or(p)
+                .trim_start_matches(['.', '/'])
+                == "events"
+        })
 }
 
 pub(super) fn is_helper(name: &str) -> bool {
@@ -212,15 +250,28 @@ pub(super) fn check_param(p: &Parameter, depth: usize, line: usize, found: &mut 
 pub(super) fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut Found) {
     let mut s = raw_path.trim();
     let mut depth = depth;
+    // Inside `{{#each events}}`, at `outer_at` levels up is the message around.
+    let mut outer_at = found.outer.map(|_| depth + 1);
     if let Some(rest) = s.strip_prefix("@root") {
         s = rest.trim_start_matches(['.', '/']);
         depth = 0;
+        outer_at = outer_at.map(|_| 0);
     } else if s.starts_with('@') {
         return; // @index, @key, @first, @last
     }
     while let Some(rest) = s.strip_prefix("../") {
         s = rest;
         depth = depth.saturating_sub(1);
+        outer_at = outer_at.map(|n| n.saturating_sub(1));
+    }
+    if let (Some(0), Some(outer)) = (outer_at, found.outer) {
+        // Checked against the message's names, as if outside the block.
+        let inner = std::mem::replace(&mut found.names, outer);
+        found.outer = None;
+        check_path(s, 0, line, found);
+        found.outer = Some(outer);
+        found.names = inner;
+        return;
     }
     if depth > 0 {
         return;
@@ -248,7 +299,7 @@ pub(super) fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut 
     let known = found.names.known();
     if let Some((_, inside)) = known.iter().find(|(f, _)| *f == first) {
         if !rest.is_empty() && !inside {
-            let hint = if found.names == Names::Event {
+            let hint = if found.names != Names::Digest {
                 " (the payload is under raw.)"
             } else {
                 ""
@@ -265,6 +316,10 @@ pub(super) fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut 
         None if found.names == Names::Digest => format!(
             "unknown field \"{first}\" (a digest template, named digest…, knows: {})",
             known.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
+        ),
+        None if found.names == Names::GroupEvent => format!(
+            "unknown field \"{first}\" (an event of a group's events has the fields: {}; the provider's payload is under raw.)",
+            FIELDS.join(", ")
         ),
         None => format!(
             "unknown field \"{first}\" (known fields: {}, {}; in a group's message also {}; the provider's payload is under raw.)",

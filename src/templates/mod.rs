@@ -350,7 +350,8 @@ impl Templates {
         let (_, place) = &self.files[key];
         let name = key.split('.').next().unwrap_or_default();
         let samples = match names_of(name) {
-            Names::Event => sample_contexts(),
+            // A whole template is never one event of a group.
+            Names::Event | Names::GroupEvent => sample_contexts(),
             Names::Digest => crate::digest::sample_contexts(),
         };
         for (what, ctx) in samples {

@@ -336,6 +336,43 @@ fn json_helper_is_escaped_in_html() {
 // ---- strict names ----
 
 #[test]
+fn names_inside_each_events_are_an_events_fields() {
+    let dir = dir_with(&[(
+        "grp.slack.hbs",
+        "{{count}}\n{{#each events}}{{server}} {{raw.x}} {{../count}} {{@root.delivery_id}}\n         {{servr}} {{../stak}} {{count}}\n{{#each raw.items}}{{anything}} {{../server}}{{/each}}{{/each}}\n",
+    )]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    let got: Vec<(String, String)> = errs
+        .iter()
+        .map(|e| {
+            (
+                e.place.rsplit('/').next().unwrap().to_string(),
+                e.message.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(
+        got[0].0 == "grp.slack.hbs:3"
+            && got[0]
+                .1
+                .contains("unknown field \"servr\" (did you mean \"server\"?)"),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(_, m)| m.contains("unknown field \"stak\"")),
+        "{got:#?}"
+    );
+    // `count` is the group's, not an event's.
+    assert!(
+        got.iter()
+            .any(|(_, m)| m.contains("unknown field \"count\"")),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn misspelled_field_is_a_load_error_with_line() {
     let dir = dir_with(&[("bad.slack.hbs", "line one\n{{status}}\nstack: {{stak}}\n")]);
     let errs = Templates::load(dir.path()).unwrap_err();
