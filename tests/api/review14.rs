@@ -307,3 +307,74 @@ async fn changing_watch_by_raises_no_missed_alert_for_a_backup_that_reports() {
         events_with(&app, "backup.missing").await
     );
 }
+
+/// `smtp://` pointed at an implicit-TLS port (465, the port most providers
+/// document) waits for a greeting that never comes: the error is "did not accept
+/// the email within 10s", transient, so every alert is retried for `max_age`
+/// (24h) and then dead, with nothing that says to use `smtps://`. (`smtps://`
+/// at a STARTTLS port is as bad: "could not talk to the mail server: Connection
+/// error: Connection error: received corrupt message of type InvalidContentType",
+/// also retried.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_url_at_an_implicit_tls_port_says_to_use_smtps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let smtp = SmtpSink::start_with(&["--tls", "implicit", "--ca-out", ca.to_str().unwrap()]);
+    let app = spawn_app(&format!(
+        r#"sources:
+  sb: {{ kind: simplebackups }}
+admin: {{ token: {ADMIN} }}
+destinations:
+  mail: {{ type: email, smtp: "smtp://127.0.0.1:{}", tls_ca_file: "{}", timeout: 1s, from: r@example.com, to: [d@example.com] }}
+routes:
+  - to: [mail]
+"#,
+        smtp.port,
+        ca.display()
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let tried = wait_for(Duration::from_secs(20), || async {
+        let v = app.api("/api/deliveries").await;
+        v["items"][0]["last_error"].is_string()
+    })
+    .await;
+    assert!(tried, "no attempt recorded");
+    let v = app.api("/api/deliveries").await;
+    let error = v["items"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("smtps://"),
+        "the error does not point at the fix (smtps:// for implicit TLS): {error}"
+    );
+}
+
+/// An unquoted numeric token or secret (`token: 12345`) is refused with serde's
+/// internal type name: "data did not match any variant of untagged enum
+/// OneOrMany". (`admin.token: 4242` gets the clearer "invalid type: integer
+/// `4242`, expected a string".)
+#[test]
+fn a_numeric_token_is_refused_in_words_the_user_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        "sources:\n  c: { kind: cloud66, token: 12345 }\n  s: { kind: simplebackups, secret: 98765 }\n\
+         destinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .current_dir(dir.path())
+        .env_remove("HOOKRELAY_CONFIG")
+        .arg("check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("sources.c.token"), "{err}");
+    assert!(
+        !err.contains("untagged enum") && !err.contains("OneOrMany"),
+        "the error names a Rust type instead of saying what to write: {err}"
+    );
+}
