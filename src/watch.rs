@@ -214,6 +214,8 @@ pub struct Rule {
     /// The subject it names when its `match` gives a plain value for every `by`
     /// field: (key, fields).
     pub pinned: Option<(String, Map<String, Value>)>,
+    /// The start of its fingerprint that names its place and `match` only.
+    pub match_prefix: String,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -224,6 +226,15 @@ impl Rule {
     pub fn matches(&self, e: &Event) -> bool {
         self.conditions
             .iter()
+            .all(|(field, cond)| cond.holds(e.field(field).as_deref()))
+    }
+
+    /// Whether its conditions on the fields a subject keeps (and its key) hold;
+    /// the others are not looked at.
+    fn holds_on_kept(&self, e: &Event) -> bool {
+        self.conditions
+            .iter()
+            .filter(|(field, _)| field == "subject" || SUBJECT_FIELDS.contains(&field.as_str()))
             .all(|(field, cond)| cond.holds(e.field(field).as_deref()))
     }
 
@@ -369,6 +380,8 @@ pub struct Watch {
     pub by: Vec<String>,
     pub recovered: bool,
     pub rules: Vec<Arc<Rule>>,
+    /// The configured sources (none known: a config that did not compile).
+    pub sources: Option<BTreeSet<String>>,
 }
 
 impl Watch {
@@ -406,6 +419,7 @@ impl Watch {
                 by: s.by.clone(),
                 recovered: s.recovered,
                 rules,
+                sources: Some(sources.keys().cloned().collect()),
             })
         } else {
             Err(errors)
@@ -423,9 +437,54 @@ impl Watch {
         parts.join("/")
     }
 
-    /// The first `expect` rule whose `match` the event (or subject) meets.
+    /// The first `expect` rule whose `match` the event meets.
     pub fn rule_for(&self, e: &Event) -> Option<&Arc<Rule>> {
         self.rules.iter().find(|r| r.matches(e))
+    }
+
+    /// The `expect` rule watching a stored subject under this config.
+    ///
+    /// A subject keeps only [`SUBJECT_FIELDS`] of its latest event, so a rule
+    /// that matches on anything else (`raw.…`, `event`, `status`) cannot be
+    /// judged from it again: the rule chosen when that event was stored (the same
+    /// place and `match`, its schedule, grace or remind possibly changed since)
+    /// stands while its conditions on the kept fields still hold. A rule that
+    /// meets the kept fields outright and comes first still wins, as it would
+    /// have at ingest.
+    ///
+    /// None for a subject no event can reach any more (see [`Self::reaches`]).
+    pub fn rule_of(&self, s: &Subject) -> Option<&Arc<Rule>> {
+        if !self.reaches(s) {
+            return None;
+        }
+        let e = s.as_event();
+        let chosen = |r: &Rule| {
+            s.rule
+                .as_deref()
+                .is_some_and(|f| f.starts_with(&r.match_prefix))
+        };
+        self.rules
+            .iter()
+            .find(|r| r.matches(&e) || (chosen(r) && r.holds_on_kept(&e)))
+    }
+
+    /// Whether events can still arrive under the subject's key: its source is
+    /// configured, and its kept fields give its key under the current `by`. A
+    /// subject left behind when `by` changed, or its source was renamed or
+    /// removed, is not watched: its backup reports under another key, or cannot
+    /// report at all. (A `by` naming a field subjects do not keep, `raw.…`, is
+    /// taken as reaching.)
+    pub fn reaches(&self, s: &Subject) -> bool {
+        let source = s.fields.get("source").and_then(Value::as_str);
+        if let (Some(known), Some(source)) = (&self.sources, source) {
+            if !known.contains(source) {
+                return false;
+            }
+        }
+        if !self.by.iter().all(|f| SUBJECT_FIELDS.contains(&f.as_str())) {
+            return true;
+        }
+        self.subject_key(&s.as_event()) == s.key
     }
 }
 
@@ -557,6 +616,13 @@ fn compile_rule(
                 .collect();
             (values.join("/"), fields)
         });
+    let match_prefix = format!(
+        "{}|{:?}|",
+        i,
+        x.matches
+            .as_ref()
+            .map(|m| serde_json::to_string(m).unwrap_or_default()),
+    );
     Some(Rule {
         index: i,
         conditions,
@@ -564,18 +630,11 @@ fn compile_rule(
         grace: x.grace,
         remind: x.remind,
         fingerprint: format!(
-            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            i,
-            x.matches
-                .as_ref()
-                .map(|m| serde_json::to_string(m).unwrap_or_default()),
-            x.every,
-            x.grace,
-            x.remind,
-            x.cron,
-            x.tz
+            "{match_prefix}{:?}|{:?}|{:?}|{:?}|{:?}",
+            x.every, x.grace, x.remind, x.cron, x.tz
         ),
         pinned,
+        match_prefix,
     })
 }
 
@@ -909,7 +968,7 @@ async fn sync(shared: &Shared, watch: &Watch) -> crate::store::Result<()> {
         }
     }
     for s in shared.store.list_subjects(None).await? {
-        let rule = watch.rule_for(&s.as_event());
+        let rule = watch.rule_of(&s);
         if s.rule.as_deref() != rule.map(|r| r.fingerprint.as_str()) {
             shared.store.set_rule(&s.key, rule.cloned()).await?;
         }
@@ -926,7 +985,7 @@ pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
             continue;
         };
         let relay = shared.relay.load_full();
-        let rule = relay.watch.rule_for(&s.as_event()).cloned();
+        let rule = relay.watch.rule_of(&s).cloned();
         let now = crate::store::now_ms();
         let mut e = missing_event(&s, rule.as_deref(), deadline, now);
         let applied = apply(
@@ -1175,6 +1234,80 @@ mod tests {
         ]
         .into();
         Watch::compile(&s, &sources)
+    }
+
+    /// A stored subject of `c66` with the given key and kept fields, reckoned
+    /// with `rule` (a fingerprint).
+    fn stored(key: &str, fields: &[(&str, &str)], rule: Option<&str>) -> Subject {
+        Subject {
+            rule: rule.map(str::to_string),
+            fields: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                    .collect(),
+            ),
+            ..Subject::fresh(key)
+        }
+    }
+
+    #[test]
+    fn a_subject_keeps_a_rule_it_cannot_be_judged_on_again() {
+        let fields = [("source", "c66"), ("stack", "app"), ("backup", "db")];
+        let w = watch(
+            r#"{"expect": [{"match": {"source": "c66", "raw.cloud": "aws"}, "every": "1h"}]}"#,
+        )
+        .unwrap();
+        let raw_rule = w.rules[0].fingerprint.clone();
+        // Chosen at ingest on the whole event: it stands after a reload.
+        let s = stored("c66/app/db", &fields, Some(&raw_rule));
+        assert_eq!(w.rule_of(&s).map(|r| r.index), Some(0));
+        // Never chosen for this subject: not taken on the kept fields alone.
+        assert!(w.rule_of(&stored("c66/app/db", &fields, None)).is_none());
+        // The same rule with another schedule: the new settings apply.
+        let w2 = watch(
+            r#"{"expect": [{"match": {"source": "c66", "raw.cloud": "aws"}, "every": "2h"}]}"#,
+        )
+        .unwrap();
+        let r = w2.rule_of(&s).expect("the rule of the same match");
+        assert_ne!(r.fingerprint, raw_rule);
+        // Its conditions on kept fields must still hold.
+        let w3 = watch(
+            r#"{"expect": [{"match": {"source": "c66", "stack": "other", "raw.cloud": "aws"}, "every": "1h"}]}"#,
+        )
+        .unwrap();
+        let s3 = stored("c66/app/db", &fields, Some(&w3.rules[0].fingerprint));
+        assert!(w3.rule_of(&s3).is_none());
+        // A rule judged on kept fields that comes first wins, as at ingest.
+        let w4 = watch(
+            r#"{"expect": [{"match": {"source": "c66"}, "every": "3h"}, {"match": {"source": "c66", "raw.cloud": "aws"}, "every": "1h"}]}"#,
+        )
+        .unwrap();
+        let s4 = stored("c66/app/db", &fields, Some(&w4.rules[1].fingerprint));
+        assert_eq!(w4.rule_of(&s4).map(|r| r.index), Some(0));
+    }
+
+    #[test]
+    fn a_subject_no_event_can_reach_is_not_watched() {
+        let fields = [("source", "c66"), ("stack", "app"), ("backup", "db")];
+        let w = watch(r#"{"expect": [{"match": {"source": "c66"}, "every": "1h"}]}"#).unwrap();
+        assert!(w.rule_of(&stored("c66/app/db", &fields, None)).is_some());
+        // `by` changed since: its backup reports under another key now.
+        let narrower =
+            watch(r#"{"by": ["source", "backup"], "expect": [{"match": {"source": "c66"}, "every": "1h"}]}"#)
+                .unwrap();
+        let s = stored("c66/app/db", &fields, None);
+        assert!(!narrower.reaches(&s));
+        assert!(narrower.rule_of(&s).is_none());
+        assert!(narrower.reaches(&stored("c66/db", &fields, None)));
+        // Its source is gone (renamed or removed).
+        let gone = [("source", "old"), ("stack", "app"), ("backup", "db")];
+        assert!(!w.reaches(&stored("old/app/db", &gone, None)));
+        // A `by` on a field subjects do not keep cannot be judged: reaching.
+        let by_raw =
+            watch(r#"{"by": ["source", "raw.job"], "expect": [{"match": {"source": "c66"}, "every": "1h"}]}"#)
+                .unwrap();
+        assert!(by_raw.reaches(&stored("c66/j1", &fields, None)));
     }
 
     #[test]
