@@ -349,6 +349,53 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// `check`'s warning for a route that names status `recovered`, or `missing`
+/// while `watch.expect` watches backups, but whose `provider` or `event` keeps
+/// out the backup watch's own events (`provider: hookrelay`, `event:
+/// backup.recovered` / `backup.missing`): `match: { provider: cloud66, status:
+/// [failure, missing] }` gets Cloud66's failures but never the missed backups or
+/// recoveries of those same backups.
+pub fn watch_warnings(s: &crate::config::Settings, warnings: &mut Vec<ConfigError>) {
+    let mut watched = vec![(Status::Recovered, "backup.recovered")];
+    if !s.watch.expect.is_empty() {
+        watched.push((Status::Missing, "backup.missing"));
+    }
+    for (i, r) in s.routes.iter().enumerate() {
+        let Some(m) = &r.matches else { continue };
+        let cond = |field: &str| {
+            m.get(field)
+                .and_then(|v| Cond::compile(field, v, &mut Vec::new()))
+        };
+        let Some(Cond::AnyOf(statuses)) = cond("status") else {
+            continue;
+        };
+        for (status, event) in &watched {
+            if !statuses.iter().any(|v| v == status.as_str()) {
+                continue;
+            }
+            let kept_out = [("provider", "hookrelay"), ("event", *event)]
+                .into_iter()
+                .find(|(f, v)| cond(f).is_some_and(|c| !c.holds(Some(v))));
+            if let Some((field, value)) = kept_out {
+                warnings.push(ConfigError::new(
+                    format!("routes[{i}].match.{field}"),
+                    format!(
+                        "names status {}, but the backup watch's {} events have {field} \
+                         {value:?}, so they never match this route; match on source \
+                         (which they keep from the backup) instead of {field}",
+                        status.as_str(),
+                        if *status == Status::Recovered {
+                            "recovered"
+                        } else {
+                            "missed-backup"
+                        },
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 /// Whether events of one status can match a route, judged from the config alone
 /// (for `check`'s warnings; see [`reaching`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

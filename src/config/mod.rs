@@ -158,6 +158,7 @@ impl Settings {
             d.kind.warnings(&format!("destinations.{name}"), &mut out);
         }
         crate::destinations::pagerduty::route_warnings(self, &mut out);
+        crate::routing::watch_warnings(self, &mut out);
         out
     }
 }

@@ -84,6 +84,42 @@ fn the_shipped_watch_example_uncommented_checks_clean_and_is_listed() {
         s.contains("watches centurylink/VA1TEST-DB01/nightly-db from start"),
         "{s}"
     );
+    // Its routes get the watch's own events too (no warning that they cannot).
+    assert!(!s.contains("warning"), "{s}");
+}
+
+/// A route that names status `missing` or `recovered` but matches on `provider`
+/// (or `event`) keeps out the backup watch's own events (`provider: hookrelay`):
+/// `check` says so, at the condition, and exits 0.
+#[test]
+fn check_warns_when_a_route_keeps_out_the_backup_watchs_events() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.yaml"),
+        "storage: { url: \"sqlite://data/h.db\" }\nsources:\n  c66: { kind: cloud66 }\n\
+         destinations:\n  out: { type: console }\n\
+         routes:\n  - match: { provider: cloud66, status: [failure, missing, recovered] }\n    to: [out]\n\
+         watch:\n  expect:\n    - match: { source: c66 }\n      every: 24h\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["check"], &[]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}{}", text(&out.stderr));
+    assert!(s.starts_with("relay.yaml: ok, 2 warnings\n"), "{s}");
+    for what in ["recovered", "missed-backup"] {
+        assert!(
+            s.contains(&format!(
+                "routes[0].match.provider: names status {}, but the backup watch's {what} events \
+                 have provider \"hookrelay\", so they never match this route; match on source",
+                if what == "recovered" {
+                    "recovered"
+                } else {
+                    "missing"
+                }
+            )),
+            "{s}"
+        );
+    }
 }
 
 /// `render` and `send` refuse a payload as `serve` would (too deep, too large, not
