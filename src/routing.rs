@@ -356,7 +356,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// [failure, missing] }` gets Cloud66's failures but never the missed backups or
 /// recoveries of those same backups.
 pub fn watch_warnings(s: &crate::config::Settings, warnings: &mut Vec<ConfigError>) {
-    let mut watched = vec![(Status::Recovered, "backup.recovered")];
+    let mut watched = Vec::new();
+    if s.watch.recovered {
+        watched.push((Status::Recovered, "backup.recovered"));
+    }
     if !s.watch.expect.is_empty() {
         watched.push((Status::Missing, "backup.missing"));
     }

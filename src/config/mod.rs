@@ -101,11 +101,61 @@ impl fmt::Debug for Secret {
 }
 
 /// `secret: x` or, for key rotation, `secret: [old, new]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OneOrMany {
     One(Secret),
     Many(Vec<Secret>),
+}
+
+/// An unquoted number or `true` is refused in words: YAML reads `token: 0123` as
+/// the number 123, so taking it as text could change the credential.
+const NOT_TEXT: &str =
+    "write the credential in quotes (e.g. \"12345\") so it is read as text, exactly as written";
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Secret::new(v)))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Secret(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<OneOrMany, E> {
+                Err(E::custom(format!("is the number {v}; {NOT_TEXT}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<OneOrMany, E> {
+                Err(E::custom(format!("is the number {v}; {NOT_TEXT}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<OneOrMany, E> {
+                Err(E::custom(format!("is the number {v}; {NOT_TEXT}")))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<OneOrMany, E> {
+                Err(E::custom(format!("is {v}, not text; {NOT_TEXT}")))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(one) = seq.next_element::<OneOrMany>()? {
+                    match one {
+                        OneOrMany::One(s) => out.push(s),
+                        OneOrMany::Many(_) => return Err(serde::de::Error::custom(
+                            "a list inside the list; give the credentials as one list of strings",
+                        )),
+                    }
+                }
+                Ok(OneOrMany::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl OneOrMany {

@@ -401,7 +401,13 @@ fn routes_that_open_pagerduty_incidents_and_never_resolve_them_are_a_warning() {
         "",
         "  - match: { provider: cloud66, status: [failure, recovered] }\n    to: [pager]\n",
     );
-    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(w[0].starts_with("routes[0].to[0]: "), "{w:#?}");
+    // ... and the route itself names a status it never gets.
+    assert!(
+        w[1].starts_with("routes[0].match.provider: names status recovered"),
+        "{w:#?}"
+    );
     // Routes that can bring a success or a recovery, and routes that never page:
     // nothing to say.
     for routes in [
