@@ -39,6 +39,23 @@ pub const SUBJECT_FIELDS: &[&str] = &[
     "database",
 ];
 
+/// The keys of an item of `GET /api/backups` and of a digest's lists.
+pub const SUBJECT_JSON_FIELDS: &[&str] = &[
+    "subject",
+    "state",
+    "source",
+    "stack",
+    "environment",
+    "server",
+    "account",
+    "backup",
+    "last_event_at",
+    "last_success_at",
+    "failures",
+    "down_since",
+    "next_deadline",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubjectState {
@@ -130,7 +147,7 @@ impl Subject {
         }
     }
 
-    /// An item of `GET /api/backups`.
+    /// An item of `GET /api/backups` (its keys: [`SUBJECT_JSON_FIELDS`]).
     pub fn to_json(&self) -> Value {
         let t = |v: Option<i64>| {
             v.map(|ms| Value::String(ms_to_rfc3339(ms)))

@@ -33,6 +33,9 @@ pub(super) enum Names {
     /// One event of a group's `events`, inside `{{#each events}}`: the fields
     /// of §4.
     GroupEvent,
+    /// One backup of a digest's lists, inside `{{#each attention}}` (or
+    /// `recovered`, `subjects`): an item of `/api/backups`.
+    DigestItem,
 }
 
 impl Names {
@@ -56,6 +59,10 @@ impl Names {
                 .iter()
                 .map(|f| (*f, false))
                 .chain(std::iter::once(("raw", true)))
+                .collect(),
+            Names::DigestItem => crate::watch::SUBJECT_JSON_FIELDS
+                .iter()
+                .map(|f| (*f, false))
                 .collect(),
         }
     }
@@ -104,17 +111,22 @@ pub(super) fn walk(template: &Template, depth: usize, parent_line: usize, found:
                     found,
                 );
                 let scoped = matches!(ht.name.as_name(), Some("each" | "with"));
-                match &ht.template {
-                    // A group's events are events: their names are known.
-                    Some(t) if depth == 0 && each_events(ht.name.as_name(), &ht.params, found) => {
-                        let outer = std::mem::replace(&mut found.names, Names::GroupEvent);
+                let items = if depth == 0 {
+                    each_items(ht.name.as_name(), &ht.params, found)
+                } else {
+                    None
+                };
+                match (&ht.template, items) {
+                    // A group's events and a digest's backups: their names are known.
+                    (Some(t), Some(items)) => {
+                        let outer = std::mem::replace(&mut found.names, items);
                         found.outer = Some(outer);
                         walk(t, 0, line, found);
                         found.names = outer;
                         found.outer = None;
                     }
-                    Some(t) => walk(t, depth + usize::from(scoped), line, found),
-                    None => {}
+                    (Some(t), None) => walk(t, depth + usize::from(scoped), line, found),
+                    (None, _) => {}
                 }
                 if let Some(t) = &ht.inverse {
                     walk(t, depth, line, found);
@@ -141,21 +153,24 @@ pub(super) fn walk(template: &Template, depth: usize, parent_line: usize, found:
     }
 }
 
-/// `{{#each events}}` in an event's message (a group's members).
-fn each_events(name: Option<&str>, params: &[Parameter], found: &Found) -> bool {
-    found.names == Names::Event
-        && found.outer.is_none()
-        && name == Some("each")
-        && params.len() == 1
-        && params[0].as_name().is_some_and(|p| {
-            let p = p.trim();
-            let p = p.strip_prefix("@root").unwrap_or(p);
-            let p = p.trim_start_matches(['.', '/']);
-            p.strip_prefix("this")
-                .unwrap_or(p)
-                .trim_start_matches(['.', '/'])
-                == "events"
-        })
+/// The names of each item of `{{#each events}}` in an event's message (a group's
+/// members) and of `{{#each attention}}`, `recovered` or `subjects` in a digest.
+fn each_items(name: Option<&str>, params: &[Parameter], found: &Found) -> Option<Names> {
+    if found.outer.is_some() || name != Some("each") || params.len() != 1 {
+        return None;
+    }
+    let p = params[0].as_name()?.trim();
+    let p = p.strip_prefix("@root").unwrap_or(p);
+    let p = p.trim_start_matches(['.', '/']);
+    let list = p
+        .strip_prefix("this")
+        .unwrap_or(p)
+        .trim_start_matches(['.', '/']);
+    match (found.names, list) {
+        (Names::Event, "events") => Some(Names::GroupEvent),
+        (Names::Digest, "attention" | "recovered" | "subjects") => Some(Names::DigestItem),
+        _ => None,
+    }
 }
 
 pub(super) fn is_helper(name: &str) -> bool {
@@ -299,7 +314,7 @@ pub(super) fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut 
     let known = found.names.known();
     if let Some((_, inside)) = known.iter().find(|(f, _)| *f == first) {
         if !rest.is_empty() && !inside {
-            let hint = if found.names != Names::Digest {
+            let hint = if matches!(found.names, Names::Event | Names::GroupEvent) {
                 " (the payload is under raw.)"
             } else {
                 ""
@@ -320,6 +335,10 @@ pub(super) fn check_path(raw_path: &str, depth: usize, line: usize, found: &mut 
         None if found.names == Names::GroupEvent => format!(
             "unknown field \"{first}\" (an event of a group's events has the fields: {}; the provider's payload is under raw.)",
             FIELDS.join(", ")
+        ),
+        None if found.names == Names::DigestItem => format!(
+            "unknown field \"{first}\" (a backup of a digest's list has the fields: {})",
+            crate::watch::SUBJECT_JSON_FIELDS.join(", ")
         ),
         None => format!(
             "unknown field \"{first}\" (known fields: {}, {}; in a group's message also {}; the provider's payload is under raw.)",

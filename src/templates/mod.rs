@@ -351,7 +351,7 @@ impl Templates {
         let name = key.split('.').next().unwrap_or_default();
         let samples = match names_of(name) {
             // A whole template is never one event of a group.
-            Names::Event | Names::GroupEvent => sample_contexts(),
+            Names::Event | Names::GroupEvent | Names::DigestItem => sample_contexts(),
             Names::Digest => crate::digest::sample_contexts(),
         };
         for (what, ctx) in samples {

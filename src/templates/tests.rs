@@ -336,6 +336,24 @@ fn json_helper_is_escaped_in_html() {
 // ---- strict names ----
 
 #[test]
+fn names_inside_a_digests_lists_are_a_backups_fields() {
+    let dir = dir_with(&[(
+        "digest.slack.hbs",
+        "{{summary}}\n{{#each attention}}{{subject}} {{state}} {{@root.schedule}}{{/each}}\n\
+         {{#each recovered}}{{subjct}}{{/each}}\n",
+    )]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].place.ends_with("digest.slack.hbs:3"), "{errs:?}");
+    assert!(
+        errs[0]
+            .message
+            .contains("unknown field \"subjct\" (did you mean \"subject\"?)"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn names_inside_each_events_are_an_events_fields() {
     let dir = dir_with(&[(
         "grp.slack.hbs",
