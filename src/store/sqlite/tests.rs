@@ -353,6 +353,7 @@ mod ordered {
             status: Some(202),
             error: None,
             duration_ms: 1,
+            reached: Vec::new(),
         };
         assert!(store
             .complete(a, done.clone(), Outcome::Delivered)
