@@ -1026,6 +1026,31 @@ async fn a_digest_run_is_recorded_with_its_digest_and_outlives_retention(f: Fixt
     assert_eq!(s.last_digest("daily").await.unwrap(), Some(2_000));
 }
 
+/// Retention deletes the recorded last runs of digest schedules no longer
+/// configured once they are older than it; a configured schedule's stays however
+/// old, and an unconfigured one's until it is that old.
+async fn retention_prunes_the_last_runs_of_digest_schedules_no_longer_configured(f: Fixture) {
+    let s = f.store.as_ref();
+    let now = s.clock_ms().await.unwrap();
+    let runs = [("kept", 1_000), ("gone", 1_000), ("recent", now)];
+    for (key, at) in runs {
+        let mut e = new_event(&format!("digest:{key}:{at}"), &["d"], Duration::ZERO);
+        e.digest_run = Some((key.into(), at));
+        stored_id(s, e).await;
+    }
+    let hour = Duration::from_secs(3600);
+    let configured = ["kept".to_string()];
+    assert_eq!(s.prune_digest_runs(hour, &configured).await.unwrap(), 1);
+    assert_eq!(s.last_digest("kept").await.unwrap(), Some(1_000));
+    assert_eq!(s.last_digest("gone").await.unwrap(), None);
+    assert_eq!(s.last_digest("recent").await.unwrap(), Some(now));
+    assert_eq!(s.prune_digest_runs(hour, &configured).await.unwrap(), 0);
+    // With no schedule configured, only what is older than retention goes.
+    assert_eq!(s.prune_digest_runs(hour, &[]).await.unwrap(), 1);
+    assert_eq!(s.last_digest("kept").await.unwrap(), None);
+    assert_eq!(s.last_digest("recent").await.unwrap(), Some(now));
+}
+
 /// Who an attempt reached (an email's addresses that took it while others were
 /// refused for now) is stored with its record and comes back with the next claim,
 /// on another process too (a restart, another replica); each record replaces it,
@@ -1138,6 +1163,7 @@ contract!(
     a_key_s_older_event_is_superseded_once_a_later_one_is_delivered,
     a_digest_run_is_recorded_with_its_digest_and_outlives_retention,
     the_recipients_an_attempt_reached_come_back_with_the_next_claim,
+    retention_prunes_the_last_runs_of_digest_schedules_no_longer_configured,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.

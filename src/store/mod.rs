@@ -728,8 +728,15 @@ pub trait Store: Send + Sync {
 
     /// The scheduled time of the last digest stored for schedule `key` (the
     /// newest one recorded by [`NewEvent::digest_run`]), kept whatever retention
-    /// deletes; `None` if none was recorded.
+    /// deletes while the schedule is configured (see
+    /// [`prune_digest_runs`](Store::prune_digest_runs)); `None` if none was
+    /// recorded.
     async fn last_digest(&self, key: &str) -> Result<Option<i64>>;
+    /// Retention of those records: deletes the last runs of schedules not in
+    /// `configured` (the config's digest keys) scheduled more than `retention`
+    /// ago (the store's clock); returns how many. A configured schedule's is
+    /// kept however old it is: it is where its next digest counts from.
+    async fn prune_digest_runs(&self, retention: Duration, configured: &[String]) -> Result<usize>;
 
     /// The store's clock (unix ms): what decides a digest's time, so replicas
     /// with skewed clocks agree.

@@ -1842,6 +1842,23 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    async fn prune_digest_runs(&self, retention: Duration, configured: &[String]) -> Result<usize> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "DELETE FROM digest_runs
+                     WHERE scheduled_at < {NOW_MS} - $1 AND NOT (key = ANY ($2))"
+                ),
+                &[
+                    &i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+                    &configured,
+                ],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
     fn ingest_gauge(&self) -> Option<&IngestGauge> {
         Some(&self.gauge)
     }

@@ -1305,6 +1305,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_digest_runs(&self, retention: Duration, configured: &[String]) -> Result<usize> {
+        let configured =
+            serde_json::to_string(configured).map_err(|e| StoreError::Db(e.to_string()))?;
+        // Lazy, as retention's other deletes.
+        self.write_lazy(move |c| {
+            let before = now_ms() - ms(retention);
+            Ok(c.prepare_cached(
+                "DELETE FROM digest_runs WHERE scheduled_at < ?1
+                   AND key NOT IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![before, configured])?)
+        })
+        .await
+    }
+
     fn ingest_gauge(&self) -> Option<&IngestGauge> {
         Some(&self.gauge)
     }
