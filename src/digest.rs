@@ -7,7 +7,8 @@
 //! one after a restart) storing the same digest gets a duplicate and queues
 //! nothing; once stored, its deliveries are ordinary deliveries (retried, kept
 //! across restarts). Each schedule's last run is recorded in the store in the
-//! digest's transaction (a row of its own, which retention never deletes), so a
+//! digest's transaction (a row of its own, which retention keeps while the
+//! schedule is configured: see `Store::prune_digest_runs`), so a
 //! scheduled time that passed while hookrelay was stopped is sent once after it
 //! starts (only the latest one, if several passed), however long the schedule's
 //! period and however many other digests came since. A schedule never sent before

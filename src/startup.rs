@@ -176,23 +176,39 @@ impl Application {
 const PURGE_BATCH: usize = 200;
 
 /// Deletes finished events older than `storage.retention`, a small batch at a
-/// time, until stopped.
+/// time, and the last runs of digest schedules no longer configured that are as
+/// old, until stopped.
 async fn retention(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
-        let keep = shared.relay.load().settings.storage.retention;
+        let relay = shared.relay.load_full();
+        let keep = relay.settings.storage.retention;
         let mut pause = Duration::from_secs(60);
         if !keep.is_zero() {
             // A short retention is checked more often (it is seconds in tests).
             pause = (keep / 10).clamp(Duration::from_millis(100), pause);
+            let mut backlog = false;
             match shared.store.purge(keep, PURGE_BATCH).await {
                 Ok(n) if n == PURGE_BATCH => {
                     log::debug!("retention: deleted {n} events; more to delete");
                     // More to delete: the next batch soon, after ingest had a turn.
                     pause = Duration::from_millis(50);
+                    backlog = true;
                 }
                 Ok(n) if n > 0 => log::debug!("retention: deleted {n} events"),
                 Ok(_) => {}
                 Err(e) => log::error!("retention: {e}"),
+            }
+            // Once a backlog of events is gone, not at every batch of it.
+            if !backlog {
+                let digests: Vec<String> = relay.digests.iter().map(|d| d.key.clone()).collect();
+                match shared.store.prune_digest_runs(keep, &digests).await {
+                    Ok(n) if n > 0 => log::debug!(
+                        "retention: deleted the last runs of {n} digest schedules no longer \
+                         configured"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => log::error!("retention: {e}"),
+                }
             }
         }
         tokio::select! {

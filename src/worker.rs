@@ -48,11 +48,13 @@ async fn send_bounded(
     sender: &dyn Destination,
     req: &Request,
     delivery_id: &str,
+    reached: &mut Vec<String>,
     timeout: Duration,
     slack: Duration,
 ) -> Result<Sent, SendError> {
     let bound = timeout + slack;
-    match tokio::time::timeout(bound, sender.send(req, delivery_id)).await {
+    let send = sender.send_unreached(req, delivery_id, reached);
+    match tokio::time::timeout(bound, send).await {
         Ok(r) => r,
         Err(_) => Err(SendError::transient(format!(
             "timed out after {bound:?} (the destination's timeout, {timeout:?}, plus {slack:?})"
@@ -500,6 +502,9 @@ async fn attempt(
             }
         },
     };
+    // Recipients earlier attempts reached (an email's, see `Attempt::reached`):
+    // not sent it again, and stored with this attempt's record for the next.
+    let mut reached = std::mem::take(&mut c.reached);
     let mut superseded = false;
     let result = match prepared {
         Ok((sender, req)) => {
@@ -508,7 +513,15 @@ async fn attempt(
                 Turn::Send => {
                     // The destination bounds its own requests; this bounds everything
                     // else (DNS, a stuck TLS handshake) so a lease is never held forever.
-                    send_bounded(sender.as_ref(), &req, &delivery_id, timeout, SEND_SLACK).await
+                    send_bounded(
+                        sender.as_ref(),
+                        &req,
+                        &delivery_id,
+                        &mut reached,
+                        timeout,
+                        SEND_SLACK,
+                    )
+                    .await
                 }
                 Turn::Superseded(reason) => {
                     superseded = true;
@@ -598,10 +611,15 @@ async fn attempt(
     shared
         .metrics
         .delivery(&c.destination, label, elapsed.as_secs_f64());
+    if outcome == Outcome::Delivered {
+        // Nothing is left to send: nothing to keep.
+        reached.clear();
+    }
     let record = Attempt {
         status,
         error,
         duration_ms: elapsed.as_millis() as i64,
+        reached,
     };
     let retry = matches!(outcome, Outcome::Retry { .. });
     // The send is over: the next one may start while this record waits for its
@@ -763,7 +781,7 @@ mod tests {
     async fn a_send_past_its_bound_says_the_bound_it_was_given_up_at() {
         let req = Request::Console(String::new());
         let ms = Duration::from_millis;
-        let e = send_bounded(&Stuck, &req, "d", ms(300), ms(200))
+        let e = send_bounded(&Stuck, &req, "d", &mut Vec::new(), ms(300), ms(200))
             .await
             .unwrap_err();
         assert!(e.is_transient());
@@ -771,7 +789,7 @@ mod tests {
             e.message,
             "timed out after 500ms (the destination's timeout, 300ms, plus 200ms)"
         );
-        let e = send_bounded(&Stuck, &req, "d", ms(1500), ms(100))
+        let e = send_bounded(&Stuck, &req, "d", &mut Vec::new(), ms(1500), ms(100))
             .await
             .unwrap_err();
         assert_eq!(

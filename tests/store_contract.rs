@@ -78,6 +78,7 @@ fn attempt(status: u16) -> Attempt {
         status: Some(status),
         error: (status >= 400).then(|| format!("status {status}")),
         duration_ms: 3,
+        reached: Vec::new(),
     }
 }
 
@@ -1025,6 +1026,93 @@ async fn a_digest_run_is_recorded_with_its_digest_and_outlives_retention(f: Fixt
     assert_eq!(s.last_digest("daily").await.unwrap(), Some(2_000));
 }
 
+/// Retention deletes the recorded last runs of digest schedules no longer
+/// configured once they are older than it; a configured schedule's stays however
+/// old, and an unconfigured one's until it is that old.
+async fn retention_prunes_the_last_runs_of_digest_schedules_no_longer_configured(f: Fixture) {
+    let s = f.store.as_ref();
+    let now = s.clock_ms().await.unwrap();
+    let runs = [("kept", 1_000), ("gone", 1_000), ("recent", now)];
+    for (key, at) in runs {
+        let mut e = new_event(&format!("digest:{key}:{at}"), &["d"], Duration::ZERO);
+        e.digest_run = Some((key.into(), at));
+        stored_id(s, e).await;
+    }
+    let hour = Duration::from_secs(3600);
+    let configured = ["kept".to_string()];
+    assert_eq!(s.prune_digest_runs(hour, &configured).await.unwrap(), 1);
+    assert_eq!(s.last_digest("kept").await.unwrap(), Some(1_000));
+    assert_eq!(s.last_digest("gone").await.unwrap(), None);
+    assert_eq!(s.last_digest("recent").await.unwrap(), Some(now));
+    assert_eq!(s.prune_digest_runs(hour, &configured).await.unwrap(), 0);
+    // With no schedule configured, only what is older than retention goes.
+    assert_eq!(s.prune_digest_runs(hour, &[]).await.unwrap(), 1);
+    assert_eq!(s.last_digest("kept").await.unwrap(), None);
+    assert_eq!(s.last_digest("recent").await.unwrap(), Some(now));
+}
+
+/// Who an attempt reached (an email's addresses that took it while others were
+/// refused for now) is stored with its record and comes back with the next claim,
+/// on another process too (a restart, another replica); each record replaces it,
+/// a stale one changes nothing, and a manual retry keeps it.
+async fn the_recipients_an_attempt_reached_come_back_with_the_next_claim(f: Fixture) {
+    let s = &*f.store;
+    s.ingest(new_event("a", &["d"], Duration::ZERO))
+        .await
+        .unwrap();
+    let retry = || Outcome::Retry {
+        after: Duration::ZERO,
+    };
+    let reached = |status: u16, who: &[&str]| Attempt {
+        reached: who.iter().map(|w| w.to_string()).collect(),
+        ..attempt(status)
+    };
+    let first = s.claim("d", 10, LONG).await.unwrap();
+    assert!(first[0].reached.is_empty());
+    assert!(s
+        .complete(first[0].lease(), reached(451, &["a@example.com"]), retry())
+        .await
+        .unwrap());
+
+    // A new process on the same database.
+    let opts = store::Options {
+        wake: Arc::default(),
+    };
+    let other = store::open(&f.url, opts).await.unwrap();
+    let again = claim_when_free(&*other, "d").await;
+    assert_eq!(again[0].reached, ["a@example.com"]);
+    let two = ["a@example.com", "b@example.com"];
+    assert!(other
+        .complete(again[0].lease(), reached(452, &two), retry())
+        .await
+        .unwrap());
+    // Claimed with a lease that runs out at once: its record comes too late.
+    let stale = s.claim("d", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(stale[0].reached, two);
+    let current = claim_when_free(s, "d").await;
+    assert!(!s
+        .complete(stale[0].lease(), reached(451, &[]), retry())
+        .await
+        .unwrap());
+    s.renew(current[0].lease(), Duration::ZERO).await.unwrap();
+    let current = claim_when_free(s, "d").await;
+    assert_eq!(current[0].reached, two, "the stale record changed nothing");
+    // Dead with it; a manual retry still skips them.
+    assert!(s
+        .complete(current[0].lease(), reached(451, &two), Outcome::Dead)
+        .await
+        .unwrap());
+    s.retry_delivery(current[0].id).await.unwrap();
+    let retried = s.claim("d", 10, LONG).await.unwrap();
+    assert_eq!(retried[0].reached, two);
+    // A record with none clears it.
+    assert!(s
+        .complete(retried[0].lease(), reached(451, &[]), retry())
+        .await
+        .unwrap());
+    assert!(claim_when_free(s, "d").await[0].reached.is_empty());
+}
+
 /// Each contract test, once per backend.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -1074,6 +1162,8 @@ contract!(
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
     a_key_s_older_event_is_superseded_once_a_later_one_is_delivered,
     a_digest_run_is_recorded_with_its_digest_and_outlives_retention,
+    the_recipients_an_attempt_reached_come_back_with_the_next_claim,
+    retention_prunes_the_last_runs_of_digest_schedules_no_longer_configured,
 );
 
 // PostgreSQL only: what several replicas on one database rely on.

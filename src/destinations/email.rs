@@ -37,8 +37,6 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, Tls
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::Address;
-use std::collections::HashMap;
-use std::time::Instant;
 
 use serde::Deserialize;
 
@@ -498,48 +496,6 @@ async fn converse(
     Ok(out)
 }
 
-/// How many deliveries' partly accepted recipients an [`Email`] remembers.
-const REMEMBERED: usize = 1000;
-
-/// Recipients that took a delivery's message while others were refused for now
-/// (4xx), by delivery id: the retry goes to the others only. Kept in memory: a
-/// retry after a restart or a config reload, or by another replica, goes to every
-/// recipient again (a second copy for some, never a missing one).
-#[derive(Debug, Default)]
-struct Remembered(std::sync::Mutex<HashMap<String, (Instant, Vec<String>)>>);
-
-impl Remembered {
-    fn get(&self, delivery_id: &str) -> Vec<String> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(delivery_id)
-            .map(|(_, a)| a.clone())
-            .unwrap_or_default()
-    }
-
-    /// `None` forgets the delivery (nothing is left to retry).
-    fn set(&self, delivery_id: &str, accepted: Option<Vec<String>>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match accepted {
-            None => {
-                map.remove(delivery_id);
-            }
-            Some(a) => {
-                if map.len() >= REMEMBERED && !map.contains_key(delivery_id) {
-                    // The oldest is the likeliest to have ended (max_age).
-                    let oldest = map
-                        .iter()
-                        .min_by_key(|(_, (at, _))| *at)
-                        .map(|(k, _)| k.clone());
-                    if let Some(k) = oldest {
-                        map.remove(&k);
-                    }
-                }
-                map.insert(delivery_id.to_string(), (Instant::now(), a));
-            }
-        }
-    }
-}
-
 /// `refused x@y: SMTP 550 from the mail server: 5.1.1 no such user; refused …`
 fn refusals<'a>(refused: impl Iterator<Item = &'a (String, SendError)>) -> String {
     refused
@@ -548,27 +504,25 @@ fn refusals<'a>(refused: impl Iterator<Item = &'a (String, SendError)>) -> Strin
         .join("; ")
 }
 
-/// The outcome of a send in which the server answered each recipient: `earlier`
-/// took the message on an earlier attempt, `now` is this one. Returns the result
-/// and the recipients to remember for a retry (`None`: nothing left to retry).
+/// The outcome of a send in which the server answered each recipient: `reached`
+/// took the message on earlier attempts, `now` is this one; the recipients it
+/// reached are added to `reached`.
 ///
 /// * Every recipient took it: delivered.
 /// * Some refused permanently (5xx), none for now: delivered to the others, the
 ///   refused ones named in the attempt's note; all refused permanently: dead,
 ///   each named.
-/// * Some refused for now (4xx): retried (those only, see [`Remembered`]); the
-///   error names who has the message and who does not.
-fn judge(
-    earlier: Vec<String>,
-    now: Conversation,
-) -> (Result<Sent, SendError>, Option<Vec<String>>) {
+/// * Some refused for now (4xx): retried, and the retry goes to those only (the
+///   store keeps `reached` with the delivery); the error names who has the
+///   message and who does not.
+fn judge(reached: &mut Vec<String>, now: Conversation) -> Result<Sent, SendError> {
     let Conversation {
         accepted,
         refused,
         status,
     } = now;
-    let mut delivered = earlier;
-    delivered.extend(accepted);
+    reached.extend(accepted);
+    let delivered = &*reached;
     let (transient, permanent): (Vec<_>, Vec<_>) =
         refused.iter().partition(|(_, e)| e.is_transient());
     if let Some((_, first)) = transient.first() {
@@ -587,18 +541,16 @@ fn judge(
         if !permanent.is_empty() {
             message = format!("{message}; {}", refusals(permanent.into_iter()));
         }
-        let error = SendError {
+        return Err(SendError {
             transient: true,
             status: first.status,
             retry_after: None,
             message,
-        };
-        let remember = (!delivered.is_empty()).then_some(delivered);
-        return (Err(error), remember);
+        });
     }
     if delivered.is_empty() {
         let status = permanent.first().and_then(|(_, e)| e.status);
-        let error = SendError {
+        return Err(SendError {
             transient: false,
             status,
             retry_after: None,
@@ -606,8 +558,7 @@ fn judge(
                 "every recipient was refused: {}",
                 refusals(permanent.into_iter())
             ),
-        };
-        return (Err(error), None);
+        });
     }
     let note = (!permanent.is_empty()).then(|| {
         format!(
@@ -616,7 +567,7 @@ fn judge(
             refusals(permanent.into_iter())
         )
     });
-    (Ok(Sent { status, note }), None)
+    Ok(Sent { status, note })
 }
 
 /// How an [`Email`] leaves: a mail server or a provider's API.
@@ -630,23 +581,12 @@ enum Transport {
     Api(api::ApiSender),
 }
 
+#[derive(Debug)]
 pub struct Email {
     transport: Transport,
     from: String,
     to: Vec<String>,
     timeout: Duration,
-    remembered: Remembered,
-}
-
-impl std::fmt::Debug for Email {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Email")
-            .field("transport", &self.transport)
-            .field("from", &self.from)
-            .field("to", &self.to)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 impl Email {
@@ -673,7 +613,6 @@ impl Email {
             from: cfg.from.clone(),
             to: cfg.to.clone(),
             timeout,
-            remembered: Remembered::default(),
         }
     }
 
@@ -728,6 +667,19 @@ impl Destination for Email {
     }
 
     async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError> {
+        self.send_unreached(req, delivery_id, &mut Vec::new()).await
+    }
+
+    /// Over SMTP, the addresses in `reached` are left out of the envelope (the
+    /// `To:` header still lists everyone), and those the server takes now are
+    /// added. The HTTP APIs take a message for every address or none: they send to
+    /// all of them and leave `reached` as it is.
+    async fn send_unreached(
+        &self,
+        req: &Request,
+        delivery_id: &str,
+        reached: &mut Vec<String>,
+    ) -> Result<Sent, SendError> {
         let Request::Email {
             from,
             to,
@@ -758,17 +710,15 @@ impl Destination for Email {
         };
         let email = Email::message(from, to, subject, text, html.as_deref())?;
         let tls = smtp.tls(ca)?;
-        let earlier = self.remembered.get(delivery_id);
         let rcpts: Vec<Address> = email
             .envelope()
             .to()
             .iter()
-            .filter(|a| !earlier.iter().any(|e| e == AsRef::<str>::as_ref(a)))
+            .filter(|a| !reached.iter().any(|e| e == AsRef::<str>::as_ref(a)))
             .cloned()
             .collect();
         if rcpts.is_empty() {
             // Every recipient took it on earlier attempts.
-            self.remembered.set(delivery_id, None);
             return Ok(Sent {
                 status: None,
                 note: None,
@@ -792,8 +742,7 @@ impl Destination for Email {
                 )))
             }
         };
-        let (result, remember) = judge(earlier, now);
-        self.remembered.set(delivery_id, remember);
+        let result = judge(reached, now);
         if let Ok(Sent {
             note: Some(note), ..
         }) = &result
@@ -1042,10 +991,11 @@ pub(crate) mod tests {
         assert!(got["data"].as_str().unwrap().contains("charset=utf-8"));
     }
 
-    /// One recipient refused for now (451), one for good (550), one taking it:
+    /// One recipient refused for now (452), one for good (550), one taking it:
     /// the first attempt reaches the one, names the others and is retried; the
-    /// retry goes to the two not yet reached only, the 451 one takes it, and the
-    /// 550 one is named in the note of a delivered send.
+    /// retry, given who was reached (as the store keeps it), goes to the two not
+    /// yet reached only, the 452 one takes it, and the 550 one is named in the
+    /// note of a delivered send.
     #[tokio::test]
     async fn each_recipient_is_judged_alone_and_a_retry_skips_those_reached() {
         let mut sink = SmtpSink::start_with(&[
@@ -1068,9 +1018,11 @@ pub(crate) mod tests {
         };
         let d = Email::new(&cfg, Duration::from_secs(10));
         let req = d.prepare(&msg("x", None, None)).unwrap();
-        let e = d.send(&req, ID).await.unwrap_err();
+        let mut reached = Vec::new();
+        let e = d.send_unreached(&req, ID, &mut reached).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
         assert_eq!(e.status, Some(452));
+        assert_eq!(reached, ["ops@example.test"]);
         assert_eq!(
             e.message,
             "delivered to ops@example.test; not yet to full@example.test: SMTP 452 from the \
@@ -1082,8 +1034,9 @@ pub(crate) mod tests {
             serde_json::json!(["ops@example.test"])
         );
 
-        let sent = d.send(&req, ID).await.unwrap();
+        let sent = d.send_unreached(&req, ID, &mut reached).await.unwrap();
         assert_eq!(sent.status, Some(250));
+        assert_eq!(reached, ["ops@example.test", "full@example.test"]);
         assert_eq!(
             sent.note.as_deref(),
             Some(
@@ -1096,6 +1049,16 @@ pub(crate) mod tests {
         // The header still shows everyone it was addressed to.
         let data = got["data"].as_str().unwrap();
         assert!(data.contains("gone@example.test"), "{data}");
+
+        // Every recipient reached already (the 550 one too, say): nothing is sent
+        // (the next message the sink gets is the next delivery's).
+        let mut all = vec![
+            "ops@example.test".to_string(),
+            "gone@example.test".to_string(),
+            "full@example.test".to_string(),
+        ];
+        let sent = d.send_unreached(&req, ID, &mut all).await.unwrap();
+        assert_eq!((sent.status, sent.note), (None, None));
 
         // Another delivery starts afresh: ops gets it again, gone is refused again.
         let sent = d.send(&req, "another-delivery").await.unwrap();

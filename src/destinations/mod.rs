@@ -382,6 +382,20 @@ pub trait Destination: Send + Sync {
     /// of one delivery; HTTP destinations send it as [`DELIVERY_ID_HEADER`] so a
     /// receiver can drop a repeat (delivery is at-least-once).
     async fn send(&self, req: &Request, delivery_id: &str) -> Result<Sent, SendError>;
+    /// [`send`](Self::send) for an attempt of a stored delivery, which earlier
+    /// attempts may have sent to some of its recipients: `reached` names them (as
+    /// the store kept them), and they are not sent it again; those who take it
+    /// now are added. Where one request reaches every recipient or none (every
+    /// destination but email over SMTP), nothing is skipped.
+    async fn send_unreached(
+        &self,
+        req: &Request,
+        delivery_id: &str,
+        reached: &mut Vec<String>,
+    ) -> Result<Sent, SendError> {
+        let _ = reached;
+        self.send(req, delivery_id).await
+    }
 }
 
 /// `User-Agent` of every HTTP request hookrelay sends.

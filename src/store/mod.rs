@@ -319,6 +319,9 @@ pub struct Claimed {
     pub raw_text: Option<String>,
     /// The group this delivery sends (SPEC §10): rendered with its events.
     pub group: Option<i64>,
+    /// The recipients earlier attempts reached, as the last one recorded them
+    /// ([`Attempt::reached`]): this attempt does not send them the message again.
+    pub reached: Vec<String>,
 }
 
 impl Claimed {
@@ -346,6 +349,12 @@ pub struct Attempt {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub duration_ms: i64,
+    /// Who has the delivery's message so far, where one message goes to several
+    /// recipients that each take it or not (an email's addresses over SMTP):
+    /// stored with the delivery, in the statement that records the attempt, and
+    /// handed to the next claim ([`Claimed::reached`]), so a retry on any process
+    /// goes to the others only. Empty: none to skip (stored as NULL).
+    pub reached: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -593,9 +602,10 @@ pub trait Store: Send + Sync {
     /// Restarts a lease from now (its send starts now, however long it waited
     /// after its claim). [`StoreError::LeaseLost`] if another claim took it.
     async fn renew(&self, lease: Lease, duration: Duration) -> Result<()>;
-    /// Records an attempt and its outcome (`error` is kept as the last error).
-    /// Returns false, changing nothing, when the lease is stale: another claim
-    /// has taken the delivery since.
+    /// Records an attempt and its outcome (`error` is kept as the last error;
+    /// `reached` replaces the delivery's, see [`Attempt::reached`]). Returns false,
+    /// changing nothing, when the lease is stale: another claim has taken the
+    /// delivery since.
     async fn complete(&self, lease: Lease, attempt: Attempt, outcome: Outcome) -> Result<bool>;
     /// How long until the next pending delivery of `destination` is due (zero:
     /// now), if any. A lease running out counts as due.
@@ -718,8 +728,15 @@ pub trait Store: Send + Sync {
 
     /// The scheduled time of the last digest stored for schedule `key` (the
     /// newest one recorded by [`NewEvent::digest_run`]), kept whatever retention
-    /// deletes; `None` if none was recorded.
+    /// deletes while the schedule is configured (see
+    /// [`prune_digest_runs`](Store::prune_digest_runs)); `None` if none was
+    /// recorded.
     async fn last_digest(&self, key: &str) -> Result<Option<i64>>;
+    /// Retention of those records: deletes the last runs of schedules not in
+    /// `configured` (the config's digest keys) scheduled more than `retention`
+    /// ago (the store's clock); returns how many. A configured schedule's is
+    /// kept however old it is: it is where its next digest counts from.
+    async fn prune_digest_runs(&self, retention: Duration, configured: &[String]) -> Result<usize>;
 
     /// The store's clock (unix ms): what decides a digest's time, so replicas
     /// with skewed clocks agree.
@@ -920,6 +937,7 @@ mod tests {
             event,
             raw_text,
             group: None,
+            reached: Vec::new(),
         }
     }
 

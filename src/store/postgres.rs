@@ -216,6 +216,12 @@ CREATE TABLE digest_runs (
     scheduled_at bigint NOT NULL
 );
 "#,
+    r#"
+-- The recipients a delivery's earlier attempts reached (an email some addresses
+-- took while others were refused for now), written in the statement that records
+-- each attempt: the retry skips them, on whichever replica claims it. NULL: none.
+ALTER TABLE deliveries ADD COLUMN reached text[];
+"#,
 ];
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -1365,7 +1371,8 @@ impl Store for PgStore {
                  WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
                  RETURNING d.id, d.lease_token, d.event_id, d.template, d.channel, d.attempts,
                      (extract(epoch FROM now() - d.window_start) * 1000)::int8,
-                     (SELECT e.event FROM events e WHERE e.id = d.event_id), d.group_id",
+                     (SELECT e.event FROM events e WHERE e.id = d.event_id), d.group_id,
+                     d.reached",
             )
             .await?;
         let mut rows = client
@@ -1381,6 +1388,7 @@ impl Store for PgStore {
                 token: r.get(1),
             };
             let event_id: String = r.get(2);
+            let reached: Vec<String> = r.get::<_, Option<Vec<String>>>(9).unwrap_or_default();
             let event = match r.get::<_, Option<&str>>(7).map(parse_event) {
                 Some(Ok(event)) => event,
                 Some(Err(e)) => {
@@ -1390,6 +1398,7 @@ impl Store for PgStore {
                         status: None,
                         error: Some(e.to_string()),
                         duration_ms: 0,
+                        reached,
                     };
                     log::error!(
                         "delivery {} (event {event_id}) to {destination}: dead: {e}",
@@ -1413,6 +1422,7 @@ impl Store for PgStore {
                 event,
                 raw_text: None,
                 group: r.get(8),
+                reached,
             });
         }
         Ok(claimed)
@@ -1515,7 +1525,7 @@ impl Store for PgStore {
                 "WITH d AS (
                      UPDATE deliveries SET state = $3, attempts = attempts + 1,
                          visible_at = now() + $4 * interval '1 second',
-                         last_error = COALESCE($5, last_error)
+                         last_error = COALESCE($5, last_error), reached = $8
                      WHERE id = $1 AND lease_token = $2 AND {UNFINISHED}
                      RETURNING id)
                  INSERT INTO attempts (delivery_id, at, status, error, duration_ms)
@@ -1533,6 +1543,7 @@ impl Store for PgStore {
                     &attempt.error,
                     &attempt.duration_ms,
                     &attempt.status.map(i32::from),
+                    &(!attempt.reached.is_empty()).then_some(&attempt.reached),
                 ],
             )
             .await?;
@@ -1829,6 +1840,23 @@ impl Store for PgStore {
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn prune_digest_runs(&self, retention: Duration, configured: &[String]) -> Result<usize> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "DELETE FROM digest_runs
+                     WHERE scheduled_at < {NOW_MS} - $1 AND NOT (key = ANY ($2))"
+                ),
+                &[
+                    &i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+                    &configured,
+                ],
+            )
+            .await?;
+        Ok(n as usize)
     }
 
     fn ingest_gauge(&self) -> Option<&IngestGauge> {

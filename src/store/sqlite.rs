@@ -484,6 +484,19 @@ fn lease_until(leases: &HashMap<i64, (i64, i64)>, lease: &Lease, now: i64) -> Op
         .map(|(until, _)| *until)
 }
 
+/// `deliveries.reached` as stored: a JSON array, NULL when empty.
+fn write_reached(reached: &[String]) -> Option<String> {
+    (!reached.is_empty()).then(|| serde_json::to_string(reached).unwrap_or_default())
+}
+
+/// `deliveries.reached` as read. Unreadable (never written so) counts as none
+/// reached: a second copy for some rather than none for any.
+fn read_reached(stored: Option<&str>) -> Vec<String> {
+    stored
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -630,7 +643,7 @@ impl Store for SqliteStore {
                 let now = now_ms();
                 let mut stmt = conn.prepare_cached(
                     "SELECT d.id, d.event_id, d.template, d.channel, d.attempts, d.window_start, e.event,
-                            d.group_id
+                            d.group_id, d.reached
                      FROM deliveries d JOIN events e ON e.id = d.event_id
                      WHERE d.destination = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
                        AND d.id NOT IN (SELECT value FROM json_each(?4))
@@ -649,6 +662,7 @@ impl Store for SqliteStore {
                                 now - r.get::<_, i64>(5)?,
                                 r.get::<_, String>(6)?,
                                 r.get::<_, Option<i64>>(7)?,
+                                r.get::<_, Option<String>>(8)?,
                             ))
                         },
                     )?
@@ -663,7 +677,7 @@ impl Store for SqliteStore {
             .await?;
         let claimed_at = std::time::Instant::now();
         let mut claimed = Vec::with_capacity(rows.len());
-        for (i, (id, event_id, template, channel, attempts, age_ms, json, group)) in
+        for (i, (id, event_id, template, channel, attempts, age_ms, json, group, reached)) in
             rows.into_iter().enumerate()
         {
             let token = first_token + i as i64;
@@ -676,6 +690,7 @@ impl Store for SqliteStore {
                         status: None,
                         error: Some(e.to_string()),
                         duration_ms: 0,
+                        reached: read_reached(reached.as_deref()),
                     };
                     log::error!("delivery {id} (event {event_id}) to {destination}: dead: {e}");
                     self.complete(Lease { id, token }, attempt, Outcome::Dead)
@@ -696,6 +711,7 @@ impl Store for SqliteStore {
                 event,
                 raw_text,
                 group,
+                reached: read_reached(reached.as_deref()),
             });
         }
         Ok(claimed)
@@ -758,6 +774,7 @@ impl Store for SqliteStore {
 
     async fn complete(&self, lease: Lease, attempt: Attempt, outcome: Outcome) -> Result<bool> {
         let leases = self.leases.clone();
+        let reached = write_reached(&attempt.reached);
         // The send is over; the delivery stays leased until this commits.
         let recorded = self
             .write_lazy(move |c| {
@@ -789,10 +806,10 @@ impl Store for SqliteStore {
                 ])?;
                 c.prepare_cached(
                     "UPDATE deliveries SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
-                         last_error = COALESCE(?4, last_error)
+                         last_error = COALESCE(?4, last_error), reached = ?5
                      WHERE id = ?1",
                 )?
-                .execute(params![lease.id, state, next, attempt.error])?;
+                .execute(params![lease.id, state, next, attempt.error, reached])?;
                 Ok(true)
             })
             .await;
@@ -1284,6 +1301,21 @@ impl Store for SqliteStore {
                     .query_row(params![key], |r| r.get(0))
                     .optional()?,
             )
+        })
+        .await
+    }
+
+    async fn prune_digest_runs(&self, retention: Duration, configured: &[String]) -> Result<usize> {
+        let configured =
+            serde_json::to_string(configured).map_err(|e| StoreError::Db(e.to_string()))?;
+        // Lazy, as retention's other deletes.
+        self.write_lazy(move |c| {
+            let before = now_ms() - ms(retention);
+            Ok(c.prepare_cached(
+                "DELETE FROM digest_runs WHERE scheduled_at < ?1
+                   AND key NOT IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![before, configured])?)
         })
         .await
     }

@@ -384,6 +384,58 @@ routes:
     assert_eq!(attempts[1]["error"], Value::Null);
 }
 
+/// An email that some addresses took while one was refused for now (452) is
+/// retried by a new process on the same database (hookrelay restarted, or another
+/// replica): the addresses reached are stored with the delivery, so the retry goes
+/// to the refused one only and nobody gets a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_restart_goes_only_to_the_address_refused_for_now() {
+    let smtp = SmtpSink::start_with(&["--refuse-once", "full@example.com=452 4.2.2 mailbox full"]);
+    // Retries due at once, sent when the test drains the queue.
+    let app = spawn_app_drained(&format!(
+        r#"sources:
+  sb: {{ kind: simplebackups }}
+admin: {{ token: {ADMIN} }}
+delivery: {{ retry_schedule: [0s], max_age: 1h }}
+destinations:
+  mail: {{ type: email, smtp: "smtp://127.0.0.1:{}", from: hr@example.com, to: [a@example.com, full@example.com, c@example.com] }}
+routes:
+  - to: [mail]
+"#,
+        smtp.port
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(app.drain(1).await, 1);
+    let first = smtp.next_message(Duration::from_secs(20));
+    assert_eq!(first["rcpt_tos"], json!(["a@example.com", "c@example.com"]));
+
+    // The first process sends nothing more; a new one on its database retries.
+    let again = app.another_drained().await;
+    assert_eq!(hookrelay::worker::drain(&again, 5).await, 1);
+    let retry = smtp.next_message(Duration::from_secs(20));
+    assert_eq!(retry["rcpt_tos"], json!(["full@example.com"]));
+    // The header still shows everyone it was addressed to.
+    let data = retry["data"].as_str().unwrap();
+    assert!(data.contains("a@example.com"), "{data}");
+
+    let all = app.wait_settled(Duration::from_secs(10)).await;
+    let mail = delivery_to(&all, "mail");
+    assert_eq!(mail["state"], "delivered", "{mail}");
+    let attempts = mail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{mail}");
+    assert_eq!(
+        attempts[0]["error"],
+        "delivered to a@example.com, c@example.com; not yet to full@example.com: SMTP 452 \
+         from the mail server: 4.2.2 mailbox full"
+    );
+    assert_eq!(attempts[1]["status"], 250);
+    assert_eq!(attempts[1]["error"], Value::Null);
+}
+
 /// The delivery to destination `name` in a `/api/deliveries` answer.
 fn delivery_to(all: &Value, name: &str) -> Value {
     all["items"]

@@ -142,6 +142,22 @@ impl TestApp {
         hookrelay::worker::drain(&self.shared, passes).await
     }
 
+    /// Another application on this one's config and database, without delivery
+    /// loops, as a new process would be (hookrelay restarted, another replica):
+    /// it shares nothing with this one but the database. Drain it with
+    /// `hookrelay::worker::drain`.
+    pub async fn another_drained(&self) -> Arc<Shared> {
+        let path = self._dir.path().join("relay.yaml");
+        let settings =
+            config::load_with_env(&path, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        let app = Application::build_without_workers(settings)
+            .await
+            .expect("app builds");
+        let shared = app.shared();
+        tokio::spawn(app.run_until_stopped());
+        shared
+    }
+
     /// Polls the admin API until every delivery of every event has left
     /// `pending`, or panics after `within`.
     pub async fn wait_settled(&self, within: Duration) -> Value {

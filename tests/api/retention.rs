@@ -58,3 +58,52 @@ async fn with_a_short_retention_the_sqlite_file_stops_growing() {
         "the file kept growing: {sizes:?}"
     );
 }
+
+/// The running server's retention also deletes the recorded last run of a digest
+/// schedule that is no longer configured once it is older than
+/// `storage.retention`; a configured schedule's stays, however old.
+#[tokio::test]
+async fn retention_deletes_the_last_run_of_a_digest_schedule_no_longer_configured() {
+    use hookrelay::store::NewEvent;
+    let app = spawn_app(
+        "storage: { url: \"sqlite://{dir}/hookrelay.db\", retention: 1s }\n\
+         sources:\n  sb: { kind: simplebackups }\n\
+         destinations:\n  hook: { type: webhook, url: \"http://127.0.0.1:9/x\" }\n\
+         digest:\n  - { cron: \"0 0 1 1 *\", to: [hook] }\n",
+    )
+    .await;
+    let store = app.shared.store.clone();
+    let digest = app.shared.relay.load().digests[0].clone();
+    let now = store.clock_ms().await.unwrap();
+    // The configured schedule's last run: its latest time, so none is due now.
+    let last = digest
+        .due(0, now)
+        .expect("a yearly schedule has run before");
+    for (key, at) in [
+        (digest.key.as_str(), last),
+        ("0 8 * * *|UTC|gone|digest", 1_000),
+    ] {
+        let mut e = hookrelay::event::Event::default();
+        let mut new = NewEvent::new(
+            &mut e,
+            None,
+            format!("digest:{key}:{at}"),
+            Duration::ZERO,
+            true,
+            vec![],
+        )
+        .unwrap();
+        new.digest_run = Some((key.to_string(), at));
+        store.ingest(new).await.unwrap();
+    }
+    let pruned = wait_for(Duration::from_secs(10), || async {
+        store
+            .last_digest("0 8 * * *|UTC|gone|digest")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert!(pruned, "the removed schedule's last run was kept");
+    assert_eq!(store.last_digest(&digest.key).await.unwrap(), Some(last));
+}

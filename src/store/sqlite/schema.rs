@@ -127,6 +127,12 @@ CREATE TABLE digest_runs (
     scheduled_at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- The recipients a delivery's earlier attempts reached (an email some addresses
+-- took while others were refused for now), as a JSON array, written with each
+-- attempt's record: the retry skips them, after a restart too. NULL: none.
+ALTER TABLE deliveries ADD COLUMN reached TEXT;
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -247,6 +247,54 @@ mod batches {
         );
         assert_ne!(dead[0].id, claimed[0].id);
     }
+
+    /// A database from before `deliveries.reached` (schema version 7) with a
+    /// delivery waiting: migrated when opened, the delivery is claimed with
+    /// nobody reached, and its record then keeps who was.
+    #[tokio::test]
+    async fn a_delivery_stored_before_reached_was_kept_is_claimed_with_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v7.db");
+        {
+            let conn = connect(path.to_str().unwrap()).unwrap();
+            conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                .unwrap();
+            for (i, sql) in MIGRATIONS[..7].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    params![i as i64 + 1],
+                )
+                .unwrap();
+            }
+            ingest_tx(&conn, &new_event("a")).unwrap();
+        }
+        let opts = Options {
+            wake: Arc::default(),
+        };
+        let store = SqliteStore::open(path.to_str().unwrap(), opts).unwrap();
+        let version = schema_version(&store.reader.lock().unwrap()).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let long = Duration::from_secs(60);
+        let claimed = store.claim("d", 10, long).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(claimed[0].reached.is_empty());
+        let attempt = Attempt {
+            status: Some(451),
+            error: Some("not yet to b@example.com".into()),
+            duration_ms: 1,
+            reached: vec!["a@example.com".into()],
+        };
+        let retry = Outcome::Retry {
+            after: Duration::ZERO,
+        };
+        assert!(store
+            .complete(claimed[0].lease(), attempt, retry)
+            .await
+            .unwrap());
+        let again = store.claim("d", 10, long).await.unwrap();
+        assert_eq!(again[0].reached, ["a@example.com"]);
+    }
 }
 
 mod ordered {
@@ -353,6 +401,7 @@ mod ordered {
             status: Some(202),
             error: None,
             duration_ms: 1,
+            reached: Vec::new(),
         };
         assert!(store
             .complete(a, done.clone(), Outcome::Delivered)
