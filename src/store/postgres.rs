@@ -1050,6 +1050,17 @@ const UNFINISHED: &str = "state NOT IN ('delivered', 'dead')";
 /// The database's clock, unix ms.
 const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::int8";
 
+/// A destination's `next_send`, unix µs: what tells a send taken from its rate
+/// limit apart (see [`Store::take_send`]).
+const NEXT_SEND_US: &str = "(extract(epoch FROM next_send) * 1000000)::int8";
+
+/// The seconds between two sends under `limit` (every replica together).
+fn spacing(limit: Option<RateLimit>) -> f64 {
+    limit
+        .map(|l| l.per.as_secs_f64() / f64::from(l.count.max(1)))
+        .unwrap_or(0.0)
+}
+
 const SUBJECT_COLUMNS: &str =
     "key, state, failures, last_event_at, last_success_at, down_since, next_deadline, rule, fields";
 
@@ -1889,24 +1900,25 @@ impl Store for PgStore {
         Ok(n as usize)
     }
 
-    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Duration> {
+    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Take> {
         let client = self.pool.get().await?;
         self.limit_row(&client, destination).await?;
         // Sends spaced `per / count` apart for every replica together: never more
-        // than `count` in any window of `per`. Atomic: one row, one UPDATE.
-        let spacing = limit
-            .map(|l| l.per.as_secs_f64() / f64::from(l.count.max(1)))
-            .unwrap_or(0.0);
+        // than `count` in any window of `per`. Atomic: one row, one UPDATE. The
+        // send taken is told apart by the `next_send` it set (µs): a give-back
+        // finds it there only while no other send was taken after it.
         let took = client
             .query_opt(
-                "UPDATE destination_limits SET next_send = now() + $2 * interval '1 second'
-                 WHERE destination = $1 AND next_send <= now() AND paused_until <= now()
-                 RETURNING 1",
-                &[&destination, &spacing],
+                &format!(
+                    "UPDATE destination_limits SET next_send = now() + $2 * interval '1 second'
+                     WHERE destination = $1 AND next_send <= now() AND paused_until <= now()
+                     RETURNING {NEXT_SEND_US}"
+                ),
+                &[&destination, &spacing(limit)],
             )
             .await?;
-        if took.is_some() {
-            return Ok(Duration::ZERO);
+        if let Some(r) = took {
+            return Ok(Take::Now(SendSlot(r.get(0))));
         }
         let row = client
             .query_one(
@@ -1917,7 +1929,28 @@ impl Store for PgStore {
             )
             .await?;
         // Free again by now: a turn soon, not a spin.
-        Ok(millis(row.get(0)).max(Duration::from_millis(1)))
+        Ok(Take::Wait(millis(row.get(0)).max(Duration::from_millis(1))))
+    }
+
+    async fn give_back_send(
+        &self,
+        destination: &str,
+        limit: Option<RateLimit>,
+        slot: SendSlot,
+    ) -> Result<()> {
+        let client = self.pool.get().await?;
+        // `next_send` back to when the send was taken (now or earlier: the next
+        // take goes at once), only if it is still the one this take set.
+        client
+            .execute(
+                &format!(
+                    "UPDATE destination_limits SET next_send = next_send - $3 * interval '1 second'
+                     WHERE destination = $1 AND {NEXT_SEND_US} = $2"
+                ),
+                &[&destination, &slot.0, &spacing(limit)],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn paused_for(&self, destination: &str) -> Result<Duration> {
