@@ -624,9 +624,11 @@ pub trait Store: Send + Sync {
     /// Before sending delivery `lease` to `destination`, whose message belongs to
     /// `key` and does `action` there (see [`Ordered`]): decided under the key's
     /// lock against every process on the store. A delivery's place is its
-    /// event's received order (a group's: its newest event). On [`Ordered::Send`]
-    /// the delivery is recorded as this key's, so once it is delivered the
-    /// deliveries of older events of the key are superseded.
+    /// event's received order (a group's: its newest event), which for the
+    /// events of one subject is the order they were applied to it, whichever
+    /// processes stored them (a `backup.recovered` takes its success's place).
+    /// On [`Ordered::Send`] the delivery is recorded as this key's, so once it is
+    /// delivered the deliveries of older events of the key are superseded.
     /// [`StoreError::LeaseLost`] if another claim has the delivery.
     async fn begin_ordered(
         &self,

@@ -28,7 +28,9 @@
 //!   read is no round trip while a subject's webhooks come to one replica. That
 //!   read only gives the event its fields: the event is applied to the subject
 //!   again, and whether it ends a bad run (its `backup.recovered`) decided, under
-//!   the subject's lock in the event's transaction.
+//!   the subject's lock in the event's transaction. Its rank among the subject's
+//!   events (the order PagerDuty's sends go in) is drawn there too, so it follows
+//!   the order the subject took its events in (see `rank_applied`).
 //! - The schema is migrated under an advisory lock: replicas starting at the same
 //!   moment migrate once.
 
@@ -731,10 +733,13 @@ async fn write_batch(
         // own (a group's), so two batches never wait for each other in a cycle.
         let (mut subjects, now) = lock_subjects(&tx, keys).await?;
         let mut changed: Vec<&str> = Vec::new();
+        // The events applied to their subjects, in the order they are applied.
+        let mut applied_ids: Vec<&str> = Vec::new();
         for (e, stored) in events.iter().zip(&r) {
-            let (Some(w), Ok(Ingested::Stored { .. })) = (&e.watch, stored) else {
+            let (Some(w), Ok(Ingested::Stored { event_id, .. })) = (&e.watch, stored) else {
                 continue;
             };
+            applied_ids.push(event_id);
             // Reckoned by the database's clock: replicas' clocks may differ.
             let applied = crate::watch::apply(
                 subjects.get(w.key.as_str()),
@@ -756,10 +761,14 @@ async fn write_batch(
                 changed.push(&w.key);
             }
         }
-        futures_util::future::try_join_all(
-            changed
-                .iter()
-                .map(|k| write_subject(&tx, &subjects[*k], replica)),
+        // Sent together, run in order.
+        futures_util::future::try_join(
+            futures_util::future::try_join_all(
+                changed
+                    .iter()
+                    .map(|k| write_subject(&tx, &subjects[*k], replica)),
+            ),
+            rank_applied(&tx, &applied_ids),
         )
         .await?;
         written = changed.iter().filter_map(|k| subjects.remove(*k)).collect();
@@ -780,7 +789,7 @@ async fn write_batch(
                 })
                 .unzip();
             tx.execute(
-                "UPDATE events r SET order_seq = s.seq
+                "UPDATE events r SET order_seq = COALESCE(s.order_seq, s.seq)
                  FROM unnest($1::text[], $2::text[]) AS t (rid, sid)
                  JOIN events s ON s.id = t.sid
                  WHERE r.id = t.rid",
@@ -797,6 +806,37 @@ async fn write_batch(
     join_groups(&tx, joins).await?;
     tx.commit().await?;
     Ok((r, written))
+}
+
+/// Ranks `ids`, events just applied to their subjects in this order under the
+/// subjects' locks, in that order among the events of their subjects (their
+/// `order_seq`, which [`Store::begin_ordered`] sends by). Their `seq` was drawn
+/// when their rows were written, before the locks: a failure written on one
+/// replica (seq 10) and a success written on another (seq 11) could be applied
+/// to the subject the other way round (the success's batch taking the lock
+/// first), leaving the backup failing while PagerDuty got the failure's trigger
+/// ranked before the success's resolve, and the incident ended resolved. Drawn
+/// from the same sequence here, under the locks held to the commit, the rank
+/// follows the order of the subject's writes, on every replica.
+async fn rank_applied(tx: &deadpool_postgres::Transaction<'_>, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // The values drawn, matched to the events in order, whatever order the
+    // server draws them in.
+    let stmt = tx
+        .prepare_cached(
+            "WITH drawn AS (
+                 SELECT nextval('events_seq_seq') AS o
+                 FROM generate_series(1, cardinality($1::text[]))),
+             ranked AS (SELECT o, row_number() OVER (ORDER BY o) AS i FROM drawn)
+             UPDATE events e SET order_seq = ranked.o
+             FROM unnest($1::text[]) WITH ORDINALITY AS t (id, i) JOIN ranked USING (i)
+             WHERE e.id = t.id",
+        )
+        .await?;
+    tx.execute(&stmt, &[&ids]).await?;
+    Ok(())
 }
 
 /// Records `at` as the last run of digest schedule `key` (a later one kept).
