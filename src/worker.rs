@@ -11,12 +11,13 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::config::RateLimit;
 use crate::destinations::{Destination, Request, SendError, Sent};
 use crate::relay::Relay;
 use crate::startup::Shared;
-use crate::store::{Attempt, Claimed, Ordered, Outcome};
+use crate::store::{Attempt, Claimed, Ordered, Outcome, SendSlot, Take};
 
 /// The hard bound on one send beyond the destination's own timeout (DNS, a stuck
 /// TLS handshake): see `attempt`.
@@ -229,6 +230,9 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     let sem = Arc::new(Semaphore::new(workers));
     let max_records = workers * RECORDS_PER_WORKER;
     let records = Arc::new(Semaphore::new(max_records));
+    // Woken when an attempt hands back the send it took from the rate limit (it
+    // made none): the loop may be waiting for that very place.
+    let given_back = Arc::new(Notify::new());
     drop(first);
     // Claimed ahead, waiting for a permit: under load a claim takes up to
     // `workers` rows instead of the one or two permits a finished send frees.
@@ -338,12 +342,20 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
         permits.truncate(ahead.len());
         let mut wait = Duration::ZERO;
         for permit in permits {
+            let mut rate = None;
             if rl.is_some() {
                 // The rate limit is shared by every process on the store: a send
-                // is taken from it just before it starts.
+                // is taken from it just before it starts, and handed back by an
+                // attempt that does not send (see `RateSlot`).
                 match shared.store.take_send(&name, rl).await {
-                    Ok(w) if w.is_zero() => {}
-                    Ok(w) => {
+                    Ok(Take::Now(slot)) => {
+                        rate = Some(RateSlot {
+                            slot,
+                            limit: rl,
+                            given_back: given_back.clone(),
+                        })
+                    }
+                    Ok(Take::Wait(w)) => {
                         wait = w;
                         break;
                     }
@@ -358,12 +370,19 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
                 let slots = Slots {
                     send: permit,
                     records: records.clone(),
+                    rate,
                 };
                 tokio::spawn(attempt(shared.clone(), relay.clone(), c, slots, lease));
             }
         }
         if !wait.is_zero() {
-            sleep_or_stop!(wait);
+            // Or until an attempt hands its send back: the place it took, which
+            // this wait may be for, is free at once.
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = given_back.notified() => {}
+                _ = stop.changed() => break,
+            }
         }
     }
     // Let in-flight sends finish and their attempts be recorded, bounded.
@@ -374,11 +393,42 @@ async fn destination_loop(shared: Arc<Shared>, name: String, mut stop: watch::Re
     .await;
 }
 
-/// What one attempt holds: its send permit, and where its record waits once the
-/// send is over.
+/// What one attempt holds: its send permit, where its record waits once the
+/// send is over, and the send it took from the destination's rate limit.
 struct Slots {
     send: OwnedSemaphorePermit,
     records: Arc<Semaphore>,
+    rate: Option<RateSlot>,
+}
+
+/// A send taken from the destination's rate limit for one attempt. It is taken
+/// before the attempt knows whether it will send (its message rendered, its turn
+/// among the sends of its PagerDuty `dedup_key` decided): an attempt that sends
+/// nothing hands it back ([`give_back`]), so that a send put back to wait for
+/// another of its key, or superseded, costs no place in the limit and does not
+/// hold up the sends that are made.
+struct RateSlot {
+    slot: SendSlot,
+    limit: Option<RateLimit>,
+    /// The destination loop's: woken once the send is handed back.
+    given_back: Arc<Notify>,
+}
+
+/// Hands back the send `rate` took from `destination`'s rate limit: no send was
+/// made with it.
+async fn give_back(shared: &Shared, destination: &str, rate: Option<RateSlot>) {
+    let Some(r) = rate else {
+        return;
+    };
+    match shared
+        .store
+        .give_back_send(destination, r.limit, r.slot)
+        .await
+    {
+        Ok(()) => r.given_back.notify_one(),
+        // It stays taken: the next send waits for the limit as if it was made.
+        Err(e) => log::warn!("delivery to {destination}: cannot hand back a send not made: {e}"),
+    }
 }
 
 /// Deliveries [`drain`] claims per destination and pass.
@@ -426,6 +476,7 @@ pub async fn drain(shared: &Arc<Shared>, passes: usize) -> usize {
                 let slots = Slots {
                     send: permit,
                     records: records.clone(),
+                    rate: None,
                 };
                 attempt(shared.clone(), relay.clone(), c, slots, lease).await;
                 attempts += 1;
@@ -443,9 +494,11 @@ async fn attempt(
     shared: Arc<Shared>,
     relay: Arc<Relay>,
     mut c: Claimed,
-    slots: Slots,
+    mut slots: Slots,
     lease: Duration,
 ) {
+    // Handed back on every way out that sends nothing.
+    let mut rate = slots.rate.take();
     let timeout = relay
         .destinations
         .get(&c.destination)
@@ -465,6 +518,7 @@ async fn attempt(
                 c.event_id,
                 c.destination
             );
+            give_back(&shared, &c.destination, rate).await;
             return;
         }
     }
@@ -511,6 +565,13 @@ async fn attempt(
             let key = sender.order_key(&req);
             match take_turn(&shared, &c, key).await {
                 Turn::Send => {
+                    if matches!(req, Request::Nothing(_)) {
+                        // No request goes out (the template sends nothing).
+                        give_back(&shared, &c.destination, rate.take()).await;
+                    } else {
+                        // Made: the send taken is spent.
+                        rate = None;
+                    }
                     // The destination bounds its own requests; this bounds everything
                     // else (DNS, a stuck TLS handshake) so a lease is never held forever.
                     send_bounded(
@@ -527,12 +588,18 @@ async fn attempt(
                     superseded = true;
                     Ok(crate::destinations::Sent::nothing(&reason))
                 }
-                // Not sent now: claimed again when its lease runs out.
-                Turn::NotNow => return,
+                // Not sent now: claimed again when its lease runs out (cut to
+                // when the store said to ask again).
+                Turn::NotNow => {
+                    give_back(&shared, &c.destination, rate).await;
+                    return;
+                }
             }
         }
         Err(e) => Err(e),
     };
+    // Superseded, or never rendered: nothing was sent.
+    give_back(&shared, &c.destination, rate).await;
     let elapsed = started.elapsed();
     let attempt_no = c.attempts + 1;
     let delivery = &relay.settings.delivery;

@@ -843,3 +843,239 @@ async fn a_success_on_one_replica_after_a_failure_on_another_brings_one_recovery
         .count();
     assert_eq!(sent, recovered_now);
 }
+
+/// Review 14 #2: a backup's failure and its success stored at the same moment on
+/// two replicas, the failure's row written first (A) but the success applied to
+/// the backup first (B's batch takes the backup's lock while A's waits): the
+/// backup ends failing, so PagerDuty's incident must end open. The failure ranks
+/// after the success, as the two were applied to the backup, not as their rows
+/// were written: its trigger goes after the success's resolve instead of being
+/// superseded by it (which left the incident resolved for a failing backup).
+///
+/// The interleaving is forced: a trigger on this test's database holds the
+/// failure's transaction on a lock the test holds, after its row is written and
+/// before the backup's lock is taken, until the success is stored and its
+/// resolves delivered.
+#[tokio::test]
+async fn a_failure_applied_after_a_success_on_another_replica_ranks_after_it() {
+    let db = pg::fresh_database().await;
+    let pd = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(202).set_body_json(json!({
+                "status": "success", "message": "Event processed", "dedup_key": "sb/nightly"})))
+        .mount(&pd)
+        .await;
+    let dest = format!(
+        "  hook: {{ type: pagerduty, routing_key: \"R0UTINGKEYR0UTINGKEYR0UTINGKEY12\", \
+         url: \"{}/v2/enqueue\" }}",
+        pd.uri()
+    );
+    let a = Replica::start(&db, &dest).await;
+    let b = Replica::start(&db, &dest).await;
+    let client = reqwest::Client::new();
+    let actions = || async {
+        pd.received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                v["event_action"].as_str().unwrap().to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    // The backup fails: the incident opens.
+    post_backup(&a, &client, "bad-0", "nightly", "error").await;
+    b.settled(&client, Duration::from_secs(30)).await;
+    assert_eq!(actions().await, ["trigger"]);
+
+    let (sql, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    const HOLD: i64 = 0x7465_7374; // "test"
+    sql.batch_execute(&format!(
+        "CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.event LIKE '%\"bad-1\"%' THEN PERFORM pg_advisory_xact_lock({HOLD}); END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER test_hold AFTER INSERT ON events
+             FOR EACH ROW EXECUTE FUNCTION test_hold();
+         SELECT pg_advisory_lock({HOLD});"
+    ))
+    .await
+    .unwrap();
+    // The next failure, on A: its row written (its seq drawn), then held.
+    let failing = {
+        let (client, url) = (client.clone(), a.url("/hooks/sb"));
+        tokio::spawn(async move {
+            let body = json!({
+                "id": "bad-1", "status": "error", "type": "backup",
+                "backup": { "name": "nightly" }
+            });
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let held = wait_for(Duration::from_secs(20), || async {
+        let n: i64 = sql
+            .query_one(
+                "SELECT count(*) FROM pg_locks
+                 WHERE locktype = 'advisory' AND NOT granted AND objid = $1",
+                &[&(HOLD as u32)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 1
+    })
+    .await;
+    assert!(held, "the failure's transaction never waited:\n{}", a.log());
+    // The success, on B: written after the failure, applied to the backup before
+    // it. It ends the bad run (its backup.recovered too); both resolves are
+    // delivered while the failure waits.
+    post_backup(&b, &client, "good-1", "nightly", "success").await;
+    b.settled(&client, Duration::from_secs(30)).await;
+    assert_eq!(actions().await, ["trigger", "resolve", "resolve"]);
+    assert_eq!(
+        b.api(&client, "/api/backups").await["items"][0]["state"],
+        "ok"
+    );
+
+    // The failure goes on: applied after the success.
+    sql.execute("SELECT pg_advisory_unlock($1)", &[&HOLD])
+        .await
+        .unwrap();
+    let (status, failure) = failing.await.unwrap();
+    assert_eq!(status, 202, "{failure}");
+    a.settled(&client, Duration::from_secs(30)).await;
+    let backup = &a.api(&client, "/api/backups").await["items"][0];
+    assert_eq!(backup["state"], "failing", "{backup}");
+    assert_eq!(
+        actions().await,
+        ["trigger", "resolve", "resolve", "trigger"],
+        "the incident ends open, as the backup is failing"
+    );
+    let ev = a
+        .api(
+            &client,
+            &format!("/api/events/{}", failure["event_id"].as_str().unwrap()),
+        )
+        .await;
+    let d = &ev["deliveries"][0];
+    assert_eq!(d["state"], "delivered", "{ev}");
+    assert_eq!(d["last_error"], Value::Null, "sent, not superseded: {ev}");
+}
+
+/// PagerDuty that takes every event (202 with its JSON), answering the first one
+/// `slow` late.
+struct SlowFirstPd {
+    slow: Duration,
+    /// When each event arrived.
+    at: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl wiremock::Respond for SlowFirstPd {
+    fn respond(&self, _req: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let answer = wiremock::ResponseTemplate::new(202)
+            .set_body_json(json!({"status": "success", "message": "Event processed"}));
+        let mut at = self.at.lock().unwrap();
+        at.push(Instant::now());
+        if at.len() == 1 {
+            answer.set_delay(self.slow)
+        } else {
+            answer
+        }
+    }
+}
+
+/// Review 14 #1 on PostgreSQL, where the rate limit lives in the database: a
+/// send put back to wait for another send of its key hands back the place it
+/// took. Under 15/min (one send every 4 s, for every replica together) a
+/// backup's trigger is being answered (10 s) while its success's resolve and its
+/// recovery's wait for it, and another backup fails. The resolves each take the
+/// next place in turn and hand it back, so the other backup's trigger goes at
+/// the first place after the slow one (before the slow one is answered); each
+/// used to keep its place, and the other's trigger came only after three.
+#[tokio::test]
+async fn on_postgres_a_send_waiting_for_its_key_takes_no_place_in_the_rate_limit() {
+    let db = pg::fresh_database().await;
+    let pd = wiremock::MockServer::start().await;
+    let at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(SlowFirstPd {
+            slow: Duration::from_secs(10),
+            at: at.clone(),
+        })
+        .mount(&pd)
+        .await;
+    let dest = format!(
+        "  hook: {{ type: pagerduty, routing_key: \"R0UTINGKEYR0UTINGKEYR0UTINGKEY12\", \
+         url: \"{}/v2/enqueue\", rate_limit: 15/min, timeout: 30s }}",
+        pd.uri()
+    );
+    let r = Replica::start(&db, &dest).await;
+    let client = reqwest::Client::new();
+    let received = || async {
+        pd.received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                (
+                    v["event_action"].as_str().unwrap().to_string(),
+                    v["dedup_key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (status, failure) = {
+        let body = json!({
+            "id": "bad-1", "status": "error", "type": "backup", "backup": { "name": "nightly" }
+        });
+        let res = client
+            .post(r.url("/hooks/sb"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 202, "{failure}");
+    let sent = wait_for(Duration::from_secs(20), || async {
+        !received().await.is_empty()
+    })
+    .await;
+    assert!(sent, "{}", r.log());
+    // Being answered now: the success's resolve and its recovery's wait for it.
+    post_backup(&r, &client, "good-1", "nightly", "success").await;
+    post_backup(&r, &client, "bad-2", "weekly", "error").await;
+    let two = wait_for(Duration::from_secs(30), || async {
+        received().await.len() >= 2
+    })
+    .await;
+    let got = received().await;
+    assert!(two, "{got:?}\n{}", r.log());
+    // Before the slow trigger's answer: its attempt is not recorded yet.
+    let ev = r
+        .api(
+            &client,
+            &format!("/api/events/{}", failure["event_id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(ev["deliveries"][0]["attempts"], json!([]), "{ev}");
+    let keys: Vec<&str> = got.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(got[0].0, "trigger");
+    assert_eq!(got[1].0, "trigger", "{got:?}");
+    assert_ne!(
+        keys[0], keys[1],
+        "the other backup's trigger second: {got:?}"
+    );
+    let at = at.lock().unwrap().clone();
+    eprintln!(
+        "the other backup's trigger {:?} after the slow one",
+        at[1] - at[0]
+    );
+}

@@ -12,6 +12,7 @@ use hookrelay::config::RateLimit;
 use hookrelay::event::Status;
 use hookrelay::store::{
     self, Attempt, Ingested, NewDelivery, NewEvent, Ordered, Outcome, State, Store, StoreError,
+    Take,
 };
 
 /// A fresh store of one backend, and what keeps it alive.
@@ -495,20 +496,34 @@ async fn finished_events_past_retention_are_deleted_and_pending_ones_kept(f: Fix
     assert_eq!(s.list_deliveries(None, 10).await.unwrap().len(), 1);
 }
 
+/// Whether `take_send` took a send (`Now`), or how long it says to wait.
+fn waits(t: Take) -> Duration {
+    match t {
+        Take::Now(_) => Duration::ZERO,
+        Take::Wait(w) => w,
+    }
+}
+
 async fn a_rate_limit_and_a_pause_hold_for_the_store(f: Fixture) {
     let s = &*f.store;
     let rl = Some(RateLimit {
         count: 1,
         per: Duration::from_secs(2),
     });
-    assert_eq!(s.take_send("slack", rl).await.unwrap(), Duration::ZERO);
-    let wait = s.take_send("slack", rl).await.unwrap();
+    assert_eq!(
+        waits(s.take_send("slack", rl).await.unwrap()),
+        Duration::ZERO
+    );
+    let wait = waits(s.take_send("slack", rl).await.unwrap());
     assert!(
         wait > Duration::from_millis(500) && wait <= Duration::from_secs(2),
         "{wait:?}"
     );
     // Another destination is not held back.
-    assert_eq!(s.take_send("other", rl).await.unwrap(), Duration::ZERO);
+    assert_eq!(
+        waits(s.take_send("other", rl).await.unwrap()),
+        Duration::ZERO
+    );
     assert_eq!(s.paused_for("other").await.unwrap(), Duration::ZERO);
     s.pause("other", Duration::from_secs(30)).await.unwrap();
     let p = s.paused_for("other").await.unwrap();
@@ -516,8 +531,45 @@ async fn a_rate_limit_and_a_pause_hold_for_the_store(f: Fixture) {
         p > Duration::from_secs(20) && p <= Duration::from_secs(30),
         "{p:?}"
     );
-    assert!(s.take_send("other", None).await.unwrap() > Duration::from_secs(20));
-    assert_eq!(s.take_send("third", None).await.unwrap(), Duration::ZERO);
+    assert!(waits(s.take_send("other", None).await.unwrap()) > Duration::from_secs(20));
+    assert_eq!(
+        waits(s.take_send("third", None).await.unwrap()),
+        Duration::ZERO
+    );
+}
+
+/// A send taken from the rate limit and handed back (the attempt sent nothing:
+/// it waits for another send of its PagerDuty key, or was superseded) leaves the
+/// limit as if it had never been taken: the next send goes at once. Handed back
+/// again, it frees nothing more; the send made after it still counts.
+async fn a_send_handed_back_frees_its_place_in_the_rate_limit(f: Fixture) {
+    let s = &*f.store;
+    let rl = Some(RateLimit {
+        count: 1,
+        per: Duration::from_secs(60),
+    });
+    let take = || async move { s.take_send("pd", rl).await.unwrap() };
+    let Take::Now(waiting) = take().await else {
+        panic!("the first send is free");
+    };
+    assert!(waits(take().await) > Duration::from_secs(30));
+    s.give_back_send("pd", rl, waiting).await.unwrap();
+    let Take::Now(made) = take().await else {
+        panic!("the send handed back left its place free");
+    };
+    assert!(waits(take().await) > Duration::from_secs(30));
+    s.give_back_send("pd", rl, waiting).await.unwrap();
+    assert!(
+        waits(take().await) > Duration::from_secs(30),
+        "a send handed back twice freed the place of the send made after it"
+    );
+    // Another destination's limit is its own.
+    assert_eq!(
+        waits(s.take_send("other", rl).await.unwrap()),
+        Duration::ZERO
+    );
+    s.give_back_send("pd", rl, made).await.unwrap();
+    assert_eq!(waits(take().await), Duration::ZERO);
 }
 
 async fn storage_that_works_is_ready(f: Fixture) {
@@ -1152,6 +1204,7 @@ contract!(
     new_deliveries_wake_the_delivery_loops,
     finished_events_past_retention_are_deleted_and_pending_ones_kept,
     a_rate_limit_and_a_pause_hold_for_the_store,
+    a_send_handed_back_frees_its_place_in_the_rate_limit,
     storage_that_works_is_ready,
     a_deadline_is_claimed_once_with_its_event,
     many_webhooks_of_one_subject_at_once_each_count,

@@ -385,6 +385,21 @@ pub enum Ordered {
     Wait(Duration),
 }
 
+/// What [`Store::take_send`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// The send is taken from the rate limit: make it now, or hand it back
+    /// ([`Store::give_back_send`]) if it is not made.
+    Now(SendSlot),
+    /// No send is allowed now: ask again in this long.
+    Wait(Duration),
+}
+
+/// One send taken from a destination's rate limit, as the backend tells it
+/// apart from the others (see [`Store::give_back_send`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendSlot(pub(crate) i64);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -619,9 +634,11 @@ pub trait Store: Send + Sync {
     /// Before sending delivery `lease` to `destination`, whose message belongs to
     /// `key` and does `action` there (see [`Ordered`]): decided under the key's
     /// lock against every process on the store. A delivery's place is its
-    /// event's received order (a group's: its newest event). On [`Ordered::Send`]
-    /// the delivery is recorded as this key's, so once it is delivered the
-    /// deliveries of older events of the key are superseded.
+    /// event's received order (a group's: its newest event), which for the
+    /// events of one subject is the order they were applied to it, whichever
+    /// processes stored them (a `backup.recovered` takes its success's place).
+    /// On [`Ordered::Send`] the delivery is recorded as this key's, so once it is
+    /// delivered the deliveries of older events of the key are superseded.
     /// [`StoreError::LeaseLost`] if another claim has the delivery.
     async fn begin_ordered(
         &self,
@@ -680,9 +697,24 @@ pub trait Store: Send + Sync {
     /// all ended, with their deliveries and attempts; returns how many.
     async fn purge(&self, retention: Duration, batch: usize) -> Result<usize>;
     /// Takes one send of `destination` if its rate limit and any pause allow one
-    /// now (returns zero), else returns how long to wait. Shared by every process
+    /// now ([`Take::Now`]), else says how long to wait. Shared by every process
     /// on the store.
-    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Duration>;
+    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Take>;
+    /// Hands back a send taken with `limit` whose send was not made after all
+    /// (it waits for another send of its key, it was superseded, nothing was
+    /// sent): the limit is as if it had never been taken, so the next real send
+    /// is not held back by it. Handing back a send the limit no longer counts
+    /// (its window is over), or one already handed back, changes nothing. On a
+    /// shared store, a send handed back after another process took the next one
+    /// stays taken (the limit cannot tell the sends of that window apart any
+    /// more): it is handed back within milliseconds of its take, while the next
+    /// take can come only once the spacing of the limit has passed.
+    async fn give_back_send(
+        &self,
+        destination: &str,
+        limit: Option<RateLimit>,
+        slot: SendSlot,
+    ) -> Result<()>;
     /// How long `destination` is paused for (zero: not paused).
     async fn paused_for(&self, destination: &str) -> Result<Duration>;
     /// Pauses `destination` for `duration` (a `Retry-After`), on every process.

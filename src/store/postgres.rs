@@ -28,7 +28,9 @@
 //!   read is no round trip while a subject's webhooks come to one replica. That
 //!   read only gives the event its fields: the event is applied to the subject
 //!   again, and whether it ends a bad run (its `backup.recovered`) decided, under
-//!   the subject's lock in the event's transaction.
+//!   the subject's lock in the event's transaction. Its rank among the subject's
+//!   events (the order PagerDuty's sends go in) is drawn there too, so it follows
+//!   the order the subject took its events in (see `rank_applied`).
 //! - The schema is migrated under an advisory lock: replicas starting at the same
 //!   moment migrate once.
 
@@ -737,10 +739,13 @@ async fn write_batch(
         // own (a group's), so two batches never wait for each other in a cycle.
         let (mut subjects, now) = lock_subjects(&tx, keys).await?;
         let mut changed: Vec<&str> = Vec::new();
+        // The events applied to their subjects, in the order they are applied.
+        let mut applied_ids: Vec<&str> = Vec::new();
         for (e, stored) in events.iter().zip(&r) {
-            let (Some(w), Ok(Ingested::Stored { .. })) = (&e.watch, stored) else {
+            let (Some(w), Ok(Ingested::Stored { event_id, .. })) = (&e.watch, stored) else {
                 continue;
             };
+            applied_ids.push(event_id);
             // Reckoned by the database's clock: replicas' clocks may differ.
             let applied = crate::watch::apply(
                 subjects.get(w.key.as_str()),
@@ -762,10 +767,14 @@ async fn write_batch(
                 changed.push(&w.key);
             }
         }
-        futures_util::future::try_join_all(
-            changed
-                .iter()
-                .map(|k| write_subject(&tx, &subjects[*k], replica)),
+        // Sent together, run in order.
+        futures_util::future::try_join(
+            futures_util::future::try_join_all(
+                changed
+                    .iter()
+                    .map(|k| write_subject(&tx, &subjects[*k], replica)),
+            ),
+            rank_applied(&tx, &applied_ids),
         )
         .await?;
         written = changed.iter().filter_map(|k| subjects.remove(*k)).collect();
@@ -786,7 +795,7 @@ async fn write_batch(
                 })
                 .unzip();
             tx.execute(
-                "UPDATE events r SET order_seq = s.seq
+                "UPDATE events r SET order_seq = COALESCE(s.order_seq, s.seq)
                  FROM unnest($1::text[], $2::text[]) AS t (rid, sid)
                  JOIN events s ON s.id = t.sid
                  WHERE r.id = t.rid",
@@ -803,6 +812,37 @@ async fn write_batch(
     join_groups(&tx, joins).await?;
     tx.commit().await?;
     Ok((r, written))
+}
+
+/// Ranks `ids`, events just applied to their subjects in this order under the
+/// subjects' locks, in that order among the events of their subjects (their
+/// `order_seq`, which [`Store::begin_ordered`] sends by). Their `seq` was drawn
+/// when their rows were written, before the locks: a failure written on one
+/// replica (seq 10) and a success written on another (seq 11) could be applied
+/// to the subject the other way round (the success's batch taking the lock
+/// first), leaving the backup failing while PagerDuty got the failure's trigger
+/// ranked before the success's resolve, and the incident ended resolved. Drawn
+/// from the same sequence here, under the locks held to the commit, the rank
+/// follows the order of the subject's writes, on every replica.
+async fn rank_applied(tx: &deadpool_postgres::Transaction<'_>, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // The values drawn, matched to the events in order, whatever order the
+    // server draws them in.
+    let stmt = tx
+        .prepare_cached(
+            "WITH drawn AS (
+                 SELECT nextval('events_seq_seq') AS o
+                 FROM generate_series(1, cardinality($1::text[]))),
+             ranked AS (SELECT o, row_number() OVER (ORDER BY o) AS i FROM drawn)
+             UPDATE events e SET order_seq = ranked.o
+             FROM unnest($1::text[]) WITH ORDINALITY AS t (id, i) JOIN ranked USING (i)
+             WHERE e.id = t.id",
+        )
+        .await?;
+    tx.execute(&stmt, &[&ids]).await?;
+    Ok(())
 }
 
 /// Records `at` as the last run of digest schedule `key` (a later one kept).
@@ -1055,6 +1095,17 @@ const UNFINISHED: &str = "state NOT IN ('delivered', 'dead')";
 
 /// The database's clock, unix ms.
 const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::int8";
+
+/// A destination's `next_send`, unix µs: what tells a send taken from its rate
+/// limit apart (see [`Store::take_send`]).
+const NEXT_SEND_US: &str = "(extract(epoch FROM next_send) * 1000000)::int8";
+
+/// The seconds between two sends under `limit` (every replica together).
+fn spacing(limit: Option<RateLimit>) -> f64 {
+    limit
+        .map(|l| l.per.as_secs_f64() / f64::from(l.count.max(1)))
+        .unwrap_or(0.0)
+}
 
 const SUBJECT_COLUMNS: &str =
     "key, state, failures, last_event_at, last_success_at, down_since, next_deadline, rule, fields";
@@ -1917,24 +1968,25 @@ impl Store for PgStore {
         Ok(n as usize)
     }
 
-    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Duration> {
+    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Take> {
         let client = self.pool.get().await?;
         self.limit_row(&client, destination).await?;
         // Sends spaced `per / count` apart for every replica together: never more
-        // than `count` in any window of `per`. Atomic: one row, one UPDATE.
-        let spacing = limit
-            .map(|l| l.per.as_secs_f64() / f64::from(l.count.max(1)))
-            .unwrap_or(0.0);
+        // than `count` in any window of `per`. Atomic: one row, one UPDATE. The
+        // send taken is told apart by the `next_send` it set (µs): a give-back
+        // finds it there only while no other send was taken after it.
         let took = client
             .query_opt(
-                "UPDATE destination_limits SET next_send = now() + $2 * interval '1 second'
-                 WHERE destination = $1 AND next_send <= now() AND paused_until <= now()
-                 RETURNING 1",
-                &[&destination, &spacing],
+                &format!(
+                    "UPDATE destination_limits SET next_send = now() + $2 * interval '1 second'
+                     WHERE destination = $1 AND next_send <= now() AND paused_until <= now()
+                     RETURNING {NEXT_SEND_US}"
+                ),
+                &[&destination, &spacing(limit)],
             )
             .await?;
-        if took.is_some() {
-            return Ok(Duration::ZERO);
+        if let Some(r) = took {
+            return Ok(Take::Now(SendSlot(r.get(0))));
         }
         let row = client
             .query_one(
@@ -1945,7 +1997,28 @@ impl Store for PgStore {
             )
             .await?;
         // Free again by now: a turn soon, not a spin.
-        Ok(millis(row.get(0)).max(Duration::from_millis(1)))
+        Ok(Take::Wait(millis(row.get(0)).max(Duration::from_millis(1))))
+    }
+
+    async fn give_back_send(
+        &self,
+        destination: &str,
+        limit: Option<RateLimit>,
+        slot: SendSlot,
+    ) -> Result<()> {
+        let client = self.pool.get().await?;
+        // `next_send` back to when the send was taken (now or earlier: the next
+        // take goes at once), only if it is still the one this take set.
+        client
+            .execute(
+                &format!(
+                    "UPDATE destination_limits SET next_send = next_send - $3 * interval '1 second'
+                     WHERE destination = $1 AND {NEXT_SEND_US} = $2"
+                ),
+                &[&destination, &slot.0, &spacing(limit)],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn paused_for(&self, destination: &str) -> Result<Duration> {

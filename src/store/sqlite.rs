@@ -1264,8 +1264,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Duration> {
-        Ok(self.limits.take_send(destination, limit))
+    async fn take_send(&self, destination: &str, limit: Option<RateLimit>) -> Result<Take> {
+        Ok(match self.limits.take_send(destination, limit) {
+            Ok(n) => Take::Now(SendSlot(n)),
+            Err(wait) => Take::Wait(wait),
+        })
+    }
+
+    async fn give_back_send(
+        &self,
+        destination: &str,
+        _limit: Option<RateLimit>,
+        slot: SendSlot,
+    ) -> Result<()> {
+        self.limits.give_back(destination, slot.0);
+        Ok(())
     }
 
     async fn paused_for(&self, destination: &str) -> Result<Duration> {

@@ -398,6 +398,93 @@ async fn a_resolve_waiting_for_its_trigger_holds_up_no_other_backups_alert() {
     );
 }
 
+/// A send put back to wait for another send of its key takes no place in the
+/// destination's rate limit. Under a limit of 2 an hour, a backup's trigger is
+/// being answered (slowly) while its success's resolve and its recovery's are
+/// tried and put back, again and again, waiting for it; another backup's failure
+/// comes meanwhile. Its trigger is the second send made, at once (before the slow
+/// trigger's attempt is recorded), and the resolves wait, unsent, for a place in
+/// the limit. Each try of a resolve used to take a place: the other backup's
+/// trigger waited for the next window, an hour later.
+#[tokio::test]
+async fn a_send_waiting_for_its_key_takes_no_place_in_the_rate_limit() {
+    let pd = MockServer::start().await;
+    // Answered long after anything this test waits for, within the timeout.
+    let slow = Duration::from_secs(30);
+    let got = Got::default();
+    Mock::given(method("POST"))
+        .respond_with(SlowFirst {
+            slow,
+            got: std::sync::Arc::clone(&got),
+        })
+        .mount(&pd)
+        .await;
+    let app = spawn_app_env(
+        &format!(
+            "sources:\n  sb: {{ kind: simplebackups }}\nadmin: {{ token: {ADMIN} }}\n\
+             destinations:\n  pager: {{ type: pagerduty, routing_key: \"${{PD_KEY}}\", url: \"{}/v2/enqueue\", \
+             rate_limit: 2/h, timeout: 60s }}\n\
+             routes:\n  - to: [pager]\n",
+            pd.uri()
+        ),
+        &[("PD_KEY", KEY)],
+    )
+    .await;
+    let post = |body: String| {
+        let app = &app;
+        async move {
+            let r = app.post("/hooks/sb", body, &[]).await;
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let failure = post(fixture("simplebackups/error.json")).await;
+    wait_received(&pd, 1, Duration::from_secs(10)).await;
+    // The trigger is being answered now: the success's resolve and its
+    // recovery's wait for it (tried again within a second each time).
+    post(fixture("simplebackups/success.json")).await;
+    let other = fixture("simplebackups/error.json")
+        .replace("987655", "987999")
+        .replace("Acme Project", "Other Project");
+    post(other).await;
+    let two = wait_for(Duration::from_secs(20), || async {
+        got.lock().unwrap().len() >= 2
+    })
+    .await;
+    let seen = |got: &Got| -> Vec<(String, String)> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|(a, _, k)| (a.clone(), k.clone()))
+            .collect()
+    };
+    assert!(
+        two,
+        "the other backup's trigger was not sent: {:?}",
+        seen(&got)
+    );
+    // Before the slow trigger's answer: its attempt is not recorded yet.
+    let first = delivery_of(&app, failure["event_id"].as_str().unwrap()).await;
+    assert_eq!(first["attempts"], json!([]), "{first}");
+    let pair = |a: &str, k: &str| (a.to_string(), k.to_string());
+    assert_eq!(
+        seen(&got)[..2],
+        [
+            pair("trigger", "sb/Acme Server/Acme Project"),
+            pair("trigger", "sb/Acme Server/Other Project"),
+        ]
+    );
+    // Once the other's is recorded, the slow trigger and the two resolves are
+    // left pending, and the two sends made are the limit's two.
+    let three = wait_for(Duration::from_secs(10), || async {
+        let pending = app.api("/api/deliveries?state=pending").await;
+        pending["items"].as_array().unwrap().len() == 3
+    })
+    .await;
+    assert!(three, "{}", app.api("/api/deliveries").await);
+    assert_eq!(seen(&got).len(), 2, "{:?}", seen(&got));
+}
+
 /// SPEC §6 pages for failure, partial and missing only: a Cloud66
 /// `managed_backup.started` (status unknown) reaches PagerDuty's route but
 /// PagerDuty hears nothing of it; its delivery ends at once, without a request,
