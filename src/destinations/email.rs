@@ -88,6 +88,16 @@ impl DestinationSettings for EmailConfig {
         KIND.name
     }
 
+    fn warnings(&self, place: &str, warnings: &mut Vec<ConfigError>) {
+        let url = self
+            .smtp
+            .as_ref()
+            .and_then(|s| SmtpUrl::parse(s.expose()).ok());
+        if let Some(hint) = url.and_then(|u| u.scheme_hint()) {
+            warnings.push(ConfigError::new(format!("{place}.smtp"), hint));
+        }
+    }
+
     fn check(&self, place: &str, errors: &mut Vec<ConfigError>) {
         match (&self.smtp, &self.api) {
             (Some(smtp), None) => match SmtpUrl::parse(smtp.expose()) {
@@ -196,6 +206,51 @@ pub struct SmtpUrl {
 }
 
 impl SmtpUrl {
+    /// The advice for a scheme that does not fit its port as mail servers use
+    /// it: 465 speaks TLS from the first byte (`smtps://`), 587 and 25 start in
+    /// plain text and upgrade with STARTTLS (`smtp://`). Mixed up, the
+    /// connection hangs or fails with a TLS record error that says neither.
+    pub fn scheme_hint(&self) -> Option<String> {
+        match (self.tls, self.port) {
+            (SmtpTls::Wrapper, 587 | 25) => Some(format!(
+                "port {} usually starts in plain text and upgrades with STARTTLS: use smtp://{}:{}",
+                self.port, self.host, self.port
+            )),
+            (SmtpTls::Opportunistic | SmtpTls::Required, 465) => Some(format!(
+                "port 465 usually speaks TLS from the start: use smtps://{}:465",
+                self.host
+            )),
+            _ => None,
+        }
+    }
+
+    /// `e` (a failure before the server answered with a status) with the scheme
+    /// to use added, when the way it failed is how a scheme that does not fit
+    /// the port fails: no greeting at all over `smtp://` (the server waits for
+    /// TLS first), or a TLS record error over `smtps://` (it answered in plain
+    /// text). `early`: the server never greeted.
+    fn with_scheme_hint(&self, mut e: SendError, early: bool) -> SendError {
+        if e.status.is_some() {
+            return e;
+        }
+        let (host, port) = (&self.host, self.port);
+        let hint = match self.tls {
+            SmtpTls::Wrapper if e.message.contains("corrupt message") => Some(format!(
+                "the server answered in plain text: if it starts in plain text and upgrades \
+                 with STARTTLS (as ports 587 and 25 usually do), use smtp://{host}:{port}"
+            )),
+            SmtpTls::Opportunistic | SmtpTls::Required if early => Some(format!(
+                "if it speaks TLS from the start (as port 465 usually does), use \
+                 smtps://{host}:{port}"
+            )),
+            _ => self.scheme_hint(),
+        };
+        if let Some(hint) = hint {
+            e.message = format!("{}; {hint}", e.message);
+        }
+        e
+    }
+
     /// Parses `smtp://[user:pass@]host[:port][?tls=required|none]` or `smtps://…`.
     /// The error never contains the password.
     pub fn parse(s: &str) -> Result<SmtpUrl, String> {
@@ -417,6 +472,7 @@ async fn converse(
     rcpts: &[Address],
     body: &[u8],
     timeout: Duration,
+    greeted: &std::sync::atomic::AtomicBool,
 ) -> Result<Conversation, SendError> {
     let password = smtp.password.as_ref().map(Secret::expose);
     let fail = |e: lettre::transport::smtp::Error| classify_smtp(&e, password);
@@ -434,6 +490,7 @@ async fn converse(
     )
     .await
     .map_err(fail)?;
+    greeted.store(true, std::sync::atomic::Ordering::Relaxed);
     match tls {
         Tls::Opportunistic(p) if conn.can_starttls() => {
             conn.starttls(p, &hello).await.map_err(fail)?
@@ -616,6 +673,10 @@ impl Email {
         }
     }
 
+    /// The email. Its `Message-ID` (mail servers such as Gmail's refuse a
+    /// message without one) is a new UUID at the sender's domain: unique across
+    /// databases and installations, as mail clients take two messages with one
+    /// id for copies of one.
     fn message(
         from: &str,
         to: &[String],
@@ -628,8 +689,11 @@ impl Email {
                 SendError::permanent(format!("{what} {:?} is not an email address", excerpt(a)))
             })
         };
+        let sender = mailbox(from, "sender")?;
+        let message_id = format!("<{}@{}>", uuid::Uuid::now_v7(), sender.email.domain());
         let mut b = lettre::Message::builder()
-            .from(mailbox(from, "sender")?)
+            .from(sender)
+            .message_id(Some(message_id))
             .subject(subject);
         if to.is_empty() {
             return Err(SendError::permanent("the email has no recipients"));
@@ -725,6 +789,7 @@ impl Destination for Email {
             });
         }
         let body = email.formatted();
+        let greeted = std::sync::atomic::AtomicBool::new(false);
         let conversation = converse(
             smtp,
             tls,
@@ -732,14 +797,27 @@ impl Destination for Email {
             &rcpts,
             &body,
             self.timeout,
+            &greeted,
         );
         let now = match tokio::time::timeout(self.timeout, conversation).await {
-            Ok(r) => r?,
+            Ok(r) => r.map_err(|e| smtp.with_scheme_hint(e, true))?,
+            Err(_) if !greeted.load(std::sync::atomic::Ordering::Relaxed) => {
+                return Err(smtp.with_scheme_hint(
+                    SendError::transient(format!(
+                        "the mail server sent no greeting within {:?}",
+                        self.timeout
+                    )),
+                    true,
+                ))
+            }
             Err(_) => {
-                return Err(SendError::transient(format!(
-                    "the mail server did not accept the email within {:?}",
-                    self.timeout
-                )))
+                return Err(smtp.with_scheme_hint(
+                    SendError::transient(format!(
+                        "the mail server did not accept the email within {:?}",
+                        self.timeout
+                    )),
+                    false,
+                ))
             }
         };
         let result = judge(reached, now);

@@ -131,6 +131,15 @@ routes:
             .any(|l| l.to_ascii_lowercase().starts_with("message-id:")),
         "no Message-ID header in the email's headers:\n{head}"
     );
+    // A unique id at the sender's domain.
+    let mid = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .unwrap_or_default();
+    assert!(
+        mid.starts_with('<') && mid.ends_with("@example.com>") && mid.len() > 30,
+        "{head}"
+    );
 }
 
 /// The digest's `delivered` and `dead` are "since the previous digest: alerts
@@ -376,5 +385,44 @@ fn a_numeric_token_is_refused_in_words_the_user_knows() {
     assert!(
         !err.contains("untagged enum") && !err.contains("OneOrMany"),
         "the error names a Rust type instead of saying what to write: {err}"
+    );
+}
+
+/// `smtps://` pointed at a port that starts in plain text (STARTTLS, 587): the
+/// TLS handshake reads the server's plain greeting as a corrupt record; the error
+/// says to use `smtp://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtps_url_at_a_starttls_port_says_to_use_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let smtp = SmtpSink::start_with(&["--tls", "starttls", "--ca-out", ca.to_str().unwrap()]);
+    let app = spawn_app(&format!(
+        r#"sources:
+  sb: {{ kind: simplebackups }}
+admin: {{ token: {ADMIN} }}
+destinations:
+  mail: {{ type: email, smtp: "smtps://127.0.0.1:{}", tls_ca_file: "{}", timeout: 5s, from: r@example.com, to: [d@example.com] }}
+routes:
+  - to: [mail]
+"#,
+        smtp.port,
+        ca.display()
+    ))
+    .await;
+    let r = app
+        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
+        .await;
+    assert_eq!(r.status(), 202);
+    let tried = wait_for(Duration::from_secs(20), || async {
+        let v = app.api("/api/deliveries").await;
+        v["items"][0]["last_error"].is_string()
+    })
+    .await;
+    assert!(tried, "no attempt recorded");
+    let v = app.api("/api/deliveries").await;
+    let error = v["items"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("use smtp://127.0.0.1:{}", smtp.port)),
+        "the error does not point at the fix (smtp:// for STARTTLS): {error}"
     );
 }
