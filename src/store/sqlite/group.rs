@@ -112,17 +112,20 @@ impl SqliteStore {
     pub(super) async fn sqlite_digest_counts(&self, since: i64) -> Result<Counts> {
         self.read(move |c| {
             let like = format!("{}%", crate::digest::DEDUP_PREFIX);
-        // Webhooks only: not hookrelay's own digests, misses and recoveries.
-        let missing = format!("{}%", crate::watch::MISSING_PREFIX);
-        let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
+            // Webhooks only: not hookrelay's own digests, misses and recoveries.
+            let missing = format!("{}%", crate::watch::MISSING_PREFIX);
+            let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
+            // Alerts by when they ended, not when they were queued: one queued
+            // before the previous digest and ended after it counts in this one.
+            // One pass over the rows ended since (deliveries_ended).
             Ok(c.prepare_cached(
                 "SELECT
                      (SELECT COUNT(*) FROM events WHERE received_at >= ?1 AND dedup_key NOT LIKE ?2
                       AND dedup_key NOT LIKE ?3 AND dedup_key NOT LIKE ?4 AND dedup_key <> ''),
-                     (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
-                      WHERE d.created_at >= ?1 AND d.state = 'delivered' AND e.dedup_key NOT LIKE ?2),
-                     (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
-                      WHERE d.created_at >= ?1 AND d.state = 'dead' AND e.dedup_key NOT LIKE ?2)",
+                     COALESCE(SUM(d.state = 'delivered'), 0),
+                     COALESCE(SUM(d.state = 'dead'), 0)
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.ended_at >= ?1 AND e.dedup_key NOT LIKE ?2",
             )?
             .query_row(params![since, like, missing, recovered], |r| {
                 Ok(Counts {

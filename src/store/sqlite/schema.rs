@@ -127,6 +127,18 @@ CREATE TABLE digest_runs (
     scheduled_at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- When a delivery ended (delivered or dead, unix ms; NULL while pending): the
+-- digest counts the alerts delivered and given up since the previous digest by
+-- it, wherever they were queued. Rows that ended before: a recorded attempt set
+-- next_attempt_at to its end; a buried row kept its last due time, the nearest
+-- there is (never later than now). Indexed for the digest, which reads only the
+-- rows ended since.
+ALTER TABLE deliveries ADD COLUMN ended_at INTEGER;
+UPDATE deliveries SET ended_at = MIN(next_attempt_at, CAST(unixepoch('subsec') * 1000 AS INTEGER))
+    WHERE state IN ('delivered', 'dead');
+CREATE INDEX deliveries_ended ON deliveries (ended_at) WHERE ended_at IS NOT NULL;
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
