@@ -885,6 +885,85 @@ async fn the_digest_counts_webhooks_received_not_hookrelays_own_events(f: Fixtur
     assert_eq!(counts.dead, 0);
 }
 
+/// Completes the one delivery of `dest` with `status`: 200 delivered, 503 to
+/// be retried at once, anything else dead.
+async fn end_one(s: &dyn Store, dest: &str, status: u16) {
+    let c = claim_when_free(s, dest).await;
+    assert_eq!(c.len(), 1, "{dest}");
+    let outcome = match status {
+        200 => Outcome::Delivered,
+        503 => Outcome::Retry {
+            after: Duration::ZERO,
+        },
+        _ => Outcome::Dead,
+    };
+    assert!(s
+        .complete(c[0].lease(), attempt(status), outcome)
+        .await
+        .unwrap());
+}
+
+/// The digest's `delivered` and `dead` count alerts by when they ended, whenever
+/// they were queued: one queued before the previous digest and delivered, given
+/// up (after retries that began before it) or buried after it counts in the
+/// next digest; one queued and ended before it does not. A dead one retried by
+/// hand is pending again and no longer counts dead; delivered then, it counts
+/// delivered.
+async fn the_digest_counts_alerts_by_when_they_ended(f: Fixture) {
+    let s = f.store.as_ref();
+    // Queued and ended before the previous digest.
+    for (key, dest, status) in [("old-ok", "old-ok", 200), ("old-dead", "old-dead", 400)] {
+        stored_id(s, new_event(key, &[dest], Duration::ZERO)).await;
+        end_one(s, dest, status).await;
+    }
+    // Queued before it, ended after it; "late-dead" fails once before it.
+    for k in ["late-ok", "late-dead", "late-buried"] {
+        stored_id(s, new_event(k, &[k], Duration::ZERO)).await;
+    }
+    end_one(s, "late-dead", 503).await;
+    // The previous digest's time.
+    let since = s.clock_ms().await.unwrap() + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.clock_ms().await.unwrap() <= since {
+        assert!(Instant::now() < deadline, "the store's clock stands still");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let none = s.digest_counts(since).await.unwrap();
+    assert_eq!(
+        (none.received, none.delivered, none.dead),
+        (0, 0, 0),
+        "nothing ended since: {none:?}"
+    );
+    end_one(s, "late-ok", 200).await;
+    end_one(s, "late-dead", 400).await;
+    // Ends without an attempt (a destination no longer configured).
+    assert_eq!(s.bury("late-buried", "gone").await.unwrap(), 1);
+    let counts = s.digest_counts(since).await.unwrap();
+    assert_eq!(
+        (counts.received, counts.delivered, counts.dead),
+        (0, 1, 2),
+        "alerts queued before the previous digest and ended after it: {counts:?}"
+    );
+    let all = s.digest_counts(0).await.unwrap();
+    assert_eq!(
+        (all.received, all.delivered, all.dead),
+        (5, 2, 3),
+        "{all:?}"
+    );
+    // Retried by hand: pending, so not dead; then delivered.
+    let buried = s.list_deliveries(Some(State::Dead), 10).await.unwrap();
+    let buried = buried
+        .iter()
+        .find(|d| d.destination == "late-buried")
+        .unwrap();
+    s.retry_delivery(buried.id).await.unwrap();
+    let counts = s.digest_counts(since).await.unwrap();
+    assert_eq!((counts.delivered, counts.dead), (1, 1), "{counts:?}");
+    end_one(s, "late-buried", 200).await;
+    let counts = s.digest_counts(since).await.unwrap();
+    assert_eq!((counts.delivered, counts.dead), (2, 1), "{counts:?}");
+}
+
 /// Ordered sends (a PagerDuty dedup_key): while one send of a key is in flight
 /// another waits; once an event's message is delivered for the key, the
 /// deliveries of older events of it are superseded (a trigger retried after the
@@ -1072,6 +1151,7 @@ contract!(
     a_group_left_open_under_an_older_key_form_still_goes_out,
     retention_keeps_a_held_group,
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
+    the_digest_counts_alerts_by_when_they_ended,
     a_key_s_older_event_is_superseded_once_a_later_one_is_delivered,
     a_digest_run_is_recorded_with_its_digest_and_outlives_retention,
 );
