@@ -1515,6 +1515,55 @@ async fn on_postgres_whether_a_key_is_busy_is_read_from_its_pending_rows_only() 
     assert!(plan.contains("deliveries_order_pending"), "{plan}");
 }
 
+/// The digest reads the deliveries ended since the previous digest by their
+/// index (deliveries_ended), not the whole table (a month of alerts).
+#[tokio::test]
+async fn on_postgres_the_digest_reads_only_the_deliveries_ended_since() {
+    let url = pg::fresh_database().await;
+    let (_store, _) = pg_store(&url).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "INSERT INTO events (id, source, dedup_key, status, routed, event)
+                 SELECT 'e' || n, 's', 'id:' || n, 'failure', true, '{}'
+                 FROM generate_series(1, 20050) n;
+             INSERT INTO deliveries (event_id, destination, template, state, ended_at)
+                 SELECT 'e' || n, 'd', 'default', CASE WHEN n % 20 = 0 THEN 'dead' ELSE 'delivered' END,
+                        CASE WHEN n <= 20000 THEN now() - interval '30 days' + n * interval '2 minutes'
+                             ELSE now() END
+                 FROM generate_series(1, 20050) n;
+             INSERT INTO deliveries (event_id, destination, template)
+                 SELECT 'e' || n, 'd', 'default' FROM generate_series(1, 50) n;
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+    // The statement `digest_counts` runs, with values for its parameters.
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN SELECT
+                 (SELECT COUNT(*) FROM events WHERE received_at >= now() - interval '1 day'
+                  AND dedup_key NOT LIKE 'digest:%' AND dedup_key NOT LIKE 'missing:%'
+                  AND dedup_key NOT LIKE 'recovered:%' AND dedup_key <> ''),
+                 COUNT(*) FILTER (WHERE d.state = 'delivered'),
+                 COUNT(*) FILTER (WHERE d.state = 'dead')
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.ended_at >= now() - interval '1 day' AND e.dedup_key NOT LIKE 'digest:%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("deliveries_ended"), "{plan}");
+    assert!(!plan.contains("Seq Scan on deliveries"), "{plan}");
+}
+
 async fn failures(s: &dyn Store) -> Option<u32> {
     s.get_subject("k").await.unwrap().map(|s| s.failures)
 }

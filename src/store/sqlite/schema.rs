@@ -135,7 +135,8 @@ CREATE TABLE digest_runs (
 -- there is (never later than now). Indexed for the digest, which reads only the
 -- rows ended since.
 ALTER TABLE deliveries ADD COLUMN ended_at INTEGER;
-UPDATE deliveries SET ended_at = MIN(next_attempt_at, CAST(unixepoch('subsec') * 1000 AS INTEGER))
+UPDATE deliveries
+    SET ended_at = MIN(next_attempt_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
     WHERE state IN ('delivered', 'dead');
 CREATE INDEX deliveries_ended ON deliveries (ended_at) WHERE ended_at IS NOT NULL;
 "#,
