@@ -1564,6 +1564,62 @@ async fn on_postgres_the_digest_reads_only_the_deliveries_ended_since() {
     assert!(!plan.contains("Seq Scan on deliveries"), "{plan}");
 }
 
+/// A database from before `deliveries.ended_at` (PostgreSQL schema 6): its
+/// delivered and dead rows get their end on upgrade (a recorded attempt's end,
+/// kept as visible_at; a buried row's last due time, never later than now), so
+/// the first digest after it counts them; pending ones have none.
+#[tokio::test]
+async fn on_postgres_deliveries_ended_before_the_upgrade_get_their_end() {
+    let url = pg::fresh_database().await;
+    let (store, _) = pg_store(&url).await;
+    drop(store);
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Back to schema 6, with rows as it wrote them.
+    client
+        .batch_execute(
+            "DROP INDEX deliveries_ended;
+             ALTER TABLE deliveries DROP COLUMN ended_at;
+             DELETE FROM schema_version WHERE version = 7;
+             INSERT INTO events (id, source, dedup_key, status, routed, event)
+                 VALUES ('e', 's', 'id:1', 'failure', true, '{}');
+             INSERT INTO deliveries (id, event_id, destination, template, state, visible_at) VALUES
+                 (1, 'e', 'd', 'default', 'delivered', now() - interval '2 days'),
+                 (2, 'e', 'd', 'default', 'dead', now() - interval '1 hour'),
+                 (3, 'e', 'd', 'default', 'dead', now() + interval '1 hour'),
+                 (4, 'e', 'd', 'default', 'pending', now() + interval '1 hour');",
+        )
+        .await
+        .unwrap();
+    let (store, _) = pg_store(&url).await;
+    let rows = client
+        .query(
+            "SELECT ended_at = visible_at, ended_at <= now(), ended_at IS NULL
+             FROM deliveries ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(Option<bool>, Option<bool>, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(true), Some(true), false),
+            (Some(true), Some(true), false),
+            (Some(false), Some(true), false),
+            (None, None, true),
+        ]
+    );
+    let day_ago = store.clock_ms().await.unwrap() - 86_400_000;
+    let counts = store.digest_counts(day_ago).await.unwrap();
+    assert_eq!((counts.delivered, counts.dead), (0, 2), "{counts:?}");
+}
+
 async fn failures(s: &dyn Store) -> Option<u32> {
     s.get_subject("k").await.unwrap().map(|s| s.failures)
 }
