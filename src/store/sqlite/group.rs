@@ -128,14 +128,16 @@ impl SqliteStore {
             // Webhooks only: not hookrelay's own digests, misses and recoveries.
             let missing = format!("{}%", crate::watch::MISSING_PREFIX);
             let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
-            Ok(c.prepare_cached(DIGEST_COUNTS)?
-            .query_row(params![since, like, missing, recovered], |r| {
-                Ok(Counts {
-                    received: r.get::<_, i64>(0)?.max(0) as u64,
-                    delivered: r.get::<_, i64>(1)?.max(0) as u64,
-                    dead: r.get::<_, i64>(2)?.max(0) as u64,
-                })
-            })?)
+            Ok(c.prepare_cached(DIGEST_COUNTS)?.query_row(
+                params![since, like, missing, recovered],
+                |r| {
+                    Ok(Counts {
+                        received: r.get::<_, i64>(0)?.max(0) as u64,
+                        delivered: r.get::<_, i64>(1)?.max(0) as u64,
+                        dead: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                },
+            )?)
         })
         .await
     }
