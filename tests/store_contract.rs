@@ -938,6 +938,85 @@ async fn the_digest_counts_webhooks_received_not_hookrelays_own_events(f: Fixtur
     assert_eq!(counts.dead, 0);
 }
 
+/// Completes the one delivery of `dest` with `status`: 200 delivered, 503 to
+/// be retried at once, anything else dead.
+async fn end_one(s: &dyn Store, dest: &str, status: u16) {
+    let c = claim_when_free(s, dest).await;
+    assert_eq!(c.len(), 1, "{dest}");
+    let outcome = match status {
+        200 => Outcome::Delivered,
+        503 => Outcome::Retry {
+            after: Duration::ZERO,
+        },
+        _ => Outcome::Dead,
+    };
+    assert!(s
+        .complete(c[0].lease(), attempt(status), outcome)
+        .await
+        .unwrap());
+}
+
+/// The digest's `delivered` and `dead` count alerts by when they ended, whenever
+/// they were queued: one queued before the previous digest and delivered, given
+/// up (after retries that began before it) or buried after it counts in the
+/// next digest; one queued and ended before it does not. A dead one retried by
+/// hand is pending again and no longer counts dead; delivered then, it counts
+/// delivered.
+async fn the_digest_counts_alerts_by_when_they_ended(f: Fixture) {
+    let s = f.store.as_ref();
+    // Queued and ended before the previous digest.
+    for (key, dest, status) in [("old-ok", "old-ok", 200), ("old-dead", "old-dead", 400)] {
+        stored_id(s, new_event(key, &[dest], Duration::ZERO)).await;
+        end_one(s, dest, status).await;
+    }
+    // Queued before it, ended after it; "late-dead" fails once before it.
+    for k in ["late-ok", "late-dead", "late-buried"] {
+        stored_id(s, new_event(k, &[k], Duration::ZERO)).await;
+    }
+    end_one(s, "late-dead", 503).await;
+    // The previous digest's time.
+    let since = s.clock_ms().await.unwrap() + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.clock_ms().await.unwrap() <= since {
+        assert!(Instant::now() < deadline, "the store's clock stands still");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let none = s.digest_counts(since).await.unwrap();
+    assert_eq!(
+        (none.received, none.delivered, none.dead),
+        (0, 0, 0),
+        "nothing ended since: {none:?}"
+    );
+    end_one(s, "late-ok", 200).await;
+    end_one(s, "late-dead", 400).await;
+    // Ends without an attempt (a destination no longer configured).
+    assert_eq!(s.bury("late-buried", "gone").await.unwrap(), 1);
+    let counts = s.digest_counts(since).await.unwrap();
+    assert_eq!(
+        (counts.received, counts.delivered, counts.dead),
+        (0, 1, 2),
+        "alerts queued before the previous digest and ended after it: {counts:?}"
+    );
+    let all = s.digest_counts(0).await.unwrap();
+    assert_eq!(
+        (all.received, all.delivered, all.dead),
+        (5, 2, 3),
+        "{all:?}"
+    );
+    // Retried by hand: pending, so not dead; then delivered.
+    let buried = s.list_deliveries(Some(State::Dead), 10).await.unwrap();
+    let buried = buried
+        .iter()
+        .find(|d| d.destination == "late-buried")
+        .unwrap();
+    s.retry_delivery(buried.id).await.unwrap();
+    let counts = s.digest_counts(since).await.unwrap();
+    assert_eq!((counts.delivered, counts.dead), (1, 1), "{counts:?}");
+    end_one(s, "late-buried", 200).await;
+    let counts = s.digest_counts(since).await.unwrap();
+    assert_eq!((counts.delivered, counts.dead), (2, 1), "{counts:?}");
+}
+
 /// Ordered sends (a PagerDuty dedup_key): while one send of a key is in flight
 /// another waits; once an event's message is delivered for the key, the
 /// deliveries of older events of it are superseded (a trigger retried after the
@@ -1213,6 +1292,7 @@ contract!(
     a_group_left_open_under_an_older_key_form_still_goes_out,
     retention_keeps_a_held_group,
     the_digest_counts_webhooks_received_not_hookrelays_own_events,
+    the_digest_counts_alerts_by_when_they_ended,
     a_key_s_older_event_is_superseded_once_a_later_one_is_delivered,
     a_digest_run_is_recorded_with_its_digest_and_outlives_retention,
     the_recipients_an_attempt_reached_come_back_with_the_next_claim,
@@ -1576,6 +1656,111 @@ async fn on_postgres_whether_a_key_is_busy_is_read_from_its_pending_rows_only() 
         .collect();
     let plan = plan.join("\n");
     assert!(plan.contains("deliveries_order_pending"), "{plan}");
+}
+
+/// The digest reads the deliveries ended since the previous digest by their
+/// index (deliveries_ended), not the whole table (a month of alerts).
+#[tokio::test]
+async fn on_postgres_the_digest_reads_only_the_deliveries_ended_since() {
+    let url = pg::fresh_database().await;
+    let (_store, _) = pg_store(&url).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "INSERT INTO events (id, source, dedup_key, status, routed, event)
+                 SELECT 'e' || n, 's', 'id:' || n, 'failure', true, '{}'
+                 FROM generate_series(1, 20050) n;
+             INSERT INTO deliveries (event_id, destination, template, state, ended_at)
+                 SELECT 'e' || n, 'd', 'default', CASE WHEN n % 20 = 0 THEN 'dead' ELSE 'delivered' END,
+                        CASE WHEN n <= 20000 THEN now() - interval '30 days' + n * interval '2 minutes'
+                             ELSE now() END
+                 FROM generate_series(1, 20050) n;
+             INSERT INTO deliveries (event_id, destination, template)
+                 SELECT 'e' || n, 'd', 'default' FROM generate_series(1, 50) n;
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+    // The statement `digest_counts` runs, with values for its parameters.
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN SELECT
+                 (SELECT COUNT(*) FROM events WHERE received_at >= now() - interval '1 day'
+                  AND dedup_key NOT LIKE 'digest:%' AND dedup_key NOT LIKE 'missing:%'
+                  AND dedup_key NOT LIKE 'recovered:%' AND dedup_key <> ''),
+                 COUNT(*) FILTER (WHERE d.state = 'delivered'),
+                 COUNT(*) FILTER (WHERE d.state = 'dead')
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.ended_at >= now() - interval '1 day' AND e.dedup_key NOT LIKE 'digest:%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("deliveries_ended"), "{plan}");
+    assert!(!plan.contains("Seq Scan on deliveries"), "{plan}");
+}
+
+/// A database from before `deliveries.ended_at` (PostgreSQL schema 6): its
+/// delivered and dead rows get their end on upgrade (a recorded attempt's end,
+/// kept as visible_at; a buried row's last due time, never later than now), so
+/// the first digest after it counts them; pending ones have none.
+#[tokio::test]
+async fn on_postgres_deliveries_ended_before_the_upgrade_get_their_end() {
+    let url = pg::fresh_database().await;
+    let (store, _) = pg_store(&url).await;
+    drop(store);
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Back to schema 7, with rows as it wrote them.
+    client
+        .batch_execute(
+            "DROP INDEX deliveries_ended;
+             ALTER TABLE deliveries DROP COLUMN ended_at;
+             DELETE FROM schema_version WHERE version = 8;
+             INSERT INTO events (id, source, dedup_key, status, routed, event)
+                 VALUES ('e', 's', 'id:1', 'failure', true, '{}');
+             INSERT INTO deliveries (id, event_id, destination, template, state, visible_at) VALUES
+                 (1, 'e', 'd', 'default', 'delivered', now() - interval '2 days'),
+                 (2, 'e', 'd', 'default', 'dead', now() - interval '1 hour'),
+                 (3, 'e', 'd', 'default', 'dead', now() + interval '1 hour'),
+                 (4, 'e', 'd', 'default', 'pending', now() + interval '1 hour');",
+        )
+        .await
+        .unwrap();
+    let (store, _) = pg_store(&url).await;
+    let rows = client
+        .query(
+            "SELECT ended_at = visible_at, ended_at <= now(), ended_at IS NULL
+             FROM deliveries ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(Option<bool>, Option<bool>, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(true), Some(true), false),
+            (Some(true), Some(true), false),
+            (Some(false), Some(true), false),
+            (None, None, true),
+        ]
+    );
+    let day_ago = store.clock_ms().await.unwrap() - 86_400_000;
+    let counts = store.digest_counts(day_ago).await.unwrap();
+    assert_eq!((counts.delivered, counts.dead), (0, 2), "{counts:?}");
 }
 
 async fn failures(s: &dyn Store) -> Option<u32> {

@@ -224,6 +224,17 @@ CREATE TABLE digest_runs (
 -- each attempt: the retry skips them, on whichever replica claims it. NULL: none.
 ALTER TABLE deliveries ADD COLUMN reached text[];
 "#,
+    r#"
+-- When a delivery ended (delivered or dead; NULL while pending): the digest
+-- counts the alerts delivered and given up since the previous digest by it,
+-- wherever they were queued. Rows that ended before: a recorded attempt set
+-- visible_at to its end; a buried row kept its last due time (or the end of the
+-- lease it was buried under), the nearest there is, never later than now.
+-- Indexed for the digest, which reads only the rows ended since.
+ALTER TABLE deliveries ADD COLUMN ended_at timestamptz;
+UPDATE deliveries SET ended_at = LEAST(visible_at, now()) WHERE state IN ('delivered', 'dead');
+CREATE INDEX deliveries_ended ON deliveries (ended_at) WHERE ended_at IS NOT NULL;
+"#,
 ];
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -1576,7 +1587,8 @@ impl Store for PgStore {
                 "WITH d AS (
                      UPDATE deliveries SET state = $3, attempts = attempts + 1,
                          visible_at = now() + $4 * interval '1 second',
-                         last_error = COALESCE($5, last_error), reached = $8
+                         last_error = COALESCE($5, last_error), reached = $8,
+                         ended_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
                      WHERE id = $1 AND lease_token = $2 AND {UNFINISHED}
                      RETURNING id)
                  INSERT INTO attempts (delivery_id, at, status, error, duration_ms)
@@ -1702,7 +1714,7 @@ impl Store for PgStore {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "UPDATE deliveries SET state = 'dead', last_error = $2
+                "UPDATE deliveries SET state = 'dead', last_error = $2, ended_at = now()
                  WHERE destination = $1 AND state = 'pending'",
                 &[&destination, &error],
             )
@@ -1767,7 +1779,7 @@ impl Store for PgStore {
         let n = client
             .execute(
                 "UPDATE deliveries SET state = 'pending', visible_at = now(), window_start = now(),
-                     lease_token = lease_token + 1
+                     lease_token = lease_token + 1, ended_at = NULL
                  WHERE id = $1 AND state = 'dead'",
                 &[&id],
             )
@@ -1840,7 +1852,7 @@ impl Store for PgStore {
         // one being sent.
         let n = client
             .execute(
-                "UPDATE deliveries SET state = 'dead', last_error = $2
+                "UPDATE deliveries SET state = 'dead', last_error = $2, ended_at = now()
                  WHERE destination = $1 AND state = 'pending'
                    AND window_start <= now() - ($3::float8 + $4::float8) * interval '1 second'
                    AND visible_at <= now() - $4::float8 * interval '1 second'",

@@ -804,12 +804,14 @@ impl Store for SqliteStore {
                     attempt.error,
                     attempt.duration_ms
                 ])?;
+                // A retry has not ended; delivered or dead, it ends now.
+                let ended = (state != "pending").then_some(now);
                 c.prepare_cached(
                     "UPDATE deliveries SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
-                         last_error = COALESCE(?4, last_error), reached = ?5
+                         last_error = COALESCE(?4, last_error), reached = ?5, ended_at = ?6
                      WHERE id = ?1",
                 )?
-                .execute(params![lease.id, state, next, attempt.error, reached])?;
+                .execute(params![lease.id, state, next, attempt.error, reached, ended])?;
                 Ok(true)
             })
             .await;
@@ -1017,9 +1019,9 @@ impl Store for SqliteStore {
         let (destination, error) = (destination.to_string(), error.to_string());
         self.write(move |c| {
             Ok(c.execute(
-                "UPDATE deliveries SET state = 'dead', last_error = ?2
+                "UPDATE deliveries SET state = 'dead', last_error = ?2, ended_at = ?3
                  WHERE destination = ?1 AND state = 'pending'",
-                params![destination, error],
+                params![destination, error, now_ms()],
             )?)
         })
         .await
@@ -1090,7 +1092,8 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let now = now_ms();
             let n = c.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, window_start = ?2
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, window_start = ?2,
+                     ended_at = NULL
                  WHERE id = ?1 AND state = 'dead'",
                 params![id, now],
             )?;
@@ -1172,7 +1175,7 @@ impl Store for SqliteStore {
             };
             let due_before = now.saturating_sub(ms(idle));
             Ok(c.prepare_cached(
-                "UPDATE deliveries SET state = 'dead', last_error = ?2
+                "UPDATE deliveries SET state = 'dead', last_error = ?2, ended_at = ?6
                  WHERE destination = ?1 AND state = 'pending'
                    AND window_start <= ?3 AND next_attempt_at <= ?4
                    AND id NOT IN (SELECT value FROM json_each(?5))",
@@ -1182,7 +1185,8 @@ impl Store for SqliteStore {
                 error,
                 due_before.saturating_sub(ms(window)),
                 due_before,
-                leased
+                leased,
+                now
             ])?)
         })
         .await

@@ -129,15 +129,18 @@ impl PgStore {
         let missing = format!("{}%", crate::watch::MISSING_PREFIX);
         let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
         let since = since as f64 / 1000.0;
+        // Alerts by when they ended, not when they were queued: one queued before
+        // the previous digest and ended after it counts in this one. One pass
+        // over the rows ended since (deliveries_ended).
         let r = client
             .query_one(
                 "SELECT
                      (SELECT COUNT(*) FROM events WHERE received_at >= to_timestamp($1) AND dedup_key NOT LIKE $2
                       AND dedup_key NOT LIKE $3 AND dedup_key NOT LIKE $4 AND dedup_key <> ''),
-                     (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
-                      WHERE d.created_at >= to_timestamp($1) AND d.state = 'delivered' AND e.dedup_key NOT LIKE $2),
-                     (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
-                      WHERE d.created_at >= to_timestamp($1) AND d.state = 'dead' AND e.dedup_key NOT LIKE $2)",
+                     COUNT(*) FILTER (WHERE d.state = 'delivered'),
+                     COUNT(*) FILTER (WHERE d.state = 'dead')
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.ended_at >= to_timestamp($1) AND e.dedup_key NOT LIKE $2",
                 &[&since, &like, &missing, &recovered],
             )
             .await?;

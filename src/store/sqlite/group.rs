@@ -52,6 +52,19 @@ pub(super) fn join(conn: &Connection, event_id: &str, g: &GroupJoin, now: i64) -
     Ok(())
 }
 
+/// The digest's counts since `?1`: webhooks received (`?2`..`?4`: the key
+/// prefixes of hookrelay's own events), alerts delivered and alerts dead. Alerts
+/// by when they ended, not when they were queued: one queued before the previous
+/// digest and ended after it counts in this one. One pass over the rows ended
+/// since (deliveries_ended).
+pub(super) const DIGEST_COUNTS: &str = "SELECT
+         (SELECT COUNT(*) FROM events WHERE received_at >= ?1 AND dedup_key NOT LIKE ?2
+          AND dedup_key NOT LIKE ?3 AND dedup_key NOT LIKE ?4 AND dedup_key <> ''),
+         COALESCE(SUM(d.state = 'delivered'), 0),
+         COALESCE(SUM(d.state = 'dead'), 0)
+     FROM deliveries d JOIN events e ON e.id = d.event_id
+     WHERE d.ended_at >= ?1 AND e.dedup_key NOT LIKE ?2";
+
 impl SqliteStore {
     pub(super) async fn sqlite_flush_groups(&self, limit: usize) -> Result<usize> {
         // Looked for on the reader first: the writer (and its commit) only when a
@@ -112,25 +125,19 @@ impl SqliteStore {
     pub(super) async fn sqlite_digest_counts(&self, since: i64) -> Result<Counts> {
         self.read(move |c| {
             let like = format!("{}%", crate::digest::DEDUP_PREFIX);
-        // Webhooks only: not hookrelay's own digests, misses and recoveries.
-        let missing = format!("{}%", crate::watch::MISSING_PREFIX);
-        let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
-            Ok(c.prepare_cached(
-                "SELECT
-                     (SELECT COUNT(*) FROM events WHERE received_at >= ?1 AND dedup_key NOT LIKE ?2
-                      AND dedup_key NOT LIKE ?3 AND dedup_key NOT LIKE ?4 AND dedup_key <> ''),
-                     (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
-                      WHERE d.created_at >= ?1 AND d.state = 'delivered' AND e.dedup_key NOT LIKE ?2),
-                     (SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id
-                      WHERE d.created_at >= ?1 AND d.state = 'dead' AND e.dedup_key NOT LIKE ?2)",
-            )?
-            .query_row(params![since, like, missing, recovered], |r| {
-                Ok(Counts {
-                    received: r.get::<_, i64>(0)?.max(0) as u64,
-                    delivered: r.get::<_, i64>(1)?.max(0) as u64,
-                    dead: r.get::<_, i64>(2)?.max(0) as u64,
-                })
-            })?)
+            // Webhooks only: not hookrelay's own digests, misses and recoveries.
+            let missing = format!("{}%", crate::watch::MISSING_PREFIX);
+            let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
+            Ok(c.prepare_cached(DIGEST_COUNTS)?.query_row(
+                params![since, like, missing, recovered],
+                |r| {
+                    Ok(Counts {
+                        received: r.get::<_, i64>(0)?.max(0) as u64,
+                        delivered: r.get::<_, i64>(1)?.max(0) as u64,
+                        dead: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                },
+            )?)
         })
         .await
     }

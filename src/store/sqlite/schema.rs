@@ -133,6 +133,19 @@ CREATE TABLE digest_runs (
 -- attempt's record: the retry skips them, after a restart too. NULL: none.
 ALTER TABLE deliveries ADD COLUMN reached TEXT;
 "#,
+    r#"
+-- When a delivery ended (delivered or dead, unix ms; NULL while pending): the
+-- digest counts the alerts delivered and given up since the previous digest by
+-- it, wherever they were queued. Rows that ended before: a recorded attempt set
+-- next_attempt_at to its end; a buried row kept its last due time, the nearest
+-- there is (never later than now). Indexed for the digest, which reads only the
+-- rows ended since.
+ALTER TABLE deliveries ADD COLUMN ended_at INTEGER;
+UPDATE deliveries
+    SET ended_at = MIN(next_attempt_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+    WHERE state IN ('delivered', 'dead');
+CREATE INDEX deliveries_ended ON deliveries (ended_at) WHERE ended_at IS NOT NULL;
+"#,
 ];
 
 pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -598,3 +598,80 @@ mod retention {
         assert_eq!(purge_query(500, 10).0, 200);
     }
 }
+
+mod digest {
+    use super::super::*;
+
+    /// A database at schema version `v`, as that version left it.
+    fn at_version(v: usize) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(dir.path().join("db").to_str().unwrap()).unwrap();
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .unwrap();
+        for (i, sql) in MIGRATIONS[..v].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                params![i as i64 + 1],
+            )
+            .unwrap();
+        }
+        (dir, conn)
+    }
+
+    /// Deliveries that ended before the digest counted them by when they ended
+    /// get an end from what the row says: a recorded attempt's end (set as its
+    /// next_attempt_at), a buried row's last due time but never later than now;
+    /// a pending one has none.
+    #[test]
+    fn deliveries_ended_before_the_upgrade_get_their_end() {
+        let (_dir, conn) = at_version(8);
+        let now = now_ms();
+        let ahead = now + 3_600_000;
+        conn.execute_batch(&format!(
+            "INSERT INTO events (id, source, received_at, dedup_key, status, routed, event)
+                 VALUES ('e', 's', 1000, 'id:1', 'failure', 1, '{{}}');
+             INSERT INTO deliveries (id, event_id, destination, template, state, created_at,
+                     window_start, next_attempt_at)
+                 VALUES (1, 'e', 'd', 'default', 'delivered', 1000, 1000, 5000),
+                        (2, 'e', 'd', 'default', 'dead', 1000, 1000, 6000),
+                        (3, 'e', 'd', 'default', 'dead', 1000, 1000, {ahead}),
+                        (4, 'e', 'd', 'default', 'pending', 1000, 1000, {ahead});"
+        ))
+        .unwrap();
+        migrate(&conn).unwrap();
+        let ended: Vec<Option<i64>> = conn
+            .prepare("SELECT ended_at FROM deliveries ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(&ended[..2], [Some(5000), Some(6000)]);
+        let buried = ended[2].unwrap();
+        assert!(buried >= now && buried < ahead, "{buried} (now {now})");
+        assert_eq!(ended[3], None);
+    }
+
+    /// The digest reads the deliveries ended since the previous digest by their
+    /// index, not the whole table.
+    #[test]
+    fn the_digest_reads_only_the_deliveries_ended_since() {
+        let (_dir, conn) = at_version(MIGRATIONS.len());
+        let plan: String = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", group::DIGEST_COUNTS))
+            .unwrap()
+            .query_map(params![0, "digest:%", "missing:%", "recovered:%"], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("; ");
+        assert!(
+            plan.contains("SEARCH d USING INDEX deliveries_ended (ended_at>?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN d"), "{plan}");
+    }
+}
