@@ -1,6 +1,6 @@
-//! Review 14 (session 14): reproductions of defects found by the product review,
-//! one test each, failing on the code as reviewed. Tests only, no fixes; see
-//! /work/reports/review14.md for what each one shows.
+//! Defects a product review found (2026-12-01), one test each, written to fail
+//! on the code as it was and kept as regression tests: the doc comment of each
+//! says what went wrong before its fix.
 
 use std::time::Duration;
 
