@@ -231,8 +231,13 @@ pub struct Rule {
     /// The subject it names when its `match` gives a plain value for every `by`
     /// field: (key, fields).
     pub pinned: Option<(String, Map<String, Value>)>,
-    /// The start of its fingerprint that names its place and `match` only.
-    pub match_prefix: String,
+    /// The part of its fingerprint that names its `match` (after its place).
+    pub match_key: String,
+}
+
+/// A field a stored subject keeps, or its key.
+fn kept(field: &str) -> bool {
+    field == "subject" || SUBJECT_FIELDS.contains(&field)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -251,8 +256,15 @@ impl Rule {
     fn holds_on_kept(&self, e: &Event) -> bool {
         self.conditions
             .iter()
-            .filter(|(field, _)| field == "subject" || SUBJECT_FIELDS.contains(&field.as_str()))
+            .filter(|(field, _)| kept(field))
             .all(|(field, cond)| cond.holds(e.field(field).as_deref()))
+    }
+
+    /// Whether every condition is on a field a subject keeps (or its key): only
+    /// then can a subject be judged on it outright (`{not: staging}` on a
+    /// `raw.` field would hold on the payload a subject does not have).
+    fn only_on_kept(&self) -> bool {
+        self.conditions.iter().all(|(field, _)| kept(field))
     }
 
     /// The deadline for a success, counting from `base` (unix ms): `every` +
@@ -475,14 +487,17 @@ impl Watch {
             return None;
         }
         let e = s.as_event();
+        // Recognised by its `match` alone (the first rule with it), so rules
+        // added or removed before it do not lose it.
         let chosen = |r: &Rule| {
             s.rule
                 .as_deref()
-                .is_some_and(|f| f.starts_with(&r.match_prefix))
+                .and_then(|f| f.split_once('|'))
+                .is_some_and(|(_, rest)| rest.starts_with(&r.match_key))
         };
         self.rules
             .iter()
-            .find(|r| r.matches(&e) || (chosen(r) && r.holds_on_kept(&e)))
+            .find(|r| (r.only_on_kept() && r.matches(&e)) || (chosen(r) && r.holds_on_kept(&e)))
     }
 
     /// Whether events can still arrive under the subject's key: its source is
@@ -633,9 +648,8 @@ fn compile_rule(
                 .collect();
             (values.join("/"), fields)
         });
-    let match_prefix = format!(
-        "{}|{:?}|",
-        i,
+    let match_key = format!(
+        "{:?}|",
         x.matches
             .as_ref()
             .map(|m| serde_json::to_string(m).unwrap_or_default()),
@@ -647,11 +661,11 @@ fn compile_rule(
         grace: x.grace,
         remind: x.remind,
         fingerprint: format!(
-            "{match_prefix}{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{i}|{match_key}{:?}|{:?}|{:?}|{:?}|{:?}",
             x.every, x.grace, x.remind, x.cron, x.tz
         ),
         pinned,
-        match_prefix,
+        match_key,
     })
 }
 
@@ -1002,6 +1016,13 @@ pub async fn scan(shared: &Shared) -> crate::store::Result<usize> {
             continue;
         };
         let relay = shared.relay.load_full();
+        if !relay.watch.reaches(&s) {
+            // Left behind by a change of `by` or of its source, and not yet
+            // cleared (the config's sync failed, or a reload came in between):
+            // no backup.missing for it.
+            shared.store.set_rule(&s.key, None).await?;
+            continue;
+        }
         let rule = relay.watch.rule_of(&s).cloned();
         let now = crate::store::now_ms();
         let mut e = missing_event(&s, rule.as_deref(), deadline, now);
@@ -1302,6 +1323,43 @@ mod tests {
         .unwrap();
         let s4 = stored("c66/app/db", &fields, Some(&w4.rules[1].fingerprint));
         assert_eq!(w4.rule_of(&s4).map(|r| r.index), Some(0));
+    }
+
+    #[test]
+    fn a_rule_on_fields_a_subject_does_not_keep_is_not_judged_outright() {
+        let fields = [("source", "c66"), ("stack", "app"), ("backup", "db")];
+        // `not: staging` would hold on the payload a subject does not have.
+        let w = watch(
+            r#"{"expect": [{"match": {"source": "c66", "raw.env": {"not": "staging"}}, "every": "1h"}, {"match": {"source": "c66"}, "every": "1d"}]}"#,
+        )
+        .unwrap();
+        let s = stored("c66/app/db", &fields, Some(&w.rules[1].fingerprint));
+        assert_eq!(w.rule_of(&s).map(|r| r.index), Some(1));
+        // A rule added before a raw rule: its subjects keep it, by its match.
+        let one = watch(
+            r#"{"expect": [{"match": {"source": "c66", "raw.cloud": "aws"}, "every": "1h"}]}"#,
+        )
+        .unwrap();
+        let s = stored("c66/app/db", &fields, Some(&one.rules[0].fingerprint));
+        let two = watch(
+            r#"{"expect": [{"match": {"source": "ctl"}, "every": "1h"}, {"match": {"source": "c66", "raw.cloud": "aws"}, "every": "1h"}]}"#,
+        )
+        .unwrap();
+        let r = two.rule_of(&s).expect("still watched");
+        assert_eq!(r.index, 1);
+        assert_ne!(r.fingerprint, one.rules[0].fingerprint, "reckoned again");
+    }
+
+    #[test]
+    fn an_items_keys_are_subject_json_fields() {
+        let s = stored("c66/app/db", &[("source", "c66")], None);
+        let v = s.to_json();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = SUBJECT_JSON_FIELDS.to_vec();
+        let mut got = keys.clone();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
     }
 
     #[test]

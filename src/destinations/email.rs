@@ -228,8 +228,8 @@ impl SmtpUrl {
     /// to use added, when the way it failed is how a scheme that does not fit
     /// the port fails: no greeting at all over `smtp://` (the server waits for
     /// TLS first), or a TLS record error over `smtps://` (it answered in plain
-    /// text). `early`: the server never greeted.
-    fn with_scheme_hint(&self, mut e: SendError, early: bool) -> SendError {
+    /// text). `silent`: the connection timed out without a greeting.
+    fn with_scheme_hint(&self, mut e: SendError, silent: bool) -> SendError {
         if e.status.is_some() {
             return e;
         }
@@ -239,11 +239,11 @@ impl SmtpUrl {
                 "the server answered in plain text: if it starts in plain text and upgrades \
                  with STARTTLS (as ports 587 and 25 usually do), use smtp://{host}:{port}"
             )),
-            SmtpTls::Opportunistic | SmtpTls::Required if early => Some(format!(
+            SmtpTls::Opportunistic | SmtpTls::Required if silent => Some(format!(
                 "if it speaks TLS from the start (as port 465 usually does), use \
                  smtps://{host}:{port}"
             )),
-            _ => self.scheme_hint(),
+            _ => None,
         };
         if let Some(hint) = hint {
             e.message = format!("{}; {hint}", e.message);
@@ -800,7 +800,12 @@ impl Destination for Email {
             &greeted,
         );
         let now = match tokio::time::timeout(self.timeout, conversation).await {
-            Ok(r) => r.map_err(|e| smtp.with_scheme_hint(e, true))?,
+            Ok(r) => r.map_err(|e| {
+                // lettre's own connect timeout: no greeting either.
+                let silent = !greeted.load(std::sync::atomic::Ordering::Relaxed)
+                    && e.message.contains("timed out");
+                smtp.with_scheme_hint(e, silent)
+            })?,
             Err(_) if !greeted.load(std::sync::atomic::Ordering::Relaxed) => {
                 return Err(smtp.with_scheme_hint(
                     SendError::transient(format!(

@@ -111,7 +111,8 @@ pub(super) fn walk(template: &Template, depth: usize, parent_line: usize, found:
                     found,
                 );
                 let scoped = matches!(ht.name.as_name(), Some("each" | "with"));
-                let items = if depth == 0 {
+                // `{{#each events as |e|}}` names its items `e`: not checked.
+                let items = if depth == 0 && ht.block_param.is_none() {
                     each_items(ht.name.as_name(), &ht.params, found)
                 } else {
                     None

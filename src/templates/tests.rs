@@ -370,6 +370,12 @@ fn names_inside_each_events_are_an_events_fields() {
         })
         .collect();
     assert_eq!(got.len(), 3, "{got:#?}");
+    // Items named by a block parameter are not checked (nor refused).
+    let dir = dir_with(&[(
+        "grp.slack.hbs",
+        "{{#each events as |ev|}}{{ev.server}}{{/each}}\n",
+    )]);
+    assert!(Templates::load(dir.path()).is_ok());
     assert!(
         got[0].0 == "grp.slack.hbs:3"
             && got[0]

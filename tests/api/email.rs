@@ -188,6 +188,8 @@ routes:
     );
     let err = untrusted["last_error"].as_str().unwrap();
     assert!(err.contains("not trusted (UnknownIssuer)"), "{err}");
+    // It greeted: no advice to change the scheme.
+    assert!(!err.contains("smtps://"), "{err}");
 }
 
 /// The same email through each provider's HTTP API, in that provider's own
