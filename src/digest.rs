@@ -432,7 +432,8 @@ async fn store_digest(
         .filter(|o| o.status == Status::Recovered.as_str())
         .map(|o| o.subject)
         .collect();
-    let counts = store.digest_counts(since).await?;
+    // Up to its own scheduled time: what comes after is the next digest's.
+    let counts = store.digest_counts(since, scheduled).await?;
     let ctx = build_context(d, &subjects, &recovered, counts, since, scheduled);
     let mut e = event_for(&ctx, scheduled, now);
     let deliveries =

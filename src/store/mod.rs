@@ -775,10 +775,10 @@ pub trait Store: Send + Sync {
     async fn clock_ms(&self) -> Result<i64> {
         Ok(now_ms())
     }
-    /// Since `since_ms` (store clock): webhooks received (digests left out) and
-    /// deliveries now delivered and dead among those created since (a digest's
-    /// own left out).
-    async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts>;
+    /// From `since_ms` up to (not at) `until_ms` (store clock): webhooks received
+    /// (hookrelay's own events left out), and deliveries that ended delivered and
+    /// dead in that time (a digest's own left out).
+    async fn digest_counts(&self, since_ms: i64, until_ms: i64) -> Result<crate::digest::Counts>;
 
     /// Backends that gather webhooks into one commit say how busy that is.
     fn ingest_gauge(&self) -> Option<&IngestGauge> {

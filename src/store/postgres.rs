@@ -1886,8 +1886,8 @@ impl Store for PgStore {
         self.pg_group_of(event_id).await
     }
 
-    async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts> {
-        self.pg_digest_counts(since_ms).await
+    async fn digest_counts(&self, since_ms: i64, until_ms: i64) -> Result<crate::digest::Counts> {
+        self.pg_digest_counts(since_ms, until_ms).await
     }
 
     async fn clock_ms(&self) -> Result<i64> {

@@ -1306,8 +1306,8 @@ impl Store for SqliteStore {
         self.sqlite_group_of(event_id).await
     }
 
-    async fn digest_counts(&self, since_ms: i64) -> Result<crate::digest::Counts> {
-        self.sqlite_digest_counts(since_ms).await
+    async fn digest_counts(&self, since_ms: i64, until_ms: i64) -> Result<crate::digest::Counts> {
+        self.sqlite_digest_counts(since_ms, until_ms).await
     }
 
     async fn last_digest(&self, key: &str) -> Result<Option<i64>> {

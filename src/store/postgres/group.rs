@@ -122,26 +122,30 @@ impl PgStore {
         Ok(due.len())
     }
 
-    pub(super) async fn pg_digest_counts(&self, since: i64) -> Result<Counts> {
+    pub(super) async fn pg_digest_counts(&self, since: i64, until: i64) -> Result<Counts> {
         let client = self.pool.get().await?;
         let like = format!("{}%", crate::digest::DEDUP_PREFIX);
         // Webhooks only: not hookrelay's own digests, misses and recoveries.
         let missing = format!("{}%", crate::watch::MISSING_PREFIX);
         let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
         let since = since as f64 / 1000.0;
+        // Within what a timestamp holds (to the end of year 9999).
+        let until = until.min(253_402_300_799_000) as f64 / 1000.0;
         // Alerts by when they ended, not when they were queued: one queued before
         // the previous digest and ended after it counts in this one. One pass
         // over the rows ended since (deliveries_ended).
         let r = client
             .query_one(
                 "SELECT
-                     (SELECT COUNT(*) FROM events WHERE received_at >= to_timestamp($1) AND dedup_key NOT LIKE $2
+                     (SELECT COUNT(*) FROM events WHERE received_at >= to_timestamp($1)
+                      AND received_at < to_timestamp($5) AND dedup_key NOT LIKE $2
                       AND dedup_key NOT LIKE $3 AND dedup_key NOT LIKE $4 AND dedup_key <> ''),
                      COUNT(*) FILTER (WHERE d.state = 'delivered'),
                      COUNT(*) FILTER (WHERE d.state = 'dead')
                  FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.ended_at >= to_timestamp($1) AND e.dedup_key NOT LIKE $2",
-                &[&since, &like, &missing, &recovered],
+                 WHERE d.ended_at >= to_timestamp($1) AND d.ended_at < to_timestamp($5)
+                   AND e.dedup_key NOT LIKE $2",
+                &[&since, &like, &missing, &recovered, &until],
             )
             .await?;
         let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;

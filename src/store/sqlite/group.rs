@@ -58,12 +58,13 @@ pub(super) fn join(conn: &Connection, event_id: &str, g: &GroupJoin, now: i64) -
 /// digest and ended after it counts in this one. One pass over the rows ended
 /// since (deliveries_ended).
 pub(super) const DIGEST_COUNTS: &str = "SELECT
-         (SELECT COUNT(*) FROM events WHERE received_at >= ?1 AND dedup_key NOT LIKE ?2
-          AND dedup_key NOT LIKE ?3 AND dedup_key NOT LIKE ?4 AND dedup_key <> ''),
+         (SELECT COUNT(*) FROM events WHERE received_at >= ?1 AND received_at < ?5
+          AND dedup_key NOT LIKE ?2 AND dedup_key NOT LIKE ?3 AND dedup_key NOT LIKE ?4
+          AND dedup_key <> ''),
          COALESCE(SUM(d.state = 'delivered'), 0),
          COALESCE(SUM(d.state = 'dead'), 0)
      FROM deliveries d JOIN events e ON e.id = d.event_id
-     WHERE d.ended_at >= ?1 AND e.dedup_key NOT LIKE ?2";
+     WHERE d.ended_at >= ?1 AND d.ended_at < ?5 AND e.dedup_key NOT LIKE ?2";
 
 impl SqliteStore {
     pub(super) async fn sqlite_flush_groups(&self, limit: usize) -> Result<usize> {
@@ -122,14 +123,14 @@ impl SqliteStore {
         Ok(n)
     }
 
-    pub(super) async fn sqlite_digest_counts(&self, since: i64) -> Result<Counts> {
+    pub(super) async fn sqlite_digest_counts(&self, since: i64, until: i64) -> Result<Counts> {
         self.read(move |c| {
             let like = format!("{}%", crate::digest::DEDUP_PREFIX);
             // Webhooks only: not hookrelay's own digests, misses and recoveries.
             let missing = format!("{}%", crate::watch::MISSING_PREFIX);
             let recovered = format!("{}%", crate::watch::RECOVERED_PREFIX);
             Ok(c.prepare_cached(DIGEST_COUNTS)?.query_row(
-                params![since, like, missing, recovered],
+                params![since, like, missing, recovered, until],
                 |r| {
                     Ok(Counts {
                         received: r.get::<_, i64>(0)?.max(0) as u64,
