@@ -108,6 +108,23 @@ pub(super) fn clean_config_error(e: &config::ConfigError) -> String {
     // but never its Debug form, and name the file once where it names it twice
     // ("expected a map in relay.yaml in relay.yaml" for a file of only `---`).
     let text = e.to_string();
+    // A key given twice comes in the YAML parser's Debug form:
+    // `String("out"): duplicated key in mapping at byte 100 line 5 column 24 in f`.
+    static DUPLICATE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"^(?:String|Integer|Real|Boolean)\("?(.*?)"?\): duplicated key in mapping at byte \d+ (line \d+ column \d+)( in .*)?$"#,
+        )
+        .expect("a valid regex")
+    });
+    if let Some(c) = DUPLICATE.captures(&text) {
+        return format!(
+            "the key {:?} is given twice in one mapping, at {}{} (each key may appear once: \
+             keep one, or give the second another name)",
+            &c[1],
+            &c[2],
+            c.get(3).map_or("", |m| m.as_str()),
+        );
+    }
     if let Some(at) = text.rfind(" in ") {
         if text[..at].ends_with(&text[at..]) {
             return text[..at].to_string();

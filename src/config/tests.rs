@@ -48,6 +48,22 @@ fn load_str(yaml: &str, e: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
 }
 
 #[test]
+fn a_key_given_twice_is_named_in_words() {
+    let err = load_str(
+        "sources:\n  g: { kind: generic }\ndestinations:\n  out: { type: console }\n  out: { type: console }\n",
+        &[],
+    )
+    .unwrap_err();
+    let text = err.errors[0].to_string();
+    assert!(
+        text.starts_with("the key \"out\" is given twice in one mapping, at line 5 column"),
+        "{text}"
+    );
+    assert!(text.contains("relay.yaml"), "{text}");
+    assert!(!text.contains("String("), "{text}");
+}
+
+#[test]
 fn every_error_is_reported_with_its_key() {
     let err = load_str(
         r#"
