@@ -622,6 +622,35 @@ fn describe_render_error(e: &handlebars::RenderError) -> String {
     }
 }
 
+/// The innermost block opened (`{{#name …}}`, `{{#*inline …}}`) and never
+/// closed, with its line, if any; comments are skipped.
+fn unclosed_block(text: &str) -> Option<(usize, String)> {
+    static TAG: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?s)\{\{!--.*?--\}\}|\{\{!.*?\}\}|\{\{~?\s*(#\*?|/)\s*([^\s}~()]+)")
+            .expect("a valid regex")
+    });
+    // (line, `#`-less opening as written, name).
+    let mut open: Vec<(usize, String, &str)> = Vec::new();
+    for c in TAG.captures_iter(text) {
+        let (Some(kind), Some(name)) = (c.get(1), c.get(2)) else {
+            continue;
+        };
+        let line = text[..kind.start()].matches('\n').count() + 1;
+        if kind.as_str() == "/" {
+            if open.last().is_some_and(|(_, _, n)| *n == name.as_str()) {
+                open.pop();
+            } else {
+                // Closes an outer block: the inner one was never closed.
+                break;
+            }
+        } else {
+            let star = kind.as_str().trim_start_matches('#');
+            open.push((line, format!("{star}{}", name.as_str()), name.as_str()));
+        }
+    }
+    open.pop().map(|(line, shown, _)| (line, shown))
+}
+
 /// Compiles a template; a syntax error names `place:line`.
 fn compile(text: &str, key: &str, place: &str) -> Result<Template, ConfigError> {
     Template::compile_with_name(text, key.to_string()).map_err(|e| {
@@ -630,6 +659,19 @@ fn compile(text: &str, key: &str, place: &str) -> Result<Template, ConfigError> 
             Some((line, _)) => format!("{place}:{line}"),
             None => place.to_string(),
         };
+        // The parser reports a block never closed at the end of the file: name the
+        // line that opens it instead.
+        if matches!(e.reason(), T::InvalidSyntax(_)) {
+            if let Some((line, name)) = unclosed_block(text) {
+                return ConfigError::new(
+                    format!("{place}:{line}"),
+                    format!(
+                        "\"{{{{#{name}}}}}\" is never closed (add \"{{{{/{}}}}}\")",
+                        name.trim_start_matches('*')
+                    ),
+                );
+            }
+        }
         let message = match e.reason() {
             T::MismatchingClosedHelper(open, close) => {
                 format!("\"{{{{#{open}}}}}\" is closed by \"{{{{/{close}}}}}\"")

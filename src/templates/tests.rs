@@ -333,6 +333,33 @@ fn json_helper_is_escaped_in_html() {
     );
 }
 
+#[test]
+fn a_block_never_closed_is_named_at_the_line_that_opens_it() {
+    let dir = dir_with(&[(
+        "x.slack.hbs",
+        "{{!-- {{#if nope}} in a comment --}}\n{{#*inline \"row\"}}{{server}}{{/inline}}\n\
+         {{#each events}}\n{{#if server}}on {{server}}\n{{/each}}\nend\n",
+    )]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    // Closed by the outer block's end: the inner one is named.
+    assert!(errs[0].place.ends_with("x.slack.hbs:4"), "{errs:?}");
+    assert!(
+        errs[0].message.starts_with("\"{{#if}}\" is never closed"),
+        "{errs:?}"
+    );
+    let dir = dir_with(&[(
+        "x.slack.hbs",
+        "{{#*inline \"row\"}}{{server}}{{/inline}}\n{{#if server}}on {{server}}\nline\nend\n",
+    )]);
+    let errs = Templates::load(dir.path()).unwrap_err();
+    assert!(errs[0].place.ends_with("x.slack.hbs:2"), "{errs:?}");
+    assert_eq!(
+        errs[0].message, "\"{{#if}}\" is never closed (add \"{{/if}}\")",
+        "{errs:?}"
+    );
+}
+
 // ---- strict names ----
 
 #[test]
