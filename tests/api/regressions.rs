@@ -317,49 +317,6 @@ async fn changing_watch_by_raises_no_missed_alert_for_a_backup_that_reports() {
     );
 }
 
-/// `smtp://` pointed at an implicit-TLS port (465, the port most providers
-/// document) waits for a greeting that never comes: the error is "did not accept
-/// the email within 10s", transient, so every alert is retried for `max_age`
-/// (24h) and then dead, with nothing that says to use `smtps://`. (`smtps://`
-/// at a STARTTLS port is as bad: "could not talk to the mail server: Connection
-/// error: Connection error: received corrupt message of type InvalidContentType",
-/// also retried.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtp_url_at_an_implicit_tls_port_says_to_use_smtps() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    let smtp = SmtpSink::start_with(&["--tls", "implicit", "--ca-out", ca.to_str().unwrap()]);
-    let app = spawn_app(&format!(
-        r#"sources:
-  sb: {{ kind: simplebackups }}
-admin: {{ token: {ADMIN} }}
-destinations:
-  mail: {{ type: email, smtp: "smtp://127.0.0.1:{}", tls_ca_file: "{}", timeout: 1s, from: r@example.com, to: [d@example.com] }}
-routes:
-  - to: [mail]
-"#,
-        smtp.port,
-        ca.display()
-    ))
-    .await;
-    let r = app
-        .post("/hooks/sb", fixture("simplebackups/error.json"), &[])
-        .await;
-    assert_eq!(r.status(), 202);
-    let tried = wait_for(Duration::from_secs(20), || async {
-        let v = app.api("/api/deliveries").await;
-        v["items"][0]["last_error"].is_string()
-    })
-    .await;
-    assert!(tried, "no attempt recorded");
-    let v = app.api("/api/deliveries").await;
-    let error = v["items"][0]["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("smtps://"),
-        "the error does not point at the fix (smtps:// for implicit TLS): {error}"
-    );
-}
-
 /// An unquoted numeric token or secret (`token: 12345`) is refused with serde's
 /// internal type name: "data did not match any variant of untagged enum
 /// OneOrMany". (`admin.token: 4242` gets the clearer "invalid type: integer
@@ -388,20 +345,18 @@ fn a_numeric_token_is_refused_in_words_the_user_knows() {
     );
 }
 
-/// `smtps://` pointed at a port that starts in plain text (STARTTLS, 587): the
-/// TLS handshake reads the server's plain greeting as a corrupt record; the error
-/// says to use `smtp://`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtps_url_at_a_starttls_port_says_to_use_smtp() {
+/// The last error of the one delivery of a SimpleBackups error sent to an SMTP
+/// sink started with `tls` (its own CA) through the URL `scheme://` + the sink.
+async fn smtp_error(tls: &str, scheme: &str, timeout: &str) -> (String, u16) {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
-    let smtp = SmtpSink::start_with(&["--tls", "starttls", "--ca-out", ca.to_str().unwrap()]);
+    let smtp = SmtpSink::start_with(&["--tls", tls, "--ca-out", ca.to_str().unwrap()]);
     let app = spawn_app(&format!(
         r#"sources:
   sb: {{ kind: simplebackups }}
 admin: {{ token: {ADMIN} }}
 destinations:
-  mail: {{ type: email, smtp: "smtps://127.0.0.1:{}", tls_ca_file: "{}", timeout: 5s, from: r@example.com, to: [d@example.com] }}
+  mail: {{ type: email, smtp: "{scheme}://127.0.0.1:{}", tls_ca_file: "{}", timeout: {timeout}, from: r@example.com, to: [d@example.com] }}
 routes:
   - to: [mail]
 "#,
@@ -420,9 +375,31 @@ routes:
     .await;
     assert!(tried, "no attempt recorded");
     let v = app.api("/api/deliveries").await;
-    let error = v["items"][0]["last_error"].as_str().unwrap();
+    let error = v["items"][0]["last_error"].as_str().unwrap().to_string();
+    (error, smtp.port)
+}
+
+/// `smtp://` pointed at an implicit-TLS port (465, the port most providers
+/// document) waits for a greeting that never comes: the error was "did not
+/// accept the email within 10s", transient, so every alert was retried for
+/// `max_age` (24h) and then dead, with nothing that said to use `smtps://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_url_at_an_implicit_tls_port_says_to_use_smtps() {
+    let (error, port) = smtp_error("implicit", "smtp", "1s").await;
     assert!(
-        error.contains(&format!("use smtp://127.0.0.1:{}", smtp.port)),
+        error.contains(&format!("use smtps://127.0.0.1:{port}")),
+        "the error does not point at the fix (smtps:// for implicit TLS): {error}"
+    );
+}
+
+/// `smtps://` pointed at a port that starts in plain text (STARTTLS, 587): the
+/// TLS handshake reads the server's plain greeting as a corrupt record; the error
+/// says to use `smtp://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtps_url_at_a_starttls_port_says_to_use_smtp() {
+    let (error, port) = smtp_error("starttls", "smtps", "5s").await;
+    assert!(
+        error.contains(&format!("use smtp://127.0.0.1:{port}")),
         "the error does not point at the fix (smtp:// for STARTTLS): {error}"
     );
 }
