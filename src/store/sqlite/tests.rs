@@ -661,7 +661,7 @@ mod digest {
         let plan: String = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", group::DIGEST_COUNTS))
             .unwrap()
-            .query_map(params![0, "digest:%", "missing:%", "recovered:%"], |r| {
+            .query_map(params![0, "digest:%", "missing:%", "recovered:%", 1], |r| {
                 r.get::<_, String>(3)
             })
             .unwrap()
@@ -669,7 +669,7 @@ mod digest {
             .unwrap()
             .join("; ");
         assert!(
-            plan.contains("SEARCH d USING INDEX deliveries_ended (ended_at>?)"),
+            plan.contains("SEARCH d USING INDEX deliveries_ended (ended_at>? AND ended_at<?)"),
             "{plan}"
         );
         assert!(!plan.contains("SCAN d"), "{plan}");
