@@ -429,7 +429,8 @@ async fn store_digest(
         .outcomes_since(since)
         .await?
         .into_iter()
-        .filter(|o| o.status == Status::Recovered.as_str())
+        // Up to its own scheduled time, as the counts: later ones are the next's.
+        .filter(|o| o.status == Status::Recovered.as_str() && o.received_ms < scheduled)
         .map(|o| o.subject)
         .collect();
     // Up to its own scheduled time: what comes after is the next digest's.
