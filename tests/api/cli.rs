@@ -11,12 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(BIN);
-    c.current_dir(dir).args(args).env_remove("HOOKRELAY_CONFIG");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("binary runs")
+    crate::helpers::run_hookrelay(dir, args, env)
 }
 
 fn text(b: &[u8]) -> String {

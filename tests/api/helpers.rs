@@ -15,6 +15,21 @@ use serde_json::Value;
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
+/// Runs the `hookrelay` binary in `dir` with `args` and `env` (and no
+/// `HOOKRELAY_CONFIG` from the test's own environment).
+pub fn run_hookrelay(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    c.current_dir(dir).args(args).env_remove("HOOKRELAY_CONFIG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("binary runs")
+}
+
 pub fn fixture(path: &str) -> String {
     std::fs::read_to_string(format!("{FIXTURES}/{path}")).expect("fixture exists")
 }

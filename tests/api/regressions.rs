@@ -203,17 +203,8 @@ fn the_telegram_default_labels_a_missed_backups_time_as_expected() {
          routes:\n  - to: [tg]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .current_dir(dir.path())
-        .env_remove("HOOKRELAY_CONFIG")
-        .args([
-            "render",
-            "--source",
-            "ctl",
-            &format!("{FIXTURES}/centurylink/missing.json"),
-        ])
-        .output()
-        .unwrap();
+    let fixture = format!("{FIXTURES}/centurylink/missing.json");
+    let out = run_hookrelay(dir.path(), &["render", "--source", "ctl", &fixture], &[]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(s.contains("Backup missed"), "{s}");
@@ -242,12 +233,7 @@ fn check_names_a_misspelled_field_inside_each_events() {
         "sources:\n  sb: { kind: simplebackups }\ndestinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .current_dir(dir.path())
-        .env_remove("HOOKRELAY_CONFIG")
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = run_hookrelay(dir.path(), &["check"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -330,12 +316,7 @@ fn a_numeric_token_is_refused_in_words_the_user_knows() {
          destinations:\n  out: { type: console }\nroutes:\n  - to: [out]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .current_dir(dir.path())
-        .env_remove("HOOKRELAY_CONFIG")
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = run_hookrelay(dir.path(), &["check"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("sources.c.token"), "{err}");
